@@ -1,0 +1,59 @@
+import os
+
+from setuptools import find_packages, setup
+
+
+def read(name):
+    with open(os.path.join(os.path.dirname(__file__), name)) as f:
+        return f.read()
+
+
+DEVSWIFT = ["swift >= 2.30"]
+KEYSTONE = ["python-keystoneclient >= 4.0", "keystoneauth1 >= 4.0"]
+
+setup(
+    name="zodb-swiftblobs",
+    version="0.1.0.dev0",
+    description="Keep ZODB blobs in OpenStack Swift: a storage wrapper with a local cache",
+    long_description=read("README.rst") + "\n\n" + read("CHANGES.rst"),
+    long_description_content_type="text/x-rst",
+    license="ZPL-2.1",
+    keywords="ZODB blob OpenStack Swift Zope Plone storage",
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Framework :: ZODB",
+        "Framework :: Zope",
+        "Framework :: Plone",
+        "License :: OSI Approved :: Zope Public License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Topic :: Database",
+    ],
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    zip_safe=False,
+    python_requires=">=3.10",
+    install_requires=[
+        "ZODB >= 5.6",
+        "ZConfig",
+        "transaction",
+        "zope.interface",
+        "python-swiftclient >= 4.0",
+        "requests",
+        "urllib3",
+    ],
+    extras_require={
+        "devswift": DEVSWIFT,
+        "keystone": KEYSTONE,
+        "test": DEVSWIFT + KEYSTONE + [
+            "pytest >= 7",
+            "cryptography",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "zodb-swiftblobs = zodb_swiftblobs.cli:main",
+        ],
+    },
+)

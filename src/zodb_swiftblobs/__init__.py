@@ -1,0 +1,1 @@
+"""Keep ZODB blobs in OpenStack Swift."""

@@ -1,0 +1,514 @@
+"""A real OpenStack Swift all-in-one on 127.0.0.1, for development and tests.
+
+``DevSwift(directory).start()`` builds rings and configuration files under
+*directory*, starts a proxy (with tempauth), an account, a container and an
+object server (and memcached when it is installed) on free loopback ports, and
+waits until an authenticated request succeeds.  Everything it starts is
+recorded in ``state.json``; ``stop()`` ends exactly those processes, by PID.
+
+The servers run in separate processes (Swift needs eventlet; this package's
+client side never imports it).  They are started through this module's own
+``serve`` entry point, which points Swift at the private configuration
+directory before the server loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+SERVERS = ("account", "container", "object", "proxy")
+ACCOUNT = "test"
+USER = "tester"
+POLICIES = ("gold", "silver")
+STATE_FILE = "state.json"
+LAUNCH_MARKER = "zodb_swiftblobs.devswift"
+
+
+class DevSwiftError(RuntimeError):
+    """The embedded Swift could not be started or is not usable."""
+
+
+@dataclass(frozen=True)
+class DevSwiftSettings:
+    """How a client reaches a running embedded Swift."""
+
+    auth_url: str
+    user: str
+    key: str = ""
+    storage_url: str = ""
+
+    def __repr__(self) -> str:
+        return f"DevSwiftSettings(auth_url={self.auth_url!r}, user={self.user!r})"
+
+    def exports(self) -> str:
+        """Shell ``export`` lines for the ``swift`` command-line client."""
+        return "".join(
+            f"export {name}={value}\n"
+            for name, value in (
+                ("ST_AUTH", self.auth_url),
+                ("ST_USER", self.user),
+                ("ST_KEY", self.key),
+            )
+        )
+
+    def environ(self) -> dict[str, str]:
+        return {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class DevSwift:
+    """A local Swift cluster rooted at one directory."""
+
+    def __init__(self, directory: str, *, devices: str | None = None,
+                 max_file_size: int | None = None,
+                 max_deletes_per_request: int | None = None) -> None:
+        self.directory = os.path.abspath(directory)
+        self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
+        self.max_file_size = max_file_size
+        self.max_deletes_per_request = max_deletes_per_request
+        self.etc = os.path.join(self.directory, "etc")
+        self.logs = os.path.join(self.directory, "log")
+        self.state_path = os.path.join(self.directory, STATE_FILE)
+
+    # -- state --------------------------------------------------------------
+
+    def _load_state(self) -> dict | None:
+        try:
+            with open(self.state_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def _save_state(self, state: dict) -> None:
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=2)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.state_path)
+
+    @property
+    def state(self) -> dict:
+        state = self._load_state()
+        if state is None:
+            raise DevSwiftError(f"no embedded Swift has been set up in {self.directory}")
+        return state
+
+    def settings(self) -> DevSwiftSettings:
+        """Connection settings of the cluster in this directory."""
+        state = self.state
+        return DevSwiftSettings(
+            auth_url=f"http://127.0.0.1:{state['ports']['proxy']}/auth/v1.0",
+            user=f"{ACCOUNT}:{USER}",
+            key=state["key"],
+            storage_url=f"http://127.0.0.1:{state['ports']['proxy']}/v1/AUTH_{ACCOUNT}",
+        )
+
+    @property
+    def fernet_key(self) -> bytes:
+        """The key tempauth signs its tokens with (tests mint tokens with it)."""
+        return self.state["fernet_key"].encode("ascii")
+
+    @property
+    def token_life(self) -> int:
+        return int(self.state["token_life"])
+
+    def running(self) -> bool:
+        state = self._load_state()
+        if not state:
+            return False
+        return all(self._owned_pid(state, name) for name in state["pids"])
+
+    def _owned_pid(self, state: dict, name: str) -> int | None:
+        """The PID of *name* if that process is alive and is the one we started."""
+        pid = state["pids"].get(name)
+        if not pid or not _pid_alive(pid):
+            return None
+        if name == "memcached":
+            expected = str(state["ports"]["memcached"])
+        else:
+            expected = os.path.join(self.etc, f"{name}-server.conf")
+        return pid if expected in _cmdline(pid) else None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> DevSwiftSettings:
+        """Start the cluster (idempotent) and return its settings."""
+        state = self._load_state()
+        if state and self.running():
+            self._wait_ready(state, timeout)
+            return self.settings()
+        if state:
+            self.stop()
+        state = self._configure(state)
+        for name in self._process_names(state):
+            self._spawn(state, name)
+        self._save_state(state)
+        try:
+            self._wait_ready(state, timeout)
+        except DevSwiftError:
+            self.stop()
+            raise
+        settings = self.settings()
+        log.info("embedded Swift running at %s (directory %s)", settings.auth_url, self.directory)
+        return settings
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop every process this directory's cluster started."""
+        state = self._load_state()
+        if not state:
+            return
+        for name in list(state["pids"]):
+            self.stop_server(name, timeout=timeout, state=state)
+        self._save_state(state)
+
+    def _process_names(self, state: dict) -> list[str]:
+        names = list(SERVERS)
+        if state["ports"].get("memcached"):
+            names.insert(0, "memcached")
+        return names
+
+    # -- fault injection ----------------------------------------------------
+
+    def stop_server(self, name: str, *, timeout: float = 15.0, state: dict | None = None) -> None:
+        """Stop one server (``proxy``, ``object`` ...) that this cluster started."""
+        own_state = state is None
+        state = state or self.state
+        pid = self._owned_pid(state, name)
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    time.sleep(0.05)
+        state["pids"][name] = None
+        if own_state:
+            self._save_state(state)
+
+    def start_server(self, name: str, timeout: float = 30.0) -> None:
+        """Start one stopped server again, on its old port."""
+        state = self.state
+        if self._owned_pid(state, name):
+            return
+        self._spawn(state, name)
+        self._save_state(state)
+        self._wait_port(state["ports"][name], timeout)
+        if name in SERVERS:
+            self._wait_healthy(state["ports"][name], timeout)
+
+    def kill_server(self, name: str) -> None:
+        """End a server abruptly (SIGKILL), cutting its open connections."""
+        pid = self._owned_pid(self.state, name)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.02)
+        self.stop_server(name)
+
+    def pause_server(self, name: str) -> None:
+        """Freeze a server with SIGSTOP: connections hang instead of failing."""
+        self._signal(name, signal.SIGSTOP)
+
+    def resume_server(self, name: str) -> None:
+        """Undo pause_server."""
+        self._signal(name, signal.SIGCONT)
+
+    def _signal(self, name: str, signum: int) -> None:
+        pid = self._owned_pid(self.state, name)
+        if not pid:
+            raise DevSwiftError(f"{name} server is not running")
+        os.kill(pid, signum)
+
+    # -- configuration --------------------------------------------------------
+
+    def _configure(self, previous: dict | None) -> dict:
+        """Write rings and configuration; keep ports and secrets of an earlier run."""
+        for sub in ("etc", "log", "recon", "run"):
+            os.makedirs(os.path.join(self.directory, sub), exist_ok=True)
+        os.makedirs(os.path.join(self.devices, "d1"), exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        if previous:
+            state = previous
+            ports = state["ports"]
+            if "memcached" in ports and not shutil.which("memcached"):
+                ports["memcached"] = None
+        else:
+            ports = {name: _free_port() for name in SERVERS}
+            ports["memcached"] = _free_port() if shutil.which("memcached") else None
+            state = {
+                "ports": ports,
+                "key": secrets.token_urlsafe(18),
+                "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+                "hash_suffix": secrets.token_hex(16),
+                "token_life": 86400,
+            }
+        state["pids"] = {}
+        self._write_swift_conf(state)
+        for name in ("account", "container", "object"):
+            self._write_storage_server_conf(state, name)
+        self._write_proxy_conf(state)
+        self._run_helper("rings", self.etc, str(ports["account"]), str(ports["container"]),
+                         str(ports["object"]), str(len(POLICIES)))
+        return state
+
+    def _write(self, name: str, text: str) -> None:
+        path = os.path.join(self.etc, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+
+    def _write_swift_conf(self, state: dict) -> None:
+        policies = "".join(
+            f"[storage-policy:{index}]\nname = {name}\n"
+            + ("default = yes\n" if index == 0 else "")
+            for index, name in enumerate(POLICIES)
+        )
+        max_size = f"max_file_size = {self.max_file_size}\n" if self.max_file_size else ""
+        self._write("swift.conf", (
+            f"[swift-hash]\nswift_hash_path_suffix = {state['hash_suffix']}\n"
+            f"{policies}[swift-constraints]\n{max_size}"
+        ))
+
+    def _common(self, state: dict, name: str) -> str:
+        return (
+            "[DEFAULT]\n"
+            "bind_ip = 127.0.0.1\n"
+            f"bind_port = {state['ports'][name]}\n"
+            "workers = 0\n"
+            f"user = {_current_user()}\n"
+            f"swift_dir = {self.etc}\n"
+            f"devices = {self.devices}\n"
+            "mount_check = false\n"
+            "disable_fallocate = true\n"
+            f"recon_cache_path = {os.path.join(self.directory, 'recon')}\n"
+            f"log_name = {name}-server\n"
+            "log_level = INFO\n"
+        )
+
+    def _write_storage_server_conf(self, state: dict, name: str) -> None:
+        self._write(f"{name}-server.conf", (
+            self._common(state, name)
+            + "\n[pipeline:main]\n"
+            f"pipeline = healthcheck {name}-server\n"
+            "\n[filter:healthcheck]\nuse = egg:swift#healthcheck\n"
+            f"\n[app:{name}-server]\nuse = egg:swift#{name}\n"
+            + ("\n[object-updater]\n" if name == "object" else "")
+        ))
+
+    def _write_proxy_conf(self, state: dict) -> None:
+        memcached = state["ports"].get("memcached")
+        pipeline = (
+            "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk "
+            "tempurl ratelimit tempauth copy container-quotas account-quotas slo dlo "
+            "versioned_writes proxy-logging proxy-server"
+        )
+        if not memcached:
+            pipeline = pipeline.replace(" cache ", " ")
+        filters = {
+            "catch_errors": "", "gatekeeper": "", "healthcheck": "",
+            "proxy-logging": "", "listing_formats": "", "tempurl": "",
+            "ratelimit": "", "copy": "", "container-quotas": "", "account-quotas": "",
+            "slo": "", "dlo": "", "versioned_writes": "",
+            "bulk": "delete_concurrency = 8\n" + (
+                f"max_deletes_per_request = {self.max_deletes_per_request}\n"
+                if self.max_deletes_per_request else ""),
+            "tempauth": (
+                f"user_{ACCOUNT}_{USER} = {state['key']} .admin\n"
+                f"fernet_key_1 = {state['fernet_key']}\n"
+                "active_fernet_key_id = 1\n"
+                f"token_life = {state['token_life']}\n"
+            ),
+        }
+        if memcached:
+            filters["cache"] = f"memcache_servers = 127.0.0.1:{memcached}\n"
+        egg = {"cache": "memcache", "proxy-logging": "proxy_logging",
+               "container-quotas": "container_quotas", "account-quotas": "account_quotas"}
+        sections = "".join(
+            f"\n[filter:{name}]\nuse = egg:swift#{egg.get(name, name)}\n{extra}"
+            for name, extra in filters.items()
+        )
+        self._write("proxy-server.conf", (
+            self._common(state, "proxy")
+            + f"\n[pipeline:main]\npipeline = {pipeline}\n"
+            "\n[app:proxy-server]\nuse = egg:swift#proxy\n"
+            "account_autocreate = true\nallow_account_management = true\n"
+            + sections
+        ))
+
+    # -- processes ----------------------------------------------------------
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONWARNINGS"] = "ignore"
+        return env
+
+    def _run_helper(self, *args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", LAUNCH_MARKER, *args],
+            env=self._child_env(), capture_output=True, text=True, timeout=120,
+        )
+        if result.returncode:
+            raise DevSwiftError(
+                f"devswift {args[0]} failed (is the 'swift' package installed? "
+                f"pip install 'zodb-swiftblobs[devswift]'):\n{result.stderr[-2000:]}")
+
+    def _spawn(self, state: dict, name: str) -> None:
+        logfile = open(os.path.join(self.logs, f"{name}.log"), "ab")
+        if name == "memcached":
+            argv = [shutil.which("memcached"), "-l", "127.0.0.1", "-U", "0",
+                    "-p", str(state["ports"]["memcached"]), "-m", "64"]
+            if os.geteuid() == 0:
+                argv += ["-u", "root"]
+        else:
+            conf = os.path.join(self.etc, f"{name}-server.conf")
+            argv = [sys.executable, "-m", LAUNCH_MARKER, "serve", name, conf, self.etc]
+        with logfile:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                env=self._child_env(), start_new_session=True, close_fds=True,
+            )
+        state["pids"][name] = proc.pid
+
+    def _wait_port(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise DevSwiftError(f"nothing listens on port {port} after {timeout:.0f}s; "
+                            f"see the logs in {self.logs}")
+
+    def _wait_healthy(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise DevSwiftError(f"server on port {port} is not healthy after "
+                                    f"{timeout:.0f}s; see the logs in {self.logs}")
+            time.sleep(0.1)
+
+    def _wait_ready(self, state: dict, timeout: float) -> None:
+        """Wait for every server, then for one authenticated request."""
+        deadline = time.monotonic() + timeout
+        for name in self._process_names(state):
+            if not self._owned_pid(state, name):
+                raise DevSwiftError(f"{name} exited at start; see {self.logs}/{name}.log")
+            self._wait_port(state["ports"][name], max(1.0, deadline - time.monotonic()))
+        for name in SERVERS:
+            self._wait_healthy(state["ports"][name], max(1.0, deadline - time.monotonic()))
+        settings = self.settings()
+        while True:
+            try:
+                request = urllib.request.Request(
+                    settings.auth_url,
+                    headers={"X-Auth-User": settings.user, "X-Auth-Key": settings.key})
+                with urllib.request.urlopen(request, timeout=5) as r:
+                    token = r.headers["X-Auth-Token"]
+                    url = r.headers["X-Storage-Url"]
+                with urllib.request.urlopen(
+                        urllib.request.Request(url, method="HEAD",
+                                               headers={"X-Auth-Token": token}), timeout=5):
+                    return
+            except (OSError, urllib.error.URLError) as exc:
+                if time.monotonic() > deadline:
+                    raise DevSwiftError(f"embedded Swift does not answer authenticated "
+                                        f"requests: {exc}; see {self.logs}") from None
+                time.sleep(0.1)
+
+
+def _current_user() -> str:
+    import pwd
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+# -- entry points run in the server processes (they import swift) -------------
+
+def _build_rings(etc: str, account: str, container: str, obj: str, policies: str) -> None:
+    from swift.common.ring import RingBuilder
+
+    ring_files = [("account.ring.gz", int(account)), ("container.ring.gz", int(container))]
+    ring_files += [("object.ring.gz" if index == 0 else f"object-{index}.ring.gz", int(obj))
+                   for index in range(int(policies))]
+    for filename, port in ring_files:
+        builder = RingBuilder(4, 1, 1)
+        builder.add_dev({"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": port,
+                         "device": "d1", "weight": 100.0, "meta": ""})
+        builder.rebalance()
+        builder.get_ring().save(os.path.join(etc, filename))
+
+
+def _serve(name: str, conf: str, etc: str) -> int:
+    from swift.common import constraints, utils
+
+    utils.set_swift_dir(etc)
+    constraints.reload_constraints()
+    from swift.common.wsgi import run_wsgi
+
+    return run_wsgi(conf, f"{name}-server", verbose=True) or 0
+
+
+def _main(argv: list[str]) -> int:
+    command, *args = argv
+    if command == "rings":
+        _build_rings(*args)
+        return 0
+    if command == "serve":
+        return _serve(*args)
+    raise SystemExit(f"unknown devswift helper command {command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

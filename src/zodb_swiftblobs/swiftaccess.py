@@ -1,0 +1,849 @@
+"""The Swift access layer: the one module of this package that talks to Swift.
+
+:class:`SwiftContainer` reads and writes the objects of one container.  It is
+safe to share between threads (each thread gets its own HTTP connection; the
+authentication token is shared), retries transient failures with exponential
+backoff and jitter within a per-operation deadline, streams bodies to and from
+files, verifies checksums, and stores large files as Static Large Objects.
+
+Errors are reported with the small hierarchy below; their messages name the
+operation, the object and Swift's transaction id, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from urllib.parse import quote, urlparse, urlunparse
+
+import requests
+import urllib3
+from swiftclient import client as swift
+from swiftclient.exceptions import ClientException
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+MIB = 1 << 20
+GIB = 1 << 30
+BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
+CHECKSUM_HEADER = "x-object-meta-content-md5"
+RETRYABLE_STATUSES = frozenset({408, 429, 498})
+# Network failures only: local file errors (a full disk) are not retried.
+TRANSPORT_ERRORS = (
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+# -- errors -------------------------------------------------------------------
+
+class SwiftError(Exception):
+    """A Swift operation failed.  ``operation``, ``name``, ``status`` and
+    ``transaction_id`` say which, on what, and how."""
+
+    def __init__(self, message: str, *, operation: str = "", name: str = "",
+                 status: int | None = None, transaction_id: str | None = None) -> None:
+        self.operation = operation
+        self.name = name
+        self.status = status
+        self.transaction_id = transaction_id
+        details = [f"status {status}" if status else "", f"transaction {transaction_id}"
+                   if transaction_id else ""]
+        details = ", ".join(d for d in details if d)
+        subject = f"Swift {operation} of {name!r}" if name else f"Swift {operation}"
+        super().__init__(f"{subject}: {message}" + (f" ({details})" if details else ""))
+
+
+class NotFoundError(SwiftError):
+    """The object (or container) does not exist."""
+
+
+class TransientSwiftError(SwiftError):
+    """Swift could not be reached or answered with a temporary failure
+    (network, 5xx, rate limiting, deadline exceeded).  Trying later may work."""
+
+
+class PermanentSwiftError(SwiftError):
+    """Swift refused the request; retrying will not help."""
+
+
+class AuthenticationError(PermanentSwiftError):
+    """Credentials were rejected, or a pre-authenticated token expired."""
+
+
+class ChecksumMismatchError(PermanentSwiftError):
+    """The bytes stored or received do not match their checksum or length."""
+
+
+# -- credentials -----------------------------------------------------------
+
+_SECRET_FIELDS = ("key", "application_credential_secret", "preauth_token")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate: TempAuth v1 (``auth_url``, ``user``, ``key``),
+    Keystone v3 (password or application credential), or a pre-authenticated
+    ``preauth_url`` and ``preauth_token``.  Secrets never appear in its repr."""
+
+    auth_url: str | None = None
+    user: str | None = None
+    key: str | None = field(default=None, repr=False)
+    auth_version: str | None = None
+    project_name: str | None = None
+    project_id: str | None = None
+    project_domain_name: str | None = None
+    project_domain_id: str | None = None
+    user_domain_name: str | None = None
+    user_domain_id: str | None = None
+    region_name: str | None = None
+    interface: str | None = None
+    application_credential_id: str | None = None
+    application_credential_secret: str | None = field(default=None, repr=False)
+    preauth_url: str | None = None
+    preauth_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Credentials:
+        """Read credentials from the variables the ``swift`` client reads."""
+        env = os.environ if environ is None else environ
+
+        def get(*names: str) -> str | None:
+            for name in names:
+                if env.get(name):
+                    return env[name]
+            return None
+
+        if get("ST_AUTH"):
+            return cls(auth_url=get("ST_AUTH"), user=get("ST_USER"), key=get("ST_KEY"),
+                       auth_version=get("ST_AUTH_VERSION"),
+                       preauth_url=get("OS_STORAGE_URL"), preauth_token=get("OS_AUTH_TOKEN"))
+        return cls(
+            auth_url=get("OS_AUTH_URL"),
+            user=get("OS_USERNAME", "OS_USER_ID"),
+            key=get("OS_PASSWORD"),
+            auth_version=get("OS_IDENTITY_API_VERSION", "OS_AUTH_VERSION"),
+            project_name=get("OS_PROJECT_NAME", "OS_TENANT_NAME"),
+            project_id=get("OS_PROJECT_ID", "OS_TENANT_ID"),
+            project_domain_name=get("OS_PROJECT_DOMAIN_NAME"),
+            project_domain_id=get("OS_PROJECT_DOMAIN_ID"),
+            user_domain_name=get("OS_USER_DOMAIN_NAME"),
+            user_domain_id=get("OS_USER_DOMAIN_ID"),
+            region_name=get("OS_REGION_NAME"),
+            interface=get("OS_INTERFACE", "OS_ENDPOINT_TYPE"),
+            application_credential_id=get("OS_APPLICATION_CREDENTIAL_ID"),
+            application_credential_secret=get("OS_APPLICATION_CREDENTIAL_SECRET"),
+            preauth_url=get("OS_STORAGE_URL"),
+            preauth_token=get("OS_AUTH_TOKEN"),
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.auth_url or self.preauth_url or self.preauth_token)
+
+    def or_environ(self, environ: Mapping[str, str] | None = None) -> Credentials:
+        """These credentials, or the environment's when none were given."""
+        return Credentials.from_environ(environ) if self.is_empty else self
+
+    @property
+    def keystone(self) -> bool:
+        if self.auth_version:
+            return self.auth_version.lstrip("v").startswith("3")
+        return bool(self.application_credential_id or self.project_name or self.project_id
+                    or (self.auth_url and urlparse(self.auth_url).path.rstrip("/")
+                        .endswith("/v3")))
+
+    @property
+    def can_authenticate(self) -> bool:
+        """Whether a fresh token can be obtained (so a 401 can be retried)."""
+        if not self.auth_url:
+            return False
+        if self.application_credential_id:
+            return bool(self.application_credential_secret)
+        return bool(self.user and self.key)
+
+    def secrets(self) -> list[str]:
+        return [v for v in (getattr(self, f) for f in _SECRET_FIELDS) if v]
+
+    def auth_arguments(self) -> tuple[tuple[str, str | None, str | None], dict]:
+        """Positional and keyword arguments for ``swiftclient.client.get_auth``."""
+        if not self.keystone:
+            return (self.auth_url, self.user, self.key), {"auth_version": "1.0"}
+        options = {
+            "project_name": self.project_name,
+            "project_id": self.project_id,
+            "project_domain_name": self.project_domain_name,
+            "project_domain_id": self.project_domain_id,
+            "user_domain_name": self.user_domain_name,
+            "user_domain_id": self.user_domain_id,
+            "region_name": self.region_name,
+            "endpoint_type": self.interface or "public",
+            "service_type": "object-store",
+        }
+        if self.application_credential_id:
+            options.update(auth_type="v3applicationcredential",
+                           application_credential_id=self.application_credential_id,
+                           application_credential_secret=self.application_credential_secret)
+        elif not (self.user_domain_name or self.user_domain_id):
+            options["user_domain_id"] = "default"
+        if not (self.project_domain_name or self.project_domain_id) and \
+                (self.project_name and not self.application_credential_id):
+            options["project_domain_id"] = "default"
+        options = {k: v for k, v in options.items() if v is not None}
+        return (self.auth_url, self.user, self.key), {"auth_version": "3",
+                                                      "os_options": options}
+
+    def describe(self) -> str:
+        """Where and as whom, for messages (never the secrets)."""
+        if self.auth_url:
+            who = self.user or self.application_credential_id or "?"
+            return f"{'Keystone v3' if self.keystone else 'TempAuth'} at {self.auth_url} as {who}"
+        return f"pre-authenticated token for {self.preauth_url}"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object in Swift, as listed, uploaded or downloaded."""
+
+    name: str
+    size: int
+    md5: str | None = None
+    large: bool = False
+    last_modified: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+# -- the access layer --------------------------------------------------------
+
+class _Tokens:
+    """One storage URL and token shared by every thread; refreshed on demand."""
+
+    def __init__(self, credentials: Credentials, tls: dict, timeout: float) -> None:
+        self.credentials = credentials
+        self._tls = tls
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._url = credentials.preauth_url
+        self._token = credentials.preauth_token
+        if not (self._url and self._token) and not credentials.can_authenticate:
+            raise AuthenticationError(
+                "no usable credentials: give auth_url with user and key (TempAuth or "
+                "Keystone v3), an application credential, or preauth_url and "
+                "preauth_token (or the ST_* / OS_* environment variables)",
+                operation="authentication")
+
+    def current(self, timeout: float) -> tuple[str, str]:
+        with self._lock:
+            if not (self._url and self._token):
+                self._authenticate(timeout)
+            return self._url, self._token
+
+    def invalidate(self, token: str) -> bool:
+        """Forget a rejected *token*; whether a new one can be obtained."""
+        if not self.credentials.can_authenticate:
+            return False
+        with self._lock:
+            if self._token == token:
+                self._token = None
+        return True
+
+    def _authenticate(self, timeout: float) -> None:
+        args, kwargs = self.credentials.auth_arguments()
+        try:
+            url, token = swift.get_auth(*args, timeout=min(timeout, self._timeout),
+                                        **kwargs, **self._tls)
+        except ClientException as exc:
+            if exc.http_status in (401, 403):
+                raise AuthenticationError(
+                    f"credentials rejected by {self.credentials.describe()}",
+                    operation="authentication", status=exc.http_status,
+                    transaction_id=exc.transaction_id) from None
+            if exc.http_status is None or exc.http_status >= 500:
+                raise
+            raise AuthenticationError(
+                f"authentication failed with {self.credentials.describe()}: {exc.msg}",
+                operation="authentication", status=exc.http_status) from None
+        self._url = self.credentials.preauth_url or url
+        self._token = token
+
+
+class _Restart(Exception):
+    """The object changed while a download was being resumed."""
+
+
+class _NotLarge(Exception):
+    """A large-object delete found a plain object."""
+
+
+class Deadline:
+    """A point in time an operation must finish by; transfers may extend it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def extend(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.end += seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+
+class SwiftContainer:
+    """Read and write the objects of one Swift container.
+
+    *deadline* bounds every operation, retries included (seconds); transfers
+    get one more second per MiB of body.  *timeout* bounds each socket
+    operation.  Files larger than *large_object_threshold* (by default 1 GiB,
+    and never more than the cluster's ``max_file_size``) are uploaded as Static
+    Large Objects in *segment_size* pieces, *segment_concurrency* at a time,
+    to the container ``<container>_segments``.
+    """
+
+    def __init__(self, credentials: Credentials, container: str, *,
+                 storage_policy: str | None = None,
+                 deadline: float = 60.0, timeout: float = 10.0,
+                 initial_backoff: float = 0.25, max_backoff: float = 8.0,
+                 large_object_threshold: int | None = None,
+                 segment_size: int = 256 * MIB, segment_concurrency: int = 4,
+                 cacert: str | None = None, insecure: bool = False) -> None:
+        if not container or "/" in container:
+            raise ValueError(f"invalid container name {container!r}")
+        self.credentials = credentials
+        self.container = container
+        self.segment_container = f"{container}_segments"
+        self.storage_policy = storage_policy
+        self.deadline = deadline
+        self.timeout = timeout
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self._large_object_threshold = large_object_threshold
+        self.segment_size = segment_size
+        self.segment_concurrency = segment_concurrency
+        self._tls = {"cacert": cacert, "insecure": insecure}
+        if insecure:
+            log.warning("TLS certificate verification is disabled for Swift (insecure=True)")
+        self._tokens = _Tokens(credentials, self._tls, timeout)
+        self._local = threading.local()
+        self._connections: list = []
+        self._lock = threading.Lock()
+        self._info: dict | None = None
+        self._containers_ready: set[str] = set()
+        self._segment_pool: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"<SwiftContainer {self.container!r} via {self.credentials.describe()}>"
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _http(self, url: str):
+        local = self._local
+        if getattr(local, "url", None) != url or local.conn is None:
+            parsed, conn = swift.http_connection(url, timeout=self.timeout, **self._tls)
+            local.url, local.conn = url, (parsed, conn)
+            with self._lock:
+                self._connections.append(conn)
+        return local.conn
+
+    def _drop_http(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn[1].close()
+            with self._lock:
+                if conn[1] in self._connections:
+                    self._connections.remove(conn[1])
+
+    def close(self) -> None:
+        """Close every connection and the segment upload pool."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            pool, self._segment_pool = self._segment_pool, None
+        for conn in connections:
+            conn.close()
+        if pool:
+            pool.shutdown(wait=True)
+        self._local = threading.local()
+
+    def _redact(self, text: str) -> str:
+        for secret in self.credentials.secrets() + [self._tokens._token or ""]:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _call(self, operation: str, name: str, func, *,
+              deadline: float | Deadline | None = None, timeout: float | None = None):
+        """Run ``func(url, token, http_conn)`` with retries within a deadline."""
+        if not isinstance(deadline, Deadline):
+            deadline = Deadline(self.deadline if deadline is None else deadline)
+        attempt, reauthenticated, last, last_txn = 0, False, "no attempt made", None
+        while True:
+            attempt += 1
+            remaining = deadline.remaining()
+            token = None
+            try:
+                url, token = self._tokens.current(max(remaining, 0.1))
+                parsed, conn = self._http(url)
+                conn.requests_args["timeout"] = max(0.1, min(timeout or self.timeout, remaining))
+                return func(url, token, (parsed, conn))
+            except ClientException as exc:
+                status, txn = exc.http_status, exc.transaction_id
+                if status == 404:
+                    raise NotFoundError("not found", operation=operation, name=name,
+                                        status=404, transaction_id=txn) from None
+                if status == 401 and token is not None:
+                    if not reauthenticated and self._tokens.invalidate(token):
+                        reauthenticated = True
+                        continue
+                    reason = ("the pre-authenticated token was rejected (expired or revoked); "
+                              "supply a new token or credentials"
+                              if not self.credentials.can_authenticate
+                              else "a freshly issued token was rejected")
+                    raise AuthenticationError(reason, operation=operation, name=name,
+                                              status=401, transaction_id=txn) from None
+                if status == 422:
+                    raise ChecksumMismatchError(
+                        "Swift rejected the body: it does not match its MD5",
+                        operation=operation, name=name, status=422,
+                        transaction_id=txn) from None
+                if not (status is None or status in RETRYABLE_STATUSES or status >= 500):
+                    raise PermanentSwiftError(
+                        self._redact(f"{exc.http_reason or exc.msg}"), operation=operation,
+                        name=name, status=status, transaction_id=txn) from None
+                if status in (None, 408):
+                    self._drop_http()
+                last = f"status {status} {exc.http_reason or ''}".strip()
+                last_txn = txn
+            except requests.exceptions.SSLError as exc:
+                self._drop_http()
+                raise PermanentSwiftError(
+                    self._redact(f"TLS failure (check cacert): {exc}")[:400],
+                    operation=operation, name=name) from None
+            except TRANSPORT_ERRORS as exc:
+                self._drop_http()
+                last = self._redact(f"{type(exc).__name__}: {exc}")[:300]
+                last_txn = None
+            except _Restart:
+                last, last_txn = "object changed during download; restarting", None
+            delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)
+            if delay >= deadline.remaining():
+                raise TransientSwiftError(
+                    f"gave up after {attempt} attempt(s) within the {deadline.seconds:.0f}s "
+                    "deadline; "
+                    f"last error: {last}", operation=operation, name=name,
+                    transaction_id=last_txn)
+            log.debug("Swift %s of %r failed (%s); retry %d in %.2fs",
+                      operation, name, last, attempt, delay)
+            time.sleep(delay)
+
+    def _transfer_deadline(self, size: int, deadline: float | None) -> float:
+        return self.deadline + size / MIB if deadline is None else deadline
+
+    # -- cluster and container ----------------------------------------------------
+
+    def info(self) -> dict:
+        """The cluster's capabilities (``GET /info``), fetched once."""
+        if self._info is None:
+            def get(url, token, http):
+                parsed = urlparse(url)
+                info_url = urlunparse((parsed.scheme, parsed.netloc, "/info", "", "", ""))
+                return swift.get_capabilities((urlparse(info_url), http[1]))
+            self._info = self._call("info", "", get)
+        return self._info
+
+    @property
+    def max_file_size(self) -> int:
+        return int(self.info().get("swift", {}).get("max_file_size", 5 * GIB + 2))
+
+    @property
+    def large_object_threshold(self) -> int:
+        """Files larger than this are uploaded as Static Large Objects."""
+        limit = self.max_file_size
+        if "slo" not in self.info():
+            return limit
+        return min(self._large_object_threshold or GIB, limit)
+
+    def ensure_container(self, container: str | None = None) -> None:
+        """Create the container (with the storage policy) unless it exists."""
+        container = container or self.container
+        if container in self._containers_ready:
+            return
+        try:
+            headers = self._call("container check", container,
+                                 lambda u, t, h: swift.head_container(u, t, container,
+                                                                      http_conn=h))
+            policy = headers.get("x-storage-policy")
+            if self.storage_policy and policy and policy != self.storage_policy:
+                log.warning("container %r uses storage policy %r, not the configured %r",
+                            container, policy, self.storage_policy)
+        except NotFoundError:
+            headers = {"X-Storage-Policy": self.storage_policy} if self.storage_policy else {}
+            self._call("container create", container,
+                       lambda u, t, h: swift.put_container(u, t, container, headers=headers,
+                                                           http_conn=h))
+            log.info("created Swift container %r", container)
+        self._containers_ready.add(container)
+
+    # -- single objects ---------------------------------------------------------
+
+    def head(self, name: str, *, deadline: float | None = None) -> StoredObject:
+        """Size, checksum and metadata of an object; NotFoundError if absent."""
+        headers = self._call("head", name, lambda u, t, h: swift.head_object(
+            u, t, self.container, name, http_conn=h), deadline=deadline)
+        return _stored_object(name, headers)
+
+    def upload(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
+               deadline: float | None = None) -> StoredObject:
+        """Upload the file at *path* as object *name*, streamed and MD5-checked."""
+        size = os.path.getsize(path)
+        if size > self.large_object_threshold:
+            return self._upload_large(name, path, size, metadata or {}, deadline)
+        md5 = file_md5(path)
+        headers = _metadata_headers(metadata)
+
+        def put(url, token, http):
+            with open(path, "rb") as body:
+                return swift.put_object(url, token, self.container, name, body,
+                                        content_length=size, etag=md5, headers=headers,
+                                        chunk_size=CHUNK_SIZE, http_conn=http)
+        self._put_creating_container(name, put, self._transfer_deadline(size, deadline))
+        return StoredObject(name, size, md5, False, None, dict(metadata or {}))
+
+    def _put_creating_container(self, name: str, put, deadline: float,
+                                container: str | None = None) -> None:
+        container = container or self.container
+        try:
+            self._call("upload", name, put, deadline=deadline)
+        except NotFoundError:
+            if container in self._containers_ready:
+                self._containers_ready.discard(container)
+            self.ensure_container(container)
+            self._call("upload", name, put, deadline=deadline)
+
+    def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
+        """Stream object *name* into a new file at *path*; verify length and checksum.
+
+        A broken connection resumes with a Range request.  On any failure the
+        partial file is removed.
+        """
+        state = {"written": 0, "md5": hashlib.md5(usedforsecurity=False), "first": None}
+        limit = Deadline(self.deadline if deadline is None else deadline)
+
+        def get(url, token, http):
+            headers = {"Range": f"bytes={state['written']}-"} if state["written"] else {}
+            response_headers, body = swift.get_object(
+                url, token, self.container, name, http_conn=http,
+                resp_chunk_size=CHUNK_SIZE, headers=headers)
+            try:
+                if state["first"] is None:
+                    state["first"] = response_headers
+                    if deadline is None:
+                        limit.extend(int(response_headers.get("content-length", 0)) / MIB)
+                elif response_headers.get("etag") != state["first"].get("etag"):
+                    out.seek(0)
+                    out.truncate()
+                    state.update(written=0, md5=hashlib.md5(usedforsecurity=False),
+                                 first=None)
+                    raise _Restart()
+                if state["written"]:
+                    log.debug("resuming download of %r at byte %d", name, state["written"])
+                for chunk in body:
+                    out.write(chunk)
+                    state["md5"].update(chunk)
+                    state["written"] += len(chunk)
+                    if limit.remaining() <= 0:
+                        raise TransientSwiftError(
+                            f"deadline of {limit.seconds:.0f}s exceeded after "
+                            f"{state['written']} bytes", operation="download", name=name)
+            finally:
+                body.close()
+
+        try:
+            with open(path, "wb") as out:
+                self._call("download", name, get, deadline=limit)
+            return self._verify_download(name, state)
+        except BaseException:
+            _remove(path)
+            raise
+
+    def _verify_download(self, name: str, state: dict) -> StoredObject:
+        stored = _stored_object(name, state["first"])
+        received = state["md5"].hexdigest()
+        if state["written"] != stored.size:
+            raise ChecksumMismatchError(
+                f"received {state['written']} bytes, expected {stored.size}",
+                operation="download", name=name,
+                transaction_id=state["first"].get("x-trans-id"))
+        if stored.md5 and received != stored.md5:
+            raise ChecksumMismatchError(
+                f"received bytes have MD5 {received}, expected {stored.md5}",
+                operation="download", name=name,
+                transaction_id=state["first"].get("x-trans-id"))
+        return replace(stored, md5=received)
+
+    def delete(self, name: str, *, large: bool = False, deadline: float | None = None) -> bool:
+        """Delete an object (and its segments when *large*); False if it was absent."""
+        try:
+            if large:
+                try:
+                    self._call("delete", name, lambda u, t, h: self._delete_large(name, t, h),
+                               deadline=deadline, timeout=max(self.timeout, BULK_TIMEOUT))
+                    return True
+                except _NotLarge:
+                    pass
+            self._call("delete", name, lambda u, t, h: swift.delete_object(
+                u, t, self.container, name, http_conn=h), deadline=deadline)
+        except NotFoundError:
+            return False
+        return True
+
+    def _delete_large(self, name: str, token: str, http) -> None:
+        path = f"{http[0].path}/{quote(self.container)}/{quote(name)}"
+        http[1].request("DELETE", f"{path}?multipart-manifest=delete",
+                        headers={"X-Auth-Token": token, "Accept": "application/json"})
+        result = _raise_for_bulk_result(http[1].getresponse())
+        if result.get("Number Not Found") and not result.get("Number Deleted"):
+            raise ClientException("not found", http_status=404)
+
+    # -- large objects ------------------------------------------------------------
+
+    def _segment_executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._segment_pool is None:
+                self._segment_pool = ThreadPoolExecutor(
+                    self.segment_concurrency, thread_name_prefix="swift-segment")
+            return self._segment_pool
+
+    def _upload_large(self, name: str, path: str, size: int, metadata: Mapping[str, str],
+                      deadline: float | None) -> StoredObject:
+        slo = self.info().get("slo", {})
+        max_segments = int(slo.get("max_manifest_segments", 1000))
+        segment_size = max(self.segment_size, math.ceil(size / max_segments),
+                           int(slo.get("min_segment_size", 1)))
+        self.ensure_container(self.segment_container)
+        prefix = f"{name}/{uuid.uuid4().hex}/"
+        ranges = [(offset, min(segment_size, size - offset))
+                  for offset in range(0, size, segment_size)]
+        pool = self._segment_executor()
+        futures = [pool.submit(self._upload_segment, f"{prefix}{index:08d}", path,
+                               offset, length, deadline)
+                   for index, (offset, length) in enumerate(ranges)]
+        try:
+            md5 = file_md5(path)
+            manifest = [future.result() for future in futures]
+            headers = _metadata_headers(metadata)
+            headers[CHECKSUM_HEADER] = md5
+            body = json.dumps(manifest).encode()
+            self._put_creating_container(name, lambda u, t, h: swift.put_object(
+                u, t, self.container, name, body, content_length=len(body), headers=headers,
+                query_string="multipart-manifest=put", http_conn=h),
+                self._transfer_deadline(0, deadline))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            written = [f"{prefix}{i:08d}" for i, f in enumerate(futures)
+                       if not f.cancelled()]
+            for future in futures:
+                if not future.cancelled():
+                    future.exception()
+            try:
+                self.delete_many(written, container=self.segment_container)
+            except SwiftError as exc:
+                log.warning("could not remove the segments of failed upload %r: %s", name, exc)
+            raise
+        log.debug("uploaded %r as a large object of %d segments", name, len(ranges))
+        return StoredObject(name, size, md5, True, None, dict(metadata))
+
+    def _upload_segment(self, segment: str, path: str, offset: int, length: int,
+                        deadline: float | None) -> dict:
+        md5 = file_md5(path, offset, length)
+
+        def put(url, token, http):
+            with open(path, "rb") as f:
+                body = _FileSlice(f, offset, length)
+                return swift.put_object(url, token, self.segment_container, segment, body,
+                                        content_length=length, etag=md5,
+                                        chunk_size=CHUNK_SIZE, http_conn=http)
+        self._call("segment upload", segment, put,
+                   deadline=self._transfer_deadline(length, deadline))
+        return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
+                "size_bytes": length}
+
+    # -- many objects ---------------------------------------------------------------
+
+    def list(self, prefix: str = "", *, marker: str = "", page_size: int | None = None,
+             container: str | None = None) -> Iterator[StoredObject]:
+        """Objects whose names start with *prefix*, in name order, page by page."""
+        container = container or self.container
+        limit = page_size or int(self.info().get("swift", {}).get(
+            "container_listing_limit", 10000))
+        while True:
+            _, page = self._call("list", prefix or container, lambda u, t, h: swift.get_container(
+                u, t, container, marker=marker, limit=limit, prefix=prefix or None,
+                http_conn=h))
+            if not page:
+                return
+            for entry in page:
+                yield StoredObject(entry["name"], int(entry["bytes"]), entry.get("hash"),
+                                   "slo_etag" in entry, entry.get("last_modified"))
+            marker = page[-1]["name"]
+
+    def delete_many(self, objects: Iterable[str | StoredObject], *,
+                    container: str | None = None) -> int:
+        """Delete many objects (bulk requests where the cluster allows).
+
+        Large objects (StoredObject with ``large``) lose their segments too.
+        Returns how many names were processed; absent objects count as deleted.
+        """
+        container = container or self.container
+        bulk = self.info().get("bulk_delete")
+        batch_size = min(int(bulk.get("max_deletes_per_request", 10000)), 1000) if bulk else 0
+        done, batch = 0, []
+        for item in objects:
+            name = item if isinstance(item, str) else item.name
+            if isinstance(item, StoredObject) and item.large and container == self.container:
+                self.delete(name, large=True)
+                done += 1
+            elif not batch_size:
+                self._delete_one(container, name)
+                done += 1
+            else:
+                batch.append(name)
+                if len(batch) >= batch_size:
+                    done += self._bulk_delete(container, batch)
+                    batch = []
+        if batch:
+            done += self._bulk_delete(container, batch)
+        return done
+
+    def _delete_one(self, container: str, name: str) -> None:
+        try:
+            self._call("delete", name, lambda u, t, h: swift.delete_object(
+                u, t, container, name, http_conn=h))
+        except NotFoundError:
+            pass
+
+    def _bulk_delete(self, container: str, names: list[str]) -> int:
+        body = "\n".join(f"/{quote(container)}/{quote(n)}" for n in names).encode()
+
+        def post(url, token, http):
+            http[1].request("POST", f"{http[0].path}?bulk-delete", data=body, headers={
+                "X-Auth-Token": token, "Content-Type": "text/plain",
+                "Accept": "application/json"})
+            _raise_for_bulk_result(http[1].getresponse())
+        self._call("bulk delete", f"{len(names)} objects", post,
+                   deadline=self.deadline + len(names) * 0.05,
+                   timeout=max(self.timeout, BULK_TIMEOUT))
+        return len(names)
+
+
+def _raise_for_bulk_result(response) -> dict:
+    """Turn a bulk-middleware response (HTTP status and JSON body) into errors.
+
+    Failures are raised as ClientException, which the retry loop classifies;
+    objects that were already absent count as deleted.
+    """
+    txn = response.getheader("x-trans-id")
+    text = response.read().decode("utf-8", "replace")
+    response.close()
+    if response.status == 404:
+        raise ClientException("not found", http_status=404,
+                              http_response_headers={"x-trans-id": txn})
+    if response.status >= 300:
+        raise ClientException(text[:200], http_status=response.status,
+                              http_reason=response.reason,
+                              http_response_headers={"x-trans-id": txn})
+    result = json.loads(text or "{}")
+    status = int((result.get("Response Status") or "200").split()[0])
+    errors = [e for e in result.get("Errors", []) if not str(e[1]).startswith("404")]
+    if any("Not an SLO manifest" in str(e[1]) for e in errors):
+        raise _NotLarge()
+    if status == 404:
+        raise ClientException("not found", http_status=404,
+                              http_response_headers={"x-trans-id": txn})
+    if status >= 300 or errors:
+        statuses = sorted({str(e[1]) for e in errors})
+        raise ClientException(f"{len(errors)} failed: {', '.join(statuses)[:200]}",
+                              http_status=status if status >= 300 else 500,
+                              http_reason=result.get("Response Body", "")[:200],
+                              http_response_headers={"x-trans-id": txn})
+    return result
+
+
+class _FileSlice:
+    """A seekable, readable window of an open file (a segment's body)."""
+
+    def __init__(self, f, offset: int, length: int) -> None:
+        self._f, self._offset, self._length, self._pos = f, offset, length, 0
+        f.seek(offset)
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._pos
+        size = left if size is None or size < 0 else min(size, left)
+        data = self._f.read(size)
+        self._pos += len(data)
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._length}[whence]
+        self._pos = max(0, min(self._length, base + pos))
+        self._f.seek(self._offset + self._pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def file_md5(path: str, offset: int = 0, length: int | None = None) -> str:
+    """Hex MD5 of a file, or of *length* bytes of it from *offset*."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _metadata_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {f"X-Object-Meta-{k}": str(v) for k, v in (metadata or {}).items()}
+
+
+def _stored_object(name: str, headers: Mapping[str, str]) -> StoredObject:
+    large = str(headers.get("x-static-large-object", "")).lower() == "true"
+    size = int(headers.get("content-length", 0))
+    if "content-range" in headers:
+        size = int(headers["content-range"].rsplit("/", 1)[1])
+    md5 = headers.get(CHECKSUM_HEADER) if large else headers.get("etag", "").strip('"') or None
+    metadata = {k[len("x-object-meta-"):]: v for k, v in headers.items()
+                if k.startswith("x-object-meta-") and k != CHECKSUM_HEADER}
+    return StoredObject(name, size, md5, large, headers.get("last-modified"), metadata)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

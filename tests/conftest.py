@@ -1,0 +1,85 @@
+"""Fixtures: a real OpenStack Swift on 127.0.0.1, started once per session."""
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+import pytest
+from cryptography.fernet import Fernet
+
+from zodb_swiftblobs.devswift import ACCOUNT, USER, DevSwift
+from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+
+
+RAM_DISK = "/dev/shm"
+
+
+@pytest.fixture(scope="session")
+def start_cluster(tmp_path_factory):
+    """Start an embedded Swift (object data on a RAM disk when there is one)."""
+    clusters = []
+
+    def start(name, **options):
+        devices = None
+        if os.path.isdir(RAM_DISK) and os.access(RAM_DISK, os.W_OK):
+            devices = tempfile.mkdtemp(prefix=f"zodb-swiftblobs-{name}-", dir=RAM_DISK)
+        cluster = DevSwift(str(tmp_path_factory.mktemp(name)), devices=devices, **options)
+        clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()
+        if cluster.devices.startswith(RAM_DISK):
+            shutil.rmtree(cluster.devices, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def devswift(start_cluster):
+    """The session's embedded Swift (never stopped or paused by a test)."""
+    return start_cluster("devswift")
+
+
+@pytest.fixture(scope="session")
+def small_swift(start_cluster):
+    """A cluster with small limits: 8 MiB max_file_size, 400 deletes per bulk request."""
+    return start_cluster("small", max_file_size=8 << 20, max_deletes_per_request=400)
+
+
+def credentials_for(cluster):
+    settings = cluster.settings()
+    return Credentials(auth_url=settings.auth_url, user=settings.user, key=settings.key)
+
+
+@pytest.fixture(scope="session")
+def credentials(devswift):
+    return credentials_for(devswift)
+
+
+@pytest.fixture
+def container_name():
+    """A container name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def swift_container(credentials, container_name):
+    container = SwiftContainer(credentials, container_name, large_object_threshold=4 << 20,
+                               segment_size=1 << 20, deadline=30)
+    yield container
+    container.close()
+
+
+def mint_token(cluster, *, age=0.0):
+    """A genuine tempauth token for the test user, issued *age* seconds ago."""
+    groups = f"{ACCOUNT},{ACCOUNT}:{USER},AUTH_{ACCOUNT}".encode()
+    issued = int(time.time() - age)
+    return "AUTH_ftk" + Fernet(cluster.fernet_key).encrypt_at_time(groups, issued).decode()
+
+
+def proxy_log(cluster):
+    with open(f"{cluster.logs}/proxy.log", errors="replace") as f:
+        return f.read()

@@ -1,0 +1,340 @@
+"""The Swift access layer against the real embedded Swift."""
+
+import io
+import logging
+import os
+import tarfile
+import threading
+import time
+import types
+
+import pytest
+import requests
+
+from conftest import credentials_for, mint_token, proxy_log
+from zodb_swiftblobs.swiftaccess import (
+    AuthenticationError, ChecksumMismatchError, Credentials, NotFoundError,
+    PermanentSwiftError, StoredObject, SwiftContainer, file_md5)
+
+
+def write_file(path, size):
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def raw_session(devswift):
+    """A plain HTTP view of the cluster, to check what really is in Swift."""
+    settings = devswift.settings()
+    response = requests.get(settings.auth_url, headers={
+        "X-Auth-User": settings.user, "X-Auth-Key": settings.key})
+    response.raise_for_status()
+    return types.SimpleNamespace(url=response.headers["X-Storage-Url"],
+                                 headers={"X-Auth-Token": response.headers["X-Auth-Token"]})
+
+
+def test_upload_download_roundtrip_with_metadata(swift_container, tmp_path, devswift):
+    data = write_file(tmp_path / "blob", 300_000)
+    stored = swift_container.upload("blobs/one", str(tmp_path / "blob"),
+                                    metadata={"oid": "0x01"})
+    assert stored.size == 300_000 and stored.md5 == file_md5(str(tmp_path / "blob"))
+    assert not stored.large
+
+    fetched = swift_container.download("blobs/one", str(tmp_path / "copy"))
+    assert read(tmp_path / "copy") == data
+    assert fetched.md5 == stored.md5 and fetched.metadata == {"oid": "0x01"}
+    head = swift_container.head("blobs/one")
+    assert (head.size, head.md5, head.metadata) == (300_000, stored.md5, {"oid": "0x01"})
+
+    raw = raw_session(devswift)
+    response = requests.get(f"{raw.url}/{swift_container.container}/blobs/one",
+                            headers=raw.headers)
+    assert response.content == data and response.headers["ETag"] == stored.md5
+
+
+def test_empty_file_roundtrip(swift_container, tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    swift_container.upload("empty", str(tmp_path / "empty"))
+    swift_container.download("empty", str(tmp_path / "back"))
+    assert read(tmp_path / "back") == b""
+
+
+def test_missing_object_is_not_found(swift_container, tmp_path):
+    swift_container.ensure_container()
+    with pytest.raises(NotFoundError) as info:
+        swift_container.download("absent", str(tmp_path / "out"))
+    assert info.value.status == 404 and info.value.transaction_id
+    assert "absent" in str(info.value) and info.value.transaction_id in str(info.value)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(NotFoundError):
+        swift_container.head("absent")
+    assert swift_container.delete("absent") is False
+
+
+def test_container_created_on_first_use_with_storage_policy(credentials, container_name,
+                                                            tmp_path, devswift):
+    container = SwiftContainer(credentials, container_name, storage_policy="silver")
+    write_file(tmp_path / "f", 10)
+    container.upload("x", str(tmp_path / "f"))
+    raw = raw_session(devswift)
+    response = requests.head(f"{raw.url}/{container_name}", headers=raw.headers)
+    assert response.status_code == 204
+    assert response.headers["X-Storage-Policy"] == "silver"
+    container.ensure_container()
+    container.close()
+
+
+def test_listing_is_paged_lazily_by_marker(swift_container, tmp_path, devswift):
+    write_file(tmp_path / "f", 100)
+    names = [f"p/{i:03d}" for i in range(23)]
+    for name in names:
+        swift_container.upload(name, str(tmp_path / "f"))
+    swift_container.upload("q/other", str(tmp_path / "f"))
+
+    before = proxy_log(devswift).count(f"GET /v1/AUTH_test/{swift_container.container}%3Fformat")
+    listing = swift_container.list("p/", page_size=5)
+    first = [next(listing).name for _ in range(3)]
+    after_first = proxy_log(devswift).count(f"GET /v1/AUTH_test/{swift_container.container}%3Fformat")
+    assert first == names[:3]
+    assert after_first - before == 1, "only the first page is fetched for the first items"
+    rest = [o.name for o in listing]
+    assert first + rest == names
+    pages = proxy_log(devswift).count(f"GET /v1/AUTH_test/{swift_container.container}%3Fformat")
+    assert pages - before == 6  # 5 full pages (the last has 3) and one empty page
+    assert [o.name for o in swift_container.list()] == names + ["q/other"]
+
+
+def test_large_object_uploads_in_parallel_segments(swift_container, tmp_path, devswift):
+    data = write_file(tmp_path / "big", 9 * (1 << 20) + 12345)
+    stored = swift_container.upload("big", str(tmp_path / "big"), metadata={"k": "v"})
+    assert stored.large and stored.md5 == file_md5(str(tmp_path / "big"))
+    segments = list(swift_container.list(container=swift_container.segment_container))
+    assert len(segments) == 10 and all(s.name.startswith("big/") for s in segments)
+    listed = list(swift_container.list())
+    assert [(o.name, o.size, o.large) for o in listed] == [("big", len(data), True)]
+
+    fetched = swift_container.download("big", str(tmp_path / "copy"))
+    assert read(tmp_path / "copy") == data
+    assert fetched.large and fetched.metadata == {"k": "v"}
+
+    assert swift_container.delete("big", large=True) is True
+    assert list(swift_container.list(container=swift_container.segment_container)) == []
+    assert list(swift_container.list()) == []
+    assert swift_container.delete("big", large=True) is False
+
+
+def test_failed_large_upload_removes_its_segments(swift_container, tmp_path, devswift):
+    """The manifest PUT is refused (a 1-byte quota) after every segment was written."""
+    swift_container.ensure_container()
+    raw = raw_session(devswift)
+    requests.post(f"{raw.url}/{swift_container.container}",
+                  headers={**raw.headers, "X-Container-Meta-Quota-Bytes": "1"}
+                  ).raise_for_status()
+    write_file(tmp_path / "big", 8 << 20)
+    with pytest.raises(PermanentSwiftError) as info:
+        swift_container.upload("big", str(tmp_path / "big"))
+    assert info.value.status == 413
+    log = proxy_log(devswift)
+    assert log.count(f"PUT /v1/AUTH_test/{swift_container.segment_container}/big/") == 8
+    assert list(swift_container.list(container=swift_container.segment_container)) == []
+    assert list(swift_container.list()) == []
+
+
+def test_default_large_object_threshold_is_below_max_file_size(credentials, container_name):
+    container = SwiftContainer(credentials, container_name)
+    assert container.max_file_size == 5 * (1 << 30) + 2
+    assert container.large_object_threshold == 1 << 30
+    huge = SwiftContainer(credentials, container_name, large_object_threshold=10 << 30)
+    assert huge.large_object_threshold == container.max_file_size
+
+
+def test_threshold_follows_the_clusters_max_file_size(small_swift, container_name, tmp_path):
+    container = SwiftContainer(credentials_for(small_swift), container_name,
+                               segment_size=4 << 20)
+    assert container.large_object_threshold == 8 << 20
+    data = write_file(tmp_path / "f", (8 << 20) + 1)
+    assert container.upload("over", str(tmp_path / "f")).large
+    container.download("over", str(tmp_path / "back"))
+    assert read(tmp_path / "back") == data
+    container.close()
+
+
+def _bulk_create(cluster, container, names):
+    """Create many objects in one request (the bulk middleware's extract-archive)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+    raw = raw_session(cluster)
+    requests.put(f"{raw.url}/{container}", headers=raw.headers).raise_for_status()
+    response = requests.put(f"{raw.url}/{container}?extract-archive=tar",
+                            headers={**raw.headers, "Accept": "application/json"},
+                            data=buffer.getvalue())
+    response.raise_for_status()
+    assert response.json()["Number Files Created"] == len(names), response.text
+
+
+def test_bulk_delete_of_thousands_within_the_clusters_limit(small_swift, container_name):
+    names = [f"gc/{i:05d}" for i in range(2000)]
+    _bulk_create(small_swift, container_name, names)
+    container = SwiftContainer(credentials_for(small_swift), container_name)
+    listed = list(container.list("gc/"))
+    assert len(listed) == 2000
+    before = proxy_log(small_swift).count("POST /v1/AUTH_test%3Fbulk-delete")
+    started = time.monotonic()
+    done = container.delete_many(listed + [StoredObject("gc/never-existed", 0)])
+    elapsed = time.monotonic() - started
+    assert done == 2001
+    assert list(container.list()) == []
+    bulk_requests = proxy_log(small_swift).count("POST /v1/AUTH_test%3Fbulk-delete") - before
+    assert bulk_requests == 6, f"{bulk_requests} bulk requests for 2001 names, 400 at most each"
+    print(f"bulk-deleted 2001 names in {elapsed:.1f}s")
+    container.close()
+
+
+def test_delete_many_removes_large_objects_with_their_segments(swift_container, tmp_path):
+    write_file(tmp_path / "big", 6 << 20)
+    write_file(tmp_path / "small", 10)
+    swift_container.upload("big", str(tmp_path / "big"))
+    swift_container.upload("small", str(tmp_path / "small"))
+    assert swift_container.delete_many(list(swift_container.list())) == 2
+    assert list(swift_container.list()) == []
+    assert list(swift_container.list(container=swift_container.segment_container)) == []
+
+
+def _corrupt_on_disk(devswift, data):
+    """Flip bytes in the object server's file that holds *data* (same length)."""
+    for root, _, files in os.walk(devswift.devices):
+        for filename in files:
+            path = os.path.join(root, filename)
+            if filename.endswith(".data") and os.path.getsize(path) == len(data) \
+                    and read(path) == data:
+                with open(path, "r+b") as f:
+                    f.seek(len(data) // 2)
+                    f.write(bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 16]))
+                return
+    raise AssertionError("object file not found on disk")
+
+
+def test_corrupted_download_is_detected_by_checksum(swift_container, tmp_path, devswift):
+    data = write_file(tmp_path / "blob", 200_000)
+    swift_container.upload("victim", str(tmp_path / "blob"))
+    _corrupt_on_disk(devswift, data)
+    with pytest.raises(ChecksumMismatchError) as info:
+        swift_container.download("victim", str(tmp_path / "out"))
+    assert "MD5" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupted_large_object_is_detected_by_metadata_checksum(swift_container, tmp_path,
+                                                                devswift):
+    data = write_file(tmp_path / "big", 6 << 20)
+    swift_container.upload("big", str(tmp_path / "big"))
+    _corrupt_on_disk(devswift, data[1 << 20:2 << 20])
+    with pytest.raises(ChecksumMismatchError):
+        swift_container.download("big", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_threads_get_their_own_connections_and_share_one_token(credentials, container_name,
+                                                              tmp_path, devswift):
+    container = SwiftContainer(credentials, container_name)
+    container.ensure_container()
+    auths_before = proxy_log(devswift).count("GET /auth/v1.0")
+    payloads = {i: os.urandom(50_000 + i) for i in range(8)}
+    errors = []
+
+    def work(i):
+        try:
+            src, dst = tmp_path / f"in{i}", tmp_path / f"out{i}"
+            for round_ in range(5):
+                src.write_bytes(payloads[i])
+                container.upload(f"t/{i}/{round_}", str(src))
+                container.download(f"t/{i}/{round_}", str(dst))
+                assert dst.read_bytes() == payloads[i]
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(list(container.list("t/"))) == 40
+    assert proxy_log(devswift).count("GET /auth/v1.0") - auths_before <= 1
+    container.close()
+
+
+def test_wrong_key_is_an_authentication_error_without_the_key(devswift, container_name,
+                                                              caplog):
+    caplog.set_level(logging.DEBUG)
+    settings = devswift.settings()
+    wrong = "Wr0ng-Key-Value-42"
+    container = SwiftContainer(Credentials(auth_url=settings.auth_url, user=settings.user,
+                                           key=wrong), container_name)
+    with pytest.raises(AuthenticationError) as info:
+        container.ensure_container()
+    assert "rejected" in str(info.value) and settings.user in str(info.value)
+    assert wrong not in str(info.value) and wrong not in repr(container)
+    assert wrong not in caplog.text
+
+
+def test_no_credentials_at_all_is_a_clear_error(container_name):
+    with pytest.raises(AuthenticationError, match="no usable credentials"):
+        SwiftContainer(Credentials(), container_name)
+
+
+def test_preauthenticated_token(devswift, container_name, tmp_path):
+    settings = devswift.settings()
+    creds = Credentials(preauth_url=settings.storage_url, preauth_token=mint_token(devswift))
+    container = SwiftContainer(creds, container_name)
+    write_file(tmp_path / "f", 1000)
+    container.upload("x", str(tmp_path / "f"))
+    assert [o.name for o in container.list()] == ["x"]
+    container.close()
+
+
+def test_expired_preauthenticated_token_says_so(devswift, container_name, caplog):
+    caplog.set_level(logging.DEBUG)
+    settings = devswift.settings()
+    expired = mint_token(devswift, age=devswift.token_life + 60)
+    container = SwiftContainer(Credentials(preauth_url=settings.storage_url,
+                                           preauth_token=expired), container_name)
+    with pytest.raises(AuthenticationError) as info:
+        container.ensure_container()
+    message = str(info.value)
+    assert "expired" in message and info.value.status == 401
+    assert expired not in message and expired[8:40] not in message
+    assert expired[8:40] not in caplog.text
+
+
+def test_expired_token_is_renewed_from_credentials(devswift, container_name, tmp_path):
+    settings = devswift.settings()
+    expired = mint_token(devswift, age=devswift.token_life + 60)
+    creds = Credentials(auth_url=settings.auth_url, user=settings.user, key=settings.key,
+                        preauth_url=settings.storage_url, preauth_token=expired)
+    container = SwiftContainer(creds, container_name)
+    auths_before = proxy_log(devswift).count("GET /auth/v1.0")
+    write_file(tmp_path / "f", 10)
+    container.upload("x", str(tmp_path / "f"))
+    assert proxy_log(devswift).count("GET /auth/v1.0") - auths_before == 1
+    container.close()
+
+
+def test_credentials_from_environment(devswift, container_name, tmp_path, monkeypatch):
+    for name, value in devswift.settings().environ().items():
+        monkeypatch.setenv(name, value)
+    container = SwiftContainer(Credentials().or_environ(), container_name)
+    write_file(tmp_path / "f", 10)
+    container.upload("x", str(tmp_path / "f"))
+    assert container.head("x").size == 10
+    container.close()
