@@ -377,6 +377,8 @@ class DevSwift:
             + f"\n[pipeline:main]\npipeline = {pipeline}\n"
             "\n[app:proxy-server]\nuse = egg:swift#proxy\n"
             "account_autocreate = true\nallow_account_management = true\n"
+            # One replica: do not shun a restarted server for the default 60 s.
+            "error_suppression_interval = 2\n"
             + sections
         ))
 

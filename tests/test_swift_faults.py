@@ -1,0 +1,141 @@
+"""The access layer under real faults: servers stopped, paused and killed."""
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+from conftest import credentials_for
+from zodb_swiftblobs.swiftaccess import SwiftContainer, TransientSwiftError
+
+
+@pytest.fixture(scope="module")
+def cluster(start_cluster):
+    """A cluster of this module's own, so that its faults touch no other test."""
+    return start_cluster("faults")
+
+
+@pytest.fixture
+def container(cluster, container_name):
+    container = SwiftContainer(credentials_for(cluster), container_name, deadline=3,
+                               timeout=1, initial_backoff=0.1)
+    container.ensure_container()
+    yield container
+    container.close()
+
+
+@pytest.fixture
+def blob(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(100_000))
+    return str(path)
+
+
+def assert_no_secret(cluster, text):
+    assert cluster.settings().key not in text
+
+
+def test_proxy_down_fails_within_the_deadline_then_recovers(cluster, container, blob,
+                                                            tmp_path):
+    container.upload("before", blob)
+    cluster.stop_server("proxy")
+    try:
+        for operation in (lambda: container.upload("x", blob),
+                          lambda: container.download("before", str(tmp_path / "out")),
+                          lambda: container.head("before")):
+            started = time.monotonic()
+            with pytest.raises(TransientSwiftError) as info:
+                operation()
+            elapsed = time.monotonic() - started
+            assert 1 < elapsed < 4.5, f"gave up after {elapsed:.1f}s, deadline 3s"
+            assert "ConnectionError" in str(info.value) and "attempt" in str(info.value)
+            assert_no_secret(cluster, str(info.value))
+        assert not (tmp_path / "out").exists()
+    finally:
+        cluster.start_server("proxy")
+    container.upload("after", blob)
+    assert container.head("after").size == 100_000
+
+
+def test_paused_proxy_times_out_within_the_deadline(cluster, container, blob):
+    container.upload("x", blob)
+    cluster.pause_server("proxy")
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientSwiftError) as info:
+            container.head("x")
+        elapsed = time.monotonic() - started
+        assert elapsed < 4.5, f"gave up after {elapsed:.1f}s, deadline 3s"
+        assert "Timeout" in str(info.value)
+    finally:
+        cluster.resume_server("proxy")
+    assert container.head("x").size == 100_000
+
+
+def test_object_server_down_is_a_transient_503(cluster, container, blob):
+    cluster.stop_server("object")
+    try:
+        with pytest.raises(TransientSwiftError) as info:
+            container.upload("x", blob)
+        assert "status 503" in str(info.value)
+    finally:
+        cluster.start_server("object")
+
+
+def test_upload_retries_until_the_object_server_returns(cluster, credentials_container,
+                                                        blob):
+    container = credentials_container
+    cluster.stop_server("object")
+    restarted = threading.Timer(1.5, cluster.start_server, args=("object",))
+    restarted.start()
+    try:
+        started = time.monotonic()
+        stored = container.upload("patient", blob)
+        elapsed = time.monotonic() - started
+    finally:
+        restarted.join()
+    assert elapsed > 1.5 and stored.size == 100_000
+    assert container.head("patient").md5 == stored.md5
+
+
+@pytest.fixture
+def credentials_container(cluster, container_name):
+    container = SwiftContainer(credentials_for(cluster), container_name, deadline=30,
+                               timeout=2, initial_backoff=0.1, max_backoff=0.5)
+    container.ensure_container()
+    yield container
+    container.close()
+
+
+def test_download_cut_mid_stream_resumes_with_range(cluster, credentials_container,
+                                                    tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swiftaccess")
+    container = credentials_container
+    data = os.urandom(256 << 20)
+    (tmp_path / "big").write_bytes(data)
+    container.upload("big", str(tmp_path / "big"))
+    target = tmp_path / "copy"
+    errors = []
+
+    def download():
+        try:
+            container.download("big", str(target))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=download)
+    thread.start()
+    while not (target.exists() and target.stat().st_size >= 8 << 20) and thread.is_alive():
+        time.sleep(0.001)
+    cluster.pause_server("proxy")
+    cut_at = target.stat().st_size
+    cluster.kill_server("proxy")
+    cluster.start_server("proxy")
+    thread.join()
+    assert errors == []
+    assert cut_at < len(data), "the download finished before the cut"
+    assert target.read_bytes() == data
+    resumed = [r.getMessage() for r in caplog.records if "resuming download" in r.getMessage()]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 8 << 20
