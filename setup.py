@@ -10,6 +10,8 @@ def read(name):
 
 DEVSWIFT = ["swift >= 2.30"]
 KEYSTONE = ["python-keystoneclient >= 4.0", "keystoneauth1 >= 4.0"]
+# A real Keystone for the tests of Keystone v3 authentication.
+DEVKEYSTONE = ["keystone", "keystonemiddleware"]
 
 setup(
     name="zodb-swiftblobs",
@@ -46,7 +48,7 @@ setup(
     extras_require={
         "devswift": DEVSWIFT,
         "keystone": KEYSTONE,
-        "test": DEVSWIFT + KEYSTONE + [
+        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + [
             "pytest >= 7",
             "cryptography",
         ],

@@ -29,9 +29,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from . import devkeystone
+
 log = logging.getLogger(__name__)
 
 SERVERS = ("account", "container", "object", "proxy")
+KEYSTONE_SERVERS = ("keystone", "proxy-keystone")
 ACCOUNT = "test"
 USER = "tester"
 POLICIES = ("gold", "silver")
@@ -103,11 +106,12 @@ class DevSwift:
 
     def __init__(self, directory: str, *, devices: str | None = None,
                  max_file_size: int | None = None,
-                 max_deletes_per_request: int | None = None) -> None:
+                 max_deletes_per_request: int | None = None, keystone: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
         self.max_file_size = max_file_size
         self.max_deletes_per_request = max_deletes_per_request
+        self.keystone = keystone
         self.etc = os.path.join(self.directory, "etc")
         self.logs = os.path.join(self.directory, "log")
         self.state_path = os.path.join(self.directory, STATE_FILE)
@@ -145,6 +149,20 @@ class DevSwift:
             storage_url=f"http://127.0.0.1:{state['ports']['proxy']}/v1/AUTH_{ACCOUNT}",
         )
 
+    def keystone_settings(self) -> devkeystone.KeystoneSettings:
+        """Keystone v3 settings (a cluster started with ``keystone=True``)."""
+        state = self.state
+        keystone = state.get("keystone")
+        if not keystone or not keystone.get("registered"):
+            raise DevSwiftError("this embedded Swift was started without Keystone")
+        return devkeystone.KeystoneSettings(
+            auth_url=f"http://127.0.0.1:{state['ports']['keystone']}/v3",
+            user=devkeystone.USER, password=keystone["user_password"],
+            project_name=devkeystone.PROJECT,
+            application_credential_id=keystone["registered"]["application_credential_id"],
+            application_credential_secret=keystone["registered"][
+                "application_credential_secret"])
+
     @property
     def fernet_key(self) -> bytes:
         """The key tempauth signs its tokens with (tests mint tokens with it)."""
@@ -163,13 +181,10 @@ class DevSwift:
     def _owned_pid(self, state: dict, name: str) -> int | None:
         """The PID of *name* if that process is alive and is the one we started."""
         pid = state["pids"].get(name)
-        if not pid or not _pid_alive(pid):
+        argv = state.get("argv", {}).get(name)
+        if not pid or not argv or not _pid_alive(pid):
             return None
-        if name == "memcached":
-            expected = str(state["ports"]["memcached"])
-        else:
-            expected = os.path.join(self.etc, f"{name}-server.conf")
-        return pid if expected in _cmdline(pid) else None
+        return pid if _cmdline(pid) == " ".join(argv) + " " else None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -207,6 +222,8 @@ class DevSwift:
         names = list(SERVERS)
         if state["ports"].get("memcached"):
             names.insert(0, "memcached")
+        if state.get("keystone"):
+            names += KEYSTONE_SERVERS
         return names
 
     # -- fault injection ----------------------------------------------------
@@ -238,8 +255,8 @@ class DevSwift:
         self._spawn(state, name)
         self._save_state(state)
         self._wait_port(state["ports"][name], timeout)
-        if name in SERVERS:
-            self._wait_healthy(state["ports"][name], timeout)
+        if name != "memcached":
+            self._wait_healthy(name, state["ports"][name], timeout)
 
     def kill_server(self, name: str) -> None:
         """End a server abruptly (SIGKILL), cutting its open connections."""
@@ -287,14 +304,30 @@ class DevSwift:
                 "hash_suffix": secrets.token_hex(16),
                 "token_life": 86400,
             }
-        state["pids"] = {}
+        state["pids"], state["argv"] = {}, {}
+        if self.keystone and not state.get("keystone"):
+            ports.update({name: _free_port() for name in KEYSTONE_SERVERS})
+            state["keystone"] = {name: secrets.token_urlsafe(12) for name in
+                                 ("admin_password", "service_password", "user_password")}
         self._write_swift_conf(state)
         for name in ("account", "container", "object"):
             self._write_storage_server_conf(state, name)
-        self._write_proxy_conf(state)
+        self._write_proxy_conf(state, "proxy")
         self._run_helper("rings", self.etc, str(ports["account"]), str(ports["container"]),
                          str(ports["object"]), str(len(POLICIES)))
+        keystone = state.get("keystone")
+        if keystone:
+            self._write_proxy_conf(state, "proxy-keystone")
+            config = devkeystone.write_config(self.keystone_dir)
+            if not keystone.get("initialized"):
+                devkeystone.initialize(config, ports["keystone"], keystone["admin_password"],
+                                       self._child_env())
+                keystone["initialized"] = True
         return state
+
+    @property
+    def keystone_dir(self) -> str:
+        return os.path.join(self.directory, "keystone")
 
     def _write(self, name: str, text: str) -> None:
         path = os.path.join(self.etc, name)
@@ -340,7 +373,7 @@ class DevSwift:
             + ("\n[object-updater]\n" if name == "object" else "")
         ))
 
-    def _write_proxy_conf(self, state: dict) -> None:
+    def _write_proxy_conf(self, state: dict, name: str) -> None:
         memcached = state["ports"].get("memcached")
         pipeline = (
             "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk "
@@ -366,14 +399,22 @@ class DevSwift:
         }
         if memcached:
             filters["cache"] = f"memcache_servers = 127.0.0.1:{memcached}\n"
+        if name == "proxy-keystone":
+            pipeline = pipeline.replace(" tempauth ", " authtoken keystoneauth ")
+            del filters["tempauth"]
+            filters.update(devkeystone.proxy_filters(state["ports"]["keystone"],
+                                                     state["keystone"]["service_password"]))
         egg = {"cache": "memcache", "proxy-logging": "proxy_logging",
                "container-quotas": "container_quotas", "account-quotas": "account_quotas"}
         sections = "".join(
-            f"\n[filter:{name}]\nuse = egg:swift#{egg.get(name, name)}\n{extra}"
-            for name, extra in filters.items()
+            f"\n[filter:{filter_name}]\n"
+            + ("" if "paste.filter_factory" in extra or extra.startswith("use =")
+               else f"use = egg:swift#{egg.get(filter_name, filter_name)}\n")
+            + extra
+            for filter_name, extra in filters.items()
         )
-        self._write("proxy-server.conf", (
-            self._common(state, "proxy")
+        self._write(f"{name}-server.conf", (
+            self._common(state, name)
             + f"\n[pipeline:main]\npipeline = {pipeline}\n"
             "\n[app:proxy-server]\nuse = egg:swift#proxy\n"
             "account_autocreate = true\nallow_account_management = true\n"
@@ -407,15 +448,20 @@ class DevSwift:
                     "-p", str(state["ports"]["memcached"]), "-m", "64"]
             if os.geteuid() == 0:
                 argv += ["-u", "root"]
+        elif name == "keystone":
+            argv = [sys.executable, "-m", LAUNCH_MARKER, "serve-keystone", self.keystone_dir,
+                    str(state["ports"]["keystone"])]
         else:
             conf = os.path.join(self.etc, f"{name}-server.conf")
-            argv = [sys.executable, "-m", LAUNCH_MARKER, "serve", name, conf, self.etc]
+            app = "proxy" if name.startswith("proxy") else name
+            argv = [sys.executable, "-m", LAUNCH_MARKER, "serve", app, conf, self.etc]
         with logfile:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
                 env=self._child_env(), start_new_session=True, close_fds=True,
             )
         state["pids"][name] = proc.pid
+        state["argv"][name] = argv
 
     def _wait_port(self, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -428,11 +474,12 @@ class DevSwift:
         raise DevSwiftError(f"nothing listens on port {port} after {timeout:.0f}s; "
                             f"see the logs in {self.logs}")
 
-    def _wait_healthy(self, port: int, timeout: float) -> None:
+    def _wait_healthy(self, name: str, port: int, timeout: float) -> None:
+        path = "/v3" if name == "keystone" else "/healthcheck"
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
                     if r.status == 200:
                         return
             except (OSError, urllib.error.URLError):
@@ -449,8 +496,17 @@ class DevSwift:
             if not self._owned_pid(state, name):
                 raise DevSwiftError(f"{name} exited at start; see {self.logs}/{name}.log")
             self._wait_port(state["ports"][name], max(1.0, deadline - time.monotonic()))
-        for name in SERVERS:
-            self._wait_healthy(state["ports"][name], max(1.0, deadline - time.monotonic()))
+        for name in self._process_names(state):
+            if name != "memcached":
+                self._wait_healthy(name, state["ports"][name],
+                                   max(1.0, deadline - time.monotonic()))
+        keystone = state.get("keystone")
+        if keystone and not keystone.get("registered"):
+            keystone["registered"] = devkeystone.register(
+                state["ports"]["keystone"], state["ports"]["proxy-keystone"],
+                keystone["admin_password"], keystone["service_password"],
+                keystone["user_password"])
+            self._save_state(state)
         settings = self.settings()
         while True:
             try:
@@ -492,14 +548,14 @@ def _build_rings(etc: str, account: str, container: str, obj: str, policies: str
         builder.get_ring().save(os.path.join(etc, filename))
 
 
-def _serve(name: str, conf: str, etc: str) -> int:
+def _serve(app: str, conf: str, etc: str) -> int:
     from swift.common import constraints, utils
 
     utils.set_swift_dir(etc)
     constraints.reload_constraints()
     from swift.common.wsgi import run_wsgi
 
-    return run_wsgi(conf, f"{name}-server", verbose=True) or 0
+    return run_wsgi(conf, f"{app}-server", verbose=True) or 0
 
 
 def _main(argv: list[str]) -> int:
@@ -509,6 +565,9 @@ def _main(argv: list[str]) -> int:
         return 0
     if command == "serve":
         return _serve(*args)
+    if command == "serve-keystone":
+        devkeystone.serve(args[0], int(args[1]))
+        return 0
     raise SystemExit(f"unknown devswift helper command {command!r}")
 
 

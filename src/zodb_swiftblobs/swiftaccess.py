@@ -32,6 +32,11 @@ import urllib3
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
+try:
+    from keystoneauth1 import exceptions as keystone_errors
+except ImportError:  # Keystone support is the optional 'keystone' extra
+    keystone_errors = None
+
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
@@ -230,6 +235,10 @@ class StoredObject:
 
 # -- the access layer --------------------------------------------------------
 
+class _AuthUnavailable(Exception):
+    """The auth service could not be reached; the retry loop tries again."""
+
+
 class _Tokens:
     """One storage URL and token shared by every thread; refreshed on demand."""
 
@@ -264,20 +273,35 @@ class _Tokens:
 
     def _authenticate(self, timeout: float) -> None:
         args, kwargs = self.credentials.auth_arguments()
+        where = self.credentials.describe()
         try:
             url, token = swift.get_auth(*args, timeout=min(timeout, self._timeout),
                                         **kwargs, **self._tls)
         except ClientException as exc:
-            if exc.http_status in (401, 403):
+            status, message = exc.http_status, str(exc.msg)
+            if status in (401, 403) or message.startswith("Unauthorized"):
                 raise AuthenticationError(
-                    f"credentials rejected by {self.credentials.describe()}",
-                    operation="authentication", status=exc.http_status,
-                    transaction_id=exc.transaction_id) from None
-            if exc.http_status is None or exc.http_status >= 500:
+                    f"credentials rejected by {where}", operation="authentication",
+                    status=status, transaction_id=exc.transaction_id) from None
+            if message.startswith("Endpoint for"):
+                raise AuthenticationError(
+                    f"{where}: the Keystone catalogue has no object-store endpoint for "
+                    f"region {self.credentials.region_name or '(any)'} and interface "
+                    f"{self.credentials.interface or 'public'}",
+                    operation="authentication") from None
+            if (status or 0) >= 500 or "Unable to establish connection" in message:
+                raise _AuthUnavailable(f"{where}: {message}") from None
+            raise AuthenticationError(f"authentication failed with {where}: {message}",
+                                      operation="authentication", status=status) from None
+        except Exception as exc:
+            if keystone_errors is None or not isinstance(exc, keystone_errors.ClientException):
                 raise
+            status = getattr(exc, "http_status", None)
+            if isinstance(exc, keystone_errors.ConnectionError) or (status or 0) >= 500:
+                raise _AuthUnavailable(f"{where}: {type(exc).__name__}") from None
             raise AuthenticationError(
-                f"authentication failed with {self.credentials.describe()}: {exc.msg}",
-                operation="authentication", status=exc.http_status) from None
+                f"credentials rejected by {where} ({type(exc).__name__})",
+                operation="authentication", status=status) from None
         self._url = self.credentials.preauth_url or url
         self._token = token
 
@@ -439,6 +463,8 @@ class SwiftContainer:
                 self._drop_http()
                 last = self._redact(f"{type(exc).__name__}: {exc}")[:300]
                 last_txn = None
+            except _AuthUnavailable as exc:
+                last, last_txn = self._redact(f"authentication service unreachable: {exc}"), None
             except _Restart:
                 last, last_txn = "object changed during download; restarting", None
             delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
