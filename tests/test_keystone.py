@@ -112,3 +112,12 @@ def test_keystone_down_is_transient_and_recovers(keystone_swift, keystone, conta
     finally:
         keystone_swift.start_server("keystone")
     assert roundtrip(password_credentials(keystone), container_name, tmp_path) == ["k"]
+
+
+def test_devswift_env_prints_working_os_variables(keystone_swift, container_name, tmp_path):
+    from test_devswift import parse_exports, run
+
+    exports = parse_exports(run("devswift", "env", "--keystone",
+                                "--dir", keystone_swift.directory).stdout)
+    assert exports["OS_AUTH_URL"].endswith("/v3") and exports["OS_IDENTITY_API_VERSION"] == "3"
+    assert roundtrip(Credentials.from_environ(exports), container_name, tmp_path) == ["k"]

@@ -17,10 +17,11 @@ DEFAULT_DEVSWIFT_DIR = os.path.join("var", "devswift")
 
 
 def _devswift(args: argparse.Namespace) -> int:
-    cluster = DevSwift(args.dir)
+    cluster = DevSwift(args.dir, keystone=args.keystone)
     if args.action == "start":
         settings = cluster.start()
-        sys.stdout.write(settings.exports())
+        sys.stdout.write(cluster.keystone_settings().exports() if args.keystone
+                         else settings.exports())
     elif args.action == "stop":
         cluster.stop()
         print(f"# embedded Swift in {cluster.directory} stopped", file=sys.stderr)
@@ -30,7 +31,8 @@ def _devswift(args: argparse.Namespace) -> int:
                   f"start it with: zodb-swiftblobs devswift start --dir {args.dir}",
                   file=sys.stderr)
             return 1
-        sys.stdout.write(cluster.settings().exports())
+        sys.stdout.write(cluster.keystone_settings().exports() if args.keystone
+                         else cluster.settings().exports())
     return 0
 
 
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     devswift.add_argument("--dir", default=DEFAULT_DEVSWIFT_DIR,
                           help="directory for its data, configuration and logs "
                                "(default: %(default)s)")
+    devswift.add_argument("--keystone", action="store_true",
+                          help="start: also run a real Keystone v3 and a proxy that uses it; "
+                               "start and env: print OS_* variables for it")
     devswift.set_defaults(func=_devswift)
 
     demo = commands.add_parser(
