@@ -83,3 +83,24 @@ def mint_token(cluster, *, age=0.0):
 def proxy_log(cluster):
     with open(f"{cluster.logs}/proxy.log", errors="replace") as f:
         return f.read()
+
+
+def assert_secret_free(error, *secrets):
+    """No secret anywhere in *error*, its chained exceptions or their attributes
+    (a chained requests exception would carry the request with its headers)."""
+    seen, pending = set(), [error]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen or item is None:
+            continue
+        seen.add(id(item))
+        text = repr(item) + str(item) if isinstance(item, BaseException) else repr(item)
+        for secret in secrets:
+            assert secret not in text, f"secret found in {type(item).__name__}"
+        if isinstance(item, BaseException):
+            pending += [item.__cause__, item.__context__, *item.args]
+        for attribute in ("response", "request", "headers", "body", "reason",
+                          "http_response_headers", "http_response_content"):
+            pending.append(getattr(item, attribute, None))
+        if isinstance(item, dict):
+            pending += list(item.values())

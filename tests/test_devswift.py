@@ -84,18 +84,30 @@ def test_restart_keeps_ports_key_and_data(tmp_path):
 
 
 def test_stop_ends_only_processes_it_started(tmp_path):
-    """A recorded PID that now belongs to another process is left alone."""
-    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """A recorded PID whose command line is not the recorded one is left alone."""
+    decoy_argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    decoy = subprocess.Popen(decoy_argv)
     try:
         cluster = DevSwift(str(tmp_path / "swift"))
         os.makedirs(cluster.directory)
-        with open(cluster.state_path, "w") as f:
-            json.dump({"ports": {"proxy": 1}, "pids": {"proxy": decoy.pid}}, f)
+        server_argv = [sys.executable, "-m", "zodb_swiftblobs.devswift", "serve", "proxy",
+                       os.path.join(cluster.etc, "proxy-server.conf"), cluster.etc]
+
+        def record(argv):
+            with open(cluster.state_path, "w") as f:
+                json.dump({"ports": {"proxy": 1}, "pids": {"proxy": decoy.pid},
+                           "argv": {"proxy": argv}}, f)
+
+        record(server_argv)
         cluster.stop()
-        assert decoy.poll() is None, "the decoy process was killed"
+        assert decoy.poll() is None, "a process the cluster did not start was killed"
+        record(decoy_argv)
+        cluster.stop()
+        assert decoy.wait(timeout=10) is not None, "the recorded process was not stopped"
     finally:
-        decoy.kill()
-        decoy.wait()
+        if decoy.poll() is None:
+            decoy.kill()
+            decoy.wait()
 
 
 def test_demo_runs_against_the_embedded_swift(tmp_path):

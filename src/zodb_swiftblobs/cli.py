@@ -52,13 +52,15 @@ def _demo(args: argparse.Namespace) -> int:
                                   key=settings.key)
     else:
         print(f"using the Swift named by the environment: {credentials.describe()}")
-    container = SwiftContainer(credentials, args.container, large_object_threshold=4 * MIB,
-                               segment_size=MIB)
     try:
-        with tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-demo-") as work:
-            _demo_run(container, work, args.objects)
+        container = SwiftContainer(credentials, args.container,
+                                   large_object_threshold=4 * MIB, segment_size=MIB)
+        try:
+            with tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-demo-") as work:
+                _demo_run(container, work, args.objects)
+        finally:
+            container.close()
     finally:
-        container.close()
         if cluster is not None and not was_running and not args.keep:
             cluster.stop()
             print("embedded Swift stopped (use --keep to leave it running)")

@@ -9,6 +9,7 @@ cluster of one's own.  Needs the PyPI packages ``keystone`` and
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -37,7 +38,8 @@ class KeystoneSettings:
 
     def exports(self) -> str:
         """Shell ``export`` lines in the OpenStack client's variables."""
-        return "".join(f"export {name}={value}\n" for name, value in self.environ().items())
+        return "".join(f"export {name}={shlex.quote(value)}\n"
+                       for name, value in self.environ().items())
 
     def environ(self) -> dict[str, str]:
         return {
@@ -90,12 +92,12 @@ def initialize(config: str, port: int, admin_password: str, env: dict[str, str])
         _check(process.args, process.communicate()[0], process.returncode)
     url = f"http://127.0.0.1:{port}/v3"
     bootstrap = subprocess.run(
-        manage + ["bootstrap", "--bootstrap-password", admin_password,
-                  "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
+        manage + ["bootstrap", "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
                   "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
                   "--bootstrap-region-id", REGION, "--bootstrap-public-url", url,
                   "--bootstrap-internal-url", url],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env={**env, "OS_BOOTSTRAP_PASSWORD": admin_password},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _check(bootstrap.args, bootstrap.stdout, bootstrap.returncode)
 
 

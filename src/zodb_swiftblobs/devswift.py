@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -60,14 +61,8 @@ class DevSwiftSettings:
 
     def exports(self) -> str:
         """Shell ``export`` lines for the ``swift`` command-line client."""
-        return "".join(
-            f"export {name}={value}\n"
-            for name, value in (
-                ("ST_AUTH", self.auth_url),
-                ("ST_USER", self.user),
-                ("ST_KEY", self.key),
-            )
-        )
+        return "".join(f"export {name}={shlex.quote(value)}\n"
+                       for name, value in self.environ().items())
 
     def environ(self) -> dict[str, str]:
         return {"ST_AUTH": self.auth_url, "ST_USER": self.user, "ST_KEY": self.key}
@@ -106,11 +101,13 @@ class DevSwift:
 
     def __init__(self, directory: str, *, devices: str | None = None,
                  max_file_size: int | None = None,
-                 max_deletes_per_request: int | None = None, keystone: bool = False) -> None:
+                 max_deletes_per_request: int | None = None, expose_info: bool = True,
+                 keystone: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
         self.max_file_size = max_file_size
         self.max_deletes_per_request = max_deletes_per_request
+        self.expose_info = expose_info
         self.keystone = keystone
         self.etc = os.path.join(self.directory, "etc")
         self.logs = os.path.join(self.directory, "log")
@@ -191,20 +188,23 @@ class DevSwift:
     def start(self, timeout: float = 60.0) -> DevSwiftSettings:
         """Start the cluster (idempotent) and return its settings."""
         state = self._load_state()
-        if state and self.running():
+        if state and self.running() and (state.get("keystone") or not self.keystone):
             self._wait_ready(state, timeout)
             return self.settings()
         if state:
             self.stop()
-        state = self._configure(state)
-        for name in self._process_names(state):
-            self._spawn(state, name)
-        self._save_state(state)
         try:
+            state = self._configure(state)
+            for name in self._process_names(state):
+                self._spawn(state, name)
+                self._save_state(state)
             self._wait_ready(state, timeout)
-        except DevSwiftError:
+        except Exception as exc:
             self.stop()
-            raise
+            if isinstance(exc, DevSwiftError):
+                raise
+            raise DevSwiftError(f"the embedded Swift did not start: {exc}; "
+                                f"see the logs in {self.logs}") from exc
         settings = self.settings()
         log.info("embedded Swift running at %s (directory %s)", settings.auth_url, self.directory)
         return settings
@@ -320,6 +320,8 @@ class DevSwift:
             self._write_proxy_conf(state, "proxy-keystone")
             config = devkeystone.write_config(self.keystone_dir)
             if not keystone.get("initialized"):
+                shutil.rmtree(self.keystone_dir, ignore_errors=True)
+                config = devkeystone.write_config(self.keystone_dir)
                 devkeystone.initialize(config, ports["keystone"], keystone["admin_password"],
                                        self._child_env())
                 keystone["initialized"] = True
@@ -418,6 +420,7 @@ class DevSwift:
             + f"\n[pipeline:main]\npipeline = {pipeline}\n"
             "\n[app:proxy-server]\nuse = egg:swift#proxy\n"
             "account_autocreate = true\nallow_account_management = true\n"
+            f"expose_info = {'true' if self.expose_info else 'false'}\n"
             # One replica: do not shun a restarted server for the default 60 s.
             "error_suppression_interval = 2\n"
             + sections
@@ -442,6 +445,14 @@ class DevSwift:
                 f"pip install 'zodb-swiftblobs[devswift]'):\n{result.stderr[-2000:]}")
 
     def _spawn(self, state: dict, name: str) -> None:
+        port = state["ports"][name]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            pass
+        else:
+            raise DevSwiftError(f"port {port} of the {name} server is taken by another "
+                                f"process; stop it, or remove {self.directory} to start afresh")
         logfile = open(os.path.join(self.logs, f"{name}.log"), "ab")
         if name == "memcached":
             argv = [shutil.which("memcached"), "-l", "127.0.0.1", "-U", "0",
@@ -502,10 +513,15 @@ class DevSwift:
                                    max(1.0, deadline - time.monotonic()))
         keystone = state.get("keystone")
         if keystone and not keystone.get("registered"):
-            keystone["registered"] = devkeystone.register(
-                state["ports"]["keystone"], state["ports"]["proxy-keystone"],
-                keystone["admin_password"], keystone["service_password"],
-                keystone["user_password"])
+            try:
+                keystone["registered"] = devkeystone.register(
+                    state["ports"]["keystone"], state["ports"]["proxy-keystone"],
+                    keystone["admin_password"], keystone["service_password"],
+                    keystone["user_password"])
+            except Exception:
+                keystone["initialized"] = False  # the next start begins Keystone afresh
+                self._save_state(state)
+                raise
             self._save_state(state)
         settings = self.settings()
         while True:

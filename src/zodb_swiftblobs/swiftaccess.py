@@ -19,9 +19,12 @@ import logging
 import math
 import os
 import random
+import re
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -37,6 +40,9 @@ try:
 except ImportError:  # Keystone support is the optional 'keystone' extra
     keystone_errors = None
 
+# swiftclient's debug log shows the first 16 characters of tokens by default.
+swift.logger_settings["reveal_sensitive_prefix"] = 0
+
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
@@ -45,7 +51,17 @@ GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 CHECKSUM_HEADER = "x-object-meta-content-md5"
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
-# Network failures only: local file errors (a full disk) are not retried.
+METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+TLS_VERIFICATION = ("certificate verify", "hostname", "CERTIFICATE", "X509", "PEM", " crl ")
+# Network failures only: local file errors (a full disk) are not retried.  An
+# invalid URL is a RequestException too, but a permanent one (caught first).
+INVALID_REQUEST_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidHeader,
+    ValueError,
+)
 TRANSPORT_ERRORS = (
     requests.exceptions.RequestException,
     urllib3.exceptions.HTTPError,
@@ -140,7 +156,7 @@ class Credentials:
                        preauth_url=get("OS_STORAGE_URL"), preauth_token=get("OS_AUTH_TOKEN"))
         return cls(
             auth_url=get("OS_AUTH_URL"),
-            user=get("OS_USERNAME", "OS_USER_ID"),
+            user=get("OS_USERNAME"),
             key=get("OS_PASSWORD"),
             auth_version=get("OS_IDENTITY_API_VERSION", "OS_AUTH_VERSION"),
             project_name=get("OS_PROJECT_NAME", "OS_TENANT_NAME"),
@@ -239,79 +255,24 @@ class _AuthUnavailable(Exception):
     """The auth service could not be reached; the retry loop tries again."""
 
 
-class _Tokens:
-    """One storage URL and token shared by every thread; refreshed on demand."""
-
-    def __init__(self, credentials: Credentials, tls: dict, timeout: float) -> None:
-        self.credentials = credentials
-        self._tls = tls
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._url = credentials.preauth_url
-        self._token = credentials.preauth_token
-        if not (self._url and self._token) and not credentials.can_authenticate:
-            raise AuthenticationError(
-                "no usable credentials: give auth_url with user and key (TempAuth or "
-                "Keystone v3), an application credential, or preauth_url and "
-                "preauth_token (or the ST_* / OS_* environment variables)",
-                operation="authentication")
-
-    def current(self, timeout: float) -> tuple[str, str]:
-        with self._lock:
-            if not (self._url and self._token):
-                self._authenticate(timeout)
-            return self._url, self._token
-
-    def invalidate(self, token: str) -> bool:
-        """Forget a rejected *token*; whether a new one can be obtained."""
-        if not self.credentials.can_authenticate:
-            return False
-        with self._lock:
-            if self._token == token:
-                self._token = None
-        return True
-
-    def _authenticate(self, timeout: float) -> None:
-        args, kwargs = self.credentials.auth_arguments()
-        where = self.credentials.describe()
-        try:
-            url, token = swift.get_auth(*args, timeout=min(timeout, self._timeout),
-                                        **kwargs, **self._tls)
-        except ClientException as exc:
-            status, message = exc.http_status, str(exc.msg)
-            if status in (401, 403) or message.startswith("Unauthorized"):
-                raise AuthenticationError(
-                    f"credentials rejected by {where}", operation="authentication",
-                    status=status, transaction_id=exc.transaction_id) from None
-            if message.startswith("Endpoint for"):
-                raise AuthenticationError(
-                    f"{where}: the Keystone catalogue has no object-store endpoint for "
-                    f"region {self.credentials.region_name or '(any)'} and interface "
-                    f"{self.credentials.interface or 'public'}",
-                    operation="authentication") from None
-            if (status or 0) >= 500 or "Unable to establish connection" in message:
-                raise _AuthUnavailable(f"{where}: {message}") from None
-            raise AuthenticationError(f"authentication failed with {where}: {message}",
-                                      operation="authentication", status=status) from None
-        except Exception as exc:
-            if keystone_errors is None or not isinstance(exc, keystone_errors.ClientException):
-                raise
-            status = getattr(exc, "http_status", None)
-            if isinstance(exc, keystone_errors.ConnectionError) or (status or 0) >= 500:
-                raise _AuthUnavailable(f"{where}: {type(exc).__name__}") from None
-            raise AuthenticationError(
-                f"credentials rejected by {where} ({type(exc).__name__})",
-                operation="authentication", status=status) from None
-        self._url = self.credentials.preauth_url or url
-        self._token = token
-
-
 class _Restart(Exception):
-    """The object changed while a download was being resumed."""
+    """A resumed download found a different object; start it over."""
 
 
 class _NotLarge(Exception):
     """A large-object delete found a plain object."""
+
+
+class _LocalFileError(Exception):
+    """Reading the local file being uploaded failed (not a network error)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _SendDeadline(Exception):
+    """An upload body was still being sent when the deadline passed."""
 
 
 class Deadline:
@@ -329,6 +290,107 @@ class Deadline:
         return self.end - time.monotonic()
 
 
+class _Tokens:
+    """One storage URL and token shared by every thread; refreshed on demand."""
+
+    def __init__(self, credentials: Credentials, tls: dict, timeout: float) -> None:
+        self.credentials = credentials
+        self._tls = tls
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._url = credentials.preauth_url
+        self._token = credentials.preauth_token
+        self._seen = {self._token} if self._token else set()
+        if not (self._url and self._token) and not credentials.can_authenticate:
+            raise AuthenticationError(
+                "no usable credentials: give auth_url with user and key (TempAuth or "
+                "Keystone v3), an application credential, or preauth_url and "
+                "preauth_token (or the ST_* / OS_* environment variables)",
+                operation="authentication")
+
+    def current(self, timeout: float) -> tuple[str, str]:
+        with self._lock:
+            if not (self._url and self._token):
+                self._authenticate(timeout)
+            return self._url, self._token
+
+    def secrets(self) -> list[str]:
+        """Every token this process has held (to scrub them from messages)."""
+        return list(self._seen)
+
+    def invalidate(self, token: str) -> bool:
+        """Forget a rejected *token*; whether a new one can be obtained."""
+        if not self.credentials.can_authenticate:
+            return False
+        with self._lock:
+            if self._token == token:
+                self._token = None
+        return True
+
+    def _authenticate(self, timeout: float) -> None:
+        """Get a token.  Errors are raised outside ``except`` blocks so that no
+        exception context (which may hold the request and its key) is chained."""
+        args, kwargs = self.credentials.auth_arguments()
+        where = self.credentials.describe()
+        failure: Exception | None = None
+        try:
+            url, token = swift.get_auth(*args, timeout=min(timeout, self._timeout),
+                                        **kwargs, **self._tls)
+        except ClientException as exc:
+            failure = self._classify_client_error(exc, where)
+        except Exception as exc:
+            if keystone_errors is None or not isinstance(exc, keystone_errors.ClientException):
+                raise
+            failure = self._classify_keystone_error(exc, where)
+        if failure is not None:
+            raise failure
+        self._url = self.credentials.preauth_url or url
+        self._token = token
+        self._seen.add(token)
+
+    def _classify_client_error(self, exc: ClientException, where: str) -> Exception:
+        status, message = exc.http_status, str(exc.msg)
+        if status in (401, 403) or message.startswith("Unauthorized"):
+            return AuthenticationError(f"credentials rejected by {where}",
+                                       operation="authentication", status=status,
+                                       transaction_id=exc.transaction_id)
+        if message.startswith("Endpoint for"):
+            return AuthenticationError(
+                f"{where}: the Keystone catalogue has no object-store endpoint for region "
+                f"{self.credentials.region_name or '(any)'} and interface "
+                f"{self.credentials.interface or 'public'}", operation="authentication")
+        if (status or 0) >= 500 or status in RETRYABLE_STATUSES \
+                or "Unable to establish connection" in message:
+            return _AuthUnavailable(f"{where}: {message}")
+        return AuthenticationError(f"authentication failed with {where}: {message}",
+                                   operation="authentication", status=status)
+
+    @staticmethod
+    def _classify_keystone_error(exc: Exception, where: str) -> Exception:
+        status = getattr(exc, "http_status", None)
+        if isinstance(exc, keystone_errors.SSLError):
+            return PermanentSwiftError(f"TLS verification of {where} failed (check cacert)",
+                                       operation="authentication")
+        if isinstance(exc, keystone_errors.ConnectionError) or (status or 0) >= 500:
+            return _AuthUnavailable(f"{where}: {type(exc).__name__}")
+        if status in (401, 403, 404):
+            return AuthenticationError(f"credentials rejected by {where}",
+                                       operation="authentication", status=status)
+        return AuthenticationError(f"authentication failed with {where} "
+                                   f"({type(exc).__name__})", operation="authentication",
+                                   status=status)
+
+
+class _ThreadConnection:
+    """One thread's HTTP connection; closed when the thread's local data goes."""
+
+    __slots__ = ("url", "parsed", "conn", "__weakref__")
+
+    def __init__(self, url: str, parsed, conn) -> None:
+        self.url, self.parsed, self.conn = url, parsed, conn
+        weakref.finalize(self, conn.close)
+
+
 class SwiftContainer:
     """Read and write the objects of one Swift container.
 
@@ -337,7 +399,9 @@ class SwiftContainer:
     operation.  Files larger than *large_object_threshold* (by default 1 GiB,
     and never more than the cluster's ``max_file_size``) are uploaded as Static
     Large Objects in *segment_size* pieces, *segment_concurrency* at a time,
-    to the container ``<container>_segments``.
+    to the container ``<container>_segments``.  Object names are never reused
+    by this package; uploading over an existing large object leaves its old
+    segments behind.
     """
 
     def __init__(self, credentials: Credentials, container: str, *,
@@ -349,6 +413,10 @@ class SwiftContainer:
                  cacert: str | None = None, insecure: bool = False) -> None:
         if not container or "/" in container:
             raise ValueError(f"invalid container name {container!r}")
+        if not initial_backoff > 0 or max_backoff < initial_backoff:
+            raise ValueError("need 0 < initial_backoff <= max_backoff")
+        if cacert and not os.path.isfile(cacert):
+            raise ValueError(f"cacert {cacert!r} is not a readable file")
         self.credentials = credentials
         self.container = container
         self.segment_container = f"{container}_segments"
@@ -365,7 +433,7 @@ class SwiftContainer:
             log.warning("TLS certificate verification is disabled for Swift (insecure=True)")
         self._tokens = _Tokens(credentials, self._tls, timeout)
         self._local = threading.local()
-        self._connections: list = []
+        self._connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._info: dict | None = None
         self._containers_ready: set[str] = set()
@@ -376,122 +444,157 @@ class SwiftContainer:
 
     # -- plumbing -------------------------------------------------------------
 
-    def _http(self, url: str):
-        local = self._local
-        if getattr(local, "url", None) != url or local.conn is None:
+    def _http(self, url: str) -> tuple:
+        held = getattr(self._local, "connection", None)
+        if held is None or held.url != url:
+            if held is not None:
+                held.conn.close()
             parsed, conn = swift.http_connection(url, timeout=self.timeout, **self._tls)
-            local.url, local.conn = url, (parsed, conn)
+            held = self._local.connection = _ThreadConnection(url, parsed, conn)
             with self._lock:
-                self._connections.append(conn)
-        return local.conn
+                self._connections.add(held)
+        return held.parsed, held.conn
 
     def _drop_http(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn[1].close()
-            with self._lock:
-                if conn[1] in self._connections:
-                    self._connections.remove(conn[1])
+        held = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if held is not None:
+            held.conn.close()
 
     def close(self) -> None:
-        """Close every connection and the segment upload pool."""
+        """Close every thread's connection and the segment upload pool."""
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections = list(self._connections)
             pool, self._segment_pool = self._segment_pool, None
-        for conn in connections:
-            conn.close()
+        for held in connections:
+            held.conn.close()
         if pool:
             pool.shutdown(wait=True)
         self._local = threading.local()
 
     def _redact(self, text: str) -> str:
-        for secret in self.credentials.secrets() + [self._tokens._token or ""]:
-            if secret:
-                text = text.replace(secret, "***")
+        for secret in self.credentials.secrets() + self._tokens.secrets():
+            text = text.replace(secret, "***")
         return text
 
     def _call(self, operation: str, name: str, func, *,
               deadline: float | Deadline | None = None, timeout: float | None = None):
-        """Run ``func(url, token, http_conn)`` with retries within a deadline."""
+        """Run ``func(url, token, http_conn)`` with retries within a deadline.
+
+        Errors are raised outside ``except`` blocks: a chained exception could
+        carry the request, and with it a key or token.
+        """
         if not isinstance(deadline, Deadline):
             deadline = Deadline(self.deadline if deadline is None else deadline)
         attempt, reauthenticated, last, last_txn = 0, False, "no attempt made", None
         while True:
             attempt += 1
             remaining = deadline.remaining()
-            token = None
+            token, failure, wait = None, None, 0.0
             try:
                 url, token = self._tokens.current(max(remaining, 0.1))
                 parsed, conn = self._http(url)
                 conn.requests_args["timeout"] = max(0.1, min(timeout or self.timeout, remaining))
                 return func(url, token, (parsed, conn))
             except ClientException as exc:
-                status, txn = exc.http_status, exc.transaction_id
-                if status == 404:
-                    raise NotFoundError("not found", operation=operation, name=name,
-                                        status=404, transaction_id=txn) from None
-                if status == 401 and token is not None:
-                    if not reauthenticated and self._tokens.invalidate(token):
-                        reauthenticated = True
-                        continue
-                    reason = ("the pre-authenticated token was rejected (expired or revoked); "
-                              "supply a new token or credentials"
-                              if not self.credentials.can_authenticate
-                              else "a freshly issued token was rejected")
-                    raise AuthenticationError(reason, operation=operation, name=name,
-                                              status=401, transaction_id=txn) from None
-                if status == 422:
-                    raise ChecksumMismatchError(
-                        "Swift rejected the body: it does not match its MD5",
-                        operation=operation, name=name, status=422,
-                        transaction_id=txn) from None
-                if not (status is None or status in RETRYABLE_STATUSES or status >= 500):
-                    raise PermanentSwiftError(
-                        self._redact(f"{exc.http_reason or exc.msg}"), operation=operation,
-                        name=name, status=status, transaction_id=txn) from None
-                if status in (None, 408):
-                    self._drop_http()
+                status, last_txn = exc.http_status, exc.transaction_id
                 last = f"status {status} {exc.http_reason or ''}".strip()
-                last_txn = txn
+                if status == 401 and token is not None and not reauthenticated \
+                        and self._tokens.invalidate(token):
+                    reauthenticated = True
+                    continue
+                failure = self._status_failure(exc, operation, name)
+                wait = _retry_after(exc)
+                if status == 408:
+                    self._drop_http()
             except requests.exceptions.SSLError as exc:
                 self._drop_http()
-                raise PermanentSwiftError(
-                    self._redact(f"TLS failure (check cacert): {exc}")[:400],
-                    operation=operation, name=name) from None
+                last, last_txn = self._redact(f"SSLError: {exc}")[:300], None
+                if any(marker in str(exc) for marker in TLS_VERIFICATION):
+                    failure = PermanentSwiftError(f"TLS verification failed (check cacert): "
+                                                  f"{last}", operation=operation, name=name)
+            except INVALID_REQUEST_ERRORS as exc:
+                failure = PermanentSwiftError(
+                    self._redact(f"invalid request or response: {type(exc).__name__}: "
+                                 f"{exc}")[:300], operation=operation, name=name)
             except TRANSPORT_ERRORS as exc:
                 self._drop_http()
-                last = self._redact(f"{type(exc).__name__}: {exc}")[:300]
-                last_txn = None
+                last, last_txn = self._redact(f"{type(exc).__name__}: {exc}")[:300], None
             except _AuthUnavailable as exc:
-                last, last_txn = self._redact(f"authentication service unreachable: {exc}"), None
+                last = self._redact(f"authentication service unreachable: {exc}")
+                last_txn = None
+            except _LocalFileError as exc:
+                self._drop_http()
+                failure = exc.error
+            except _SendDeadline:
+                self._drop_http()
+                failure = TransientSwiftError(
+                    f"deadline of {deadline.seconds:.0f}s exceeded while sending the body",
+                    operation=operation, name=name)
             except _Restart:
-                last, last_txn = "object changed during download; restarting", None
+                last, last_txn = "the object changed during the download", None
+                continue
+            if failure is not None:
+                raise failure
             delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
-            delay *= random.uniform(0.5, 1.0)
+            delay = max(delay * random.uniform(0.5, 1.0), wait)
             if delay >= deadline.remaining():
                 raise TransientSwiftError(
                     f"gave up after {attempt} attempt(s) within the {deadline.seconds:.0f}s "
-                    "deadline; "
-                    f"last error: {last}", operation=operation, name=name,
+                    f"deadline; last error: {last}", operation=operation, name=name,
                     transaction_id=last_txn)
             log.debug("Swift %s of %r failed (%s); retry %d in %.2fs",
                       operation, name, last, attempt, delay)
             time.sleep(delay)
 
-    def _transfer_deadline(self, size: int, deadline: float | None) -> float:
-        return self.deadline + size / MIB if deadline is None else deadline
+    def _status_failure(self, exc: ClientException, operation: str,
+                        name: str) -> SwiftError | None:
+        """The error for an HTTP failure, or None when it is worth retrying."""
+        status, txn = exc.http_status, exc.transaction_id
+        if status == 404:
+            return NotFoundError("not found", operation=operation, name=name, status=404,
+                                 transaction_id=txn)
+        if status == 401:
+            reason = ("the pre-authenticated token was rejected (expired or revoked); "
+                      "supply a new token or credentials"
+                      if not self.credentials.can_authenticate
+                      else "a freshly issued token was rejected")
+            return AuthenticationError(reason, operation=operation, name=name, status=401,
+                                       transaction_id=txn)
+        if status == 422:
+            return ChecksumMismatchError("Swift rejected the body: it does not match its MD5",
+                                         operation=operation, name=name, status=422,
+                                         transaction_id=txn)
+        if status is not None and (status in RETRYABLE_STATUSES or status >= 500):
+            return None
+        return PermanentSwiftError(self._redact(f"{exc.http_reason or exc.msg}")[:300],
+                                   operation=operation, name=name, status=status,
+                                   transaction_id=txn)
+
+    def _transfer_deadline(self, size: int, deadline: float | None) -> Deadline:
+        return Deadline(self.deadline + size / MIB if deadline is None else deadline)
 
     # -- cluster and container ----------------------------------------------------
 
     def info(self) -> dict:
-        """The cluster's capabilities (``GET /info``), fetched once."""
+        """The cluster's capabilities (``GET /info``), fetched once; empty when the
+        cluster does not publish them (Swift's defaults are assumed then)."""
         if self._info is None:
             def get(url, token, http):
                 parsed = urlparse(url)
-                info_url = urlunparse((parsed.scheme, parsed.netloc, "/info", "", "", ""))
+                root = re.sub(r"/v1(/.*)?$", "", parsed.path)
+                info_url = urlunparse((parsed.scheme, parsed.netloc, f"{root}/info", "", "", ""))
                 return swift.get_capabilities((urlparse(info_url), http[1]))
-            self._info = self._call("info", "", get)
+            try:
+                self._info = self._call("info", "", get)
+            except PermanentSwiftError as exc:
+                if exc.status not in (403, 404):
+                    raise
+                log.warning("the Swift cluster does not publish /info; assuming its defaults")
+                self._info = {}
+            except NotFoundError:
+                log.warning("the Swift cluster does not publish /info; assuming its defaults")
+                self._info = {}
         return self._info
 
     @property
@@ -501,8 +604,8 @@ class SwiftContainer:
     @property
     def large_object_threshold(self) -> int:
         """Files larger than this are uploaded as Static Large Objects."""
-        limit = self.max_file_size
-        if "slo" not in self.info():
+        info, limit = self.info(), self.max_file_size
+        if info and "slo" not in info:
             return limit
         return min(self._large_object_threshold or GIB, limit)
 
@@ -537,57 +640,76 @@ class SwiftContainer:
 
     def upload(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
                deadline: float | None = None) -> StoredObject:
-        """Upload the file at *path* as object *name*, streamed and MD5-checked."""
-        size = os.path.getsize(path)
-        if size > self.large_object_threshold:
-            return self._upload_large(name, path, size, metadata or {}, deadline)
-        md5 = file_md5(path)
+        """Upload the file at *path* as object *name*, streamed and MD5-checked.
+
+        Metadata keys are letters, digits and dashes (case-insensitive); values
+        are ASCII.
+        """
         headers = _metadata_headers(metadata)
+        size = os.path.getsize(path)
+        limit = self._transfer_deadline(size, deadline)
+        if size > self.large_object_threshold:
+            return self._upload_large(name, path, size, headers, limit)
+        md5 = file_md5(path)
+        self._put_file(self.container, name, path, 0, size, md5, headers, limit)
+        return StoredObject(name, size, md5, False, None, _metadata_of(headers))
 
+    def _put_file(self, container: str, name: str, path: str, offset: int, length: int,
+                  md5: str, headers: dict[str, str], limit: Deadline) -> None:
         def put(url, token, http):
-            with open(path, "rb") as body:
-                return swift.put_object(url, token, self.container, name, body,
-                                        content_length=size, etag=md5, headers=headers,
+            with open(path, "rb") as f:
+                body = _UploadBody(f, offset, length, limit)
+                return swift.put_object(url, token, container, name, body,
+                                        content_length=length, etag=md5, headers=headers,
                                         chunk_size=CHUNK_SIZE, http_conn=http)
-        self._put_creating_container(name, put, self._transfer_deadline(size, deadline))
-        return StoredObject(name, size, md5, False, None, dict(metadata or {}))
+        self._put_creating_container(container, name, put, limit)
 
-    def _put_creating_container(self, name: str, put, deadline: float,
-                                container: str | None = None) -> None:
-        container = container or self.container
+    def _put_creating_container(self, container: str, name: str, put,
+                                limit: Deadline) -> None:
         try:
-            self._call("upload", name, put, deadline=deadline)
+            self._call("upload", name, put, deadline=limit)
+            return
         except NotFoundError:
-            if container in self._containers_ready:
-                self._containers_ready.discard(container)
-            self.ensure_container(container)
-            self._call("upload", name, put, deadline=deadline)
+            self._containers_ready.discard(container)
+        self.ensure_container(container)
+        self._call("upload", name, put, deadline=limit)
 
     def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
-        """Stream object *name* into a new file at *path*; verify length and checksum.
+        """Stream object *name* into the file *path*; verify length and checksum.
 
-        A broken connection resumes with a Range request.  On any failure the
-        partial file is removed.
+        The bytes go to a temporary file beside *path*, renamed to *path* once
+        verified.  A broken connection resumes with a Range request.
         """
-        state = {"written": 0, "md5": hashlib.md5(usedforsecurity=False), "first": None}
+        state = {"written": 0, "md5": hashlib.md5(usedforsecurity=False), "first": None,
+                 "extended": False}
         limit = Deadline(self.deadline if deadline is None else deadline)
+        directory, base = os.path.split(os.path.abspath(path))
+        descriptor, partial = tempfile.mkstemp(dir=directory, prefix=f".{base}.",
+                                               suffix=".part")
+
+        def restart():
+            out.seek(0)
+            out.truncate()
+            state.update(written=0, md5=hashlib.md5(usedforsecurity=False), first=None)
 
         def get(url, token, http):
+            if state["first"] and state["written"] >= _stored_object(name, state["first"]).size:
+                return
             headers = {"Range": f"bytes={state['written']}-"} if state["written"] else {}
-            response_headers, body = swift.get_object(
-                url, token, self.container, name, http_conn=http,
-                resp_chunk_size=CHUNK_SIZE, headers=headers)
             try:
-                if state["first"] is None:
-                    state["first"] = response_headers
-                    if deadline is None:
-                        limit.extend(int(response_headers.get("content-length", 0)) / MIB)
-                elif response_headers.get("etag") != state["first"].get("etag"):
-                    out.seek(0)
-                    out.truncate()
-                    state.update(written=0, md5=hashlib.md5(usedforsecurity=False),
-                                 first=None)
-                    raise _Restart()
+                response_headers, body = swift.get_object(
+                    url, token, self.container, name, http_conn=http,
+                    resp_chunk_size=CHUNK_SIZE, headers=headers)
+            except ClientException as exc:
+                if exc.http_status != 416 or not state["written"]:
+                    raise
+                restart()  # the object shrank under us
+                raise _Restart() from None
+            try:
+                self._check_resumed(response_headers, state, restart)
+                if not state["extended"] and deadline is None:
+                    limit.extend(int(response_headers.get("content-length", 0)) / MIB)
+                    state["extended"] = True
                 if state["written"]:
                     log.debug("resuming download of %r at byte %d", name, state["written"])
                 for chunk in body:
@@ -602,32 +724,55 @@ class SwiftContainer:
                 body.close()
 
         try:
-            with open(path, "wb") as out:
+            with os.fdopen(descriptor, "wb") as out:
                 self._call("download", name, get, deadline=limit)
-            return self._verify_download(name, state)
+            stored = self._verify_download(name, state)
+            os.replace(partial, path)
+            return stored
         except BaseException:
-            _remove(path)
+            _remove(partial)
             raise
+
+    @staticmethod
+    def _check_resumed(headers: Mapping[str, str], state: dict, restart) -> None:
+        """Accept a (resumed) response, or restart when it is not what was asked for."""
+        if state["first"] is None:
+            state["first"] = headers
+            return
+        if headers.get("etag") != state["first"].get("etag"):
+            restart()
+            raise _Restart()
+        content_range = headers.get("content-range")
+        if content_range is None:
+            restart()  # the Range was ignored: this body starts at byte 0
+            state["first"] = headers
+        elif not content_range.startswith(f"bytes {state['written']}-"):
+            restart()
+            raise _Restart()
 
     def _verify_download(self, name: str, state: dict) -> StoredObject:
         stored = _stored_object(name, state["first"])
         received = state["md5"].hexdigest()
+        txn = state["first"].get("x-trans-id")
         if state["written"] != stored.size:
             raise ChecksumMismatchError(
                 f"received {state['written']} bytes, expected {stored.size}",
-                operation="download", name=name,
-                transaction_id=state["first"].get("x-trans-id"))
+                operation="download", name=name, transaction_id=txn)
         if stored.md5 and received != stored.md5:
             raise ChecksumMismatchError(
                 f"received bytes have MD5 {received}, expected {stored.md5}",
-                operation="download", name=name,
-                transaction_id=state["first"].get("x-trans-id"))
+                operation="download", name=name, transaction_id=txn)
         return replace(stored, md5=received)
 
-    def delete(self, name: str, *, large: bool = False, deadline: float | None = None) -> bool:
-        """Delete an object (and its segments when *large*); False if it was absent."""
+    def delete(self, name: str, *, large: bool | None = None,
+               deadline: float | None = None) -> bool:
+        """Delete an object, and its segments if it is a large object.
+
+        *large* says whether it is one; when unknown (None) a large-object
+        delete is tried first.  Returns False if the object was absent.
+        """
         try:
-            if large:
+            if large is not False:
                 try:
                     self._call("delete", name, lambda u, t, h: self._delete_large(name, t, h),
                                deadline=deadline, timeout=max(self.timeout, BULK_TIMEOUT))
@@ -657,58 +802,74 @@ class SwiftContainer:
                     self.segment_concurrency, thread_name_prefix="swift-segment")
             return self._segment_pool
 
-    def _upload_large(self, name: str, path: str, size: int, metadata: Mapping[str, str],
-                      deadline: float | None) -> StoredObject:
+    def _upload_large(self, name: str, path: str, size: int, headers: dict[str, str],
+                      limit: Deadline) -> StoredObject:
         slo = self.info().get("slo", {})
         max_segments = int(slo.get("max_manifest_segments", 1000))
-        segment_size = max(self.segment_size, math.ceil(size / max_segments),
-                           int(slo.get("min_segment_size", 1)))
+        segment_size = min(max(self.segment_size, math.ceil(size / max_segments),
+                               int(slo.get("min_segment_size", 1))), self.max_file_size)
         self.ensure_container(self.segment_container)
         prefix = f"{name}/{uuid.uuid4().hex}/"
         ranges = [(offset, min(segment_size, size - offset))
                   for offset in range(0, size, segment_size)]
         pool = self._segment_executor()
         futures = [pool.submit(self._upload_segment, f"{prefix}{index:08d}", path,
-                               offset, length, deadline)
+                               offset, length, limit)
                    for index, (offset, length) in enumerate(ranges)]
+        manifest_sent = False
         try:
             md5 = file_md5(path)
             manifest = [future.result() for future in futures]
-            headers = _metadata_headers(metadata)
-            headers[CHECKSUM_HEADER] = md5
             body = json.dumps(manifest).encode()
-            self._put_creating_container(name, lambda u, t, h: swift.put_object(
-                u, t, self.container, name, body, content_length=len(body), headers=headers,
-                query_string="multipart-manifest=put", http_conn=h),
-                self._transfer_deadline(0, deadline))
-        except BaseException:
+            manifest_headers = {**headers, CHECKSUM_HEADER: md5}
+            manifest_sent = True
+            self._put_creating_container(self.container, name, lambda u, t, h: swift.put_object(
+                u, t, self.container, name, body, content_length=len(body),
+                headers=manifest_headers, query_string="multipart-manifest=put", http_conn=h),
+                limit)
+        except BaseException as exc:
             for future in futures:
                 future.cancel()
-            written = [f"{prefix}{i:08d}" for i, f in enumerate(futures)
-                       if not f.cancelled()]
+            written = [f"{prefix}{i:08d}" for i, f in enumerate(futures) if not f.cancelled()]
             for future in futures:
                 if not future.cancelled():
                     future.exception()
-            try:
-                self.delete_many(written, container=self.segment_container)
-            except SwiftError as exc:
-                log.warning("could not remove the segments of failed upload %r: %s", name, exc)
+            if manifest_sent and isinstance(exc, TransientSwiftError):
+                stored = self._manifest_stored(name, prefix)
+                if stored:
+                    return StoredObject(name, size, md5, True, None, _metadata_of(headers))
+                if stored is None:
+                    raise  # unknown: keep the segments rather than break a stored manifest
+            self._remove_segments(name, written)
             raise
         log.debug("uploaded %r as a large object of %d segments", name, len(ranges))
-        return StoredObject(name, size, md5, True, None, dict(metadata))
+        return StoredObject(name, size, md5, True, None, _metadata_of(headers))
+
+    def _manifest_stored(self, name: str, prefix: str) -> bool | None:
+        """Whether the manifest of this upload (segment *prefix*) is in Swift;
+        None when that cannot be told."""
+        try:
+            _, body = self._call("manifest check", name, lambda u, t, h: swift.get_object(
+                u, t, self.container, name, query_string="multipart-manifest=get",
+                http_conn=h))
+            segments = json.loads(body)
+        except NotFoundError:
+            return False
+        except (SwiftError, ValueError):
+            return None
+        first = segments[0].get("name", "") if segments else ""
+        return first.startswith(f"/{self.segment_container}/{prefix}")
+
+    def _remove_segments(self, name: str, segments: list[str]) -> None:
+        try:
+            self.delete_many(segments, container=self.segment_container)
+        except Exception as exc:
+            log.warning("could not remove the segments of failed upload %r: %s", name, exc)
 
     def _upload_segment(self, segment: str, path: str, offset: int, length: int,
-                        deadline: float | None) -> dict:
+                        limit: Deadline) -> dict:
         md5 = file_md5(path, offset, length)
-
-        def put(url, token, http):
-            with open(path, "rb") as f:
-                body = _FileSlice(f, offset, length)
-                return swift.put_object(url, token, self.segment_container, segment, body,
-                                        content_length=length, etag=md5,
-                                        chunk_size=CHUNK_SIZE, http_conn=http)
-        self._call("segment upload", segment, put,
-                   deadline=self._transfer_deadline(length, deadline))
+        self._put_file(self.segment_container, segment, path, offset, length, md5, {}, limit)
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
                 "size_bytes": length}
 
@@ -716,7 +877,10 @@ class SwiftContainer:
 
     def list(self, prefix: str = "", *, marker: str = "", page_size: int | None = None,
              container: str | None = None) -> Iterator[StoredObject]:
-        """Objects whose names start with *prefix*, in name order, page by page."""
+        """Objects whose names start with *prefix*, in name order, page by page.
+
+        ``md5`` is None for large objects (their listed hash is not the content's).
+        """
         container = container or self.container
         limit = page_size or int(self.info().get("swift", {}).get(
             "container_listing_limit", 10000))
@@ -727,16 +891,19 @@ class SwiftContainer:
             if not page:
                 return
             for entry in page:
-                yield StoredObject(entry["name"], int(entry["bytes"]), entry.get("hash"),
-                                   "slo_etag" in entry, entry.get("last_modified"))
+                large = "slo_etag" in entry
+                yield StoredObject(entry["name"], int(entry["bytes"]),
+                                   None if large else entry.get("hash"), large,
+                                   entry.get("last_modified"))
             marker = page[-1]["name"]
 
     def delete_many(self, objects: Iterable[str | StoredObject], *,
                     container: str | None = None) -> int:
         """Delete many objects (bulk requests where the cluster allows).
 
-        Large objects (StoredObject with ``large``) lose their segments too.
-        Returns how many names were processed; absent objects count as deleted.
+        Pass the StoredObjects of :meth:`list` so that large objects lose their
+        segments too; plain names are deleted as plain objects.  Returns how
+        many names were processed; absent objects count as deleted.
         """
         container = container or self.container
         bulk = self.info().get("bulk_delete")
@@ -780,6 +947,16 @@ class SwiftContainer:
         return len(names)
 
 
+def _retry_after(exc: ClientException) -> float:
+    """Seconds a 429/503 asks the client to wait (Retry-After), else 0."""
+    headers = exc.http_response_headers or {}
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
 def _raise_for_bulk_result(response) -> dict:
     """Turn a bulk-middleware response (HTTP status and JSON body) into errors.
 
@@ -813,17 +990,27 @@ def _raise_for_bulk_result(response) -> dict:
     return result
 
 
-class _FileSlice:
-    """A seekable, readable window of an open file (a segment's body)."""
+class _UploadBody:
+    """A seekable, readable window of an open file, sent as an upload body.
 
-    def __init__(self, f, offset: int, length: int) -> None:
+    Local read errors and a passed deadline are raised as private exceptions,
+    so the HTTP stack cannot mistake them for network failures.
+    """
+
+    def __init__(self, f, offset: int, length: int, deadline: Deadline) -> None:
         self._f, self._offset, self._length, self._pos = f, offset, length, 0
+        self._deadline = deadline
         f.seek(offset)
 
     def read(self, size: int = -1) -> bytes:
+        if self._deadline.remaining() <= 0:
+            raise _SendDeadline()
         left = self._length - self._pos
         size = left if size is None or size < 0 else min(size, left)
-        data = self._f.read(size)
+        try:
+            data = self._f.read(size)
+        except OSError as exc:
+            raise _LocalFileError(exc) from None
         self._pos += len(data)
         return data
 
@@ -854,7 +1041,20 @@ def file_md5(path: str, offset: int = 0, length: int | None = None) -> str:
 
 
 def _metadata_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    return {f"X-Object-Meta-{k}": str(v) for k, v in (metadata or {}).items()}
+    headers = {}
+    for key, value in (metadata or {}).items():
+        value = str(value)
+        if not METADATA_KEY.match(key):
+            raise ValueError(f"metadata key {key!r}: use letters, digits and dashes")
+        if not value.isascii() or not value.isprintable():
+            raise ValueError(f"metadata value for {key!r} must be printable ASCII")
+        headers[f"X-Object-Meta-{key}"] = value
+    return headers
+
+
+def _metadata_of(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k[len("X-Object-Meta-"):].lower(): v for k, v in headers.items()
+            if k.startswith("X-Object-Meta-")}
 
 
 def _stored_object(name: str, headers: Mapping[str, str]) -> StoredObject:
