@@ -1,5 +1,6 @@
 """The Swift access layer against the real embedded Swift."""
 
+import gc
 import io
 import logging
 import os
@@ -283,12 +284,39 @@ def test_corrupted_large_object_is_detected_by_metadata_checksum(swift_container
     assert not (tmp_path / "out").exists()
 
 
+def established_connections(port):
+    """This process's established TCP connections to 127.0.0.1:*port*.
+
+    Garbage is collected first: swiftclient's get_auth leaves its own
+    connection to the collector.
+    """
+    gc.collect()
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+                count += 1
+    return count
+
+
 def test_threads_get_their_own_connections_and_share_one_token(credentials, container_name,
                                                               tmp_path, devswift):
+    port = int(devswift.settings().auth_url.split(":")[2].split("/")[0])
     container = SwiftContainer(credentials, container_name)
     container.ensure_container()
     auths_before = proxy_log(devswift).count("GET /auth/v1.0")
     payloads = {i: os.urandom(50_000 + i) for i in range(8)}
+    barrier = threading.Barrier(9)
     errors = []
 
     def work(i):
@@ -301,16 +329,24 @@ def test_threads_get_their_own_connections_and_share_one_token(credentials, cont
                 assert dst.read_bytes() == payloads[i]
         except Exception as exc:  # reported below
             errors.append(exc)
+        barrier.wait(timeout=60)
+        barrier.wait(timeout=60)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
+    barrier.wait(timeout=60)
+    during = established_connections(port)
+    barrier.wait(timeout=60)
     for thread in threads:
         thread.join()
     assert errors == []
+    assert during == 9, f"{during} connections for 8 threads and the main thread"
+    assert established_connections(port) == 1, "finished threads' connections are closed"
     assert len(list(container.list("t/"))) == 40
     assert proxy_log(devswift).count("GET /auth/v1.0") - auths_before <= 1
     container.close()
+    assert established_connections(port) == 0
 
 
 def test_wrong_key_is_an_authentication_error_without_the_key(devswift, container_name,
