@@ -156,3 +156,30 @@ def test_download_cut_mid_stream_resumes_with_range(cluster, credentials_contain
     assert file_md5(str(target)) == file_md5(str(tmp_path / "big"))
     resumed = [r.getMessage() for r in caplog.records if "resuming download" in r.getMessage()]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 8 << 20
+
+
+def test_rate_limited_requests_are_retried(start_cluster, tmp_path):
+    """Swift's ratelimit middleware answers 498 above 2 container writes a second."""
+    cluster = start_cluster("ratelimit", rate_limit=2)
+    try:
+        if not cluster.state["ports"].get("memcached"):
+            pytest.skip("Swift's rate limiting needs memcached (apt-get install memcached)")
+        names = [f"limited-{i}" for i in range(8)]
+        started = time.monotonic()
+        for name in names:
+            container = SwiftContainer(credentials_for(cluster), name, deadline=30,
+                                       initial_backoff=0.1, max_backoff=1)
+            container.ensure_container()
+            container.close()
+        elapsed = time.monotonic() - started
+        with open(f"{cluster.logs}/proxy.log", errors="replace") as f:
+            log = f.read()
+        limited = sum(" 498 " in line and "PUT /v1/AUTH_test/limited-" in line
+                      for line in log.splitlines())
+        assert limited > 0, "the cluster did not rate-limit: the test proves nothing"
+        created = sum(" 201 " in line and "PUT /v1/AUTH_test/limited-" in line
+                      for line in log.splitlines())
+        assert created == len(names)
+        assert elapsed > 2, f"8 container PUTs at 2/s took {elapsed:.1f}s"
+    finally:
+        cluster.stop()

@@ -97,17 +97,25 @@ def _cmdline(pid: int) -> str:
 
 
 class DevSwift:
-    """A local Swift cluster rooted at one directory."""
+    """A local Swift cluster rooted at one directory.
+
+    *devices* puts object data elsewhere (a RAM disk, say).  *max_file_size*,
+    *max_deletes_per_request* and *expose_info* set the cluster limits that
+    clients read from ``/info``; *rate_limit* makes Swift's ratelimit
+    middleware answer 498 above that many container writes a second (it needs
+    memcached).  *keystone* adds a real Keystone and a proxy that uses it.
+    """
 
     def __init__(self, directory: str, *, devices: str | None = None,
                  max_file_size: int | None = None,
                  max_deletes_per_request: int | None = None, expose_info: bool = True,
-                 keystone: bool = False) -> None:
+                 rate_limit: float | None = None, keystone: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
         self.max_file_size = max_file_size
         self.max_deletes_per_request = max_deletes_per_request
         self.expose_info = expose_info
+        self.rate_limit = rate_limit
         self.keystone = keystone
         self.etc = os.path.join(self.directory, "etc")
         self.logs = os.path.join(self.directory, "log")
@@ -387,7 +395,10 @@ class DevSwift:
         filters = {
             "catch_errors": "", "gatekeeper": "", "healthcheck": "",
             "proxy-logging": "", "listing_formats": "", "tempurl": "",
-            "ratelimit": "", "copy": "", "container-quotas": "", "account-quotas": "",
+            "ratelimit": (f"account_ratelimit = {self.rate_limit}\n"
+                          "max_sleep_time_seconds = 0.1\nrate_buffer_seconds = 0\n"
+                          if self.rate_limit else ""),
+            "copy": "", "container-quotas": "", "account-quotas": "",
             "slo": "", "dlo": "", "versioned_writes": "",
             "bulk": "delete_concurrency = 8\n" + (
                 f"max_deletes_per_request = {self.max_deletes_per_request}\n"
