@@ -434,3 +434,24 @@ def test_cluster_without_info_falls_back_to_defaults(start_cluster, container_na
     assert list(container.list()) == []
     assert list(container.list(container=container.segment_container)) == []
     container.close()
+
+
+def test_copy_inside_swift_plain_and_large(swift_container, tmp_path):
+    small = write_file(tmp_path / "small", 5000)
+    big = write_file(tmp_path / "big", (6 << 20) + 7)
+    swift_container.upload("small", str(tmp_path / "small"), metadata={"k": "v"})
+    swift_container.upload("big", str(tmp_path / "big"), metadata={"k": "w"})
+    assert swift_container.copy("small", "small-copy").size == 5000
+    copied = swift_container.copy("big", "big-copy")
+    assert copied.large and copied.md5 == file_md5(str(tmp_path / "big"))
+    segments = list(swift_container.list(container=swift_container.segment_container))
+    assert len(segments) == 14, "the copy has segments of its own"
+
+    assert swift_container.delete("big") and swift_container.delete("small")
+    swift_container.download("big-copy", str(tmp_path / "out-big"))
+    swift_container.download("small-copy", str(tmp_path / "out-small"))
+    assert read(tmp_path / "out-big") == big and read(tmp_path / "out-small") == small
+    assert swift_container.head("big-copy").metadata == {"k": "w"}
+    assert swift_container.head("small-copy").metadata == {"k": "v"}
+    with pytest.raises(NotFoundError):
+        swift_container.copy("absent", "anything")

@@ -764,6 +764,55 @@ class SwiftContainer:
                 operation="download", name=name, transaction_id=txn)
         return replace(stored, md5=received)
 
+    def copy(self, source: str, destination: str, *,
+             deadline: float | None = None) -> StoredObject:
+        """Copy object *source* to *destination* inside Swift (no bytes travel here).
+
+        A large object gets copies of its segments, so that deleting either
+        object never breaks the other.
+        """
+        stored = self.head(source, deadline=deadline)
+        limit = self._transfer_deadline(stored.size, deadline)
+        if not stored.large:
+            self._call("copy", source, lambda u, t, h: swift.copy_object(
+                u, t, self.container, source, destination=f"/{self.container}/{destination}",
+                http_conn=h), deadline=limit)
+            return replace(stored, name=destination)
+        _, body = self._call("copy", source, lambda u, t, h: swift.get_object(
+            u, t, self.container, source, query_string="multipart-manifest=get",
+            http_conn=h), deadline=limit)
+        segments = json.loads(body)
+        prefix = f"{destination}/{uuid.uuid4().hex}/"
+        pool = self._segment_executor()
+        futures = [pool.submit(self._copy_segment, segment["name"], f"{prefix}{index:08d}",
+                               limit)
+                   for index, segment in enumerate(segments)]
+        try:
+            for future in futures:
+                future.result()
+            manifest = [{"path": f"/{self.segment_container}/{prefix}{index:08d}",
+                         "etag": segment["hash"], "size_bytes": segment["bytes"]}
+                        for index, segment in enumerate(segments)]
+            manifest_body = json.dumps(manifest).encode()
+            headers = {**_metadata_headers(stored.metadata), CHECKSUM_HEADER: stored.md5}
+            self._call("copy", destination, lambda u, t, h: swift.put_object(
+                u, t, self.container, destination, manifest_body,
+                content_length=len(manifest_body), headers=headers,
+                query_string="multipart-manifest=put", http_conn=h), deadline=limit)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self._remove_segments(destination, [f"{prefix}{i:08d}" for i, f in
+                                                enumerate(futures) if not f.cancelled()])
+            raise
+        return replace(stored, name=destination)
+
+    def _copy_segment(self, source_path: str, segment: str, limit: Deadline) -> None:
+        container, _, name = source_path.lstrip("/").partition("/")
+        self._call("segment copy", segment, lambda u, t, h: swift.copy_object(
+            u, t, container, name, destination=f"/{self.segment_container}/{segment}",
+            http_conn=h), deadline=limit)
+
     def delete(self, name: str, *, large: bool | None = None,
                deadline: float | None = None) -> bool:
         """Delete an object, and its segments if it is a large object.

@@ -1,0 +1,51 @@
+"""Where blob revisions live in Swift: the object name of (oid, tid).
+
+A revision of blob *oid* committed in transaction *tid* is stored as
+``<prefix><oid as 16 hex digits>/<tid as 16 hex digits>.blob``.  Listing the
+container by name therefore walks blobs oid by oid, revisions in commit order,
+and several databases can share one container under different prefixes.
+"""
+
+from __future__ import annotations
+
+import re
+
+SUFFIX = ".blob"
+_KEY = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{16})\.blob$")
+
+
+class KeyLayout:
+    """Object names of blob revisions under one *prefix*."""
+
+    def __init__(self, prefix: str = "") -> None:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"prefix {prefix!r} must be empty or end with '/'")
+        if prefix.startswith("/") or "//" in prefix:
+            raise ValueError(f"prefix {prefix!r} must not start with '/' or contain '//'")
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"KeyLayout(prefix={self.prefix!r})"
+
+    def key(self, oid: bytes, tid: bytes) -> str:
+        """The object name of revision *tid* of blob *oid* (8-byte ZODB ids)."""
+        return f"{self.prefix}{_hex(oid)}/{_hex(tid)}{SUFFIX}"
+
+    def oid_prefix(self, oid: bytes) -> str:
+        """The common start of the names of every revision of blob *oid*."""
+        return f"{self.prefix}{_hex(oid)}/"
+
+    def parse(self, name: str) -> tuple[bytes, bytes] | None:
+        """``(oid, tid)`` of a blob revision's object name; None for other names."""
+        if not name.startswith(self.prefix):
+            return None
+        match = _KEY.match(name[len(self.prefix):])
+        if match is None:
+            return None
+        return bytes.fromhex(match.group(1)), bytes.fromhex(match.group(2))
+
+
+def _hex(id8: bytes) -> str:
+    if len(id8) != 8:
+        raise ValueError(f"ZODB ids are 8 bytes, not {len(id8)}")
+    return id8.hex()
