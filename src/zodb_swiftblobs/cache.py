@@ -1,0 +1,381 @@
+"""The local blob cache: committed blob files on disk, bounded in size.
+
+Layout under the cache directory::
+
+    tmp/                      uncommitted blobs (ZODB) and staged commits
+    .evict.lock               held by the one process evicting
+    <oid hex>/<tid hex>.blob  the committed file of one blob revision
+    <oid hex>/.<tid hex>.lock held while that revision is fetched
+    <oid hex>/.<tid hex>.blob.<random>.tmp   a fetch in progress
+
+Several threads and processes may share one cache directory.  A committed
+file only ever appears complete (it is written under a temporary name and
+renamed), is read-only, and is fetched once however many readers miss it at
+the same time.  A background thread evicts the least recently used files when
+the cache outgrows its budget; readers never wait for it.  A path returned by
+:meth:`BlobCache.get` may be evicted before the caller opens it: the caller
+then calls :meth:`BlobCache.get` again, which fetches the file again.
+
+This module knows nothing of Swift: fetching is the caller's function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o400  # read-only, readable by the owner alone, like its directory
+DIRECTORY_MODE = 0o700
+LOCK_FILE_MODE = 0o600
+EVICTION_TARGET = 0.9  # an eviction pass shrinks the cache to 90 % of its size
+OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
+COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
+
+
+class BlobCache:
+    """Committed blob files in *directory*, at most about *size* bytes of them.
+
+    Eviction runs in a background thread once the bytes added since the last
+    pass exceed *check_fraction* of *size*, so the cache may briefly exceed
+    its size by that much.
+    """
+
+    def __init__(self, directory: str, size: int, *, check_fraction: float = 0.1) -> None:
+        if size <= 0:
+            raise ValueError(f"blob cache size must be positive, not {size!r}")
+        if not 0 < check_fraction <= 1:
+            raise ValueError(f"check_fraction must be in (0, 1], not {check_fraction!r}")
+        self.directory = os.path.abspath(directory)
+        self.size = size
+        self.check_fraction = check_fraction
+        self.temporary_directory = os.path.join(self.directory, "tmp")
+        os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+        for path in (self.directory, self.temporary_directory):
+            _make_private_directory(path)
+            _check_usable(path)
+        self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
+        self._counters = dict.fromkeys(
+            ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes"), 0)
+        self._state_lock = threading.Lock()  # guards the counters and the fields below
+        self._bytes_since_eviction = 0
+        self._eviction_thread: threading.Thread | None = None
+        self._eviction_wanted = threading.Event()
+        self._closed = False
+
+    def path(self, oid: bytes, tid: bytes) -> str:
+        """The path of the committed file of blob revision (*oid*, *tid*)."""
+        return f"{self.directory}/{oid.hex()}/{tid.hex()}.blob"
+
+    def get(self, oid: bytes, tid: bytes, fetch: Callable[[str], object]) -> str:
+        """Return the path of the cached file of (*oid*, *tid*), fetching it on a miss.
+
+        On a miss, ``fetch(temporary_path)`` must write the complete file at
+        that new path (in the same directory); the cache then publishes it.
+        However many threads and processes miss the same revision at once,
+        only one of them fetches it; the others wait and share the result.
+        An exception from *fetch* propagates unchanged, and nothing is cached.
+        """
+        path = self.path(oid, tid)
+        lock_path = f"{self.directory}/{oid.hex()}/.{tid.hex()}.lock"
+        while not _mark_used(path):
+            lock = _lock_revision(lock_path)
+            if lock is None:
+                continue
+            try:
+                if _mark_used(path):
+                    break  # published while this reader waited for the lock
+                size = self._download(path, fetch)
+            finally:
+                _release_revision(lock_path, lock)
+            self._count(misses=1, bytes_downloaded=size)
+            self._added(size)
+            return path
+        self._count(hits=1)
+        return path
+
+    def publish(self, source: str, oid: bytes, tid: bytes) -> str:
+        """Move the staged file *source* into the cache as (*oid*, *tid*); return its path.
+
+        *source* must be on the cache's file system (in :attr:`temporary_directory`);
+        the file appears at its final path complete, in one rename.
+        """
+        os.chmod(source, FILE_MODE)
+        size = os.stat(source).st_size
+        path = self.path(oid, tid)
+        while True:
+            try:
+                os.replace(source, path)
+                break
+            except FileNotFoundError:
+                if not os.path.exists(source):
+                    raise
+                _make_private_directory(os.path.dirname(path))
+        log.debug("published %s (%d bytes)", path, size)
+        self._added(size)
+        return path
+
+    def discard(self, oid: bytes, tid: bytes) -> bool:
+        """Remove the cached file of (*oid*, *tid*); return whether there was one."""
+        path = self.path(oid, tid)
+        removed = _remove_committed_file(path)
+        if removed:
+            log.debug("discarded %s", path)
+        return removed
+
+    def stats(self) -> dict[str, int]:
+        """This process's counters, and the cache's current ``size`` and ``entries`` on disk.
+
+        The counters are ``hits``, ``misses``, ``bytes_downloaded`` (fetched on
+        misses), ``evictions`` and ``evicted_bytes`` (removed by eviction passes).
+        """
+        files = self._committed_files()
+        with self._state_lock:
+            stats = dict(self._counters)
+        stats["size"] = sum(size for _, size, _ in files)
+        stats["entries"] = len(files)
+        return stats
+
+    def evict(self) -> int:
+        """Run one eviction pass now; return the number of files removed.
+
+        If the committed files total more than :attr:`size` bytes, remove the
+        least recently used ones (oldest access time first) until they total
+        at most 90 % of it.  Files used since the pass listed them are spared.
+        Only one process evicts at a time: if another one is evicting, return
+        0 at once.  Fetches in progress, their lock files and
+        :attr:`temporary_directory` are never touched.
+        """
+        lock = os.open(self._evict_lock_path, os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.debug("blob cache %s: another process is evicting", self.directory)
+                return 0
+            return self._evict_least_recently_used()
+        finally:
+            os.close(lock)
+
+    def close(self) -> None:
+        """Stop the background eviction; the cached files stay.  Idempotent."""
+        with self._state_lock:
+            self._closed = True
+            thread = self._eviction_thread
+        self._eviction_wanted.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _download(self, path: str, fetch: Callable[[str], object]) -> int:
+        """Fetch into a new temporary file beside *path*, then publish it there.
+
+        The caller holds the revision's lock, so no other fetch of it is in
+        progress: temporary files of it are left by fetchers that died, and go.
+        """
+        directory, name = os.path.split(path)
+        _remove_abandoned_downloads(directory, name)
+        temporary_path = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            fetch(temporary_path)
+            os.chmod(temporary_path, FILE_MODE)
+            size = os.stat(temporary_path).st_size
+            os.replace(temporary_path, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary_path)
+            raise
+        log.debug("fetched %s (%d bytes)", path, size)
+        return size
+
+    def _evict_least_recently_used(self) -> int:
+        files = self._committed_files()
+        total = sum(size for _, size, _ in files)
+        if total <= self.size:
+            return 0
+        target = self.size * EVICTION_TARGET
+        removed = removed_bytes = 0
+        for accessed, size, path in sorted(files):
+            if total <= target:
+                break
+            try:
+                if os.stat(path).st_atime_ns != accessed:
+                    continue  # used since it was listed
+            except FileNotFoundError:
+                total -= size  # removed meanwhile, by discard() for instance
+                continue
+            if _remove_committed_file(path):
+                log.debug("evicted %s (%d bytes)", path, size)
+                removed += 1
+                removed_bytes += size
+            total -= size
+        self._count(evictions=removed, evicted_bytes=removed_bytes)
+        if removed:
+            log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
+                     self.directory, removed, removed_bytes, total)
+        return removed
+
+    def _committed_files(self) -> list[tuple[int, int, str]]:
+        """(access time in ns, size, path) of every committed file on disk."""
+        with os.scandir(self.directory) as entries:
+            oid_directories = [entry.path for entry in entries
+                               if OID_DIRECTORY_NAME.fullmatch(entry.name)]
+        files = []
+        for directory in oid_directories:
+            try:
+                with os.scandir(directory) as entries:
+                    candidates = [entry for entry in entries
+                                  if COMMITTED_FILE_NAME.fullmatch(entry.name)]
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed meanwhile, or not one of ours
+            for entry in candidates:
+                try:
+                    status = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # evicted meanwhile by another process
+                files.append((status.st_atime_ns, status.st_size, entry.path))
+        return files
+
+    def _count(self, **increments: int) -> None:
+        with self._state_lock:
+            for name, increment in increments.items():
+                self._counters[name] += increment
+
+    def _added(self, size: int) -> None:
+        """Account for *size* new bytes; wake the eviction thread when enough were added."""
+        with self._state_lock:
+            self._bytes_since_eviction += size
+            if self._closed or self._bytes_since_eviction <= self.check_fraction * self.size:
+                return
+            if self._eviction_thread is None:
+                self._eviction_thread = threading.Thread(
+                    target=self._run_evictions, name="zodb-swiftblobs-eviction", daemon=True)
+                self._eviction_thread.start()
+        self._eviction_wanted.set()
+
+    def _run_evictions(self) -> None:
+        """The background thread: one eviction pass per wake-up, until closed."""
+        while True:
+            self._eviction_wanted.wait()
+            self._eviction_wanted.clear()
+            with self._state_lock:
+                if self._closed:
+                    return
+                self._bytes_since_eviction = 0
+            try:
+                self.evict()
+            except Exception:
+                log.exception("blob cache %s: eviction failed", self.directory)
+
+
+def _make_private_directory(path: str) -> None:
+    """Create *path* with mode 0o700 unless it exists (an existing one keeps its mode)."""
+    try:
+        os.mkdir(path, DIRECTORY_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
+
+
+def _check_usable(path: str) -> None:
+    if not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, "blob cache directory is not a directory", path)
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "blob cache directory needs read, write and search"
+                                            " permission", path)
+
+
+def _mark_used(path: str) -> bool:
+    """Set the access time of *path* to now (its modification time stays); False if it is missing.
+
+    Eviction goes by access times, which this sets explicitly, so it works on
+    file systems mounted with ``noatime`` or ``relatime`` too.
+    """
+    try:
+        modified = os.stat(path).st_mtime_ns
+        os.utime(path, ns=(time.time_ns(), modified))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _lock_revision(lock_path: str) -> int | None:
+    """Lock the revision's lock file; return the descriptor holding the lock,
+    or None when the caller must look again (the file was just created or replaced).
+
+    A lock file exists only while a reader holds or awaits it: its holder
+    removes it before unlocking (:func:`_release_revision`).  A waiter that
+    then gets the lock of the removed file sees that the file at *lock_path*
+    is no longer the one it holds, and gives up; so two holders never hold
+    different files at the same path.  Lock files left by a crashed process
+    are harmless: the lock died with the process, and the next reader
+    removes the file.
+    """
+    try:
+        lock = os.open(lock_path, os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
+    except FileNotFoundError:
+        _make_private_directory(os.path.dirname(lock_path))  # new oid, or just evicted
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_file_at(lock, lock_path):
+            return lock
+    except BaseException:
+        os.close(lock)
+        raise
+    os.close(lock)
+    return None
+
+
+def _release_revision(lock_path: str, lock: int) -> None:
+    """Remove the lock file, still locked, then unlock it."""
+    try:
+        os.unlink(lock_path)
+    finally:
+        os.close(lock)
+
+
+def _is_file_at(descriptor: int, path: str) -> bool:
+    held = os.fstat(descriptor)
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+def _remove_abandoned_downloads(directory: str, name: str) -> None:
+    """Remove the temporary files in *directory* of fetches of *name* whose fetchers died."""
+    prefix = f".{name}."
+    with os.scandir(directory) as entries:
+        abandoned = [entry.path for entry in entries
+                     if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+    for path in abandoned:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        log.debug("removed %s, left by a fetch that died", path)
+
+
+def _remove_committed_file(path: str) -> bool:
+    """Remove *path* and its oid directory if that is now empty; False if *path* was missing.
+
+    Removing a directory races with readers about to create files in it;
+    they create it again (see :func:`_lock_revision` and :meth:`BlobCache.publish`).
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    with contextlib.suppress(OSError):  # not empty, or removed meanwhile
+        os.rmdir(os.path.dirname(path))
+    return True

@@ -1,0 +1,574 @@
+"""The local blob cache, against the real file system, threads and processes."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import subprocess
+import re
+import stat
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from zodb_swiftblobs.cache import BlobCache
+
+MIB = 1 << 20
+KIB = 1 << 10
+WAIT = 10  # seconds: the bound of every wait in these tests
+READABLE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def ident(number):
+    """An 8-byte ZODB oid or tid."""
+    return number.to_bytes(8, "big")
+
+
+OID = ident(7)
+TID = ident(0x03E5_0000_0000_0001)
+PROCESS_DATA = b"fetched once for all processes\n" * 1000
+
+
+class FetchFailed(Exception):
+    pass
+
+
+@pytest.fixture
+def make_cache(tmp_path):
+    """Make caches (in tmp_path/cache unless told); close them all afterwards."""
+    caches = []
+
+    def make(directory=None, size=MIB, **options):
+        cache = BlobCache(str(directory or tmp_path / "cache"), size, **options)
+        caches.append(cache)
+        return cache
+
+    yield make
+    for cache in caches:
+        cache.close()
+
+
+def writer(data, calls=None):
+    """A fetch function writing *data*, recording its calls in *calls*."""
+    def fetch(temporary_path):
+        if calls is not None:
+            calls.append(temporary_path)
+        with open(temporary_path, "wb") as f:
+            f.write(data)
+    return fetch
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def stage(cache, data):
+    """Stage a file in the cache's temporary directory, as a commit does."""
+    descriptor, path = tempfile.mkstemp(dir=cache.temporary_directory)
+    with os.fdopen(descriptor, "wb") as f:
+        f.write(data)
+    return path
+
+
+def backdate(path, seconds_ago):
+    """Set the access time of *path* (as if last used *seconds_ago*)."""
+    accessed = time.time_ns() - int(seconds_ago * 1e9)
+    os.utime(path, ns=(accessed, os.stat(path).st_mtime_ns))
+
+
+def wait_until_blocked_on(path):
+    """Wait until a thread waits for the flock of *path* (Linux's /proc/locks shows it)."""
+    inode = os.stat(path).st_ino
+    deadline = time.monotonic() + WAIT
+    while True:
+        with open("/proc/locks") as f:
+            waiting = [line.split() for line in f if " -> FLOCK " in line]
+        if any(int(fields[6].rsplit(":", 1)[1]) == inode for fields in waiting):
+            return
+        assert time.monotonic() < deadline, f"nobody waits for {path}"
+        time.sleep(0.01)
+
+
+def committed_paths(cache):
+    return sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(cache.directory)
+        for name in names if name.endswith(".blob") and not name.startswith("."))
+
+
+# Directories and modes
+
+def test_path_layout(make_cache, tmp_path):
+    cache = make_cache(tmp_path / "parent" / "cache")
+    assert cache.directory == f"{tmp_path}/parent/cache"
+    assert cache.temporary_directory == f"{tmp_path}/parent/cache/tmp"
+    assert os.path.isdir(cache.temporary_directory)
+    assert cache.path(OID, TID) == f"{cache.directory}/0000000000000007/03e5000000000001.blob"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o277], ids=["umask-022", "umask-277"])
+def test_directories_are_private_and_files_read_only(make_cache, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        cache = make_cache()
+        fetched = cache.get(OID, TID, writer(b"fetched"))
+        published = cache.publish(stage(cache, b"published"), ident(8), TID)
+    finally:
+        os.umask(previous)
+    for directory in (cache.directory, cache.temporary_directory, os.path.dirname(fetched),
+                      os.path.dirname(published)):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    for path in (fetched, published):
+        mode = os.stat(path).st_mode
+        assert stat.S_IMODE(mode) == 0o400
+        assert mode & WRITABLE == 0
+        # ZODB's own check for committed blob files:
+        assert (mode & READABLE) == (os.stat(os.path.dirname(path)).st_mode & READABLE)
+
+
+def test_existing_directory_keeps_its_mode(make_cache, tmp_path):
+    directory = tmp_path / "existing"
+    directory.mkdir()
+    directory.chmod(0o750)
+    cache = make_cache(directory)
+    assert stat.S_IMODE(os.stat(cache.directory).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(cache.temporary_directory).st_mode) == 0o700
+
+
+def test_rejects_a_file_as_directory(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match=re.escape(str(tmp_path / "file"))):
+        BlobCache(str(tmp_path / "file"), MIB)
+
+
+def test_rejects_an_unwritable_directory(tmp_path):
+    """A read-only mount stops root too (root ignores a directory's mode)."""
+    directory = tmp_path / "unwritable"
+    directory.mkdir()
+    if os.geteuid() == 0:
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                                str(directory)], capture_output=True, text=True)
+        if mount.returncode:
+            pytest.skip(f"a read-only mount is not allowed here: {mount.stderr.strip()}")
+        undo = ["umount", str(directory)]
+    else:
+        directory.chmod(0o500)
+        undo = ["chmod", "700", str(directory)]
+    try:
+        with pytest.raises(OSError, match=re.escape(str(directory))):
+            BlobCache(str(directory), MIB)
+    finally:
+        subprocess.run(undo, check=True)
+
+
+@pytest.mark.parametrize("size, options", [(0, {}), (-1, {}), (MIB, {"check_fraction": 0})])
+def test_rejects_bad_sizes(tmp_path, size, options):
+    with pytest.raises(ValueError):
+        BlobCache(str(tmp_path), size, **options)
+
+
+# Fetching and publishing
+
+def test_miss_fetches_into_a_new_name_beside_the_file_then_hits(make_cache):
+    cache = make_cache()
+    final = cache.path(OID, TID)
+    seen = []
+
+    def fetch(temporary_path):
+        seen.append((temporary_path, os.path.exists(temporary_path), os.path.exists(final)))
+        writer(b"data")(temporary_path)
+
+    assert cache.get(OID, TID, fetch) == final
+    [(temporary_path, existed, final_existed)] = seen
+    assert os.path.dirname(temporary_path) == os.path.dirname(final)
+    assert temporary_path != final and not existed and not final_existed
+    assert not os.path.exists(temporary_path)
+    assert cache.get(OID, TID, fetch) == final
+    assert len(seen) == 1 and read(final) == b"data"
+    assert os.listdir(os.path.dirname(final)) == [os.path.basename(final)]  # no lock file left
+
+
+def test_file_appears_only_complete(make_cache):
+    """While a fetch writes, neither the final path nor a waiting reader sees the file."""
+    cache = make_cache()
+    half_written, finish = threading.Event(), threading.Event()
+    first, second = b"a" * 100_000, b"b" * 100_000
+
+    def slow_fetch(temporary_path):
+        with open(temporary_path, "wb") as f:
+            f.write(first)
+            f.flush()
+            half_written.set()
+            assert finish.wait(WAIT)
+            f.write(second)
+
+    second_fetches = []
+    with ThreadPoolExecutor(2) as pool:
+        fetching = pool.submit(cache.get, OID, TID, slow_fetch)
+        assert half_written.wait(WAIT)
+        waiting = pool.submit(cache.get, OID, TID, writer(b"wrong", second_fetches))
+        assert not os.path.exists(cache.path(OID, TID))
+        finish.set()
+        assert fetching.result(WAIT) == waiting.result(WAIT) == cache.path(OID, TID)
+    assert read(cache.path(OID, TID)) == first + second
+    assert second_fetches == []
+
+
+def test_publish_renames_the_staged_file(make_cache):
+    cache = make_cache()
+    staged = stage(cache, b"committed")
+    inode = os.stat(staged).st_ino
+    path = cache.publish(staged, OID, TID)
+    assert path == cache.path(OID, TID)
+    assert not os.path.exists(staged)
+    assert os.stat(path).st_ino == inode  # renamed, not copied: it appears complete
+    assert read(path) == b"committed"
+    assert cache.publish(stage(cache, b"committed"), OID, TID) == path  # same revision again
+    assert read(path) == b"committed"
+    assert os.listdir(cache.temporary_directory) == []
+    stats = cache.stats()
+    assert (stats["misses"], stats["bytes_downloaded"], stats["entries"]) == (0, 0, 1)
+
+
+def test_concurrent_misses_in_threads_fetch_once(make_cache):
+    cache = make_cache()
+    data = b"shared" * 10_000
+    calls = []
+    start = threading.Barrier(16)
+
+    def fetch(temporary_path):
+        calls.append(temporary_path)
+        time.sleep(0.2)  # a slow download: the other threads miss meanwhile
+        writer(data)(temporary_path)
+
+    def reader():
+        start.wait(WAIT)
+        path = cache.get(OID, TID, fetch)
+        return path, read(path)
+
+    with ThreadPoolExecutor(16) as pool:
+        results = [future.result(WAIT) for future in [pool.submit(reader) for _ in range(16)]]
+    assert len(calls) == 1
+    assert results == [(cache.path(OID, TID), data)] * 16
+    stats = cache.stats()
+    assert (stats["misses"], stats["hits"], stats["bytes_downloaded"]) == (1, 15, len(data))
+
+
+def get_in_process(directory, start, counter_path, results):
+    """One process of test_concurrent_misses_in_processes_fetch_once."""
+    cache = BlobCache(directory, MIB)
+
+    def fetch(temporary_path):
+        with open(counter_path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.2)  # a slow download: the other processes miss meanwhile
+        writer(PROCESS_DATA)(temporary_path)
+
+    start.wait(WAIT)
+    path = cache.get(OID, TID, fetch)
+    stats = cache.stats()
+    results.put((path, read(path), stats["misses"], stats["hits"]))
+    cache.close()
+
+
+def test_concurrent_misses_in_processes_fetch_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    directory, counter_path = str(tmp_path / "cache"), str(tmp_path / "fetches")
+    start, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=get_in_process,
+                                 args=(directory, start, counter_path, results))
+                 for _ in range(4)]
+    for process in processes:
+        process.start()
+    try:
+        outcomes = [results.get(timeout=WAIT * 3) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(WAIT)
+    assert [process.exitcode for process in processes] == [0] * 4
+    with open(counter_path) as f:
+        assert len(f.readlines()) == 1
+    path = f"{directory}/{OID.hex()}/{TID.hex()}.blob"
+    assert {outcome[:2] for outcome in outcomes} == {(path, PROCESS_DATA)}
+    assert sorted(outcome[2:] for outcome in outcomes) == [(0, 1)] * 3 + [(1, 0)]
+
+
+def test_lock_file_left_by_a_fetcher_that_died_after_publishing(make_cache):
+    """The reader that gets the lock next looks again, finds the file, and removes the lock file."""
+    cache = make_cache()
+    lock_path = f"{cache.directory}/{OID.hex()}/.{TID.hex()}.lock"
+    os.mkdir(os.path.dirname(lock_path), 0o700)
+    dying_fetcher = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(dying_fetcher, fcntl.LOCK_EX)
+    calls = []
+    with ThreadPoolExecutor(1) as pool:
+        reader = pool.submit(cache.get, OID, TID, writer(b"fetched again", calls))
+        wait_until_blocked_on(lock_path)
+        cache.publish(stage(cache, b"published"), OID, TID)
+        os.close(dying_fetcher)  # its lock dies with it; its lock file stays
+        assert reader.result(WAIT) == cache.path(OID, TID)
+    assert calls == []
+    assert read(cache.path(OID, TID)) == b"published"
+    assert not os.path.exists(lock_path)
+    assert (cache.stats()["hits"], cache.stats()["misses"]) == (1, 0)
+
+
+def test_fetch_removes_temporary_files_of_fetchers_that_died(make_cache):
+    cache = make_cache()
+    directory = os.path.dirname(cache.path(OID, TID))
+    os.mkdir(directory, 0o700)
+    dead = f"{directory}/.{TID.hex()}.blob.0123456789abcdef.tmp"
+    other_revision = f"{directory}/.{ident(2).hex()}.blob.0123456789abcdef.tmp"
+    for path in (dead, other_revision):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+    cache.get(OID, TID, writer(b"complete"))
+    assert sorted(os.listdir(directory)) == sorted([os.path.basename(cache.path(OID, TID)),
+                                                    os.path.basename(other_revision)])
+
+
+def test_revisions_of_one_oid_are_fetched_concurrently_and_never_mix(make_cache):
+    cache = make_cache()
+    both_fetching = threading.Barrier(2)
+    revisions = {ident(1): b"first revision" * 1000, ident(2): b"second revision" * 1000}
+
+    def fetcher(tid):
+        def fetch(temporary_path):
+            both_fetching.wait(WAIT)  # fails unless both revisions are fetched at once
+            writer(revisions[tid])(temporary_path)
+        return fetch
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {tid: pool.submit(cache.get, OID, tid, fetcher(tid)) for tid in revisions}
+        paths = {tid: future.result(WAIT) for tid, future in futures.items()}
+    for tid, data in revisions.items():
+        assert paths[tid] == cache.path(OID, tid)
+        assert read(paths[tid]) == data
+
+
+def test_failing_fetch_publishes_nothing_and_reraises(make_cache):
+    cache = make_cache()
+    error = FetchFailed("Swift is down")
+
+    def failing_fetch(temporary_path):
+        with open(temporary_path, "wb") as f:
+            f.write(b"partial")
+        raise error
+
+    with pytest.raises(FetchFailed) as raised:
+        cache.get(OID, TID, failing_fetch)
+    assert raised.value is error
+    assert not os.path.exists(cache.path(OID, TID))
+    assert os.listdir(os.path.dirname(cache.path(OID, TID))) == []  # no temporary or lock file
+    assert cache.stats() == dict(hits=0, misses=0, bytes_downloaded=0, evictions=0,
+                                 evicted_bytes=0, size=0, entries=0)
+    calls = []
+    assert read(cache.get(OID, TID, writer(b"complete", calls))) == b"complete"
+    assert len(calls) == 1
+
+
+def test_reader_waiting_for_a_failed_fetch_fetches_itself(make_cache):
+    cache = make_cache()
+    fetching, fail = threading.Event(), threading.Event()
+
+    def failing_fetch(temporary_path):
+        fetching.set()
+        assert fail.wait(WAIT)
+        raise FetchFailed()
+
+    calls = []
+    with ThreadPoolExecutor(2) as pool:
+        failing = pool.submit(cache.get, OID, TID, failing_fetch)
+        assert fetching.wait(WAIT)
+        waiting = pool.submit(cache.get, OID, TID, writer(b"complete", calls))
+        fail.set()
+        with pytest.raises(FetchFailed):
+            failing.result(WAIT)
+        assert read(waiting.result(WAIT)) == b"complete"
+    assert len(calls) == 1
+
+
+def test_file_evicted_before_it_is_opened_is_fetched_again(make_cache):
+    cache = make_cache()
+    calls = []
+    path = cache.get(OID, TID, writer(b"data", calls))
+    assert make_cache(cache.directory, size=1).evict() == 1  # as another process would
+    with pytest.raises(FileNotFoundError):
+        open(path, "rb")
+    assert cache.get(OID, TID, writer(b"data", calls)) == path
+    assert read(path) == b"data"
+    assert len(calls) == 2
+
+
+def test_discard_removes_only_that_revision(make_cache):
+    cache = make_cache()
+    for oid, tid in [(OID, ident(1)), (OID, ident(2)), (ident(8), ident(1))]:
+        cache.get(oid, tid, writer(oid + tid))
+    assert cache.discard(OID, ident(1))
+    assert not os.path.exists(cache.path(OID, ident(1)))
+    assert read(cache.path(OID, ident(2))) == OID + ident(2)
+    assert read(cache.path(ident(8), ident(1))) == ident(8) + ident(1)
+    assert not cache.discard(OID, ident(1))
+    assert not cache.discard(ident(9), ident(1))
+    assert cache.stats()["entries"] == 2
+
+
+# Eviction
+
+def test_evict_removes_least_recently_used_down_to_90_percent(make_cache):
+    cache = make_cache(size=MIB)
+    cache.close()  # no background eviction: this test evicts by itself
+    paths = [cache.publish(stage(cache, bytes([n]) * (100 * KIB)), ident(n // 5), ident(n))
+             for n in range(50)]
+    for age, path in enumerate(reversed(paths)):
+        backdate(path, 1000 + age)  # used in publishing order, long ago
+    staged = stage(cache, b"uncommitted")
+    for n in range(5):  # the oldest files, used again now
+        assert cache.get(ident(n // 5), ident(n), writer(b"not fetched")) == paths[n]
+
+    assert cache.evict() == 41  # 9 files of 100 KiB fit in 90 % of 1 MiB, 10 do not
+    survivors = paths[:5] + paths[-4:]
+    assert committed_paths(cache) == sorted(survivors)
+    assert all(read(path) == bytes([n]) * (100 * KIB)
+               for n, path in enumerate(paths) if path in survivors)
+    assert read(staged) == b"uncommitted"
+    # Emptied oid directories go; the evict lock and the temporary directory stay.
+    assert sorted(os.listdir(cache.directory)) == [".evict.lock", ident(0).hex(),
+                                                  ident(9).hex(), "tmp"]
+    stats = cache.stats()
+    assert stats["size"] == 9 * 100 * KIB <= 0.9 * cache.size
+    assert (stats["entries"], stats["evictions"], stats["evicted_bytes"]) == \
+        (9, 41, 41 * 100 * KIB)
+    assert cache.evict() == 0  # within bounds already
+
+
+def test_evict_spares_fetches_in_progress(make_cache):
+    cache = make_cache(size=MIB)
+    cache.close()
+    for n in range(20):
+        backdate(cache.publish(stage(cache, b"x" * (100 * KIB)), OID, ident(n)), 100)
+    fetching, finish = threading.Event(), threading.Event()
+    in_progress = []
+
+    def slow_fetch(temporary_path):
+        in_progress.append(temporary_path)
+        writer(b"in progress")(temporary_path)
+        fetching.set()
+        assert finish.wait(WAIT)
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(cache.get, OID, ident(100), slow_fetch)
+        assert fetching.wait(WAIT)
+        lock_path = f"{cache.directory}/{OID.hex()}/.{ident(100).hex()}.lock"
+        assert os.path.exists(lock_path)
+        assert cache.evict() == 11  # without waiting for the fetch's lock
+        assert os.path.exists(lock_path)
+        assert read(in_progress[0]) == b"in progress"
+        finish.set()
+        assert read(future.result(WAIT)) == b"in progress"
+
+
+def test_evict_tolerates_files_removed_or_used_after_listing(tmp_path):
+    """Between listing and removing, another process removes one file, a reader uses another."""
+
+    class RacedCache(BlobCache):
+        def _committed_files(self):
+            files = super()._committed_files()
+            if races:
+                races.pop()()
+            return files
+
+    races = []
+    cache = RacedCache(str(tmp_path / "cache"), 1000)
+    cache.close()  # no background eviction: this test evicts by itself
+    paths = [cache.publish(stage(cache, b"x" * 300), OID, ident(n)) for n in range(5)]
+    for age, path in enumerate(reversed(paths)):
+        backdate(path, 100 + age)
+
+    def race():
+        os.unlink(paths[0])
+        assert cache.get(OID, ident(1), writer(b"not fetched")) == paths[1]
+
+    races.append(race)
+    assert cache.evict() == 1  # 1500 bytes, less 300 gone, less 300 evicted: 900 <= 90 %
+    assert committed_paths(cache) == sorted([paths[1], paths[3], paths[4]])
+
+
+def test_only_one_process_evicts_at_a_time(make_cache):
+    cache = make_cache(size=MIB)
+    cache.close()
+    for n in range(12):
+        backdate(cache.publish(stage(cache, b"x" * (100 * KIB)), OID, ident(n)), 100 - n)
+    other_evictor = os.open(f"{cache.directory}/.evict.lock", os.O_RDONLY | os.O_CREAT)
+    try:
+        fcntl.flock(other_evictor, fcntl.LOCK_EX)
+        started = time.monotonic()
+        assert cache.evict() == 0
+        assert time.monotonic() - started < 1
+        assert cache.stats()["entries"] == 12
+        # Readers and commits do not wait for the evictor.
+        cache.get(OID, ident(100), writer(b"fetched"))
+        cache.publish(stage(cache, b"committed"), OID, ident(101))
+    finally:
+        os.close(other_evictor)
+    assert cache.evict() == 3
+
+
+@pytest.mark.parametrize("via", ["publish", "get"])
+def test_background_thread_evicts_by_itself(make_cache, caplog, via):
+    caplog.set_level(logging.INFO, logger="zodb_swiftblobs.cache")
+    cache = make_cache(size=MIB)
+    for n in range(50):
+        data = b"x" * (100 * KIB)
+        if via == "publish":
+            cache.publish(stage(cache, data), ident(n), TID)
+        else:
+            cache.get(ident(n), TID, writer(data))
+    deadline = time.monotonic() + WAIT
+    while cache.stats()["size"] > cache.size:
+        assert time.monotonic() < deadline, "the background thread did not evict"
+        time.sleep(0.01)
+    cache.close()
+    stats = cache.stats()
+    assert stats["size"] <= cache.size
+    assert stats["evictions"] == 50 - stats["entries"]
+    summaries = [record for record in caplog.records if record.levelno == logging.INFO]
+    assert summaries
+    assert {record.threadName for record in summaries} == {"zodb-swiftblobs-eviction"}
+
+
+def test_close_stops_the_background_thread(make_cache):
+    cache = make_cache(size=MIB)
+    cache.publish(stage(cache, b"x" * (200 * KIB)), OID, TID)  # over 10 %: starts it
+    threads = [thread for thread in threading.enumerate()
+               if thread.name == "zodb-swiftblobs-eviction"]
+    assert len(threads) == 1
+    cache.close()
+    cache.close()
+    assert not threads[0].is_alive()
+    assert read(cache.path(OID, TID)) == b"x" * (200 * KIB)
+
+
+def test_stats_count_what_happened(make_cache):
+    cache = make_cache(size=1000)
+    cache.close()
+    first = cache.get(OID, ident(1), writer(b"a" * 400))
+    second = cache.get(OID, ident(2), writer(b"b" * 400))
+    for _ in range(2):
+        cache.get(OID, ident(1), writer(b"not fetched"))
+    cache.get(OID, ident(2), writer(b"not fetched"))
+    cache.publish(stage(cache, b"c" * 400), OID, ident(3))
+    assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=0,
+                                 evicted_bytes=0, size=1200, entries=3)
+    backdate(second, 100)
+    assert cache.evict() == 1
+    assert not os.path.exists(second) and os.path.exists(first)
+    assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=1,
+                                 evicted_bytes=400, size=800, entries=2)
