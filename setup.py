@@ -50,6 +50,7 @@ setup(
         "keystone": KEYSTONE,
         "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + [
             "pytest >= 7",
+            "zope.testing",
             "cryptography",
         ],
     },

@@ -1,0 +1,85 @@
+"""Garbage collection: delete the Swift objects of blob revisions the database no longer has.
+
+After a pack, the base storage has dropped revisions (packed away, superseded
+in a history-free storage, deleted through IExternalGC), and aborted or
+crashed commits may have left objects that were never committed.  The sweep
+lists the container page by page (memory does not grow with the number of
+objects), asks the base whether each revision exists, and deletes the orphans
+in bulk.  Revisions newer than the last transaction committed when the sweep
+started are never touched: they may belong to commits still in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ZODB.POSException import POSKeyError
+
+from .cache import BlobCache
+from .keys import KeyLayout
+from .swiftaccess import StoredObject, SwiftContainer
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+@dataclass
+class GarbageReport:
+    """What one sweep found and did."""
+
+    examined: int = 0
+    orphans: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+def revision_exists(base, oid: bytes, tid: bytes) -> bool:
+    """Whether the base storage still has revision *tid* of object *oid*."""
+    try:
+        base.loadSerial(oid, tid)
+    except POSKeyError:
+        return False
+    return True
+
+
+def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
+                    last_tid: bytes, *, dry_run: bool = False) -> GarbageReport:
+    """Delete the objects under *keys* whose revision *base* no longer has.
+
+    Objects of revisions newer than *last_tid* are kept.  With *dry_run*,
+    orphans are counted but nothing is deleted.
+    """
+    report = GarbageReport()
+    started = time.monotonic()
+    batch: list[tuple[StoredObject, bytes, bytes]] = []
+
+    def flush() -> None:
+        if not dry_run and batch:
+            report.deleted += container.delete_many(stored for stored, _, _ in batch)
+            for _, oid, tid in batch:
+                cache.discard(oid, tid)
+        batch.clear()
+
+    for stored in container.list(keys.prefix):
+        revision = keys.parse(stored.name)
+        if revision is None:
+            continue
+        report.examined += 1
+        oid, tid = revision
+        if tid > last_tid or revision_exists(base, oid, tid):
+            continue
+        report.orphans += 1
+        report.bytes += stored.size
+        batch.append((stored, oid, tid))
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    report.seconds = time.monotonic() - started
+    log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
+             "%d deleted in %.1fs", " (dry run)" if dry_run else "", report.examined,
+             report.orphans, report.bytes, report.deleted, report.seconds)
+    return report

@@ -1,0 +1,501 @@
+"""SwiftBlobStorage: a ZODB storage wrapper that keeps blobs in OpenStack Swift.
+
+Records go to the wrapped (base) storage; blob files go to a Swift container,
+one object per blob revision (see :mod:`zodb_swiftblobs.keys`), with a local
+cache for reads (:mod:`zodb_swiftblobs.cache`).
+
+Two-phase commit: ``storeBlob`` stores the record in the base and moves the
+blob file into a staging directory.  Each blob is uploaded as soon as the
+transaction id is known (at ``tpc_begin`` for FileStorage, MappingStorage and
+DemoStorage; after the base has voted for RelStorage), in a bounded pool and
+concurrently with the rest of the commit.  ``tpc_vote`` waits for the uploads
+and fails if one failed, so the transaction aborts cleanly.  ``tpc_finish``
+only renames staged files into the cache.  ``tpc_abort`` deletes what the
+transaction uploaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from base64 import decodebytes
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+import ZODB.BaseStorage
+import ZODB.blob
+import ZODB.DemoStorage
+import ZODB.interfaces
+import ZODB.MappingStorage
+import ZODB.serialize
+from ZODB.blob import is_blob_record, rename_or_copy_blob
+import transaction.interfaces
+from ZODB.POSException import POSKeyError, StorageError
+from ZODB.utils import cp
+from zope.interface import directlyProvides, implementer, providedBy
+
+from .cache import BlobCache
+from .gc import GarbageReport, collect_garbage
+from .keys import KeyLayout
+from .swiftaccess import (Credentials, NotFoundError, SwiftContainer,
+                          SwiftError, TransientSwiftError)
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+
+
+class SwiftTransientError(StorageError, transaction.interfaces.TransientError):
+    """Swift could not be reached in time; the operation may succeed later
+    (``transaction``'s retry loops retry it, as ZEO's ClientDisconnected)."""
+
+
+class SwiftStorageError(StorageError):
+    """Swift refused an operation (authentication, checksum, configuration)."""
+
+
+def _storage_error(error: SwiftError) -> StorageError:
+    if isinstance(error, TransientSwiftError):
+        return SwiftTransientError(str(error))
+    return SwiftStorageError(str(error))
+
+
+class _TidProbe:
+    """Learns the id of the transaction a base storage is committing.
+
+    ZODB has no public way to ask; each supported base keeps it somewhere
+    known.  Reading it has no side effect on the base.
+    """
+
+    def __init__(self, base) -> None:
+        self.base = base
+        module = type(base).__module__
+        if module.startswith("relstorage."):
+            self.known_at = "vote"
+        elif isinstance(base, ZODB.DemoStorage.DemoStorage):
+            self.known_at = _TidProbe(base.changes).known_at
+        elif isinstance(base, (ZODB.BaseStorage.BaseStorage,
+                               ZODB.MappingStorage.MappingStorage)):
+            self.known_at = "begin"
+        else:
+            raise ValueError(
+                f"SwiftBlobStorage cannot wrap {type(base).__name__}: it cannot learn the "
+                "transaction id while committing; supported bases are FileStorage, "
+                "MappingStorage, DemoStorage and RelStorage (for ZEO, wrap the server's "
+                "storage)")
+
+    def tid(self) -> bytes:
+        base = self.base
+        if self.known_at == "vote":
+            return base._tpc_phase.committing_tid_lock.tid
+        while isinstance(base, ZODB.DemoStorage.DemoStorage):
+            base = base.changes
+        return base._tid
+
+
+class _Commit:
+    """The blob work of one transaction."""
+
+    def __init__(self, transaction, staging_root: str) -> None:
+        self.transaction = transaction
+        self.tid: bytes | None = None
+        self.directory = tempfile.mkdtemp(prefix="commit-", dir=staging_root)
+        self.staged: dict[bytes, tuple[str, bytes | None]] = {}   # oid -> (path, serial)
+        self.copies: dict[bytes, str] = {}                         # oid -> source key
+        self.work: dict[bytes, Future] = {}                        # oid -> upload or copy
+
+    def staged_path(self, oid: bytes, serial: bytes) -> str | None:
+        entry = self.staged.get(oid)
+        if entry is None:
+            return None
+        path, own_serial = entry
+        return path if (own_serial or self.tid) == serial else None
+
+    def remove_staging(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class _Shared:
+    """What all instances of one wrapped database share (MVCC instances)."""
+
+    def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
+                 upload_concurrency: int) -> None:
+        self.container = container
+        self.keys = keys
+        self.cache = cache
+        self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.cache.close()
+        self.container.close()
+
+
+@implementer(ZODB.interfaces.IStorageWrapper, ZODB.interfaces.IBlobStorage)
+class SwiftBlobStorage:
+    """Wrap *base* (any ZODB storage without blobs of its own) and keep blobs in Swift.
+
+    The container is created if missing; *prefix* (empty or ending in ``/``)
+    lets several databases share it.  *cache_dir* holds the read cache (kept
+    near *cache_size* bytes) and, in ``cache_dir/tmp``, uncommitted blobs.
+    Credentials are those of :class:`zodb_swiftblobs.swiftaccess.Credentials`
+    (from the ``ST_*``/``OS_*`` environment when none are given).
+    """
+
+    copied_methods = (
+        "getName", "getSize", "history", "isReadOnly", "lastTransaction", "load",
+        "loadBefore", "loadSerial", "new_oid", "sortKey", "store", "restore",
+        "supportsUndo", "undoLog", "undoInfo", "iterator", "record_iternext",
+        "checkCurrentSerialInTransaction", "deleteObject", "prefetch",
+        "poll_invalidations", "sync",
+    )
+
+    def __init__(self, base, container: str = "zodb-blobs", cache_dir: str | None = None,
+                 cache_size: int = 10 * GIB, prefix: str = "", *,
+                 auth_url: str | None = None, user: str | None = None,
+                 key: str | None = None, auth_version: str | None = None,
+                 project_name: str | None = None, project_id: str | None = None,
+                 project_domain_name: str | None = None,
+                 project_domain_id: str | None = None,
+                 user_domain_name: str | None = None, user_domain_id: str | None = None,
+                 region_name: str | None = None, interface: str | None = None,
+                 application_credential_id: str | None = None,
+                 application_credential_secret: str | None = None,
+                 preauth_url: str | None = None, preauth_token: str | None = None,
+                 cacert: str | None = None, insecure: bool = False,
+                 storage_policy: str | None = None, deadline: float = 60.0,
+                 timeout: float = 10.0, upload_concurrency: int = 8,
+                 large_object_threshold: int | None = None,
+                 segment_size: int = 256 << 20, _shared: _Shared | None = None) -> None:
+        if ZODB.interfaces.IBlobStorage.providedBy(base):
+            raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "
+                             "without a blob directory to wrap it in SwiftBlobStorage")
+        self.base = base
+        self._probe = _TidProbe(base)
+        self._root = _shared is None
+        if _shared is None:
+            if not cache_dir:
+                raise ValueError("SwiftBlobStorage needs a cache_dir")
+            credentials = Credentials(
+                auth_url=auth_url, user=user, key=key, auth_version=auth_version,
+                project_name=project_name, project_id=project_id,
+                project_domain_name=project_domain_name,
+                project_domain_id=project_domain_id, user_domain_name=user_domain_name,
+                user_domain_id=user_domain_id, region_name=region_name,
+                interface=interface, application_credential_id=application_credential_id,
+                application_credential_secret=application_credential_secret,
+                preauth_url=preauth_url, preauth_token=preauth_token).or_environ()
+            swift_container = SwiftContainer(
+                credentials, container, storage_policy=storage_policy, deadline=deadline,
+                timeout=timeout, large_object_threshold=large_object_threshold,
+                segment_size=segment_size, cacert=cacert, insecure=insecure)
+            try:
+                swift_container.ensure_container()
+            except SwiftError as exc:
+                swift_container.close()
+                raise _storage_error(exc) from None
+            _shared = _Shared(swift_container, KeyLayout(prefix),
+                              BlobCache(cache_dir, cache_size), upload_concurrency)
+        self._shared = _shared
+        self._commit: _Commit | None = None
+        self._db = None
+        for name in self.copied_methods:
+            method = getattr(base, name, None)
+            if method is not None:
+                setattr(self, name, method)
+        provided = [providedBy(base), ZODB.interfaces.IStorageWrapper,
+                    ZODB.interfaces.IBlobStorage]
+        if ZODB.interfaces.IStorageRestoreable.providedBy(base):
+            provided.append(ZODB.interfaces.IBlobStorageRestoreable)
+        directlyProvides(self, *provided)
+        if hasattr(base, "registerDB"):
+            base.registerDB(self)
+
+    def __getattr__(self, name: str):
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __repr__(self) -> str:
+        return (f"<SwiftBlobStorage {self._shared.container.container!r} "
+                f"prefix={self._shared.keys.prefix!r} around {self.base!r}>")
+
+    # -- IStorageWrapper ------------------------------------------------------------
+
+    def registerDB(self, db) -> None:
+        self._db = db
+
+    def invalidateCache(self) -> None:
+        if self._db is not None:
+            self._db.invalidateCache()
+
+    def invalidate(self, transaction_id: bytes, oids, version: str = "") -> None:
+        if self._db is not None:
+            self._db.invalidate(transaction_id, oids)
+
+    def references(self, record: bytes, oids=None):
+        if self._db is not None:
+            return self._db.references(record, oids)
+        return ZODB.serialize.referencesf(record, oids)
+
+    def transform_record_data(self, data: bytes) -> bytes:
+        return self._db.transform_record_data(data) if self._db is not None else data
+
+    def untransform_record_data(self, data: bytes) -> bytes:
+        return self._db.untransform_record_data(data) if self._db is not None else data
+
+    # -- MVCC bases (RelStorage) -------------------------------------------------------
+
+    def new_instance(self) -> SwiftBlobStorage:
+        return SwiftBlobStorage(self.base.new_instance(), _shared=self._shared)
+
+    def before_instance(self, before: bytes) -> SwiftBlobStorage:
+        return SwiftBlobStorage(self.base.before_instance(before), _shared=self._shared)
+
+    def release(self) -> None:
+        self.base.release()
+
+    def close(self) -> None:
+        """Close the base; the root instance also closes Swift connections and
+        threads (the cache stays, and cached blobs can still be read)."""
+        self.base.close()
+        if self._root:
+            self._shared.close()
+
+    # -- reading blobs ---------------------------------------------------------------
+
+    def temporaryDirectory(self) -> str:
+        return self._shared.cache.temporary_directory
+
+    def loadBlob(self, oid: bytes, serial: bytes) -> str:
+        """The path of a local copy of revision *serial* of blob *oid*."""
+        commit = self._commit
+        if commit is not None:
+            staged = commit.staged_path(oid, serial)
+            if staged is not None:
+                return staged
+        shared = self._shared
+        name = shared.keys.key(oid, serial)
+        failure: Exception | None = None
+        try:
+            return shared.cache.get(oid, serial,
+                                    lambda path: shared.container.download(name, path))
+        except NotFoundError:
+            failure = POSKeyError(oid, serial)
+        except SwiftError as exc:
+            failure = _storage_error(exc)
+        raise failure
+
+    def openCommittedBlobFile(self, oid: bytes, serial: bytes, blob=None):
+        """Open a committed blob revision for reading (fetched again if evicted)."""
+        for attempt in (1, 2):
+            path = self.loadBlob(oid, serial)
+            try:
+                if blob is None:
+                    return open(path, "rb")
+                return ZODB.blob.BlobFile(path, "r", blob)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+    def cache_stats(self) -> dict[str, int]:
+        """Counters of the local cache: hits, misses, bytes downloaded, evictions..."""
+        return self._shared.cache.stats()
+
+    # -- two-phase commit --------------------------------------------------------------
+
+    def tpc_begin(self, transaction, tid: bytes | None = None, status: str = " ") -> None:
+        if tid is None:
+            self.base.tpc_begin(transaction)
+        else:
+            self.base.tpc_begin(transaction, tid, status)
+        commit = _Commit(transaction, self._shared.cache.temporary_directory)
+        if tid is not None or self._probe.known_at == "begin":
+            commit.tid = tid or self._probe.tid()
+        self._commit = commit
+
+    def _current(self, transaction) -> _Commit:
+        commit = self._commit
+        if commit is None or commit.transaction is not transaction:
+            raise StorageError("blob stored outside of the storage's current transaction")
+        return commit
+
+    def storeBlob(self, oid: bytes, oldserial: bytes, data: bytes, blobfilename: str,
+                  version: str, transaction) -> None:
+        assert not version, "versions are not supported"
+        self.base.store(oid, oldserial, data, "", transaction)
+        self._stage(oid, None, blobfilename, transaction)
+
+    def restoreBlob(self, oid: bytes, serial: bytes, data: bytes, blobfilename: str,
+                    prev_txn, transaction) -> None:
+        self.base.restore(oid, serial, data, "", prev_txn, transaction)
+        self._stage(oid, serial, blobfilename, transaction)
+
+    def _stage(self, oid: bytes, serial: bytes | None, blobfilename: str, transaction) -> None:
+        commit = self._current(transaction)
+        staged = os.path.join(commit.directory, f"{oid.hex()}.blob")
+        rename_or_copy_blob(blobfilename, staged, chmod=False)
+        commit.staged[oid] = (staged, serial)
+        commit.copies.pop(oid, None)
+        if commit.tid is not None:
+            self._start(commit, oid)
+
+    def _start(self, commit: _Commit, oid: bytes) -> None:
+        """Start the upload (or server-side copy) of one blob of *commit*."""
+        shared = self._shared
+        if oid in commit.staged:
+            path, serial = commit.staged[oid]
+            name = shared.keys.key(oid, serial or commit.tid)
+            commit.work[oid] = shared.pool.submit(shared.container.upload, name, path)
+        else:
+            name = shared.keys.key(oid, commit.tid)
+            commit.work[oid] = shared.pool.submit(shared.container.copy,
+                                                  commit.copies[oid], name)
+
+    def undo(self, transaction_id, transaction):
+        """Undo through the base; each blob revision the undo brings back is
+        copied inside Swift to the undoing transaction's id."""
+        result = self.base.undo(transaction_id, transaction)
+        commit = self._current(transaction)
+        undone = decodebytes(transaction_id + b"\n") if len(transaction_id) != 8 \
+            else transaction_id
+        for undone_transaction in self.base.iterator(undone, undone):
+            for record in undone_transaction:
+                if record.data and not is_blob_record(record.data):
+                    continue
+                before = self.base.loadBefore(record.oid, undone)
+                if not record.data and (before is None or not is_blob_record(before[0])):
+                    continue  # an undone creation of something that is not a blob
+                # The undo brings back the revision before the undone one (or, for
+                # an undone creation, keeps the created blob for a later redo).
+                source_tid = undone if before is None else before[1]
+                commit.copies[record.oid] = self._shared.keys.key(record.oid, source_tid)
+                commit.staged.pop(record.oid, None)
+                if commit.tid is not None:
+                    self._start(commit, record.oid)
+        return result
+
+    def tpc_vote(self, transaction):
+        result = self.base.tpc_vote(transaction)
+        commit = self._commit
+        if commit is not None and commit.transaction is transaction:
+            if commit.tid is None and (commit.staged or commit.copies):
+                commit.tid = self._probe.tid()
+                for oid in list(commit.staged) + list(commit.copies):
+                    self._start(commit, oid)
+            self._wait(commit)
+        return result
+
+    def _wait(self, commit: _Commit) -> None:
+        """Wait for every upload and copy; raise the first failure."""
+        wait(commit.work.values())
+        failures = [future.exception() for future in commit.work.values()
+                    if future.exception() is not None]
+        if failures:
+            log.warning("%d of %d blob uploads failed; the transaction aborts",
+                        len(failures), len(commit.work))
+            error = failures[0]
+            raise _storage_error(error) if isinstance(error, SwiftError) else error
+
+    def tpc_finish(self, transaction, func=lambda tid: None):
+        commit = self._commit
+
+        def finished(tid: bytes) -> None:
+            if commit is not None:
+                self._publish(commit, tid)
+            func(tid)
+
+        try:
+            return self.base.tpc_finish(transaction, finished)
+        finally:
+            self._end(commit)
+
+    def _publish(self, commit: _Commit, tid: bytes) -> None:
+        """Move the committed blobs into the cache (local renames only)."""
+        cache = self._shared.cache
+        for oid, (path, serial) in commit.staged.items():
+            try:
+                cache.publish(path, oid, serial or tid)
+            except OSError as exc:
+                log.warning("could not move committed blob %s into the cache (%s); it will "
+                            "be downloaded when read", oid.hex(), exc)
+
+    def tpc_abort(self, transaction) -> None:
+        commit = self._commit
+        try:
+            self.base.tpc_abort(transaction)
+        finally:
+            if commit is not None and commit.transaction is transaction:
+                self._discard(commit)
+                self._end(commit)
+
+    def _discard(self, commit: _Commit) -> None:
+        """Remove what an aborted transaction put into Swift."""
+        for future in commit.work.values():
+            future.cancel()
+        wait(commit.work.values())
+        uploaded = [future.result() for future in commit.work.values()
+                    if not future.cancelled() and future.exception() is None]
+        if not uploaded:
+            return
+        try:
+            self._shared.container.delete_many(uploaded)
+        except SwiftError as exc:
+            log.warning("could not delete %d objects of an aborted transaction (%s); "
+                        "the next pack's garbage collection will", len(uploaded), exc)
+
+    def _end(self, commit: _Commit | None) -> None:
+        if commit is not None:
+            commit.remove_staging()
+            if self._commit is commit:
+                self._commit = None
+
+    # -- pack and copy -----------------------------------------------------------------
+
+    def pack(self, pack_time, referencesf, gc=None) -> None:
+        """Pack the base, then delete the Swift objects of revisions it dropped."""
+        last = self.base.lastTransaction()
+        if gc is None:
+            self.base.pack(pack_time, referencesf)
+        else:
+            self.base.pack(pack_time, referencesf, gc=gc)
+        self.collect_garbage(last)
+
+    def collect_garbage(self, last_tid: bytes | None = None, *,
+                        dry_run: bool = False) -> GarbageReport:
+        """Delete objects of blob revisions the base no longer has (see :mod:`.gc`)."""
+        shared = self._shared
+        try:
+            return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
+                                   last_tid or self.base.lastTransaction(), dry_run=dry_run)
+        except SwiftError as exc:
+            failure = _storage_error(exc)
+        raise failure
+
+    def copyTransactionsFrom(self, other) -> None:
+        """Copy every transaction of *other*, its blobs going to Swift under
+        their original transaction ids (what zodbconvert does)."""
+        for copied in other.iterator():
+            self.tpc_begin(copied, copied.tid, copied.status)
+            for record in copied:
+                blobfilename = None
+                if is_blob_record(record.data):
+                    try:
+                        blobfilename = other.loadBlob(record.oid, record.tid)
+                    except POSKeyError:
+                        pass
+                if blobfilename is None:
+                    self.restore(record.oid, record.tid, record.data, "",
+                                 record.data_txn, copied)
+                    continue
+                fd, name = tempfile.mkstemp(prefix="copy-", suffix=".blob",
+                                            dir=self.temporaryDirectory())
+                with os.fdopen(fd, "wb") as target, open(blobfilename, "rb") as source:
+                    cp(source, target)
+                self.restoreBlob(record.oid, record.tid, record.data, name,
+                                 record.data_txn, copied)
+            self.tpc_vote(copied)
+            self.tpc_finish(copied)
+

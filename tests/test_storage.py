@@ -1,0 +1,279 @@
+"""SwiftBlobStorage's own behaviour, against the real local Swift."""
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+import transaction
+import ZODB
+from ZODB.blob import Blob, BlobStorage
+from ZODB.Connection import TransactionMetaData
+from ZODB.DemoStorage import DemoStorage
+from ZODB.FileStorage import FileStorage
+from ZODB.MappingStorage import MappingStorage
+from ZODB.POSException import POSKeyError
+from ZODB.serialize import referencesf
+from ZODB.utils import p64, u64
+
+from conftest import credentials_for
+from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs.swiftaccess import SwiftContainer
+
+
+def wrap(cluster, base, tmp_path, container, **options):
+    credentials = credentials_for(cluster)
+    return SwiftBlobStorage(base, container=container, cache_dir=str(tmp_path / "cache"),
+                            auth_url=credentials.auth_url, user=credentials.user,
+                            key=credentials.key, **options)
+
+
+@pytest.fixture
+def swift_view(devswift, container_name):
+    """The test's container seen directly through the access layer."""
+    view = SwiftContainer(credentials_for(devswift), container_name)
+    yield view
+    view.close()
+
+
+def names(view):
+    return [o.name for o in view.list()]
+
+
+def commit_blob(db, key, data):
+    with db.transaction() as conn:
+        if key not in conn.root():
+            conn.root()[key] = Blob()
+        with conn.root()[key].open("w") as f:
+            f.write(data)
+    with db.transaction() as conn:
+        blob = conn.root()[key]
+        blob._p_activate()
+        return blob._p_oid, blob._p_serial
+
+
+def read_blob(db, key):
+    with db.transaction() as conn:
+        with conn.root()[key].open() as f:
+            return f.read()
+
+
+@pytest.fixture
+def file_storage_db(devswift, tmp_path, container_name):
+    storage = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path, container_name)
+    db = ZODB.DB(storage)
+    yield db, storage
+    db.close()
+
+
+def test_commit_puts_each_revision_in_swift_under_its_tid(file_storage_db, swift_view):
+    db, storage = file_storage_db
+    oid, first = commit_blob(db, "b", b"one")
+    _, second = commit_blob(db, "b", b"two")
+    keys = KeyLayout()
+    assert names(swift_view) == [keys.key(oid, first), keys.key(oid, second)]
+    assert read_blob(db, "b") == b"two"
+    with open(storage.loadBlob(oid, first), "rb") as f:
+        assert f.read() == b"one"
+    assert os.listdir(storage.temporaryDirectory()) == [], "staging is cleaned up"
+
+
+def test_cold_cache_downloads_and_counts(devswift, tmp_path, container_name):
+    base_path = str(tmp_path / "Data.fs")
+    storage = wrap(devswift, FileStorage(base_path), tmp_path, container_name)
+    db = ZODB.DB(storage)
+    oid, serial = commit_blob(db, "b", b"x" * 100_000)
+    db.close()
+    cold = wrap(devswift, FileStorage(base_path), tmp_path / "other", container_name)
+    db = ZODB.DB(cold)
+    assert read_blob(db, "b") == b"x" * 100_000
+    assert read_blob(db, "b") == b"x" * 100_000
+    stats = cold.cache_stats()
+    assert stats["misses"] == 1 and stats["bytes_downloaded"] == 100_000
+    assert stats["hits"] >= 1
+    db.close()
+
+
+def test_staged_blob_is_visible_only_to_its_own_transaction(file_storage_db, tmp_path):
+    db, storage = file_storage_db
+    oid, serial = commit_blob(db, "b", b"committed")
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    (tmp_path / "new").write_bytes(b"uncommitted")
+    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
+                      "", txn)
+    with open(storage.loadBlob(oid, serial), "rb") as f:
+        assert f.read() == b"committed", "another reader of the committed serial"
+    seen = {}
+    reader = threading.Thread(target=lambda: seen.update(data=read_blob(db, "b")))
+    reader.start()
+    reader.join()
+    assert seen["data"] == b"committed"
+    storage.tpc_abort(txn)
+    assert read_blob(db, "b") == b"committed"
+
+
+def test_failed_upload_aborts_the_transaction_cleanly(start_cluster, tmp_path,
+                                                      container_name):
+    cluster = start_cluster(f"upload-fault-{uuid.uuid4().hex[:6]}")
+    try:
+        storage = wrap(cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path,
+                       container_name, deadline=2, timeout=1)
+        db = ZODB.DB(storage)
+        commit_blob(db, "b", b"before")
+        last = storage.lastTransaction()
+        cluster.stop_server("proxy")
+        try:
+            with pytest.raises(SwiftTransientError):
+                commit_blob(db, "b", b"lost")
+        finally:
+            cluster.start_server("proxy")
+        assert storage.lastTransaction() == last, "the base keeps no trace"
+        assert os.listdir(storage.temporaryDirectory()) == []
+        assert read_blob(db, "b") == b"before"
+        commit_blob(db, "b", b"after")
+        assert read_blob(db, "b") == b"after"
+        db.close()
+    finally:
+        cluster.stop()
+
+
+def test_abort_after_vote_deletes_what_was_uploaded(file_storage_db, swift_view, tmp_path):
+    db, storage = file_storage_db
+    oid, serial = commit_blob(db, "b", b"committed")
+    before = names(swift_view)
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    (tmp_path / "new").write_bytes(b"doomed")
+    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
+                      "", txn)
+    storage.tpc_vote(txn)
+    assert len(names(swift_view)) == len(before) + 1
+    storage.tpc_abort(txn)
+    assert names(swift_view) == before
+    assert os.listdir(storage.temporaryDirectory()) == []
+
+
+def test_undo_copies_the_old_revision_inside_swift(file_storage_db, swift_view):
+    db, storage = file_storage_db
+    oid, first = commit_blob(db, "b", b"first")
+    commit_blob(db, "b", b"second")
+    db.undo(db.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    assert read_blob(db, "b") == b"first"
+    undo_tid = storage.lastTransaction()
+    assert KeyLayout().key(oid, undo_tid) in names(swift_view)
+    copied = swift_view.head(KeyLayout().key(oid, undo_tid))
+    assert copied.md5 == swift_view.head(KeyLayout().key(oid, first)).md5
+
+
+def test_copy_transactions_from_a_blob_directory_lands_blobs_in_swift(
+        devswift, tmp_path, container_name, swift_view):
+    source = BlobStorage(str(tmp_path / "blobs"), FileStorage(str(tmp_path / "old.fs")))
+    old = ZODB.DB(source)
+    revisions = [commit_blob(old, "b", data) for data in (b"v1", b"v2")]
+    commit_blob(old, "c", b"other")
+    destination = wrap(devswift, FileStorage(str(tmp_path / "new.fs")), tmp_path,
+                       container_name)
+    destination.copyTransactionsFrom(source)
+    old.close()
+    keys = KeyLayout()
+    stored = names(swift_view)
+    for oid, tid in revisions:
+        assert keys.key(oid, tid) in stored
+    assert len(stored) == 3
+    destination.close()
+    db = ZODB.DB(wrap(devswift, FileStorage(str(tmp_path / "new.fs")), tmp_path / "fresh",
+                      container_name))
+    assert read_blob(db, "b") == b"v2" and read_blob(db, "c") == b"other"
+    db.close()
+
+
+def test_pack_removes_revisions_the_base_dropped_and_orphans(file_storage_db, swift_view,
+                                                              tmp_path):
+    db, storage = file_storage_db
+    oid, first = commit_blob(db, "b", b"first")
+    _, second = commit_blob(db, "b", b"second")
+    keys = KeyLayout()
+    orphan = keys.key(p64(0x7777), p64(u64(first) - 1))
+    (tmp_path / "orphan").write_bytes(b"from a crashed commit")
+    swift_view.upload(orphan, str(tmp_path / "orphan"))
+    future = keys.key(p64(0x7778), p64(u64(second) + 10**9))
+    swift_view.upload(future, str(tmp_path / "orphan"))
+    time.sleep(0.01)
+    storage.pack(time.time(), referencesf)
+    assert names(swift_view) == [keys.key(oid, second), future], \
+        "the packed-away revision and the orphan are gone; a newer tid is kept"
+    with pytest.raises(POSKeyError):
+        storage.loadBlob(oid, first)
+    assert read_blob(db, "b") == b"second"
+
+
+def test_pack_with_gc_false_keeps_unreachable_but_present_revisions(file_storage_db,
+                                                                    swift_view):
+    db, storage = file_storage_db
+    commit_blob(db, "b", b"current")
+    with db.transaction() as conn:
+        del conn.root()["b"]
+    before = names(swift_view)
+    storage.pack(time.time(), referencesf, gc=False)
+    assert names(swift_view) == before
+
+
+def test_swift_unreachable_is_transient_not_poskeyerror(start_cluster, tmp_path,
+                                                       container_name):
+    cluster = start_cluster(f"read-fault-{uuid.uuid4().hex[:6]}")
+    try:
+        storage = wrap(cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path,
+                       container_name, deadline=2, timeout=1)
+        db = ZODB.DB(storage)
+        oid, serial = commit_blob(db, "b", b"data")
+        db.close()
+        cold = wrap(cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path / "cold",
+                    container_name, deadline=2, timeout=1)
+        cluster.stop_server("proxy")
+        try:
+            with pytest.raises(SwiftTransientError) as info:
+                cold.loadBlob(oid, serial)
+            assert not isinstance(info.value, POSKeyError)
+        finally:
+            cluster.start_server("proxy")
+        with open(cold.loadBlob(oid, serial), "rb") as f:
+            assert f.read() == b"data"
+        with pytest.raises(POSKeyError):
+            cold.loadBlob(oid, p64(u64(serial) + 1))
+        cold.close()
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("make_base", [MappingStorage,
+                                       lambda: DemoStorage(changes=MappingStorage())],
+                         ids=["MappingStorage", "DemoStorage"])
+def test_other_supported_bases(devswift, tmp_path, container_name, make_base, swift_view):
+    db = ZODB.DB(wrap(devswift, make_base(), tmp_path, container_name))
+    oid, serial = commit_blob(db, "b", b"mapped")
+    assert read_blob(db, "b") == b"mapped"
+    assert names(swift_view) == [KeyLayout().key(oid, serial)]
+    db.close()
+
+
+def test_bad_configurations_fail_at_open(devswift, tmp_path, container_name):
+    credentials = credentials_for(devswift)
+    with pytest.raises(ValueError, match="without a blob directory"):
+        SwiftBlobStorage(FileStorage(str(tmp_path / "a.fs"), blob_dir=str(tmp_path / "b")),
+                         container=container_name, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="without a blob directory"):
+        SwiftBlobStorage(DemoStorage(), container=container_name,
+                         cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="cannot wrap"):
+        SwiftBlobStorage(object(), container=container_name, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(SwiftStorageError, match="rejected") as info:
+        SwiftBlobStorage(MappingStorage(), container=container_name,
+                         cache_dir=str(tmp_path / "c"), auth_url=credentials.auth_url,
+                         user=credentials.user, key="wrong-key-123")
+    assert "wrong-key-123" not in str(info.value)
+    with pytest.raises(ValueError, match="cache_dir"):
+        SwiftBlobStorage(MappingStorage(), container=container_name)
