@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 
 from .devswift import DevSwift, DevSwiftError
@@ -37,7 +39,7 @@ def _devswift(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Upload, list, download and delete real objects; print what happened."""
+    """Commit, read, undo and pack blobs through SwiftBlobStorage; print what happened."""
     credentials = Credentials.from_environ()
     cluster = None
     if credentials.is_empty:
@@ -53,13 +55,8 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         print(f"using the Swift named by the environment: {credentials.describe()}")
     try:
-        container = SwiftContainer(credentials, args.container,
-                                   large_object_threshold=4 * MIB, segment_size=MIB)
-        try:
-            with tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-demo-") as work:
-                _demo_run(container, work, args.objects)
-        finally:
-            container.close()
+        with tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-demo-") as work:
+            _demo_run(credentials, args.container, work, args.objects)
     finally:
         if cluster is not None and not was_running and not args.keep:
             cluster.stop()
@@ -67,39 +64,80 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_run(container: SwiftContainer, work: str, count: int) -> None:
-    container.ensure_container()
-    sizes = [4096 * (i + 1) for i in range(count)] + [6 * MIB]
-    names = [f"demo/{i:04d}" for i in range(len(sizes))]
+def _demo_run(credentials: Credentials, container_name: str, work: str, count: int) -> None:
+    import transaction
+    import ZODB
+    from ZODB.blob import Blob
+    from ZODB.FileStorage import FileStorage
+
+    from .storage import SwiftBlobStorage
+
+    prefix = f"demo-{uuid.uuid4().hex[:8]}/"
+    options = {name: value for name, value in dataclasses.asdict(credentials).items()
+               if value is not None}
+    options.update(container=container_name, prefix=prefix,
+                   large_object_threshold=4 * MIB, segment_size=MIB)
+    data_fs = os.path.join(work, "Data.fs")
+
+    def open_db(cache: str):
+        storage = SwiftBlobStorage(FileStorage(data_fs), cache_dir=os.path.join(work, cache),
+                                   **options)
+        return ZODB.DB(storage), storage
+
+    payloads = {f"file{i:03d}": os.urandom(4096 * (i + 1)) for i in range(count)}
+    payloads["video"] = os.urandom(6 * MIB)
+    total = sum(map(len, payloads.values()))
+    db, storage = open_db("cache")
     started = time.monotonic()
-    for name, size in zip(names, sizes):
-        path = os.path.join(work, "upload")
-        with open(path, "wb") as f:
-            f.write(os.urandom(size))
-        stored = container.upload(name, path)
-        os.replace(path, os.path.join(work, name.replace("/", "_")))
-        if stored.large:
-            print(f"uploaded {name}: {size} bytes as a Static Large Object (md5 {stored.md5})")
-    total = sum(sizes)
-    print(f"uploaded {len(names)} objects, {total / MIB:.1f} MiB, "
-          f"in {time.monotonic() - started:.2f}s")
-    listed = list(container.list("demo/", page_size=max(2, count // 3)))
-    print(f"listed {len(listed)} objects in pages of {max(2, count // 3)}; "
-          f"{sum(o.large for o in listed)} large")
+    with db.transaction() as conn:
+        for name, data in payloads.items():
+            conn.root()[name] = Blob(data)
+    print(f"committed {len(payloads)} blobs ({total / MIB:.1f} MiB, one of them a Static "
+          f"Large Object) in one transaction in {time.monotonic() - started:.2f}s "
+          f"(container {container_name!r}, prefix {prefix!r})")
+    changed = sorted(payloads)[:3]
+    with db.transaction() as conn:
+        for name in changed:
+            with conn.root()[name].open("w") as f:
+                f.write(b"changed " + name.encode())
+    print(f"committed new revisions of {len(changed)} blobs")
+    db.close()
+
+    db, storage = open_db("cold-cache")
     started = time.monotonic()
-    for name in names:
-        target = os.path.join(work, "download")
-        container.download(name, target)
-        with open(target, "rb") as got, open(os.path.join(work, name.replace("/", "_")),
-                                             "rb") as sent:
-            if got.read() != sent.read():
-                raise SystemExit(f"downloaded bytes of {name} differ from the uploaded ones")
-    print(f"downloaded and verified {len(names)} objects in {time.monotonic() - started:.2f}s")
-    started = time.monotonic()
-    deleted = container.delete_many(listed)
-    remaining = list(container.list("demo/"))
-    print(f"deleted {deleted} objects in {time.monotonic() - started:.2f}s; "
-          f"{len(remaining)} left")
+    with db.transaction() as conn:
+        for name, data in payloads.items():
+            with conn.root()[name].open() as f:
+                expected = b"changed " + name.encode() if name in changed else data
+                if f.read() != expected:
+                    raise SystemExit(f"blob {name} read back wrong")
+    print(f"read and verified {len(payloads)} blobs through an empty cache in "
+          f"{time.monotonic() - started:.2f}s")
+    with db.transaction() as conn:
+        for name in payloads:
+            with conn.root()[name].open() as f:
+                f.read()
+    db.undo(db.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    with db.transaction() as conn:
+        for name in changed:
+            with conn.root()[name].open() as f:
+                if f.read() != payloads[name]:
+                    raise SystemExit(f"undo did not bring back blob {name}")
+    print(f"undid the last transaction: {len(changed)} blobs have their first bytes again "
+          "(copied inside Swift)")
+    listing = SwiftContainer(credentials, container_name)
+    before = sum(1 for _ in listing.list(prefix))
+    db.pack()
+    after = sum(1 for _ in listing.list(prefix))
+    print(f"packed: garbage collection removed {before - after} of {before} Swift objects "
+          "(the revisions the pack dropped)")
+    stats = storage.cache_stats()
+    print("cache: " + ", ".join(f"{key} {value}" for key, value in sorted(stats.items())))
+    removed = listing.delete_many(listing.list(prefix))
+    listing.close()
+    db.close()
+    print(f"removed the demo's {removed} Swift objects")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,13 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     devswift.set_defaults(func=_devswift)
 
     demo = commands.add_parser(
-        "demo", help="exercise Swift: upload, list, download and delete real objects",
-        description="Uses the Swift named by ST_AUTH/ST_USER/ST_KEY or OS_* variables, "
-                    "or else starts the embedded Swift in --dir.")
+        "demo", help="the main job: commit, read, undo and pack blobs kept in Swift",
+        description="Runs a FileStorage wrapped by SwiftBlobStorage against the Swift "
+                    "named by ST_AUTH/ST_USER/ST_KEY or OS_* variables, or else against "
+                    "the embedded Swift in --dir, and prints what it did.")
     demo.add_argument("--dir", default=DEFAULT_DEVSWIFT_DIR,
                       help="embedded Swift directory (default: %(default)s)")
     demo.add_argument("--container", default="zodb-swiftblobs-demo")
-    demo.add_argument("--objects", type=int, default=20, help="small objects to upload")
+    demo.add_argument("--objects", type=int, default=20, help="small blobs to commit")
     demo.add_argument("--keep", action="store_true",
                       help="leave the embedded Swift running afterwards")
     demo.set_defaults(func=_demo)
