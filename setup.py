@@ -51,6 +51,7 @@ setup(
         "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + [
             "pytest >= 7",
             "zope.testing",
+            "RelStorage",
             "cryptography",
         ],
     },

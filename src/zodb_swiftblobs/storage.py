@@ -65,7 +65,12 @@ class _TidProbe:
     """Learns the id of the transaction a base storage is committing.
 
     ZODB has no public way to ask; each supported base keeps it somewhere
-    known.  Reading it has no side effect on the base.
+    known.  FileStorage, MappingStorage and DemoStorage choose it at
+    ``tpc_begin``.  RelStorage chooses it when it takes its commit lock,
+    normally in ``tpc_finish``; for a transaction with blobs the probe asks
+    that one transaction to lock at the end of its vote instead (the step
+    RelStorage itself takes for its shared blob directory), so the blobs can
+    be uploaded before the vote ends.  Nothing process-wide is changed.
     """
 
     def __init__(self, base) -> None:
@@ -88,7 +93,10 @@ class _TidProbe:
     def tid(self) -> bytes:
         base = self.base
         if self.known_at == "vote":
-            return base._tpc_phase.committing_tid_lock.tid
+            phase = base._tpc_phase
+            if phase.committing_tid_lock is None:
+                phase._lock_and_move(vote_only=True)
+            return phase.committing_tid_lock.tid
         while isinstance(base, ZODB.DemoStorage.DemoStorage):
             base = base.changes
         return base._tid
@@ -211,6 +219,9 @@ class SwiftBlobStorage:
         directlyProvides(self, *provided)
         if hasattr(base, "registerDB"):
             base.registerDB(self)
+            # RelStorage puts its own copyTransactionsFrom on the wrappers it is
+            # registered with (for zc.zlibstorage); it would copy no blobs here.
+            vars(self).pop("copyTransactionsFrom", None)
 
     def __getattr__(self, name: str):
         return getattr(self.base, name)
