@@ -52,6 +52,7 @@ setup(
             "pytest >= 7",
             "zope.testing",
             "RelStorage",
+            "ZEO",
             "cryptography",
         ],
     },

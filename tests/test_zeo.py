@@ -1,0 +1,64 @@
+"""A real ZEO server (its own process) serving a SwiftBlobStorage to two clients."""
+
+import time
+
+import ZEO
+from ZODB.blob import Blob
+
+from conftest import credentials_for
+from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.swiftaccess import SwiftContainer
+
+SERVER_STORAGE = """
+%import zodb_swiftblobs
+<swiftblobstorage>
+  container {container}
+  cache-dir {cache}
+  auth-url {auth_url}
+  user {user}
+  key {key}
+  <filestorage>
+    path {path}
+  </filestorage>
+</swiftblobstorage>
+"""
+
+
+def wait_for(db, tid, timeout=10.0):
+    """ZEO tells clients of other clients' commits asynchronously: wait for it."""
+    deadline = time.monotonic() + timeout
+    while db.storage.lastTransaction() < tid:
+        assert time.monotonic() < deadline, "the other client's commit never arrived"
+        time.sleep(0.01)
+
+
+def test_two_clients_read_each_others_blobs(devswift, tmp_path, container_name):
+    credentials = credentials_for(devswift)
+    address, stop = ZEO.server(storage_conf=SERVER_STORAGE.format(
+        container=container_name, cache=tmp_path / "server-cache",
+        auth_url=credentials.auth_url, user=credentials.user, key=credentials.key,
+        path=tmp_path / "Data.fs"), threaded=False)
+    try:
+        first = ZEO.DB(address, blob_dir=str(tmp_path / "client1"))
+        second = ZEO.DB(address, blob_dir=str(tmp_path / "client2"))
+        with first.transaction() as conn:
+            conn.root.a = Blob(b"from client 1")
+        wait_for(second, first.storage.lastTransaction())
+        with second.transaction() as conn:
+            with conn.root.a.open() as f:
+                assert f.read() == b"from client 1"
+            conn.root.b = Blob(b"from client 2")
+        wait_for(first, second.storage.lastTransaction())
+        with first.transaction() as conn:
+            with conn.root.b.open() as f:
+                assert f.read() == b"from client 2"
+            for blob in (conn.root.a, conn.root.b):
+                blob._p_activate()
+            revisions = [(blob._p_oid, blob._p_serial) for blob in (conn.root.a, conn.root.b)]
+        first.close()
+        second.close()
+    finally:
+        stop()
+    view = SwiftContainer(credentials, container_name)
+    assert [o.name for o in view.list()] == sorted(KeyLayout().key(*r) for r in revisions)
+    view.close()
