@@ -277,3 +277,13 @@ def test_bad_configurations_fail_at_open(devswift, tmp_path, container_name):
     assert "wrong-key-123" not in str(info.value)
     with pytest.raises(ValueError, match="cache_dir"):
         SwiftBlobStorage(MappingStorage(), container=container_name)
+
+
+def test_historical_connection_reads_the_old_revision(file_storage_db):
+    db, storage = file_storage_db
+    oid, first = commit_blob(db, "b", b"first")
+    commit_blob(db, "b", b"second")
+    conn = db.open(at=first)
+    with conn.root()["b"].open() as f:
+        assert f.read() == b"first"
+    conn.close()

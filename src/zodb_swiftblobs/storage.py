@@ -83,6 +83,8 @@ class _TidProbe:
         elif isinstance(base, (ZODB.BaseStorage.BaseStorage,
                                ZODB.MappingStorage.MappingStorage)):
             self.known_at = "begin"
+        elif getattr(base, "isReadOnly", lambda: False)():
+            self.known_at = "never"  # a historical connection's view: it never commits
         else:
             raise ValueError(
                 f"SwiftBlobStorage cannot wrap {type(base).__name__}: it cannot learn the "
@@ -266,7 +268,9 @@ class SwiftBlobStorage:
         return SwiftBlobStorage(self.base.before_instance(before), _shared=self._shared)
 
     def release(self) -> None:
-        self.base.release()
+        release = getattr(self.base, "release", None)  # only MVCC bases have it
+        if release is not None:
+            release()
 
     def close(self) -> None:
         """Close the base; the root instance also closes Swift connections and

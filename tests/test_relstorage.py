@@ -1,0 +1,145 @@
+"""SwiftBlobStorage around RelStorage on SQLite, history-preserving and history-free."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import ZODB
+from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+from relstorage.options import Options
+from relstorage.storage import RelStorage
+from ZODB.blob import Blob
+
+from conftest import credentials_for
+from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.storage import SwiftBlobStorage
+from zodb_swiftblobs.swiftaccess import SwiftContainer
+
+
+def open_db(cluster, directory, container, keep_history, cache="cache"):
+    options = Options(keep_history=keep_history)
+    base = RelStorage(Sqlite3Adapter(str(directory / "db"), {}, options=options),
+                      options=options)
+    credentials = credentials_for(cluster)
+    storage = SwiftBlobStorage(base, container=container, cache_dir=str(directory / cache),
+                               auth_url=credentials.auth_url, user=credentials.user,
+                               key=credentials.key)
+    return ZODB.DB(storage)
+
+
+def commit(db, **blobs):
+    """Commit new blob revisions; the transaction id they got."""
+    with db.transaction() as conn:
+        for name, data in blobs.items():
+            if name in conn.root():
+                with conn.root()[name].open("w") as f:
+                    f.write(data)
+            else:
+                conn.root()[name] = Blob(data)
+    with db.transaction() as conn:
+        blob = conn.root()[next(iter(blobs))]
+        blob._p_activate()
+        return blob._p_serial
+
+
+def read(db, name, **open_options):
+    conn = db.open(**open_options)
+    try:
+        with conn.root()[name].open() as f:
+            return f.read()
+    finally:
+        conn.close()
+
+
+def stored(cluster, container):
+    view = SwiftContainer(credentials_for(cluster), container)
+    try:
+        return [view_object.name for view_object in view.list()]
+    finally:
+        view.close()
+
+
+@pytest.mark.parametrize("keep_history", [True, False],
+                         ids=["history-preserving", "history-free"])
+def test_commits_reach_other_processes_and_pack_collects(devswift, tmp_path, container_name,
+                                                         keep_history):
+    db = open_db(devswift, tmp_path, container_name, keep_history)
+    first = commit(db, b=b"one")
+    second = commit(db, b=b"two")
+    other = open_db(devswift, tmp_path, container_name, keep_history, cache="other-cache")
+    assert read(other, "b") == b"two", "another process sees the commit"
+    if keep_history:
+        assert read(db, "b", at=first) == b"one", "a historical connection reads the past"
+    assert len(stored(devswift, container_name)) == 2
+    db.pack(time.time() + 1)
+    with other.transaction() as conn:
+        current = KeyLayout().key(conn.root()["b"]._p_oid, second)
+    assert stored(devswift, container_name) == [current], \
+        "the revision the pack (or history-free storage) dropped is gone from Swift"
+    assert read(other, "b") == b"two"
+    other.close()
+    db.close()
+
+
+COMMITTER = """
+import json, sys, ZODB
+from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+from relstorage.options import Options
+from relstorage.storage import RelStorage
+from ZODB.blob import Blob
+from zodb_swiftblobs.storage import SwiftBlobStorage
+directory, container, auth_url, user, key, rounds = sys.argv[1:]
+options = Options(keep_history=True)
+storage = SwiftBlobStorage(
+    RelStorage(Sqlite3Adapter(directory + "/db", {}, options=options), options=options),
+    container=container, cache_dir=directory + "/committer-cache",
+    auth_url=auth_url, user=user, key=key)
+db = ZODB.DB(storage)
+last = {}
+for round in range(int(rounds)):
+    name = "k%d" % (round % 4)
+    data = ("round %d" % round).encode()
+    for attempt in range(20):
+        try:
+            with db.transaction() as conn:
+                if name in conn.root():
+                    with conn.root()[name].open("w") as f:
+                        f.write(data)
+                else:
+                    conn.root()[name] = Blob(data)
+            break
+        except Exception as exc:
+            if attempt == 19:
+                raise
+    last[name] = data.decode()
+db.close()
+print(json.dumps(last))
+"""
+
+
+def test_gc_while_another_process_commits(devswift, tmp_path, container_name):
+    db = open_db(devswift, tmp_path, container_name, True)
+    commit(db, seed=b"seed")
+    credentials = credentials_for(devswift)
+    committer = subprocess.Popen(
+        [sys.executable, "-c", COMMITTER, str(tmp_path), container_name,
+         credentials.auth_url, credentials.user, credentials.key, "24"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    packs = 0
+    while committer.poll() is None:
+        db.pack(time.time())
+        packs += 1
+    out, err = committer.communicate(timeout=120)
+    assert committer.returncode == 0, err[-3000:]
+    assert packs >= 2, "the packs did not overlap the commits"
+    last = json.loads(out)
+    fresh = open_db(devswift, tmp_path, container_name, True, cache="fresh-cache")
+    for name, data in last.items():
+        assert read(fresh, name) == data.encode(), f"{name} lost its last committed blob"
+    assert read(fresh, "seed") == b"seed"
+    fresh.close()
+    db.close()
