@@ -287,3 +287,50 @@ def test_historical_connection_reads_the_old_revision(file_storage_db):
     with conn.root()["b"].open() as f:
         assert f.read() == b"first"
     conn.close()
+
+
+def test_unreachable_swift_and_unusable_cache_fail_at_open(devswift, tmp_path,
+                                                           container_name):
+    started = time.monotonic()
+    with pytest.raises(SwiftTransientError, match="unreachable|ConnectionError"):
+        SwiftBlobStorage(MappingStorage(), container=container_name,
+                         cache_dir=str(tmp_path / "c"), auth_url="http://127.0.0.1:1/auth/v1.0",
+                         user="u", key="k", deadline=2)
+    assert time.monotonic() - started < 5
+    with pytest.raises(ValueError, match="container"):
+        wrap(devswift, MappingStorage(), tmp_path, "")
+    (tmp_path / "not-a-directory").write_bytes(b"")
+    with pytest.raises(OSError, match="not-a-directory"):
+        credentials = credentials_for(devswift)
+        SwiftBlobStorage(MappingStorage(), container=container_name,
+                         cache_dir=str(tmp_path / "not-a-directory"),
+                         auth_url=credentials.auth_url, user=credentials.user,
+                         key=credentials.key)
+
+
+def test_open_committed_blob_file_survives_eviction(file_storage_db):
+    db, storage = file_storage_db
+    oid, serial = commit_blob(db, "b", b"evicted meanwhile")
+    path = storage.loadBlob(oid, serial)
+    os.remove(path)  # what an eviction by another process does
+    with storage.openCommittedBlobFile(oid, serial) as f:
+        assert f.read() == b"evicted meanwhile"
+    assert storage.cache_stats()["misses"] == 1
+
+
+def test_uploads_start_before_the_vote(file_storage_db, swift_view, tmp_path):
+    db, storage = file_storage_db
+    oid, serial = commit_blob(db, "b", b"committed")
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    (tmp_path / "new").write_bytes(b"on its way")
+    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
+                      "", txn)
+    deadline = time.monotonic() + 10
+    while len(names(swift_view)) < 2:
+        assert time.monotonic() < deadline, "nothing was uploaded before the vote"
+        time.sleep(0.01)
+    storage.tpc_vote(txn)
+    tid = storage.tpc_finish(txn)
+    with storage.openCommittedBlobFile(oid, tid) as f:
+        assert f.read() == b"on its way"

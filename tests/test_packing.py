@@ -1,0 +1,101 @@
+"""Packing, with the intent of ZODB's blob_packing doctest: a pack to time T
+keeps in Swift (and in the cache) exactly the blob revisions the base still
+needs for states from T on, and removes the rest."""
+
+import time
+
+import pytest
+import transaction
+import ZODB
+from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+from relstorage.options import Options
+from relstorage.storage import RelStorage
+from ZODB.blob import Blob
+from ZODB.FileStorage import FileStorage
+
+from conftest import credentials_for
+from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.storage import SwiftBlobStorage
+from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
+
+
+def relstorage(keep_history):
+    def open_base(directory):
+        options = Options(keep_history=keep_history)
+        return RelStorage(Sqlite3Adapter(str(directory / "db"), {}, options=options),
+                          options=options)
+    return open_base
+
+
+BASES = {
+    "FileStorage": (lambda directory: FileStorage(str(directory / "Data.fs")), True),
+    "RelStorage-history-preserving": (relstorage(True), True),
+    "RelStorage-history-free": (relstorage(False), False),
+}
+
+
+@pytest.fixture(params=list(BASES))
+def packing(request, devswift, tmp_path, container_name):
+    open_base, history = BASES[request.param]
+    credentials = credentials_for(devswift)
+    storage = SwiftBlobStorage(open_base(tmp_path), container=container_name,
+                               cache_dir=str(tmp_path / "cache"),
+                               auth_url=credentials.auth_url, user=credentials.user,
+                               key=credentials.key)
+    db = ZODB.DB(storage)
+    view = SwiftContainer(credentials, container_name)
+    yield db, storage, view, history
+    view.close()
+    db.close()
+
+
+def in_swift(view, oid, tids):
+    present = []
+    for tid in tids:
+        try:
+            view.head(KeyLayout().key(oid, tid))
+            present.append(True)
+        except NotFoundError:
+            present.append(False)
+    return present
+
+
+def test_pack_keeps_exactly_the_revisions_still_needed(packing):
+    db, storage, view, history = packing
+    conn = db.open()
+    root = conn.root()
+    times, tids = [], []
+    for i in range(5):
+        transaction.begin()
+        times.append(time.time())
+        time.sleep(0.02)
+        if i == 0:
+            root["blob"] = Blob()
+        with root["blob"].open("w") as f:
+            f.write(b"this is blob data %d" % i)
+        transaction.commit()
+        root["blob"]._p_activate()
+        tids.append(root["blob"]._p_serial)
+        time.sleep(0.02)
+    oid = root["blob"]._p_oid
+    assert in_swift(view, oid, tids) == [True] * 5, "every revision was uploaded"
+
+    for k, expected_history in [(0, [True] * 5), (1, [True] * 5),
+                                (2, [False, True, True, True, True]),
+                                (3, [False, False, True, True, True]),
+                                (4, [False, False, False, True, True])]:
+        db.pack(times[k])
+        expected = expected_history if history else [False] * 4 + [True]
+        assert in_swift(view, oid, tids) == expected, f"after a pack to revision {k}"
+    db.pack(time.time())
+    assert in_swift(view, oid, tids) == [False] * 4 + [True]
+    cache = storage.cache_stats()
+    assert cache["entries"] == 1, "the cache dropped the removed revisions too"
+
+    del root["blob"]
+    transaction.commit()
+    db.pack(time.time() + 1)
+    assert in_swift(view, oid, tids) == [False] * 5
+    assert [o.name for o in view.list()] == []
+    assert storage.cache_stats()["entries"] == 0
+    conn.close()
