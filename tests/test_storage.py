@@ -334,3 +334,8 @@ def test_uploads_start_before_the_vote(file_storage_db, swift_view, tmp_path):
     tid = storage.tpc_finish(txn)
     with storage.openCommittedBlobFile(oid, tid) as f:
         assert f.read() == b"on its way"
+
+
+def test_public_import():
+    from zodb_swiftblobs import SwiftBlobStorage as exported
+    assert exported is SwiftBlobStorage
