@@ -12,6 +12,7 @@ from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
 from relstorage.options import Options
 from relstorage.storage import RelStorage
 from ZODB.blob import Blob
+from ZODB.serialize import referencesf
 
 from conftest import credentials_for
 from zodb_swiftblobs.keys import KeyLayout
@@ -74,6 +75,8 @@ def test_commits_reach_other_processes_and_pack_collects(devswift, tmp_path, con
     if keep_history:
         assert read(db, "b", at=first) == b"one", "a historical connection reads the past"
     assert len(stored(devswift, container_name)) == 2
+    db.storage.pack(time.time() + 1, referencesf, prepack_only=True)
+    assert len(stored(devswift, container_name)) == 2, "a prepack collects nothing"
     db.pack(time.time() + 1)
     with other.transaction() as conn:
         current = KeyLayout().key(conn.root()["b"]._p_oid, second)

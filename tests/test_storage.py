@@ -339,3 +339,61 @@ def test_uploads_start_before_the_vote(file_storage_db, swift_view, tmp_path):
 def test_public_import():
     from zodb_swiftblobs import SwiftBlobStorage as exported
     assert exported is SwiftBlobStorage
+
+
+def test_object_missing_in_swift_for_an_existing_revision_is_not_poskeyerror(
+        devswift, tmp_path, container_name, swift_view):
+    storage = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path, container_name)
+    db = ZODB.DB(storage)
+    oid, serial = commit_blob(db, "b", b"here, then gone")
+    db.close()
+    swift_view.delete(KeyLayout().key(oid, serial))
+    cold = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path / "cold",
+                container_name, deadline=2)
+    with pytest.raises(SwiftTransientError, match="has revision"):
+        cold.loadBlob(oid, serial)
+    with pytest.raises(POSKeyError):
+        cold.loadBlob(oid, p64(u64(serial) + 1))
+    cold.close()
+
+
+def test_undo_of_a_redone_creation(file_storage_db):
+    db, storage = file_storage_db
+    commit_blob(db, "b", b"created")
+    for _ in range(3):  # undo the creation, redo it, undo the redo
+        db.undo(db.undoLog(0, 1)[0]["id"])
+        transaction.commit()
+    with db.transaction() as conn:
+        assert "b" not in conn.root()
+    db.undo(db.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    assert read_blob(db, "b") == b"created"
+
+
+def test_a_blob_stored_twice_in_one_transaction_keeps_the_last(file_storage_db, swift_view,
+                                                               tmp_path):
+    db, storage = file_storage_db
+    oid, serial = commit_blob(db, "b", b"committed")
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    for data in (b"first try", b"second try"):
+        (tmp_path / "new").write_bytes(data)
+        storage.storeBlob(oid, serial, storage.loadSerial(oid, serial),
+                          str(tmp_path / "new"), "", txn)
+    storage.tpc_vote(txn)
+    tid = storage.tpc_finish(txn)
+    with storage.openCommittedBlobFile(oid, tid) as f:
+        assert f.read() == b"second try"
+    swift_view.download(KeyLayout().key(oid, tid), str(tmp_path / "stored"))
+    assert (tmp_path / "stored").read_bytes() == b"second try"
+
+
+def test_no_garbage_collection_over_a_demo_storage(devswift, tmp_path, container_name,
+                                                   swift_view):
+    storage = wrap(devswift, DemoStorage(changes=MappingStorage()), tmp_path, container_name)
+    (tmp_path / "orphan").write_bytes(b"not the demo's to delete")
+    swift_view.upload(KeyLayout().key(p64(9), p64(1)), str(tmp_path / "orphan"))
+    with pytest.raises(SwiftStorageError, match="DemoStorage"):
+        storage.collect_garbage()
+    assert len(names(swift_view)) == 1
+    storage.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ZODB.POSException import POSKeyError
@@ -47,11 +48,13 @@ def revision_exists(base, oid: bytes, tid: bytes) -> bool:
 
 
 def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
-                    last_tid: bytes, *, dry_run: bool = False) -> GarbageReport:
+                    last_tid: bytes, *, dry_run: bool = False,
+                    protected: Collection[str] = ()) -> GarbageReport:
     """Delete the objects under *keys* whose revision *base* no longer has.
 
-    Objects of revisions newer than *last_tid* are kept.  With *dry_run*,
-    orphans are counted but nothing is deleted.
+    Objects of revisions newer than *last_tid*, and the *protected* names (those
+    of commits in progress, which may restore old transaction ids), are kept.
+    With *dry_run*, orphans are counted but nothing is deleted.
     """
     report = GarbageReport()
     started = time.monotonic()
@@ -70,7 +73,7 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
             continue
         report.examined += 1
         oid, tid = revision
-        if tid > last_tid or revision_exists(base, oid, tid):
+        if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
             continue
         report.orphans += 1
         report.bytes += stored.size

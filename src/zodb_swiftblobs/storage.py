@@ -36,7 +36,7 @@ from ZODB.utils import cp
 from zope.interface import directlyProvides, implementer, providedBy
 
 from .cache import BlobCache
-from .gc import GarbageReport, collect_garbage
+from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
 from .swiftaccess import (Credentials, NotFoundError, SwiftContainer,
                           SwiftError, TransientSwiftError)
@@ -44,6 +44,7 @@ from .swiftaccess import (Credentials, NotFoundError, SwiftContainer,
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+ABORT_DEADLINE = 10.0  # seconds an abort may spend deleting its uploads (else: GC)
 
 
 class SwiftTransientError(StorageError, transaction.interfaces.TransientError):
@@ -114,6 +115,7 @@ class _Commit:
         self.staged: dict[bytes, tuple[str, bytes | None]] = {}   # oid -> (path, serial)
         self.copies: dict[bytes, str] = {}                         # oid -> source key
         self.work: dict[bytes, Future] = {}                        # oid -> upload or copy
+        self.names: set[str] = set()                               # objects it writes
 
     def staged_path(self, oid: bytes, serial: bytes) -> str | None:
         entry = self.staged.get(oid)
@@ -135,6 +137,7 @@ class _Shared:
         self.keys = keys
         self.cache = cache
         self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
+        self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -275,9 +278,11 @@ class SwiftBlobStorage:
     def close(self) -> None:
         """Close the base; the root instance also closes Swift connections and
         threads (the cache stays, and cached blobs can still be read)."""
-        self.base.close()
-        if self._root:
-            self._shared.close()
+        try:
+            self.base.close()
+        finally:
+            if self._root:
+                self._shared.close()
 
     # -- reading blobs ---------------------------------------------------------------
 
@@ -298,9 +303,15 @@ class SwiftBlobStorage:
             return shared.cache.get(oid, serial,
                                     lambda path: shared.container.download(name, path))
         except NotFoundError:
-            failure = POSKeyError(oid, serial)
+            failure = None
         except SwiftError as exc:
             failure = _storage_error(exc)
+        if failure is None:
+            if not revision_exists(self.base, oid, serial):
+                raise POSKeyError(oid, serial)
+            failure = SwiftTransientError(
+                f"the database has revision {serial.hex()} of blob {oid.hex()}, but Swift "
+                f"has no object {name!r} (not visible yet, or lost)")
         raise failure
 
     def openCommittedBlobFile(self, oid: bytes, serial: bytes, blob=None):
@@ -322,13 +333,17 @@ class SwiftBlobStorage:
     # -- two-phase commit --------------------------------------------------------------
 
     def tpc_begin(self, transaction, tid: bytes | None = None, status: str = " ") -> None:
-        if tid is None:
+        if tid is None and status == " ":
             self.base.tpc_begin(transaction)
         else:
             self.base.tpc_begin(transaction, tid, status)
         commit = _Commit(transaction, self._shared.cache.temporary_directory)
-        if tid is not None or self._probe.known_at == "begin":
-            commit.tid = tid or self._probe.tid()
+        try:
+            if tid is not None or self._probe.known_at == "begin":
+                commit.tid = tid or self._probe.tid()
+        except BaseException:
+            commit.remove_staging()
+            raise
         self._commit = commit
 
     def _current(self, transaction) -> _Commit:
@@ -351,23 +366,35 @@ class SwiftBlobStorage:
     def _stage(self, oid: bytes, serial: bytes | None, blobfilename: str, transaction) -> None:
         commit = self._current(transaction)
         staged = os.path.join(commit.directory, f"{oid.hex()}.blob")
+        self._settle(commit, oid)  # an earlier upload of this oid may still read the file
         rename_or_copy_blob(blobfilename, staged, chmod=False)
         commit.staged[oid] = (staged, serial)
         commit.copies.pop(oid, None)
         if commit.tid is not None:
             self._start(commit, oid)
 
+    @staticmethod
+    def _settle(commit: _Commit, oid: bytes) -> None:
+        """Wait for the earlier upload or copy of *oid* in this transaction, if any:
+        two requests for one object name must not race."""
+        previous = commit.work.pop(oid, None)
+        if previous is not None:
+            wait([previous])
+
     def _start(self, commit: _Commit, oid: bytes) -> None:
         """Start the upload (or server-side copy) of one blob of *commit*."""
         shared = self._shared
+        self._settle(commit, oid)
         if oid in commit.staged:
             path, serial = commit.staged[oid]
             name = shared.keys.key(oid, serial or commit.tid)
-            commit.work[oid] = shared.pool.submit(shared.container.upload, name, path)
+            work = shared.pool.submit(shared.container.upload, name, path)
         else:
             name = shared.keys.key(oid, commit.tid)
-            commit.work[oid] = shared.pool.submit(shared.container.copy,
-                                                  commit.copies[oid], name)
+            work = shared.pool.submit(shared.container.copy, commit.copies[oid], name)
+        commit.work[oid] = work
+        commit.names.add(name)
+        shared.in_flight.add(name)
 
     def undo(self, transaction_id, transaction):
         """Undo through the base; each blob revision the undo brings back is
@@ -380,13 +407,13 @@ class SwiftBlobStorage:
             for record in undone_transaction:
                 if record.data and not is_blob_record(record.data):
                     continue
-                before = self.base.loadBefore(record.oid, undone)
-                if not record.data and (before is None or not is_blob_record(before[0])):
-                    continue  # an undone creation of something that is not a blob
-                # The undo brings back the revision before the undone one (or, for
-                # an undone creation, keeps the created blob for a later redo).
-                source_tid = undone if before is None else before[1]
-                commit.copies[record.oid] = self._shared.keys.key(record.oid, source_tid)
+                try:
+                    before = self.base.loadBefore(record.oid, undone)
+                except POSKeyError:
+                    before = None  # the revision before was itself an undone creation
+                if before is None or not before[0] or not is_blob_record(before[0]):
+                    continue  # undoing a creation brings no blob back
+                commit.copies[record.oid] = self._shared.keys.key(record.oid, before[1])
                 commit.staged.pop(record.oid, None)
                 if commit.tid is not None:
                     self._start(commit, record.oid)
@@ -412,38 +439,54 @@ class SwiftBlobStorage:
             log.warning("%d of %d blob uploads failed; the transaction aborts",
                         len(failures), len(commit.work))
             error = failures[0]
-            raise _storage_error(error) if isinstance(error, SwiftError) else error
+            if isinstance(error, SwiftError):
+                raise _storage_error(error)
+            raise SwiftStorageError(f"blob upload failed: {type(error).__name__}: {error}")
 
     def tpc_finish(self, transaction, func=lambda tid: None):
         commit = self._commit
+        if commit is not None and commit.transaction is not transaction:
+            commit = None
 
         def finished(tid: bytes) -> None:
+            # Called while the base still holds its commit lock: the blobs are
+            # in the cache, and the commit's state gone, before any other
+            # thread learns of the new transaction.
             if commit is not None:
                 self._publish(commit, tid)
+                self._end(commit)
             func(tid)
 
         try:
             return self.base.tpc_finish(transaction, finished)
         finally:
-            self._end(commit)
+            if commit is not None:
+                self._end(commit)
 
     def _publish(self, commit: _Commit, tid: bytes) -> None:
-        """Move the committed blobs into the cache (local renames only)."""
+        """Move the committed blobs into the cache (local renames only; a
+        failure here costs a download later, never the commit)."""
         cache = self._shared.cache
         for oid, (path, serial) in commit.staged.items():
             try:
                 cache.publish(path, oid, serial or tid)
-            except OSError as exc:
+            except Exception as exc:
                 log.warning("could not move committed blob %s into the cache (%s); it will "
                             "be downloaded when read", oid.hex(), exc)
 
     def tpc_abort(self, transaction) -> None:
+        """Abort; what the transaction put into Swift is deleted before the base
+        releases its commit lock (the next transaction may reuse the tid)."""
         commit = self._commit
-        try:
+        if commit is None or commit.transaction is not transaction:
             self.base.tpc_abort(transaction)
+            return
+        try:
+            self._discard(commit)
         finally:
-            if commit is not None and commit.transaction is transaction:
-                self._discard(commit)
+            try:
+                self.base.tpc_abort(transaction)
+            finally:
                 self._end(commit)
 
     def _discard(self, commit: _Commit) -> None:
@@ -456,35 +499,45 @@ class SwiftBlobStorage:
         if not uploaded:
             return
         try:
-            self._shared.container.delete_many(uploaded)
+            self._shared.container.delete_many(uploaded, deadline=ABORT_DEADLINE)
         except SwiftError as exc:
             log.warning("could not delete %d objects of an aborted transaction (%s); "
                         "the next pack's garbage collection will", len(uploaded), exc)
 
-    def _end(self, commit: _Commit | None) -> None:
-        if commit is not None:
-            commit.remove_staging()
-            if self._commit is commit:
-                self._commit = None
+    def _end(self, commit: _Commit) -> None:
+        commit.remove_staging()
+        self._shared.in_flight.difference_update(commit.names)
+        commit.staged.clear()
+        if self._commit is commit:
+            self._commit = None
 
     # -- pack and copy -----------------------------------------------------------------
 
-    def pack(self, pack_time, referencesf, gc=None) -> None:
-        """Pack the base, then delete the Swift objects of revisions it dropped."""
+    def pack(self, pack_time, referencesf, *args, **kwargs):
+        """Pack the base, then delete the Swift objects of revisions it dropped.
+
+        Extra arguments go to the base's pack (``gc`` for FileStorage,
+        ``prepack_only``/``check_refs`` for RelStorage, which skip collection).
+        """
+        if kwargs.get("gc", 0) is None:
+            del kwargs["gc"]
         last = self.base.lastTransaction()
-        if gc is None:
-            self.base.pack(pack_time, referencesf)
-        else:
-            self.base.pack(pack_time, referencesf, gc=gc)
-        self.collect_garbage(last)
+        result = self.base.pack(pack_time, referencesf, *args, **kwargs)
+        if not (kwargs.get("prepack_only") or kwargs.get("check_refs")):
+            self.collect_garbage(last)
+        return result
 
     def collect_garbage(self, last_tid: bytes | None = None, *,
                         dry_run: bool = False) -> GarbageReport:
         """Delete objects of blob revisions the base no longer has (see :mod:`.gc`)."""
+        if isinstance(self.base, ZODB.DemoStorage.DemoStorage):
+            raise SwiftStorageError("no blob garbage collection over a DemoStorage: its "
+                                    "blobs may be those of the storage it is layered on")
         shared = self._shared
         try:
             return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
-                                   last_tid or self.base.lastTransaction(), dry_run=dry_run)
+                                   last_tid or self.base.lastTransaction(), dry_run=dry_run,
+                                   protected=shared.in_flight)
         except SwiftError as exc:
             failure = _storage_error(exc)
         raise failure
@@ -494,23 +547,29 @@ class SwiftBlobStorage:
         their original transaction ids (what zodbconvert does)."""
         for copied in other.iterator():
             self.tpc_begin(copied, copied.tid, copied.status)
-            for record in copied:
-                blobfilename = None
-                if is_blob_record(record.data):
-                    try:
-                        blobfilename = other.loadBlob(record.oid, record.tid)
-                    except POSKeyError:
-                        pass
-                if blobfilename is None:
-                    self.restore(record.oid, record.tid, record.data, "",
-                                 record.data_txn, copied)
-                    continue
-                fd, name = tempfile.mkstemp(prefix="copy-", suffix=".blob",
-                                            dir=self.temporaryDirectory())
-                with os.fdopen(fd, "wb") as target, open(blobfilename, "rb") as source:
-                    cp(source, target)
-                self.restoreBlob(record.oid, record.tid, record.data, name,
-                                 record.data_txn, copied)
-            self.tpc_vote(copied)
+            try:
+                self._copy_records(other, copied)
+                self.tpc_vote(copied)
+            except BaseException:
+                self.tpc_abort(copied)
+                raise
             self.tpc_finish(copied)
 
+    def _copy_records(self, other, copied) -> None:
+        for record in copied:
+            blobfilename = None
+            if is_blob_record(record.data):
+                try:
+                    blobfilename = other.loadBlob(record.oid, record.tid)
+                except POSKeyError:
+                    pass
+            if blobfilename is None:
+                self.restore(record.oid, record.tid, record.data, "",
+                             record.data_txn, copied)
+                continue
+            fd, name = tempfile.mkstemp(prefix="copy-", suffix=".blob",
+                                        dir=self.temporaryDirectory())
+            with os.fdopen(fd, "wb") as target, open(blobfilename, "rb") as source:
+                cp(source, target)
+            self.restoreBlob(record.oid, record.tid, record.data, name,
+                             record.data_txn, copied)

@@ -947,12 +947,13 @@ class SwiftContainer:
             marker = page[-1]["name"]
 
     def delete_many(self, objects: Iterable[str | StoredObject], *,
-                    container: str | None = None) -> int:
+                    container: str | None = None, deadline: float | None = None) -> int:
         """Delete many objects (bulk requests where the cluster allows).
 
         Pass the StoredObjects of :meth:`list` so that large objects lose their
         segments too; plain names are deleted as plain objects.  Returns how
         many names were processed; absent objects count as deleted.
+        *deadline* bounds each request (by default the container's deadline).
         """
         container = container or self.container
         bulk = self.info().get("bulk_delete")
@@ -961,28 +962,29 @@ class SwiftContainer:
         for item in objects:
             name = item if isinstance(item, str) else item.name
             if isinstance(item, StoredObject) and item.large and container == self.container:
-                self.delete(name, large=True)
+                self.delete(name, large=True, deadline=deadline)
                 done += 1
             elif not batch_size:
-                self._delete_one(container, name)
+                self._delete_one(container, name, deadline)
                 done += 1
             else:
                 batch.append(name)
                 if len(batch) >= batch_size:
-                    done += self._bulk_delete(container, batch)
+                    done += self._bulk_delete(container, batch, deadline)
                     batch = []
         if batch:
-            done += self._bulk_delete(container, batch)
+            done += self._bulk_delete(container, batch, deadline)
         return done
 
-    def _delete_one(self, container: str, name: str) -> None:
+    def _delete_one(self, container: str, name: str, deadline: float | None) -> None:
         try:
             self._call("delete", name, lambda u, t, h: swift.delete_object(
-                u, t, container, name, http_conn=h))
+                u, t, container, name, http_conn=h), deadline=deadline)
         except NotFoundError:
             pass
 
-    def _bulk_delete(self, container: str, names: list[str]) -> int:
+    def _bulk_delete(self, container: str, names: list[str],
+                     deadline: float | None = None) -> int:
         body = "\n".join(f"/{quote(container)}/{quote(n)}" for n in names).encode()
 
         def post(url, token, http):
@@ -991,7 +993,7 @@ class SwiftContainer:
                 "Accept": "application/json"})
             _raise_for_bulk_result(http[1].getresponse())
         self._call("bulk delete", f"{len(names)} objects", post,
-                   deadline=self.deadline + len(names) * 0.05,
+                   deadline=deadline or self.deadline + len(names) * 0.05,
                    timeout=max(self.timeout, BULK_TIMEOUT))
         return len(names)
 
