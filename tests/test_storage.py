@@ -397,3 +397,13 @@ def test_no_garbage_collection_over_a_demo_storage(devswift, tmp_path, container
         storage.collect_garbage()
     assert len(names(swift_view)) == 1
     storage.close()
+
+
+def test_credentials_from_the_environment(devswift, tmp_path, container_name, monkeypatch):
+    for name, value in devswift.settings().environ().items():
+        monkeypatch.setenv(name, value)
+    db = ZODB.DB(SwiftBlobStorage(MappingStorage(), container=container_name,
+                                  cache_dir=str(tmp_path / "cache")))
+    commit_blob(db, "b", b"credentials from ST_AUTH, ST_USER and ST_KEY")
+    assert read_blob(db, "b") == b"credentials from ST_AUTH, ST_USER and ST_KEY"
+    db.close()
