@@ -407,3 +407,18 @@ def test_credentials_from_the_environment(devswift, tmp_path, container_name, mo
     commit_blob(db, "b", b"credentials from ST_AUTH, ST_USER and ST_KEY")
     assert read_blob(db, "b") == b"credentials from ST_AUTH, ST_USER and ST_KEY"
     db.close()
+
+
+def test_undo_under_a_record_transforming_wrapper(devswift, tmp_path, container_name):
+    """ZODB's HexStorage transforms records above the wrapper (as zc.zlibstorage
+    does); undo must still recognise blob records."""
+    from ZODB.tests.hexstorage import HexStorage
+
+    storage = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path, container_name)
+    db = ZODB.DB(HexStorage(storage))
+    commit_blob(db, "b", b"first")
+    commit_blob(db, "b", b"second")
+    db.undo(db.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    assert read_blob(db, "b") == b"first"
+    db.close()

@@ -403,15 +403,19 @@ class SwiftBlobStorage:
         commit = self._current(transaction)
         undone = decodebytes(transaction_id + b"\n") if len(transaction_id) != 8 \
             else transaction_id
+        def is_blob(data: bytes | None) -> bool:
+            # Records as the base keeps them: wrappers above may transform them.
+            return bool(data) and is_blob_record(self.untransform_record_data(data))
+
         for undone_transaction in self.base.iterator(undone, undone):
             for record in undone_transaction:
-                if record.data and not is_blob_record(record.data):
+                if record.data and not is_blob(record.data):
                     continue
                 try:
                     before = self.base.loadBefore(record.oid, undone)
                 except POSKeyError:
                     before = None  # the revision before was itself an undone creation
-                if before is None or not before[0] or not is_blob_record(before[0]):
+                if before is None or not is_blob(before[0]):
                     continue  # undoing a creation brings no blob back
                 commit.copies[record.oid] = self._shared.keys.key(record.oid, before[1])
                 commit.staged.pop(record.oid, None)
