@@ -60,6 +60,17 @@ def read_blob(db, key):
             return f.read()
 
 
+def store_new_revision(storage, oid, serial, tmp_path, data, txn=None):
+    """Begin a transaction (unless given) and store *data* as a new revision of blob *oid*."""
+    if txn is None:
+        txn = TransactionMetaData()
+        storage.tpc_begin(txn)
+    (tmp_path / "new").write_bytes(data)
+    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
+                      "", txn)
+    return txn
+
+
 @pytest.fixture
 def file_storage_db(devswift, tmp_path, container_name):
     storage = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path, container_name)
@@ -99,11 +110,7 @@ def test_cold_cache_downloads_and_counts(devswift, tmp_path, container_name):
 def test_staged_blob_is_visible_only_to_its_own_transaction(file_storage_db, tmp_path):
     db, storage = file_storage_db
     oid, serial = commit_blob(db, "b", b"committed")
-    txn = TransactionMetaData()
-    storage.tpc_begin(txn)
-    (tmp_path / "new").write_bytes(b"uncommitted")
-    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
-                      "", txn)
+    txn = store_new_revision(storage, oid, serial, tmp_path, b"uncommitted")
     with open(storage.loadBlob(oid, serial), "rb") as f:
         assert f.read() == b"committed", "another reader of the committed serial"
     seen = {}
@@ -144,11 +151,7 @@ def test_abort_after_vote_deletes_what_was_uploaded(file_storage_db, swift_view,
     db, storage = file_storage_db
     oid, serial = commit_blob(db, "b", b"committed")
     before = names(swift_view)
-    txn = TransactionMetaData()
-    storage.tpc_begin(txn)
-    (tmp_path / "new").write_bytes(b"doomed")
-    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
-                      "", txn)
+    txn = store_new_revision(storage, oid, serial, tmp_path, b"doomed")
     storage.tpc_vote(txn)
     assert len(names(swift_view)) == len(before) + 1
     storage.tpc_abort(txn)
@@ -321,11 +324,7 @@ def test_open_committed_blob_file_survives_eviction(file_storage_db):
 def test_uploads_start_before_the_vote(file_storage_db, swift_view, tmp_path):
     db, storage = file_storage_db
     oid, serial = commit_blob(db, "b", b"committed")
-    txn = TransactionMetaData()
-    storage.tpc_begin(txn)
-    (tmp_path / "new").write_bytes(b"on its way")
-    storage.storeBlob(oid, serial, storage.loadSerial(oid, serial), str(tmp_path / "new"),
-                      "", txn)
+    txn = store_new_revision(storage, oid, serial, tmp_path, b"on its way")
     deadline = time.monotonic() + 10
     while len(names(swift_view)) < 2:
         assert time.monotonic() < deadline, "nothing was uploaded before the vote"
@@ -374,12 +373,8 @@ def test_a_blob_stored_twice_in_one_transaction_keeps_the_last(file_storage_db, 
                                                                tmp_path):
     db, storage = file_storage_db
     oid, serial = commit_blob(db, "b", b"committed")
-    txn = TransactionMetaData()
-    storage.tpc_begin(txn)
-    for data in (b"first try", b"second try"):
-        (tmp_path / "new").write_bytes(data)
-        storage.storeBlob(oid, serial, storage.loadSerial(oid, serial),
-                          str(tmp_path / "new"), "", txn)
+    txn = store_new_revision(storage, oid, serial, tmp_path, b"first try")
+    store_new_revision(storage, oid, serial, tmp_path, b"second try", txn)
     storage.tpc_vote(txn)
     tid = storage.tpc_finish(txn)
     with storage.openCommittedBlobFile(oid, tid) as f:
