@@ -190,6 +190,8 @@ class SwiftBlobStorage:
         if _shared is None:
             if not cache_dir:
                 raise ValueError("SwiftBlobStorage needs a cache_dir")
+            keys = KeyLayout(prefix)  # local settings first: no network for their errors
+            cache = BlobCache(cache_dir, cache_size)
             credentials = Credentials(
                 auth_url=auth_url, user=user, key=key, auth_version=auth_version,
                 project_name=project_name, project_id=project_id,
@@ -208,8 +210,7 @@ class SwiftBlobStorage:
             except SwiftError as exc:
                 swift_container.close()
                 raise _storage_error(exc) from None
-            _shared = _Shared(swift_container, KeyLayout(prefix),
-                              BlobCache(cache_dir, cache_size), upload_concurrency)
+            _shared = _Shared(swift_container, keys, cache, upload_concurrency)
         self._shared = _shared
         self._commit: _Commit | None = None
         self._db = None
