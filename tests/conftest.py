@@ -104,3 +104,31 @@ def assert_secret_free(error, *secrets):
             pending.append(getattr(item, attribute, None))
         if isinstance(item, dict):
             pending += list(item.values())
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def swift_storage(cluster, base, container, cache_dir, **options):
+    """*base* wrapped in a SwiftBlobStorage on *cluster*, in *container*."""
+    from zodb_swiftblobs.storage import SwiftBlobStorage
+
+    credentials = credentials_for(cluster)
+    return SwiftBlobStorage(base, container=container, cache_dir=str(cache_dir),
+                            auth_url=credentials.auth_url, user=credentials.user,
+                            key=credentials.key, **options)
+
+
+def sqlite_relstorage(path, keep_history, blob_dir=None):
+    """A RelStorage on SQLite in directory *path* (with blob support of its own
+    when given a *blob_dir*)."""
+    from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+    from relstorage.options import Options
+    from relstorage.storage import RelStorage
+
+    options = Options(keep_history=keep_history, shared_blob_dir=True,
+                      blob_dir=os.path.abspath(blob_dir) if blob_dir else None)
+    return RelStorage(Sqlite3Adapter(os.path.abspath(str(path)), {}, options=options),
+                      options=options)

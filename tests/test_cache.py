@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from conftest import read
 from zodb_swiftblobs.cache import BlobCache
 
 MIB = 1 << 20
@@ -62,11 +63,6 @@ def writer(data, calls=None):
         with open(temporary_path, "wb") as f:
             f.write(data)
     return fetch
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def stage(cache, data):

@@ -15,25 +15,16 @@ import unittest
 import uuid
 
 import pytest
-from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
-from relstorage.options import Options
-from relstorage.storage import RelStorage
 from ZODB.blob import BlobStorage
 from ZODB.FileStorage import FileStorage
 from ZODB.tests.MVCCMappingStorage import MVCCMappingStorage
 from ZODB.tests.testblob import storage_reusable_suite
 
-from conftest import credentials_for
-from zodb_swiftblobs.storage import SwiftBlobStorage
+from conftest import sqlite_relstorage, swift_storage
 
 
 def relstorage(keep_history, blob_dir=None):
-    def open_base(name):
-        options = Options(keep_history=keep_history, shared_blob_dir=True,
-                          blob_dir=os.path.abspath(blob_dir) if blob_dir else None)
-        return RelStorage(Sqlite3Adapter(os.path.abspath(f"{name}.sqlite"), {},
-                                         options=options), options=options)
-    return open_base
+    return lambda name: sqlite_relstorage(f"{name}.sqlite", keep_history, blob_dir)
 
 
 # base name: (open a base without blobs, open the same base with its own blob
@@ -67,11 +58,8 @@ class Factory:
         self.open_base = open_base
 
     def __call__(self, name, blob_dir):
-        credentials = credentials_for(self.cluster)
-        return SwiftBlobStorage(
-            self.open_base(name), container=self.container, cache_dir=blob_dir,
-            prefix=f"{name}/", auth_url=credentials.auth_url, user=credentials.user,
-            key=credentials.key)
+        return swift_storage(self.cluster, self.open_base(name), self.container, blob_dir,
+                             prefix=f"{name}/")
 
 
 def flatten(suite):

@@ -7,24 +7,16 @@ import time
 import pytest
 import transaction
 import ZODB
-from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
-from relstorage.options import Options
-from relstorage.storage import RelStorage
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
-from conftest import credentials_for
+from conftest import credentials_for, sqlite_relstorage, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.storage import SwiftBlobStorage
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
 
 
 def relstorage(keep_history):
-    def open_base(directory):
-        options = Options(keep_history=keep_history)
-        return RelStorage(Sqlite3Adapter(str(directory / "db"), {}, options=options),
-                          options=options)
-    return open_base
+    return lambda directory: sqlite_relstorage(directory / "db", keep_history)
 
 
 BASES = {
@@ -37,13 +29,9 @@ BASES = {
 @pytest.fixture(params=list(BASES))
 def packing(request, devswift, tmp_path, container_name):
     open_base, history = BASES[request.param]
-    credentials = credentials_for(devswift)
-    storage = SwiftBlobStorage(open_base(tmp_path), container=container_name,
-                               cache_dir=str(tmp_path / "cache"),
-                               auth_url=credentials.auth_url, user=credentials.user,
-                               key=credentials.key)
+    storage = swift_storage(devswift, open_base(tmp_path), container_name, tmp_path / "cache")
     db = ZODB.DB(storage)
-    view = SwiftContainer(credentials, container_name)
+    view = SwiftContainer(credentials_for(devswift), container_name)
     yield db, storage, view, history
     view.close()
     db.close()

@@ -8,27 +8,17 @@ import time
 
 import pytest
 import ZODB
-from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
-from relstorage.options import Options
-from relstorage.storage import RelStorage
 from ZODB.blob import Blob
 from ZODB.serialize import referencesf
 
-from conftest import credentials_for
+from conftest import credentials_for, sqlite_relstorage, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.storage import SwiftBlobStorage
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
 
 def open_db(cluster, directory, container, keep_history, cache="cache"):
-    options = Options(keep_history=keep_history)
-    base = RelStorage(Sqlite3Adapter(str(directory / "db"), {}, options=options),
-                      options=options)
-    credentials = credentials_for(cluster)
-    storage = SwiftBlobStorage(base, container=container, cache_dir=str(directory / cache),
-                               auth_url=credentials.auth_url, user=credentials.user,
-                               key=credentials.key)
-    return ZODB.DB(storage)
+    return ZODB.DB(swift_storage(cluster, sqlite_relstorage(directory / "db", keep_history),
+                                 container, directory / cache))
 
 
 def commit(db, **blobs):

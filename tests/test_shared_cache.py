@@ -13,13 +13,9 @@ import subprocess
 import sys
 
 import ZODB
-from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
-from relstorage.options import Options
-from relstorage.storage import RelStorage
 from ZODB.blob import Blob
 
-from conftest import credentials_for
-from zodb_swiftblobs.storage import SwiftBlobStorage
+from conftest import credentials_for, sqlite_relstorage, swift_storage
 
 PROCESSES = 3
 ROUNDS = 12
@@ -84,13 +80,8 @@ print(json.dumps({"committed": committed, "reads": reads, "stats": stats}))
 def test_processes_sharing_a_small_cache_never_read_wrong_bytes(devswift, tmp_path,
                                                                  container_name):
     credentials = credentials_for(devswift)
-    options = Options(keep_history=True)
-    storage = SwiftBlobStorage(
-        RelStorage(Sqlite3Adapter(str(tmp_path / "db"), {}, options=options),
-                   options=options),
-        container=container_name, cache_dir=str(tmp_path / "setup-cache"),
-        auth_url=credentials.auth_url, user=credentials.user, key=credentials.key)
-    db = ZODB.DB(storage)
+    db = ZODB.DB(swift_storage(devswift, sqlite_relstorage(tmp_path / "db", True),
+                               container_name, tmp_path / "setup-cache"))
     with db.transaction() as conn:
         for i in range(PROCESSES):
             conn.root()[f"blob{i}"] = Blob(content(f"blob{i}", 0))

@@ -17,17 +17,14 @@ from ZODB.POSException import POSKeyError
 from ZODB.serialize import referencesf
 from ZODB.utils import p64, u64
 
-from conftest import credentials_for
+from conftest import credentials_for, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
 
 def wrap(cluster, base, tmp_path, container, **options):
-    credentials = credentials_for(cluster)
-    return SwiftBlobStorage(base, container=container, cache_dir=str(tmp_path / "cache"),
-                            auth_url=credentials.auth_url, user=credentials.user,
-                            key=credentials.key, **options)
+    return swift_storage(cluster, base, container, tmp_path / "cache", **options)
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from ZODB.tests import (BasicStorage, ConflictResolution, HistoryStorage, Iterat
                         RecoveryStorage, RevisionStorage, StorageTestBase, Synchronization,
                         TransactionalUndoStorage)
 
-from conftest import credentials_for
-from zodb_swiftblobs.storage import SwiftBlobStorage
+from conftest import swift_storage
 
 
 class SwiftStorageTest:
@@ -21,14 +20,12 @@ class SwiftStorageTest:
 
     @pytest.fixture(autouse=True)
     def _swift(self, devswift):
-        self._credentials = credentials_for(devswift)
+        self._cluster = devswift
         self._container = f"mixins-{uuid.uuid4().hex[:10]}"
 
     def wrap(self, base, name):
-        return SwiftBlobStorage(
-            base, container=self._container, prefix=f"{name}/", cache_dir=f"{name}.blobs",
-            auth_url=self._credentials.auth_url, user=self._credentials.user,
-            key=self._credentials.key)
+        return swift_storage(self._cluster, base, self._container, f"{name}.blobs",
+                             prefix=f"{name}/")
 
 
 class TestSwiftFileStorage(
@@ -81,11 +78,9 @@ class TestSwiftFileStorageRecovery(
 def test_external_gc(devswift, tmp_path, monkeypatch):
     """ZODB's IExternalGC doctest: deleteObject, then pack, then the blob is gone."""
     monkeypatch.chdir(tmp_path)
-    credentials = credentials_for(devswift)
     container = f"externalgc-{uuid.uuid4().hex[:10]}"
-    suite = PackableStorage.IExternalGC_suite(lambda: SwiftBlobStorage(
-        FileStorage("data.fs", pack_gc=False), container=container, cache_dir="blobs",
-        auth_url=credentials.auth_url, user=credentials.user, key=credentials.key))
+    suite = PackableStorage.IExternalGC_suite(lambda: swift_storage(
+        devswift, FileStorage("data.fs", pack_gc=False), container, "blobs"))
     result = unittest.TestResult()
     suite.run(result)
     problems = [text for _, text in result.errors + result.failures]

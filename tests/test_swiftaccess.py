@@ -12,7 +12,7 @@ import types
 import pytest
 import requests
 
-from conftest import assert_secret_free, credentials_for, mint_token, proxy_log
+from conftest import assert_secret_free, credentials_for, mint_token, proxy_log, read
 from zodb_swiftblobs.swiftaccess import (
     AuthenticationError, ChecksumMismatchError, Credentials, NotFoundError,
     PermanentSwiftError, StoredObject, SwiftContainer, file_md5)
@@ -23,11 +23,6 @@ def write_file(path, size):
     with open(path, "wb") as f:
         f.write(data)
     return data
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def raw_session(devswift):
