@@ -1,5 +1,6 @@
 """SwiftBlobStorage's own behaviour, against the real local Swift."""
 
+import contextlib
 import os
 import threading
 import time
@@ -119,29 +120,39 @@ def test_staged_blob_is_visible_only_to_its_own_transaction(file_storage_db, tmp
     assert read_blob(db, "b") == b"committed"
 
 
-def test_failed_upload_aborts_the_transaction_cleanly(start_cluster, tmp_path,
-                                                      container_name):
-    cluster = start_cluster(f"upload-fault-{uuid.uuid4().hex[:6]}")
+@pytest.fixture
+def fault_cluster(start_cluster):
+    """A cluster of the test's own, whose servers the test may stop."""
+    cluster = start_cluster(f"faults-{uuid.uuid4().hex[:6]}")
+    yield cluster
+    cluster.stop()
+
+
+@contextlib.contextmanager
+def proxy_down(cluster):
+    cluster.stop_server("proxy")
     try:
-        storage = wrap(cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path,
-                       container_name, deadline=2, timeout=1)
-        db = ZODB.DB(storage)
-        commit_blob(db, "b", b"before")
-        last = storage.lastTransaction()
-        cluster.stop_server("proxy")
-        try:
-            with pytest.raises(SwiftTransientError):
-                commit_blob(db, "b", b"lost")
-        finally:
-            cluster.start_server("proxy")
-        assert storage.lastTransaction() == last, "the base keeps no trace"
-        assert os.listdir(storage.temporaryDirectory()) == []
-        assert read_blob(db, "b") == b"before"
-        commit_blob(db, "b", b"after")
-        assert read_blob(db, "b") == b"after"
-        db.close()
+        yield
     finally:
-        cluster.stop()
+        cluster.start_server("proxy")
+
+
+def test_failed_upload_aborts_the_transaction_cleanly(fault_cluster, tmp_path,
+                                                      container_name):
+    storage = wrap(fault_cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path,
+                   container_name, deadline=2, timeout=1)
+    db = ZODB.DB(storage)
+    commit_blob(db, "b", b"before")
+    last = storage.lastTransaction()
+    with proxy_down(fault_cluster):
+        with pytest.raises(SwiftTransientError):
+            commit_blob(db, "b", b"lost")
+    assert storage.lastTransaction() == last, "the base keeps no trace"
+    assert os.listdir(storage.temporaryDirectory()) == []
+    assert read_blob(db, "b") == b"before"
+    commit_blob(db, "b", b"after")
+    assert read_blob(db, "b") == b"after"
+    db.close()
 
 
 def test_abort_after_vote_deletes_what_was_uploaded(file_storage_db, swift_view, tmp_path):
@@ -222,31 +233,24 @@ def test_pack_with_gc_false_keeps_unreachable_but_present_revisions(file_storage
     assert names(swift_view) == before
 
 
-def test_swift_unreachable_is_transient_not_poskeyerror(start_cluster, tmp_path,
+def test_swift_unreachable_is_transient_not_poskeyerror(fault_cluster, tmp_path,
                                                        container_name):
-    cluster = start_cluster(f"read-fault-{uuid.uuid4().hex[:6]}")
-    try:
-        storage = wrap(cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path,
-                       container_name, deadline=2, timeout=1)
-        db = ZODB.DB(storage)
-        oid, serial = commit_blob(db, "b", b"data")
-        db.close()
-        cold = wrap(cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path / "cold",
-                    container_name, deadline=2, timeout=1)
-        cluster.stop_server("proxy")
-        try:
-            with pytest.raises(SwiftTransientError) as info:
-                cold.loadBlob(oid, serial)
-            assert not isinstance(info.value, POSKeyError)
-        finally:
-            cluster.start_server("proxy")
-        with open(cold.loadBlob(oid, serial), "rb") as f:
-            assert f.read() == b"data"
-        with pytest.raises(POSKeyError):
-            cold.loadBlob(oid, p64(u64(serial) + 1))
-        cold.close()
-    finally:
-        cluster.stop()
+    storage = wrap(fault_cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path,
+                   container_name, deadline=2, timeout=1)
+    db = ZODB.DB(storage)
+    oid, serial = commit_blob(db, "b", b"data")
+    db.close()
+    cold = wrap(fault_cluster, FileStorage(str(tmp_path / "Data.fs")), tmp_path / "cold",
+                container_name, deadline=2, timeout=1)
+    with proxy_down(fault_cluster):
+        with pytest.raises(SwiftTransientError) as info:
+            cold.loadBlob(oid, serial)
+        assert not isinstance(info.value, POSKeyError)
+    with open(cold.loadBlob(oid, serial), "rb") as f:
+        assert f.read() == b"data"
+    with pytest.raises(POSKeyError):
+        cold.loadBlob(oid, p64(u64(serial) + 1))
+    cold.close()
 
 
 @pytest.mark.parametrize("make_base", [MappingStorage,
