@@ -27,13 +27,14 @@ import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from urllib.parse import quote, urlparse, urlunparse
+from dataclasses import dataclass, field, fields, replace
+from urllib.parse import quote, urlencode, urlparse, urlunparse
 
 import requests
 import urllib3
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
+from swiftclient.utils import generate_temp_url
 
 try:
     from keystoneauth1 import exceptions as keystone_errors
@@ -51,6 +52,9 @@ GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 CHECKSUM_HEADER = "x-object-meta-content-md5"
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
+TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
+TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
+ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
 METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 TLS_VERIFICATION = ("certificate verify", "hostname", "CERTIFICATE", "X509", "PEM", " crl ")
 # Network failures only: local file errors (a full disk) are not retried.  An
@@ -894,6 +898,24 @@ class SwiftContainer:
         log.debug("uploaded %r as a large object of %d segments", name, len(ranges))
         return StoredObject(name, size, md5, True, None, _metadata_of(headers))
 
+    def large_object_problem(self, name: str) -> str | None:
+        """What is wrong with large object *name* (a segment missing, or of
+        another size than its manifest says); None when all is in place."""
+        _, body = self._call("manifest", name, lambda u, t, h: swift.get_object(
+            u, t, self.container, name, query_string="multipart-manifest=get", http_conn=h))
+        for segment in json.loads(body):
+            container, _, segment_name = segment["name"].lstrip("/").partition("/")
+            try:
+                headers = self._call("head", segment_name, lambda u, t, h: swift.head_object(
+                    u, t, container, segment_name, http_conn=h))
+            except NotFoundError:
+                return f"its segment {segment['name']} is missing"
+            size = int(headers.get("content-length", -1))
+            if size != int(segment["bytes"]):
+                return (f"its segment {segment['name']} has {size} bytes, its manifest "
+                        f"says {segment['bytes']}")
+        return None
+
     def _manifest_stored(self, name: str, prefix: str) -> bool | None:
         """Whether the manifest of this upload (segment *prefix*) is in Swift;
         None when that cannot be told."""
@@ -921,6 +943,48 @@ class SwiftContainer:
         self._put_file(self.segment_container, segment, path, offset, length, md5, {}, limit)
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
                 "size_bytes": length}
+
+    # -- temporary URLs ---------------------------------------------------------------
+
+    def temp_url_key(self) -> str | None:
+        """The container's TempURL key, else the account's; None when neither is set.
+
+        Set one with ``swift post -m Temp-URL-Key:<key> <container>`` (container)
+        or ``swift post -m Temp-URL-Key:<key>`` (account).
+        """
+        headers = self._call("container check", self.container, lambda u, t, h:
+                             swift.head_container(u, t, self.container, http_conn=h))
+        for header in TEMP_URL_KEY_HEADERS:
+            if headers.get(header):
+                return headers[header]
+        headers = self._call("account check", "", lambda u, t, h:
+                             swift.head_account(u, t, http_conn=h))
+        for header in ACCOUNT_TEMP_URL_KEY_HEADERS:
+            if headers.get(header):
+                return headers[header]
+        return None
+
+    def temp_url(self, name: str, *, key: str, method: str = "GET", seconds: int = 3600,
+                 filename: str | None = None) -> str:
+        """An absolute TempURL giving *method* access to object *name* for *seconds*.
+
+        With *filename*, Swift answers with ``Content-Disposition: attachment``
+        under that name.  Only GET and HEAD are signed.
+        """
+        method = method.upper()
+        if method not in TEMP_URL_METHODS:
+            raise ValueError(f"temporary URLs are for {' and '.join(TEMP_URL_METHODS)} "
+                             f"only, not {method}: stored blob revisions never change")
+        if not isinstance(seconds, int) or seconds <= 0:
+            raise ValueError(f"a temporary URL needs a positive number of seconds, "
+                             f"not {seconds!r}")
+        url, _ = self._call("authentication", "", lambda u, t, h: (u, t))
+        parsed = urlparse(url)
+        path = f"{parsed.path.rstrip('/')}/{quote(self.container)}/{quote(name)}"
+        signed = generate_temp_url(path, seconds, key, method, digest="sha256")
+        if filename:
+            signed += "&" + urlencode({"filename": filename})
+        return urlunparse((parsed.scheme, parsed.netloc, "", "", "", "")) + signed
 
     # -- many objects ---------------------------------------------------------------
 
@@ -996,6 +1060,16 @@ class SwiftContainer:
                    deadline=deadline or self.deadline + len(names) * 0.05,
                    timeout=max(self.timeout, BULK_TIMEOUT))
         return len(names)
+
+
+def open_container(container: str, **options) -> SwiftContainer:
+    """A :class:`SwiftContainer` from flat keyword *options*: the fields of
+    :class:`Credentials` (the environment's credentials when none are given)
+    and the keyword arguments of :class:`SwiftContainer`."""
+    credential_fields = {item.name for item in fields(Credentials)}
+    credentials = Credentials(**{name: options.pop(name) for name in list(options)
+                                 if name in credential_fields})
+    return SwiftContainer(credentials.or_environ(), container, **options)
 
 
 def _retry_after(exc: ClientException) -> float:
