@@ -6,7 +6,9 @@ crashed commits may have left objects that were never committed.  The sweep
 lists the container page by page (memory does not grow with the number of
 objects), asks the base whether each revision exists, and deletes the orphans
 in bulk.  Revisions newer than the last transaction committed when the sweep
-started are never touched: they may belong to commits still in progress.
+started are never touched: they may belong to commits still in progress, and
+neither are orphans younger than a minimum age, when one is given (commits in
+other processes that restore old transaction ids, such as migrations).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from ZODB.POSException import POSKeyError
 
@@ -33,6 +36,7 @@ class GarbageReport:
 
     examined: int = 0
     orphans: int = 0
+    too_young: int = 0
     deleted: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -49,15 +53,17 @@ def revision_exists(base, oid: bytes, tid: bytes) -> bool:
 
 def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
                     last_tid: bytes, *, dry_run: bool = False,
-                    protected: Collection[str] = ()) -> GarbageReport:
+                    protected: Collection[str] = (),
+                    min_age: float = 0.0) -> GarbageReport:
     """Delete the objects under *keys* whose revision *base* no longer has.
 
-    Objects of revisions newer than *last_tid*, and the *protected* names (those
-    of commits in progress, which may restore old transaction ids), are kept.
-    With *dry_run*, orphans are counted but nothing is deleted.
+    Objects of revisions newer than *last_tid*, the *protected* names (those of
+    commits in progress, which may restore old transaction ids), and orphans
+    modified less than *min_age* seconds ago (counted as ``too_young``) are
+    kept.  With *dry_run*, orphans are counted but nothing is deleted.
     """
     report = GarbageReport()
-    started = time.monotonic()
+    started, now = time.monotonic(), time.time()
     batch: list[tuple[StoredObject, bytes, bytes]] = []
 
     def flush() -> None:
@@ -75,6 +81,9 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         oid, tid = revision
         if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
             continue
+        if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
+            report.too_young += 1
+            continue
         report.orphans += 1
         report.bytes += stored.size
         batch.append((stored, oid, tid))
@@ -83,6 +92,18 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     flush()
     report.seconds = time.monotonic() - started
     log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
-             "%d deleted in %.1fs", " (dry run)" if dry_run else "", report.examined,
-             report.orphans, report.bytes, report.deleted, report.seconds)
+             "%d deleted, %d younger than %gs kept, in %.1fs", " (dry run)" if dry_run else "",
+             report.examined, report.orphans, report.bytes, report.deleted,
+             report.too_young, min_age, report.seconds)
     return report
+
+
+def modified_at(last_modified: str | None) -> float:
+    """A container listing's ``last_modified`` (UTC, ISO 8601) as a POSIX time;
+    the far future when unknown, so that unknown ages count as young."""
+    if not last_modified:
+        return float("inf")
+    moment = datetime.fromisoformat(last_modified)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from base64 import decodebytes
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -38,13 +39,22 @@ from zope.interface import directlyProvides, implementer, providedBy
 from .cache import BlobCache
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
-from .swiftaccess import (Credentials, NotFoundError, SwiftContainer,
-                          SwiftError, TransientSwiftError)
+from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError,
+                          TransientSwiftError, open_container)
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
 ABORT_DEADLINE = 10.0  # seconds an abort may spend deleting its uploads (else: GC)
+TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
+# The keyword arguments of SwiftBlobStorage that configure the Swift access layer.
+SWIFT_OPTIONS = (
+    "auth_url", "user", "key", "auth_version", "project_name", "project_id",
+    "project_domain_name", "project_domain_id", "user_domain_name", "user_domain_id",
+    "region_name", "interface", "application_credential_id",
+    "application_credential_secret", "preauth_url", "preauth_token", "cacert", "insecure",
+    "storage_policy", "deadline", "timeout", "large_object_threshold", "segment_size",
+)
 
 
 class SwiftTransientError(StorageError, transaction.interfaces.TransientError):
@@ -132,12 +142,23 @@ class _Shared:
     """What all instances of one wrapped database share (MVCC instances)."""
 
     def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
-                 upload_concurrency: int) -> None:
+                 upload_concurrency: int, temp_url_key: str | None) -> None:
         self.container = container
         self.keys = keys
         self.cache = cache
+        self.configured_temp_url_key = temp_url_key
+        self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
         self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
         self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
+
+    def swift_temp_url_key(self) -> str | None:
+        """The TempURL key set in Swift, read again after TEMP_URL_KEY_TTL seconds
+        (so that a key rotated in Swift is picked up)."""
+        read_at, key = self._swift_temp_url_key
+        if time.monotonic() - read_at > TEMP_URL_KEY_TTL:
+            key = self.container.temp_url_key()
+            self._swift_temp_url_key = (time.monotonic(), key)
+        return key
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -180,7 +201,8 @@ class SwiftBlobStorage:
                  storage_policy: str | None = None, deadline: float = 60.0,
                  timeout: float = 10.0, upload_concurrency: int = 8,
                  large_object_threshold: int | None = None,
-                 segment_size: int = 256 << 20, _shared: _Shared | None = None) -> None:
+                 segment_size: int = 256 << 20, temp_url_key: str | None = None,
+                 _shared: _Shared | None = None) -> None:
         if ZODB.interfaces.IBlobStorage.providedBy(base):
             raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "
                              "without a blob directory to wrap it in SwiftBlobStorage")
@@ -192,25 +214,15 @@ class SwiftBlobStorage:
                 raise ValueError("SwiftBlobStorage needs a cache_dir")
             keys = KeyLayout(prefix)  # local settings first: no network for their errors
             cache = BlobCache(cache_dir, cache_size)
-            credentials = Credentials(
-                auth_url=auth_url, user=user, key=key, auth_version=auth_version,
-                project_name=project_name, project_id=project_id,
-                project_domain_name=project_domain_name,
-                project_domain_id=project_domain_id, user_domain_name=user_domain_name,
-                user_domain_id=user_domain_id, region_name=region_name,
-                interface=interface, application_credential_id=application_credential_id,
-                application_credential_secret=application_credential_secret,
-                preauth_url=preauth_url, preauth_token=preauth_token).or_environ()
-            swift_container = SwiftContainer(
-                credentials, container, storage_policy=storage_policy, deadline=deadline,
-                timeout=timeout, large_object_threshold=large_object_threshold,
-                segment_size=segment_size, cacert=cacert, insecure=insecure)
+            arguments = locals()
+            swift_container = open_container(
+                container, **{name: arguments[name] for name in SWIFT_OPTIONS})
             try:
                 swift_container.ensure_container()
             except SwiftError as exc:
                 swift_container.close()
                 raise _storage_error(exc) from None
-            _shared = _Shared(swift_container, keys, cache, upload_concurrency)
+            _shared = _Shared(swift_container, keys, cache, upload_concurrency, temp_url_key)
         self._shared = _shared
         self._commit: _Commit | None = None
         self._db = None
@@ -238,6 +250,16 @@ class SwiftBlobStorage:
     def __repr__(self) -> str:
         return (f"<SwiftBlobStorage {self._shared.container.container!r} "
                 f"prefix={self._shared.keys.prefix!r} around {self.base!r}>")
+
+    @property
+    def swift_container(self) -> SwiftContainer:
+        """The Swift container holding the blobs."""
+        return self._shared.container
+
+    @property
+    def key_layout(self) -> KeyLayout:
+        """The names of the blob revisions' objects in the container."""
+        return self._shared.keys
 
     # -- IStorageWrapper ------------------------------------------------------------
 
@@ -326,6 +348,35 @@ class SwiftBlobStorage:
             except FileNotFoundError:
                 if attempt == 2:
                     raise
+
+    def blob_url(self, oid: bytes, serial: bytes | None = None, *, method: str = "GET",
+                 expires: int = 3600, filename: str | None = None) -> str:
+        """A Swift TempURL for revision *serial* (by default the current one) of
+        blob *oid*, valid for *expires* seconds, for serving it straight from Swift.
+
+        The key is the configured ``temp_url_key``, else the container's or the
+        account's ``Temp-URL-Key``.  *filename* makes Swift send the blob as an
+        attachment of that name.  POSKeyError if there is no such blob revision.
+        """
+        if serial is None:
+            data, serial = self.base.load(oid)
+        else:
+            data = self.base.loadSerial(oid, serial)
+        if not is_blob_record(self.untransform_record_data(data)):
+            raise POSKeyError(oid, serial)
+        shared = self._shared
+        try:
+            key = shared.configured_temp_url_key or shared.swift_temp_url_key()
+            if key is None:
+                raise SwiftStorageError(
+                    f"no TempURL key: configure temp-url-key, or set Temp-URL-Key on "
+                    f"container {shared.container.container!r} or on its account")
+            return shared.container.temp_url(shared.keys.key(oid, serial), key=key,
+                                             method=method, seconds=expires,
+                                             filename=filename)
+        except SwiftError as exc:
+            failure = _storage_error(exc)
+        raise failure
 
     def cache_stats(self) -> dict[str, int]:
         """Counters of the local cache: hits, misses, bytes downloaded, evictions..."""
@@ -532,9 +583,10 @@ class SwiftBlobStorage:
             self.collect_garbage(last)
         return result
 
-    def collect_garbage(self, last_tid: bytes | None = None, *,
-                        dry_run: bool = False) -> GarbageReport:
-        """Delete objects of blob revisions the base no longer has (see :mod:`.gc`)."""
+    def collect_garbage(self, last_tid: bytes | None = None, *, dry_run: bool = False,
+                        min_age: float = 0.0) -> GarbageReport:
+        """Delete objects of blob revisions the base no longer has, sparing
+        those modified less than *min_age* seconds ago (see :mod:`.gc`)."""
         if isinstance(self.base, ZODB.DemoStorage.DemoStorage):
             raise SwiftStorageError("no blob garbage collection over a DemoStorage: its "
                                     "blobs may be those of the storage it is layered on")
@@ -542,7 +594,7 @@ class SwiftBlobStorage:
         try:
             return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
                                    last_tid or self.base.lastTransaction(), dry_run=dry_run,
-                                   protected=shared.in_flight)
+                                   protected=shared.in_flight, min_age=min_age)
         except SwiftError as exc:
             failure = _storage_error(exc)
         raise failure
