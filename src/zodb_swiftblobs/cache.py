@@ -4,6 +4,7 @@ Layout under the cache directory::
 
     tmp/                      uncommitted blobs (ZODB) and staged commits
     .evict.lock               held by the one process evicting
+    .counters.json            hits, misses... of every process (see totals())
     <oid hex>/<tid hex>.blob  the committed file of one blob revision
     <oid hex>/.<tid hex>.lock held while that revision is fetched
     <oid hex>/.<tid hex>.blob.<random>.tmp   a fetch in progress
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
@@ -40,6 +42,8 @@ LOCK_FILE_MODE = 0o600
 EVICTION_TARGET = 0.9  # an eviction pass shrinks the cache to 90 % of its size
 OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
 COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
+COUNTERS = ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes")
+COUNTERS_SAVE_INTERVAL = 60.0  # seconds between merges of a process's counters into the file
 
 
 class BlobCache:
@@ -64,8 +68,10 @@ class BlobCache:
             _make_private_directory(path)
             _check_usable(path)
         self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
-        self._counters = dict.fromkeys(
-            ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes"), 0)
+        self._counters_path = os.path.join(self.directory, ".counters.json")
+        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._unsaved = dict.fromkeys(COUNTERS, 0)  # counted, not yet in the counters file
+        self._saved_at = time.monotonic()
         self._state_lock = threading.Lock()  # guards the counters and the fields below
         self._bytes_since_eviction = 0
         self._eviction_thread: threading.Thread | None = None
@@ -145,6 +151,59 @@ class BlobCache:
         stats["entries"] = len(files)
         return stats
 
+    def totals(self) -> dict[str, int]:
+        """The counters of every process that used this cache directory since it
+        was created (this one's included), and its ``size`` and ``entries``."""
+        self.save_counters()
+        try:
+            with open(self._counters_path, encoding="ascii") as f:
+                saved = json.load(f)
+        except FileNotFoundError:
+            saved = {}
+        except ValueError:
+            log.warning("blob cache %s: unreadable counters file; starting over",
+                        self.directory)
+            saved = {}
+        totals = {name: int(saved.get(name, 0)) for name in COUNTERS}
+        files = self._committed_files()
+        totals["size"] = sum(size for _, size, _ in files)
+        totals["entries"] = len(files)
+        return totals
+
+    def save_counters(self) -> None:
+        """Add what this process counted since the last save to the counters file."""
+        with self._state_lock:
+            unsaved, self._unsaved = self._unsaved, dict.fromkeys(COUNTERS, 0)
+            self._saved_at = time.monotonic()
+        if not any(unsaved.values()):
+            return
+        try:
+            descriptor = os.open(self._counters_path, os.O_RDWR | os.O_CREAT, LOCK_FILE_MODE)
+            with os.fdopen(descriptor, "r+", encoding="ascii") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    saved = json.loads(f.read() or "{}")
+                except ValueError:
+                    saved = {}
+                merged = {name: int(saved.get(name, 0)) + unsaved[name] for name in COUNTERS}
+                f.seek(0)
+                f.truncate()
+                f.write(json.dumps(merged))
+        except OSError as exc:
+            log.warning("blob cache %s: could not save its counters: %s", self.directory, exc)
+
+    def prune(self, size: int) -> tuple[int, int]:
+        """Evict least recently used files until the cache holds at most *size*
+        bytes, waiting for an eviction in progress; return (files, bytes) removed."""
+        return self._under_eviction_lock(lambda: self._evict_least_recently_used(
+            size, size), wait=True) or (0, 0)
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every committed file (readers fetch them again); return (files,
+        bytes) removed.  Fetches in progress and uncommitted blobs stay."""
+        return self._under_eviction_lock(lambda: self._evict_least_recently_used(
+            0, 0, spare_recently_used=False), wait=True) or (0, 0)
+
     def evict(self) -> int:
         """Run one eviction pass now; return the number of files removed.
 
@@ -155,25 +214,35 @@ class BlobCache:
         0 at once.  Fetches in progress, their lock files and
         :attr:`temporary_directory` are never touched.
         """
+        removed = self._under_eviction_lock(lambda: self._evict_least_recently_used(
+            self.size, self.size * EVICTION_TARGET), wait=False)
+        return removed[0] if removed else 0
+
+    def _under_eviction_lock(self, evict: Callable[[], tuple[int, int]], *,
+                             wait: bool) -> tuple[int, int] | None:
+        """Run *evict* holding the lock that lets one process evict at a time;
+        None if another process holds it and *wait* is false."""
         lock = os.open(self._evict_lock_path, os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
         try:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 log.debug("blob cache %s: another process is evicting", self.directory)
-                return 0
-            return self._evict_least_recently_used()
+                return None
+            return evict()
         finally:
             os.close(lock)
 
     def close(self) -> None:
-        """Stop the background eviction; the cached files stay.  Idempotent."""
+        """Stop the background eviction and save the counters; the cached files
+        stay.  Idempotent."""
         with self._state_lock:
             self._closed = True
             thread = self._eviction_thread
         self._eviction_wanted.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        self.save_counters()
 
     def _download(self, path: str, fetch: Callable[[str], object]) -> int:
         """Fetch into a new temporary file beside *path*, then publish it there.
@@ -196,18 +265,20 @@ class BlobCache:
         log.debug("fetched %s (%d bytes)", path, size)
         return size
 
-    def _evict_least_recently_used(self) -> int:
+    def _evict_least_recently_used(self, limit: float, target: float, *,
+                                   spare_recently_used: bool = True) -> tuple[int, int]:
+        """If the committed files total more than *limit* bytes, remove the least
+        recently used until they total at most *target*; return (files, bytes)."""
         files = self._committed_files()
         total = sum(size for _, size, _ in files)
-        if total <= self.size:
-            return 0
-        target = self.size * EVICTION_TARGET
+        if total <= limit:
+            return 0, 0
         removed = removed_bytes = 0
         for accessed, size, path in sorted(files):
             if total <= target:
                 break
             try:
-                if os.stat(path).st_atime_ns != accessed:
+                if spare_recently_used and os.stat(path).st_atime_ns != accessed:
                     continue  # used since it was listed
             except FileNotFoundError:
                 total -= size  # removed meanwhile, by discard() for instance
@@ -221,7 +292,7 @@ class BlobCache:
         if removed:
             log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
                      self.directory, removed, removed_bytes, total)
-        return removed
+        return removed, removed_bytes
 
     def _committed_files(self) -> list[tuple[int, int, str]]:
         """(access time in ns, size, path) of every committed file on disk."""
@@ -248,6 +319,10 @@ class BlobCache:
         with self._state_lock:
             for name, increment in increments.items():
                 self._counters[name] += increment
+                self._unsaved[name] += increment
+            due = time.monotonic() - self._saved_at > COUNTERS_SAVE_INTERVAL
+        if due:
+            self.save_counters()
 
     def _added(self, size: int) -> None:
         """Account for *size* new bytes; wake the eviction thread when enough were added."""
