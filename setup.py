@@ -54,6 +54,8 @@ setup(
             "RelStorage",
             "ZEO",
             "cryptography",
+            "Zope",       # to read zope.conf files with Zope's own schema
+            "zodburi",
         ],
     },
     entry_points={

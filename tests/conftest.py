@@ -106,6 +106,41 @@ def assert_secret_free(error, *secrets):
             pending += list(item.values())
 
 
+def corrupt_on_disk(cluster, data):
+    """Flip bytes in the object server's file that holds *data* (same length)."""
+    for root, _, files in os.walk(cluster.devices):
+        for filename in files:
+            path = os.path.join(root, filename)
+            if filename.endswith(".data") and os.path.getsize(path) == len(data) \
+                    and read(path) == data:
+                with open(path, "r+b") as f:
+                    f.seek(len(data) // 2)
+                    f.write(bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 16]))
+                return
+    raise AssertionError("object file not found on disk")
+
+
+def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
+                 database="main"):
+    """A ZODB configuration file's text: database *database*, whose storage is
+    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*."""
+    settings = cluster.settings()
+    return f"""%import zodb_swiftblobs
+<zodb {database}>
+  <swiftblobstorage>
+    container {container}
+    prefix {prefix}
+    cache-dir {cache_dir}
+    auth-url {settings.auth_url}
+    user {settings.user}
+    key {settings.key}
+    {extra}
+    {base}
+  </swiftblobstorage>
+</zodb>
+"""
+
+
 def read(path):
     with open(path, "rb") as f:
         return f.read()

@@ -12,7 +12,8 @@ import types
 import pytest
 import requests
 
-from conftest import assert_secret_free, credentials_for, mint_token, proxy_log, read
+from conftest import (assert_secret_free, corrupt_on_disk, credentials_for, mint_token,
+                      proxy_log, read)
 from zodb_swiftblobs.swiftaccess import (
     AuthenticationError, ChecksumMismatchError, Credentials, NotFoundError,
     PermanentSwiftError, StoredObject, SwiftContainer, file_md5)
@@ -245,24 +246,10 @@ def test_delete_many_removes_large_objects_with_their_segments(swift_container, 
     assert list(swift_container.list(container=swift_container.segment_container)) == []
 
 
-def _corrupt_on_disk(devswift, data):
-    """Flip bytes in the object server's file that holds *data* (same length)."""
-    for root, _, files in os.walk(devswift.devices):
-        for filename in files:
-            path = os.path.join(root, filename)
-            if filename.endswith(".data") and os.path.getsize(path) == len(data) \
-                    and read(path) == data:
-                with open(path, "r+b") as f:
-                    f.seek(len(data) // 2)
-                    f.write(bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 16]))
-                return
-    raise AssertionError("object file not found on disk")
-
-
 def test_corrupted_download_is_detected_by_checksum(swift_container, tmp_path, devswift):
     data = write_file(tmp_path / "blob", 200_000)
     swift_container.upload("victim", str(tmp_path / "blob"))
-    _corrupt_on_disk(devswift, data)
+    corrupt_on_disk(devswift, data)
     with pytest.raises(ChecksumMismatchError) as info:
         swift_container.download("victim", str(tmp_path / "out"))
     assert "MD5" in str(info.value)
@@ -273,7 +260,7 @@ def test_corrupted_large_object_is_detected_by_metadata_checksum(swift_container
                                                                 devswift):
     data = write_file(tmp_path / "big", 6 << 20)
     swift_container.upload("big", str(tmp_path / "big"))
-    _corrupt_on_disk(devswift, data[1 << 20:2 << 20])
+    corrupt_on_disk(devswift, data[1 << 20:2 << 20])
     with pytest.raises(ChecksumMismatchError):
         swift_container.download("big", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()

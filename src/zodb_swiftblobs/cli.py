@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -12,10 +13,202 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from ZConfig.datatypes import Registry
+from ZODB.POSException import POSKeyError, StorageError
+
+from .config import ConfigurationError, storage_section, swift_section
 from .devswift import DevSwift, DevSwiftError
+from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
+                      copy_transactions, migrate_blob_directory)
+from .progress import Progress
 from .swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
+from .verify import verify
 
 DEFAULT_DEVSWIFT_DIR = os.path.join("var", "devswift")
+LISTED = 20  # names listed per kind of finding in human-readable output
+_DATATYPES = Registry()
+
+
+def byte_size(text: str) -> int:
+    """A size as in configuration files: 1048576, 500MB, 10GB (powers of 1024)."""
+    try:
+        return _DATATYPES.get("byte-size")(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (say 500MB or 10GB)") \
+            from None
+
+
+def duration(text: str) -> float:
+    """A duration as in configuration files: 90 (seconds), 30m, 6h, 7d."""
+    try:
+        return float(_DATATYPES.get("time-interval")(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (say 90, 30m, 6h or 7d)") \
+            from None
+
+
+def zodb_id(text: str) -> bytes:
+    """An oid or tid: 0x-prefixed hex (as ZODB prints them), 16 hex digits, or decimal."""
+    try:
+        if text.lower().startswith("0x"):
+            number = int(text, 16)
+        elif len(text) == 16:
+            number = int(text, 16)
+        else:
+            number = int(text, 10)
+        return number.to_bytes(8, "big")
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"not an oid or tid: {text!r} (say 0x1a2b, 16 hex digits, or a decimal number)") \
+            from None
+
+
+def _output(args: argparse.Namespace, result: dict, lines: Sequence[str]) -> None:
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+
+
+def _listed(title: str, names: Sequence[str]) -> list[str]:
+    if not names:
+        return []
+    lines = [f"{title} ({len(names)}):"] + [f"  {name}" for name in names[:LISTED]]
+    if len(names) > LISTED:
+        lines.append(f"  ... and {len(names) - LISTED} more (--json lists them all)")
+    return lines
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / MIB:.1f} MiB"
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    section = swift_section(args.config, args.database)
+    progress = Progress("migrating", unit="blobs", enabled=None if not args.json else False)
+    with progress:
+        if args.blob_dir:
+            container = section.open_container()
+            try:
+                if not args.dry_run:
+                    container.ensure_container()
+                if progress.enabled:
+                    progress.total = sum(1 for _ in blob_directory_revisions(args.blob_dir))
+                report = migrate_blob_directory(args.blob_dir, container, section.key_layout(),
+                                                jobs=args.jobs, dry_run=args.dry_run,
+                                                progress=progress)
+            finally:
+                container.close()
+        else:
+            source = storage_section(args.source, args.source_database).open()
+            try:
+                destination = section.open()
+                try:
+                    report = copy_transactions(source, destination, jobs=args.jobs,
+                                               dry_run=args.dry_run, progress=progress)
+                finally:
+                    destination.close()
+            finally:
+                source.close()
+    _output(args, dataclasses.asdict(report) | {"ok": report.ok}, _migration_lines(report))
+    return 0 if report.ok else 1
+
+
+def _migration_lines(report: MigrationReport) -> list[str]:
+    verb = "to upload" if report.dry_run else "uploaded"
+    lines = [f"{'dry run: ' if report.dry_run else ''}{report.blobs} blob revisions found; "
+             f"{report.uploaded} {verb} ({_mib(report.bytes_uploaded)}), {report.skipped} "
+             f"already in Swift ({_mib(report.bytes_skipped)}), {report.failed} failed, "
+             f"in {report.seconds:.1f}s"]
+    if report.transactions:
+        lines.append(f"{report.transactions} transactions "
+                     f"{'to copy' if report.dry_run else 'copied'}")
+    lines += _listed("failures", report.failures)
+    if report.failed:
+        lines.append("run the same command again to retry what failed")
+    return lines
+
+
+def _verify(args: argparse.Namespace) -> int:
+    storage = swift_section(args.config, args.database).open_read_only()
+    try:
+        with Progress("verifying", unit="revisions",
+                      enabled=None if not args.json else False) as progress:
+            report = verify(storage, deep=args.deep, jobs=args.jobs, progress=progress)
+    finally:
+        storage.close()
+    lines = [f"{report.referenced} blob revisions referenced by the database; "
+             f"{report.present} in Swift ({_mib(report.bytes)}), {len(report.missing)} "
+             f"missing, {len(report.corrupt)} corrupt"
+             f"{' (sizes and checksums read)' if report.deep else ''}, "
+             f"{len(report.orphans)} orphans, in {report.seconds:.1f}s"]
+    lines += _listed("missing", report.missing)
+    lines += _listed("corrupt", report.corrupt)
+    lines += _listed("not checked (Swift did not answer)", report.unchecked)
+    lines += _listed("orphans (the gc command removes them)", report.orphans)
+    lines.append("all is well" if report.ok else "PROBLEMS FOUND")
+    _output(args, dataclasses.asdict(report) | {"ok": report.ok}, lines)
+    return 0 if report.ok else 1
+
+
+def _gc(args: argparse.Namespace) -> int:
+    storage = swift_section(args.config, args.database).open_read_only()
+    try:
+        report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age)
+    finally:
+        storage.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    count = report.orphans if args.dry_run else report.deleted
+    lines = [f"{'dry run: ' if args.dry_run else ''}{report.examined} objects examined, "
+             f"{report.orphans} orphans ({_mib(report.bytes)}), {verb} {count}, "
+             f"{report.too_young} younger than {args.min_age:g}s kept, "
+             f"in {report.seconds:.1f}s"]
+    _output(args, dataclasses.asdict(report) | {"dry_run": args.dry_run,
+                                                "min_age": args.min_age}, lines)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    cache = swift_section(args.config, args.database).open_cache()
+    try:
+        result: dict = {"directory": cache.directory, "budget": cache.size}
+        lines = []
+        if args.action == "prune":
+            files, nbytes = cache.prune(args.size if args.size is not None else cache.size)
+            result.update(removed=files, removed_bytes=nbytes)
+            lines.append(f"removed {files} files ({_mib(nbytes)})")
+        elif args.action == "clear":
+            files, nbytes = cache.clear()
+            result.update(removed=files, removed_bytes=nbytes)
+            lines.append(f"removed {files} files ({_mib(nbytes)})")
+        totals = cache.totals()
+        lookups = totals["hits"] + totals["misses"]
+        hit_rate = totals["hits"] / lookups if lookups else None
+        result.update(totals, hit_rate=hit_rate)
+        lines.append(f"blob cache {cache.directory}: {totals['entries']} files, "
+                     f"{_mib(totals['size'])} of {_mib(cache.size)}; "
+                     f"{totals['hits']} hits, {totals['misses']} misses"
+                     + (f" (hit rate {100 * hit_rate:.1f}%)" if hit_rate is not None else "")
+                     + f", {_mib(totals['bytes_downloaded'])} downloaded, "
+                     f"{totals['evictions']} evicted")
+    finally:
+        cache.close()
+    _output(args, result, lines)
+    return 0
+
+
+def _url(args: argparse.Namespace) -> int:
+    storage = swift_section(args.config, args.database).open_read_only()
+    try:
+        url = storage.blob_url(args.oid, args.serial, method=args.method,
+                               expires=int(args.expires), filename=args.filename)
+    finally:
+        storage.close()
+    _output(args, {"url": url, "method": args.method.upper(), "expires_in": int(args.expires),
+                   "expires_at": int(time.time() + int(args.expires))}, [url])
+    return 0
 
 
 def _devswift(args: argparse.Namespace) -> int:
@@ -140,11 +333,82 @@ def _demo_run(credentials: Credentials, container_name: str, work: str, count: i
     print(f"removed the demo's {removed} Swift objects")
 
 
+def _storage_command(commands, name: str, func, help: str, description: str):
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("config", help="zope.conf, or a ZODB configuration file, whose "
+                                        "database storage is (or wraps) a <swiftblobstorage>")
+    command.add_argument("-d", "--database", help="the database's section name, when the "
+                                                  "file has several (default: main)")
+    command.add_argument("--json", action="store_true", help="print the result as JSON")
+    command.set_defaults(func=func)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zodb-swiftblobs", description="Keep ZODB blobs in OpenStack Swift.")
+        prog="zodb-swiftblobs", description="Keep ZODB blobs in OpenStack Swift. Exit status: "
+        "0 when all is well, 1 when something is missing, corrupt or failed, 2 for a usage "
+        "or configuration error.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    migrate = _storage_command(
+        commands, "migrate", _migrate, "move an existing deployment's blobs into Swift",
+        "Upload the blobs of a ZODB blob directory (--blob-dir, bushy or lawn layout; "
+        "Data.fs is kept as it is), or copy a whole storage with its blobs (--source, for "
+        "example RelStorage keeping blobs in the database), keeping oids and transaction "
+        "ids. Parallel and idempotent: run it again to resume or to pick up new blobs; "
+        "objects already in Swift with the right size and MD5 are skipped.")
+    origin = migrate.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--blob-dir", help="the blob directory to upload")
+    origin.add_argument("--source", help="a configuration file of the storage to copy from "
+                                         "into the (empty or partly copied) database")
+    migrate.add_argument("--source-database", help="the source's database section name")
+    migrate.add_argument("--jobs", type=int, default=8, help="parallel uploads (default 8)")
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="report what would be uploaded; change nothing")
+
+    check = _storage_command(
+        commands, "verify", _verify, "check that Swift holds every blob revision",
+        "List the blob revisions the database references that Swift lacks (missing), "
+        "holds wrong (corrupt: a large object's segment gone, or with --deep a size or "
+        "MD5 mismatch) or holds without need (orphans). Exit status 1 when anything is "
+        "missing or corrupt. The storage is opened read-only.")
+    check.add_argument("--deep", action="store_true",
+                       help="read every object and check its size and MD5")
+    check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
+
+    gc = _storage_command(
+        commands, "gc", _gc, "delete orphaned blob objects without packing",
+        "The garbage collection a pack runs, on its own: delete the objects of blob "
+        "revisions the database no longer has. The storage is opened read-only.")
+    gc.add_argument("--dry-run", action="store_true", help="count orphans; delete nothing")
+    gc.add_argument("--min-age", type=duration, default=3600.0,
+                    help="spare orphans modified more recently than this (default 1h; "
+                         "say 0, 90, 30m, 6h, 7d)")
+
+    cache = _storage_command(
+        commands, "cache", _cache, "show, prune or clear the local blob cache",
+        "Show the cache's size, entries and hit rate (counted by every process using "
+        "it), prune it to a size, or clear it. Running sites fetch what they miss again.")
+    cache.add_argument("action", nargs="?", choices=("stats", "prune", "clear"),
+                       default="stats")
+    cache.add_argument("--size", type=byte_size,
+                       help="prune: the size to shrink to (default: the configured "
+                            "cache-size), such as 500MB or 2GB")
+
+    url = _storage_command(
+        commands, "url", _url, "print a Swift TempURL for a blob revision",
+        "A temporary URL serving a blob revision straight from Swift, without a token. "
+        "The key is the configured temp-url-key, else the container's or the account's "
+        "Temp-URL-Key (set one with: swift post -m Temp-URL-Key:SECRET CONTAINER).")
+    url.add_argument("oid", type=zodb_id, help="the blob's oid (0x1a2b, or decimal)")
+    url.add_argument("--serial", type=zodb_id,
+                     help="the revision's transaction id (default: the current revision)")
+    url.add_argument("--method", default="GET", choices=("GET", "HEAD"))
+    url.add_argument("--expires", type=duration, default=3600.0,
+                     help="validity (default 1h; say 90, 30m, 6h, 7d)")
+    url.add_argument("--filename", help="download the blob as an attachment of this name")
 
     devswift = commands.add_parser(
         "devswift", help="run a real local OpenStack Swift for development and tests",
@@ -177,13 +441,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DevSwiftError, SwiftError) as exc:
-        print(f"zodb-swiftblobs: {exc}", file=sys.stderr)
-        return 1
+    except ConfigurationError as exc:
+        failure, status = exc, 2
+    except (DevSwiftError, SwiftError, StorageError, POSKeyError, MigrationError,
+            ValueError) as exc:
+        failure, status = exc, 1
+    if isinstance(failure, POSKeyError):
+        message = "no such blob revision"
+    else:
+        message = str(failure) or type(failure).__name__
+    if getattr(args, "json", False):
+        json.dump({"ok": False, "error": message}, sys.stdout)
+        sys.stdout.write("\n")
+    print(f"zodb-swiftblobs {args.command}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

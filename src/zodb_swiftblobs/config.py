@@ -1,17 +1,43 @@
 """ZConfig support: the ``<swiftblobstorage>`` section of zope.conf and ZODB
-configuration files (``%import zodb_swiftblobs``; see component.xml)."""
+configuration files (``%import zodb_swiftblobs``; see component.xml), and
+finding that section in a configuration file for the command line."""
 
 from __future__ import annotations
 
 import inspect
+import io
+import os
+import re
 
+import ZConfig
 import ZODB.config
 
-from .storage import SwiftBlobStorage
+from .cache import BlobCache
+from .keys import KeyLayout
+from .storage import SWIFT_OPTIONS, SwiftBlobStorage
+from .swiftaccess import SwiftContainer, open_container
 
 OPTIONS = [name for name, parameter in
            inspect.signature(SwiftBlobStorage.__init__).parameters.items()
            if name not in ("self", "base") and not name.startswith("_")]
+
+# Files of <zodb> sections (zodbpack's form) and files of storage sections
+# (a single storage, or zodbconvert's <... source> and <... destination>).
+DATABASES_SCHEMA = """<schema>
+  <import package="ZODB"/>
+  <multisection type="ZODB.database" name="*" attribute="databases"/>
+</schema>"""
+STORAGES_SCHEMA = """<schema>
+  <import package="ZODB"/>
+  <multisection type="ZODB.storage" name="*" attribute="storages"/>
+</schema>"""
+ZOPE_DATABASE_SECTION = re.compile(r"^\s*<zodb_db\b", re.MULTILINE)
+ZEO_SECTION = re.compile(r"^\s*<zeo\b", re.MULTILINE)
+DATABASE_SECTION = re.compile(r"^\s*<zodb\b", re.MULTILINE)
+
+
+class ConfigurationError(Exception):
+    """A configuration file could not be read, or lacks what was asked for."""
 
 
 class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
@@ -20,8 +46,117 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
     def open(self) -> SwiftBlobStorage:
         base = self.config.base.open()
         try:
-            return SwiftBlobStorage(base, **{name: getattr(self.config, name)
-                                             for name in OPTIONS})
+            return SwiftBlobStorage(base, **self.options())
         except BaseException:
             base.close()
             raise
+
+    def open_read_only(self) -> SwiftBlobStorage:
+        """Open with the wrapped storage read-only (for tools that only read
+        the database, next to a running site)."""
+        section = self.config.base.config
+        while section is not None:
+            if hasattr(section, "read_only"):
+                section.read_only = True
+            inner = getattr(section, "base", None)
+            section = getattr(inner, "config", None)
+        return self.open()
+
+    def options(self) -> dict:
+        """The keyword arguments of SwiftBlobStorage this section gives."""
+        return {name: getattr(self.config, name) for name in OPTIONS}
+
+    def open_container(self) -> SwiftContainer:
+        """The Swift container, without opening the wrapped storage."""
+        options = self.options()
+        return open_container(options["container"],
+                              **{name: options[name] for name in SWIFT_OPTIONS})
+
+    def key_layout(self) -> KeyLayout:
+        return KeyLayout(self.config.prefix)
+
+    def open_cache(self) -> BlobCache:
+        """The local blob cache, without opening Swift or the wrapped storage."""
+        return BlobCache(self.config.cache_dir, self.config.cache_size)
+
+
+def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseConfig:
+    """The storage section (not opened) of *database* in the file at *path*.
+
+    The file is a zope.conf (read with Zope's own schema, which needs Zope
+    installed), a ZEO server's zeo.conf, a ZODB configuration file of
+    ``<zodb>`` sections, or one of storage sections (such as zodbconvert's).
+    *database* is a section name; it may be left out when the file has one
+    database, or one named ``main``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    failure = None
+    try:
+        if ZOPE_DATABASE_SECTION.search(text):
+            storages = {db.name: db.config.storage for db in _zope_databases(path)}
+        elif ZEO_SECTION.search(text):
+            storages = {storage.name: storage for storage in
+                        _load(_zeo_schema(), path).storages}
+        elif DATABASE_SECTION.search(text):
+            storages = {db.name: db.config.storage
+                        for db in _load(ZConfig.loadSchemaFile(io.StringIO(DATABASES_SCHEMA)),
+                                        path).databases}
+        else:
+            storages = {storage.name: storage for storage in
+                        _load(ZConfig.loadSchemaFile(io.StringIO(STORAGES_SCHEMA)), path).storages}
+    except (ZConfig.ConfigurationError, ImportError) as exc:
+        failure = ConfigurationError(f"{path}: {exc}")
+    if failure is not None:
+        raise failure
+    if not storages:
+        raise ConfigurationError(f"{path} configures no storage")
+    if database is None:
+        if len(storages) == 1:
+            return next(iter(storages.values()))
+        database = "main"
+    if database not in storages:
+        named = ", ".join(repr(name) for name in storages)
+        raise ConfigurationError(f"{path} has no database {database!r} (it has {named}); "
+                                 "choose one with --database")
+    return storages[database]
+
+
+def swift_section(path: str, database: str | None = None) -> SwiftBlobStorageFactory:
+    """The ``<swiftblobstorage>`` section of *database* in the file at *path*
+    (the database's storage, or a storage that it wraps)."""
+    section = storage_section(path, database)
+    while not isinstance(section, SwiftBlobStorageFactory):
+        section = getattr(section.config, "base", None)
+        if section is None:
+            raise ConfigurationError(
+                f"{path}: the storage of database {database or 'main'!r} has no "
+                "<swiftblobstorage> section (add '%import zodb_swiftblobs' and wrap it)")
+    return section
+
+
+def _load(schema, path: str):
+    config, _ = ZConfig.loadConfig(schema, path)
+    return config
+
+
+def _zeo_schema():
+    try:
+        import ZEO
+    except ImportError:
+        raise ImportError("this is a zeo.conf, and ZEO is not installed here: run the "
+                          "command with the Python of the ZEO server") from None
+    return ZConfig.loadSchema(os.path.join(os.path.dirname(ZEO.__file__), "schema.xml"))
+
+
+def _zope_databases(path: str) -> list:
+    """The ``<zodb_db>`` sections of a zope.conf, read as Zope itself reads it."""
+    try:
+        from Zope2.Startup.options import ZopeWSGIOptions
+    except ImportError:
+        raise ImportError("this is a zope.conf, and Zope is not installed here: run the "
+                          "command with the Python of the Zope instance") from None
+    return ZopeWSGIOptions(path)().configroot.databases

@@ -1,0 +1,464 @@
+"""The zodb-swiftblobs command: migrate, verify, gc, cache and url, against the real Swift."""
+
+import io
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import ZODB
+import ZODB.config
+from swiftclient import client as swiftclient
+from ZODB.blob import Blob, BlobStorage
+from ZODB.FileStorage import FileStorage
+
+from conftest import corrupt_on_disk, sqlite_relstorage, swift_config
+from zodb_swiftblobs.cli import main
+from zodb_swiftblobs.progress import Progress
+from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
+
+
+def run(capsys, *argv):
+    """Run the command in this process; (exit status, parsed --json output)."""
+    status = main([*argv, "--json"])
+    output = capsys.readouterr().out
+    return status, json.loads(output)
+
+
+def make_deployment(directory, layout="bushy", transactions=4):
+    """A FileStorage with a blob directory, as a site has before migrating:
+    several blobs, some with more than one revision.  Returns {name: bytes}."""
+    os.makedirs(directory / "blobs")
+    if layout == "lawn":
+        (directory / "blobs" / ".layout").write_text("lawn")
+    db = ZODB.DB(BlobStorage(str(directory / "blobs"), FileStorage(str(directory / "Data.fs"))))
+    expected = {}
+    for round_ in range(transactions):
+        with db.transaction() as conn:
+            for index in range(round_ + 1):
+                name = f"blob{index}"
+                data = os.urandom(1000 + 300 * index) + f"{name} {round_}".encode()
+                if name in conn.root():
+                    with conn.root()[name].open("w") as f:
+                        f.write(data)
+                else:
+                    conn.root()[name] = Blob(data)
+                expected[name] = data
+    db.close()
+    return expected
+
+
+def blob_files(blob_dir):
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(blob_dir)
+                  for name in names if name.endswith(".blob")
+                  and os.path.relpath(root, blob_dir).split(os.sep)[0] != "tmp")
+
+
+def read_all(config_path, names):
+    db = ZODB.config.databaseFromURL(str(config_path))
+    try:
+        with db.transaction() as conn:
+            result = {}
+            for name in names:
+                with conn.root()[name].open() as f:
+                    result[name] = f.read()
+            return result
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def view(credentials, container_name):
+    container = SwiftContainer(credentials, container_name)
+    yield container
+    container.close()
+
+
+@pytest.mark.parametrize("layout", ["bushy", "lawn"])
+def test_migrate_a_blob_directory_keeps_data_fs_and_is_idempotent(
+        devswift, tmp_path, container_name, view, capsys, layout):
+    expected = make_deployment(tmp_path, layout)
+    files = blob_files(tmp_path / "blobs")
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>",
+                                   prefix="site/"))
+
+    status, dry = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"),
+                      "--dry-run")
+    assert (status, dry["dry_run"], dry["blobs"], dry["uploaded"]) == (0, True, len(files),
+                                                                      len(files))
+    with pytest.raises(NotFoundError):
+        list(view.list())  # not even the container was created
+
+    status, report = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
+    assert (status, report["blobs"], report["uploaded"], report["skipped"]) == \
+        (0, len(files), len(files), 0)
+    assert report["bytes_uploaded"] == sum(os.path.getsize(f) for f in files)
+    assert len(list(view.list("site/"))) == len(files)
+    # Data.fs unchanged and the wrapped storage serves every blob.
+    assert read_all(config, expected) == expected
+
+    status, again = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
+    assert (status, again["uploaded"], again["skipped"]) == (0, 0, len(files))
+
+    # One object lost, one replaced by other bytes of the same size: both uploaded again.
+    stored = list(view.list("site/"))
+    view.delete(stored[0].name)
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(os.urandom(stored[1].size))
+    view.upload(stored[1].name, str(wrong))
+    status, repair = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
+    assert (status, repair["uploaded"], repair["skipped"]) == (0, 2, len(files) - 2)
+    assert {o.name: o.md5 for o in view.list("site/")} == {o.name: o.md5 for o in stored}
+
+
+def _url_token(cluster):
+    """A storage URL and token, to set container and account metadata as an operator."""
+    settings = cluster.settings()
+    return swiftclient.get_auth(settings.auth_url, settings.user, settings.key)
+
+
+def test_migrate_reports_failures_and_exits_non_zero(devswift, tmp_path, container_name,
+                                                     capsys):
+    make_deployment(tmp_path, transactions=2)
+    config = tmp_path / "swift.conf"
+    too_long = "p" * 1000 + "/"  # object names longer than Swift's 1024 characters
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>", prefix=too_long))
+    status, report = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
+    assert (status, report["ok"], report["blobs"], report["failed"]) == (1, False, 3, 3)
+    assert "400" in report["failures"][0] or "long" in report["failures"][0]
+    assert main(["migrate", str(config), "--blob-dir", str(tmp_path / "blobs")]) == 1
+    assert "run the same command again" in capsys.readouterr().out
+
+
+def relstorage_source_config(path):
+    return f"""%import relstorage
+<relstorage source>
+  keep-history true
+  blob-dir {path / 'source-blobs'}
+  shared-blob-dir true
+  <sqlite3>
+    data-dir {path / 'source-db'}
+  </sqlite3>
+</relstorage>
+"""
+
+
+def test_migrate_copies_a_storage_with_blobs_and_resumes(devswift, tmp_path, container_name,
+                                                        view, capsys):
+    source_config = tmp_path / "source.conf"
+    source_config.write_text(relstorage_source_config(tmp_path))
+    source = sqlite_relstorage(tmp_path / "source-db", True, tmp_path / "source-blobs")
+    db = ZODB.DB(source)
+    expected = {}
+
+    def commit(round_):
+        with db.transaction() as conn:
+            for index in range(3):
+                name = f"b{index}"
+                expected[name] = f"{name} round {round_} ".encode() * (round_ + 1)
+                if name in conn.root():
+                    with conn.root()[name].open("w") as f:
+                        f.write(expected[name])
+                else:
+                    conn.root()[name] = Blob(expected[name])
+    for round_ in range(3):
+        commit(round_)
+    db.close()
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>"))
+
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config),
+                         "--jobs", "3")
+    assert (status, report["transactions"], report["blobs"], report["uploaded"]) == \
+        (0, 4, 9, 9)  # the root's creation, then three transactions of three blobs
+    assert len(list(view.list())) == 9
+    assert read_all(config, expected) == expected
+
+    db = ZODB.DB(sqlite_relstorage(tmp_path / "source-db", True, tmp_path / "source-blobs"))
+    commit(3)
+    db.close()
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
+    assert (status, report["transactions"], report["uploaded"]) == (0, 1, 3)
+    assert read_all(config, expected) == expected
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
+    assert (status, report["transactions"], report["uploaded"]) == (0, 0, 0)
+
+    foreign = tmp_path / "foreign.conf"  # a database with a history of its own
+    foreign.write_text(swift_config(devswift, container_name, tmp_path / "cache3",
+                                    f"<filestorage>\npath {tmp_path / 'F.fs'}\n</filestorage>"))
+    ZODB.config.databaseFromURL(str(foreign)).close()
+    status, report = run(capsys, "migrate", str(foreign), "--source", str(source_config))
+    assert status == 1 and "not in the source" in report["error"]
+
+
+def test_migrate_skips_blobs_already_uploaded_by_an_interrupted_copy(
+        devswift, tmp_path, container_name, view, capsys):
+    source_config = tmp_path / "source.conf"
+    source_config.write_text(relstorage_source_config(tmp_path))
+    db = ZODB.DB(sqlite_relstorage(tmp_path / "source-db", True, tmp_path / "source-blobs"))
+    with db.transaction() as conn:
+        conn.root()["a"] = Blob(b"first blob")
+        conn.root()["b"] = Blob(b"second blob")
+    db.close()
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>"))
+    status, dry = run(capsys, "migrate", str(config), "--source", str(source_config),
+                      "--dry-run")
+    assert (status, dry["transactions"], dry["uploaded"]) == (0, 2, 2)
+    assert list(view.list()) == []
+    # A copy killed after uploading, before committing, leaves objects and no records:
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
+    names = sorted(o.name for o in view.list())
+    for suffix in ("", ".index", ".lock", ".tmp"):
+        if os.path.exists(f"{tmp_path / 'Data.fs'}{suffix}"):
+            os.remove(f"{tmp_path / 'Data.fs'}{suffix}")
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
+    assert (status, report["transactions"], report["uploaded"], report["skipped"]) == \
+        (0, 2, 0, 2)
+    assert sorted(o.name for o in view.list()) == names
+
+
+def wrapped_db(devswift, tmp_path, container_name, **extra):
+    config = tmp_path / "swift.conf"
+    options = "\n".join(f"{key.replace('_', '-')} {value}" for key, value in extra.items())
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>",
+                                   extra=options))
+    return config, ZODB.config.databaseFromURL(str(config))
+
+
+def commit_blobs(db, blobs):
+    with db.transaction() as conn:
+        for name, data in blobs.items():
+            conn.root()[name] = Blob(data)
+    with db.transaction() as conn:
+        ids = {}
+        for name in blobs:
+            blob = conn.root()[name]
+            blob._p_activate()
+            ids[name] = (blob._p_oid, blob._p_serial)
+        return ids
+
+
+def test_verify_finds_missing_corrupt_and_orphaned_objects(devswift, tmp_path,
+                                                          container_name, view, capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name,
+                            large_object_threshold="1MB", segment_size="512KB")
+    big = os.urandom(3 << 20)
+    small = {f"s{i}": os.urandom(2000) + bytes([i]) for i in range(5)}
+    ids = commit_blobs(db, {"big": big, **small})
+    db.close()
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["referenced"], report["present"], report["ok"]) == (0, 6, 6, True)
+    assert report["missing"] == report["corrupt"] == report["orphans"] == []
+    status, report = run(capsys, "verify", str(config), "--deep")
+    assert (status, report["ok"], report["bytes"]) == (0, True, len(big) + 2001 * 5)
+
+    storage_keys = {name: f"{oid.hex()}/{tid.hex()}.blob" for name, (oid, tid) in ids.items()}
+    view.delete(storage_keys["s0"])
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"nobody references me")
+    orphan_name = f"{'00' * 7}ff/{ids['s1'][1].hex()}.blob"
+    view.upload(orphan_name, str(orphan))
+    corrupt_on_disk(devswift, small["s2"])
+    status, report = run(capsys, "verify", str(config))
+    assert status == 1 and not report["ok"]
+    assert report["missing"] == [storage_keys["s0"]]
+    assert report["orphans"] == [orphan_name]
+    assert report["corrupt"] == []  # only reading the bytes finds bit rot
+    status, report = run(capsys, "verify", str(config), "--deep")
+    assert status == 1 and [c.split(":")[0] for c in report["corrupt"]] == [storage_keys["s2"]]
+
+    segments = [o.name for o in view.list(container=view.segment_container)]
+    view.delete_many([segments[1]], container=view.segment_container)
+    status, report = run(capsys, "verify", str(config))
+    corrupt = dict(c.split(": ", 1) for c in report["corrupt"])
+    assert status == 1 and "segment" in corrupt[storage_keys["big"]] \
+        and "missing" in corrupt[storage_keys["big"]]
+
+    human = main(["verify", str(config)])
+    output = capsys.readouterr().out
+    assert human == 1 and "PROBLEMS FOUND" in output and storage_keys["s0"] in output
+
+
+def test_gc_deletes_only_old_enough_orphans(devswift, tmp_path, container_name, view, capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    ids = commit_blobs(db, {"kept": b"committed and referenced"})
+    db.close()
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"left by a crashed commit")
+    tid = ids["kept"][1].hex()
+    orphans = [f"{oid:016x}/{tid}.blob" for oid in (0xf1, 0xf2)]
+    for name in orphans:
+        view.upload(name, str(orphan))
+
+    status, report = run(capsys, "gc", str(config), "--dry-run", "--min-age", "0")
+    assert (status, report["orphans"], report["deleted"]) == (0, 2, 0)
+    assert len(list(view.list())) == 3
+    status, report = run(capsys, "gc", str(config))  # default minimum age: one hour
+    assert (status, report["orphans"], report["too_young"], report["deleted"]) == (0, 0, 2, 0)
+    status, report = run(capsys, "gc", str(config), "--min-age", "0")
+    assert (status, report["orphans"], report["deleted"]) == (0, 2, 2)
+    assert [o.name for o in view.list()] == [f"{ids['kept'][0].hex()}/{tid}.blob"]
+    assert read_all(config, ["kept"]) == {"kept": b"committed and referenced"}
+
+
+def test_gc_runs_next_to_a_site_holding_the_filestorage(devswift, tmp_path, container_name,
+                                                       capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    commit_blobs(db, {"a": b"a"})
+    try:  # the site keeps Data.fs open (and locked) while the tool runs
+        status, report = run(capsys, "gc", str(config), "--dry-run")
+        assert (status, report["examined"]) == (0, 1)
+        status, report = run(capsys, "verify", str(config))
+        assert (status, report["present"]) == (0, 1)
+    finally:
+        db.close()
+
+
+def test_cache_stats_prune_and_clear(devswift, tmp_path, container_name, capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    blobs = {f"b{i}": os.urandom(10_000) for i in range(4)}
+    commit_blobs(db, blobs)
+    db.close()
+    status, before = run(capsys, "cache", str(config))
+    assert (status, before["entries"], before["size"]) == (0, 4, 40_000)  # published at commit
+    assert before["misses"] == 0 and before["budget"] == 10 << 30
+
+    status, stats = run(capsys, "cache", str(config), "clear")
+    assert (status, stats["removed"], stats["entries"]) == (0, 4, 0)
+    read_all(config, blobs)  # four misses
+    read_all(config, blobs)  # four hits, in another process's counters alike
+    status, stats = run(capsys, "cache", str(config), "stats")
+    assert (stats["misses"], stats["bytes_downloaded"], stats["entries"]) == (4, 40_000, 4)
+    assert stats["hits"] >= before["hits"] + 4  # ZODB asks for a blob's file more than once
+    assert stats["hit_rate"] == stats["hits"] / (stats["hits"] + 4)
+    status, stats = run(capsys, "cache", str(config), "prune", "--size", "25000")
+    assert (status, stats["removed"], stats["entries"], stats["size"]) == (0, 2, 2, 20_000)
+    assert main(["cache", str(config)]) == 0
+    assert f"hit rate {100 * stats['hit_rate']:.1f}%" in capsys.readouterr().out
+
+
+def fetch(url, method="GET"):
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def test_url_serves_a_blob_revision_straight_from_swift(devswift, tmp_path, container_name,
+                                                       capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    ids = commit_blobs(db, {"doc": b"first version"})
+    with db.transaction() as conn:
+        with conn.root()["doc"].open("w") as f:
+            f.write(b"second version")
+    db.close()
+    oid, first_serial = ids["doc"]
+    status, result = run(capsys, "url", str(config), f"0x{oid.hex()}")
+    assert status == 1 and "no TempURL key" in result["error"]
+
+    url, token = _url_token(devswift)
+    swiftclient.post_container(url, token, container_name,
+                               {"X-Container-Meta-Temp-URL-Key": "tempurl-secret-1"})
+    status, result = run(capsys, "url", str(config), f"0x{oid.hex()}")
+    assert status == 0 and result["method"] == "GET" and "temp_url_sig" in result["url"]
+    assert "tempurl-secret-1" not in json.dumps(result)
+    assert fetch(result["url"])[2] == b"second version"
+    status, result = run(capsys, "url", str(config), str(int.from_bytes(oid, "big")),
+                         "--serial", first_serial.hex(), "--filename", "report.txt")
+    response_status, headers, body = fetch(result["url"])
+    assert body == b"first version" and "report.txt" in headers["Content-Disposition"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        fetch(result["url"], "PUT")
+    assert refused.value.code == 401
+
+    status, result = run(capsys, "url", str(config), f"0x{oid.hex()}", "--expires", "1")
+    time.sleep(2.1)
+    with pytest.raises(urllib.error.HTTPError) as expired:
+        fetch(result["url"])
+    assert expired.value.code == 401
+
+    status, result = run(capsys, "url", str(config), "0x7777")
+    assert status == 1 and result["error"] == "no such blob revision"
+
+
+def test_storage_blob_url_with_a_configured_key(devswift, tmp_path, container_name):
+    url, token = _url_token(devswift)
+    swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": "account-key"})
+    config, db = wrapped_db(devswift, tmp_path, container_name, temp_url_key="account-key")
+    ids = commit_blobs(db, {"img": b"\x89PNG..."})
+    storage = db.storage
+    oid = ids["img"][0]
+    status, headers, body = fetch(storage.blob_url(oid, method="HEAD"), "HEAD")
+    assert (status, headers["Content-Length"]) == (200, "7")
+    assert fetch(storage.blob_url(oid, expires=60))[2] == b"\x89PNG..."
+    with pytest.raises(ValueError, match="GET and HEAD only"):
+        storage.blob_url(oid, method="PUT")
+    db.close()
+    swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": ""})
+
+
+def test_without_a_terminal_there_is_no_progress_line_and_errors_exit_2(tmp_path):
+    config = tmp_path / "nothing.conf"
+    config.write_text("<mappingstorage/>\n")
+    process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", "cache",
+                              str(config)], capture_output=True, text=True, timeout=60)
+    assert process.returncode == 2
+    assert "no <swiftblobstorage>" in process.stderr and "\r" not in process.stderr
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_draws_rate_and_eta_on_a_terminal_only():
+    quiet = io.StringIO()
+    with Progress("migrating", total=4, unit="blobs", stream=quiet) as progress:
+        progress.advance(1, 1 << 20)
+    assert quiet.getvalue() == "" and progress.done == 1
+    terminal = Terminal()
+    with Progress("migrating", total=4, unit="blobs", stream=terminal) as progress:
+        progress.advance(2, 3 << 20)
+        line = progress.line(progress.started + 2.0)
+    assert line.startswith("migrating: 2/4 blobs, 50%, 3.0 MiB, 1.5 MiB/s, 1.0 blobs/s")
+    assert "ETA 0:00:02" in line
+    assert terminal.getvalue().startswith("\r") and terminal.getvalue().endswith("\n")
+
+
+def test_the_command_shows_progress_on_a_terminal(devswift, tmp_path, container_name):
+    make_deployment(tmp_path, transactions=2)
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>"))
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "zodb_swiftblobs.cli", "migrate", str(config),
+             "--blob-dir", str(tmp_path / "blobs")],
+            stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(controller)
+    assert process.returncode == 0
+    assert b"migrating: 3/3 blobs, 100%" in drawn and b"ETA" in drawn
+    assert b"\r" not in process.stdout and b"3 uploaded" in process.stdout
