@@ -1,11 +1,13 @@
 """A real ZEO server (its own process) serving a SwiftBlobStorage to two clients."""
 
+import json
 import time
 
 import ZEO
 from ZODB.blob import Blob
 
 from conftest import credentials_for
+from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
@@ -62,3 +64,28 @@ def test_two_clients_read_each_others_blobs(devswift, tmp_path, container_name):
     view = SwiftContainer(credentials, container_name)
     assert [o.name for o in view.list()] == sorted(KeyLayout().key(*r) for r in revisions)
     view.close()
+
+
+def test_the_command_reads_the_servers_zeo_conf_while_it_serves(devswift, tmp_path,
+                                                                container_name, capsys):
+    credentials = credentials_for(devswift)
+    storage_conf = SERVER_STORAGE.format(
+        container=container_name, cache=tmp_path / "server-cache",
+        auth_url=credentials.auth_url, user=credentials.user, key=credentials.key,
+        path=tmp_path / "Data.fs")
+    zeo_conf = tmp_path / "zeo.conf"
+    zeo_conf.write_text("<zeo>\n  address 127.0.0.1:0\n</zeo>\n"
+                        + storage_conf.replace("<swiftblobstorage>", "<swiftblobstorage 1>"))
+    address, stop = ZEO.server(storage_conf=storage_conf, threaded=False)
+    try:
+        db = ZEO.DB(address, blob_dir=str(tmp_path / "client"))
+        with db.transaction() as conn:
+            conn.root.a = Blob(b"served by ZEO")
+        db.close()
+        # The server holds Data.fs; the command opens it read-only beside it.
+        assert main(["verify", str(zeo_conf), "--database", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["present"] == 1
+        assert main(["gc", str(zeo_conf), "--json"]) == 0  # its only storage
+        assert json.loads(capsys.readouterr().out)["examined"] == 1
+    finally:
+        stop()
