@@ -462,3 +462,24 @@ def test_the_command_shows_progress_on_a_terminal(devswift, tmp_path, container_
     assert process.returncode == 0
     assert b"migrating: 3/3 blobs, 100%" in drawn and b"ETA" in drawn
     assert b"\r" not in process.stdout and b"3 uploaded" in process.stdout
+
+
+def test_verify_and_gc_over_relstorage(devswift, tmp_path, container_name, view, capsys):
+    config = tmp_path / "swift.conf"
+    config.write_text("%import relstorage\n" + swift_config(
+        devswift, container_name, tmp_path / "cache",
+        f"<relstorage>\nkeep-history false\n<sqlite3>\ndata-dir {tmp_path / 'db'}\n"
+        "</sqlite3>\n</relstorage>"))
+    db = ZODB.config.databaseFromURL(str(config))
+    ids = commit_blobs(db, {"a": b"first"})
+    with db.transaction() as conn:  # history-free: the first revision is garbage now
+        with conn.root()["a"].open("w") as f:
+            f.write(b"second")
+    db.close()
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["referenced"], report["present"], len(report["orphans"])) == \
+        (0, 1, 1, 1)
+    status, report = run(capsys, "gc", str(config), "--min-age", "0")
+    assert (status, report["examined"], report["deleted"]) == (0, 2, 1)
+    assert f"{ids['a'][0].hex()}/{ids['a'][1].hex()}.blob" not in [o.name for o in view.list()]
+    assert read_all(config, ["a"]) == {"a": b"second"}

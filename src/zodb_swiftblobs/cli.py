@@ -87,8 +87,7 @@ def _mib(nbytes: int) -> str:
 
 def _migrate(args: argparse.Namespace) -> int:
     section = swift_section(args.config, args.database)
-    progress = Progress("migrating", unit="blobs", enabled=None if not args.json else False)
-    with progress:
+    with Progress("migrating", unit="blobs") as progress:
         if args.blob_dir:
             container = section.open_container()
             try:
@@ -134,8 +133,7 @@ def _migration_lines(report: MigrationReport) -> list[str]:
 def _verify(args: argparse.Namespace) -> int:
     storage = swift_section(args.config, args.database).open_read_only()
     try:
-        with Progress("verifying", unit="revisions",
-                      enabled=None if not args.json else False) as progress:
+        with Progress("verifying", unit="revisions") as progress:
             report = verify(storage, deep=args.deep, jobs=args.jobs, progress=progress)
     finally:
         storage.close()
@@ -156,7 +154,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     storage = swift_section(args.config, args.database).open_read_only()
     try:
-        report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age)
+        with Progress("examining", unit="objects") as progress:
+            report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age,
+                                             progress=progress)
     finally:
         storage.close()
     verb = "would delete" if args.dry_run else "deleted"

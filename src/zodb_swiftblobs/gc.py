@@ -23,6 +23,7 @@ from ZODB.POSException import POSKeyError
 
 from .cache import BlobCache
 from .keys import KeyLayout
+from .progress import Progress
 from .swiftaccess import StoredObject, SwiftContainer
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,15 @@ def revision_exists(base, oid: bytes, tid: bytes) -> bool:
 
 def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
                     last_tid: bytes, *, dry_run: bool = False,
-                    protected: Collection[str] = (),
-                    min_age: float = 0.0) -> GarbageReport:
+                    protected: Collection[str] = (), min_age: float = 0.0,
+                    progress: Progress | None = None) -> GarbageReport:
     """Delete the objects under *keys* whose revision *base* no longer has.
 
     Objects of revisions newer than *last_tid*, the *protected* names (those of
     commits in progress, which may restore old transaction ids), and orphans
     modified less than *min_age* seconds ago (counted as ``too_young``) are
     kept.  With *dry_run*, orphans are counted but nothing is deleted.
+    *progress* counts the objects examined.
     """
     report = GarbageReport()
     started, now = time.monotonic(), time.time()
@@ -78,6 +80,8 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         if revision is None:
             continue
         report.examined += 1
+        if progress is not None:
+            progress.advance(1, stored.size)
         oid, tid = revision
         if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
             continue

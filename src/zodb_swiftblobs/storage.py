@@ -39,6 +39,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 from .cache import BlobCache
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
+from .progress import Progress
 from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError,
                           TransientSwiftError, open_container)
 
@@ -584,7 +585,8 @@ class SwiftBlobStorage:
         return result
 
     def collect_garbage(self, last_tid: bytes | None = None, *, dry_run: bool = False,
-                        min_age: float = 0.0) -> GarbageReport:
+                        min_age: float = 0.0, progress: Progress | None = None
+                        ) -> GarbageReport:
         """Delete objects of blob revisions the base no longer has, sparing
         those modified less than *min_age* seconds ago (see :mod:`.gc`)."""
         if isinstance(self.base, ZODB.DemoStorage.DemoStorage):
@@ -594,7 +596,8 @@ class SwiftBlobStorage:
         try:
             return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
                                    last_tid or self.base.lastTransaction(), dry_run=dry_run,
-                                   protected=shared.in_flight, min_age=min_age)
+                                   protected=shared.in_flight, min_age=min_age,
+                                   progress=progress)
         except SwiftError as exc:
             failure = _storage_error(exc)
         raise failure
