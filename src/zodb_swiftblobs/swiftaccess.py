@@ -613,8 +613,9 @@ class SwiftContainer:
             return limit
         return min(self._large_object_threshold or GIB, limit)
 
-    def ensure_container(self, container: str | None = None) -> None:
-        """Create the container (with the storage policy) unless it exists."""
+    def ensure_container(self, container: str | None = None, *, create: bool = True) -> None:
+        """Create the container (with the storage policy) unless it exists;
+        with *create* false, raise NotFoundError if it does not."""
         container = container or self.container
         if container in self._containers_ready:
             return
@@ -627,6 +628,8 @@ class SwiftContainer:
                 log.warning("container %r uses storage policy %r, not the configured %r",
                             container, policy, self.storage_policy)
         except NotFoundError:
+            if not create:
+                raise
             headers = {"X-Storage-Policy": self.storage_policy} if self.storage_policy else {}
             self._call("container create", container,
                        lambda u, t, h: swift.put_container(u, t, container, headers=headers,
@@ -684,12 +687,28 @@ class SwiftContainer:
         The bytes go to a temporary file beside *path*, renamed to *path* once
         verified.  A broken connection resumes with a Range request.
         """
-        state = {"written": 0, "md5": hashlib.md5(usedforsecurity=False), "first": None,
-                 "extended": False}
-        limit = Deadline(self.deadline if deadline is None else deadline)
         directory, base = os.path.split(os.path.abspath(path))
         descriptor, partial = tempfile.mkstemp(dir=directory, prefix=f".{base}.",
                                                suffix=".part")
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                stored = self._stream(name, out, deadline)
+            os.replace(partial, path)
+            return stored
+        except BaseException:
+            _remove(partial)
+            raise
+
+    def check(self, name: str, *, deadline: float | None = None) -> StoredObject:
+        """Read object *name* through, keeping nothing; verify length and checksum
+        (ChecksumMismatchError when they do not match)."""
+        return self._stream(name, _Discard(), deadline)
+
+    def _stream(self, name: str, out, deadline: float | None) -> StoredObject:
+        """Stream object *name* into *out* (write, seek and truncate); verify it."""
+        state = {"written": 0, "md5": hashlib.md5(usedforsecurity=False), "first": None,
+                 "extended": False}
+        limit = Deadline(self.deadline if deadline is None else deadline)
 
         def restart():
             out.seek(0)
@@ -727,15 +746,8 @@ class SwiftContainer:
             finally:
                 body.close()
 
-        try:
-            with os.fdopen(descriptor, "wb") as out:
-                self._call("download", name, get, deadline=limit)
-            stored = self._verify_download(name, state)
-            os.replace(partial, path)
-            return stored
-        except BaseException:
-            _remove(partial)
-            raise
+        self._call("download", name, get, deadline=limit)
+        return self._verify_download(name, state)
 
     @staticmethod
     def _check_resumed(headers: Mapping[str, str], state: dict, restart) -> None:
@@ -1113,6 +1125,19 @@ def _raise_for_bulk_result(response) -> dict:
                               http_reason=result.get("Response Body", "")[:200],
                               http_response_headers={"x-trans-id": txn})
     return result
+
+
+class _Discard:
+    """A file that keeps nothing (for :meth:`SwiftContainer.check`)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def seek(self, position: int) -> int:
+        return position
+
+    def truncate(self) -> int:
+        return 0
 
 
 class _UploadBody:
