@@ -171,7 +171,8 @@ class _Shared:
 class SwiftBlobStorage:
     """Wrap *base* (any ZODB storage without blobs of its own) and keep blobs in Swift.
 
-    The container is created if missing; *prefix* (empty or ending in ``/``)
+    The container is created if missing (unless *base* is read-only);
+    *prefix* (empty or ending in ``/``)
     lets several databases share it.  *cache_dir* holds the read cache (kept
     near *cache_size* bytes) and, in ``cache_dir/tmp``, uncommitted blobs.
     Credentials are those of :class:`zodb_swiftblobs.swiftaccess.Credentials`
@@ -218,11 +219,19 @@ class SwiftBlobStorage:
             arguments = locals()
             swift_container = open_container(
                 container, **{name: arguments[name] for name in SWIFT_OPTIONS})
+            read_only = base.isReadOnly()
+            failure = None
             try:
-                swift_container.ensure_container()
+                swift_container.ensure_container(create=not read_only)
+            except NotFoundError:
+                failure = SwiftStorageError(
+                    f"Swift container {container!r} does not exist (a storage opened "
+                    "read-only does not create it)")
             except SwiftError as exc:
+                failure = _storage_error(exc)
+            if failure is not None:
                 swift_container.close()
-                raise _storage_error(exc) from None
+                raise failure
             _shared = _Shared(swift_container, keys, cache, upload_concurrency, temp_url_key)
         self._shared = _shared
         self._commit: _Commit | None = None
