@@ -178,7 +178,7 @@ class BlobCache:
         if not any(unsaved.values()):
             return
         try:
-            descriptor = os.open(self._counters_path, os.O_RDWR | os.O_CREAT, LOCK_FILE_MODE)
+            descriptor = self._open_shared_file(self._counters_path, os.O_RDWR)
             with os.fdopen(descriptor, "r+", encoding="ascii") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 try:
@@ -222,7 +222,7 @@ class BlobCache:
                              wait: bool) -> tuple[int, int] | None:
         """Run *evict* holding the lock that lets one process evict at a time;
         None if another process holds it and *wait* is false."""
-        lock = os.open(self._evict_lock_path, os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
+        lock = self._open_shared_file(self._evict_lock_path, os.O_RDONLY)
         try:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -314,6 +314,20 @@ class BlobCache:
                     continue  # evicted meanwhile by another process
                 files.append((status.st_atime_ns, status.st_size, entry.path))
         return files
+
+    def _open_shared_file(self, path: str, flags: int) -> int:
+        """Open (creating it if need be) a file every process of the cache uses.
+
+        One that root creates (an operator's ``zodb-swiftblobs cache`` beside
+        a site running as another user) is given the cache directory's owner,
+        or the site could no longer open it.
+        """
+        descriptor = os.open(path, flags | os.O_CREAT, LOCK_FILE_MODE)
+        if os.geteuid() == 0:
+            owner = os.stat(self.directory)
+            if os.fstat(descriptor).st_uid != owner.st_uid:
+                os.fchown(descriptor, owner.st_uid, owner.st_gid)
+        return descriptor
 
     def _count(self, **increments: int) -> None:
         with self._state_lock:
