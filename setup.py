@@ -39,6 +39,7 @@ setup(
     install_requires=[
         "ZODB >= 5.6",
         "ZConfig",
+        "zc.lockfile",
         "transaction",
         "zope.interface",
         "python-swiftclient >= 4.0",

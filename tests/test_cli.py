@@ -200,32 +200,101 @@ def test_migrate_copies_a_storage_with_blobs_and_resumes(devswift, tmp_path, con
     assert status == 1 and "not in the source" in report["error"]
 
 
-def test_migrate_skips_blobs_already_uploaded_by_an_interrupted_copy(
-        devswift, tmp_path, container_name, view, capsys):
-    source_config = tmp_path / "source.conf"
-    source_config.write_text(relstorage_source_config(tmp_path))
-    db = ZODB.DB(sqlite_relstorage(tmp_path / "source-db", True, tmp_path / "source-blobs"))
-    with db.transaction() as conn:
-        conn.root()["a"] = Blob(b"first blob")
-        conn.root()["b"] = Blob(b"second blob")
+def filestorage_source(tmp_path, count):
+    """A FileStorage with a blob directory, one blob per transaction, and the
+    configuration file naming it; returns (path of that file, blob files by name)."""
+    config = tmp_path / "source.conf"
+    config.write_text(f"<filestorage source>\n  path {tmp_path / 'old.fs'}\n"
+                      f"  blob-dir {tmp_path / 'old-blobs'}\n</filestorage>\n")
+    db = ZODB.DB(ZODB.config.storageFromFile(open(config)))
+    files = {}
+    for index in range(count):
+        with db.transaction() as conn:
+            conn.root()[f"b{index}"] = Blob(f"blob number {index}".encode())
+        with db.transaction() as conn:
+            blob = conn.root()[f"b{index}"]
+            blob._p_activate()
+            files[f"b{index}"] = db.storage.fshelper.getBlobFilename(blob._p_oid,
+                                                                     blob._p_serial)
     db.close()
+    return config, files
+
+
+def test_migrate_dry_run_changes_nothing_and_a_stopped_copy_resumes(
+        devswift, tmp_path, container_name, view, capsys):
+    source_config, files = filestorage_source(tmp_path, 4)
     config = tmp_path / "swift.conf"
     config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
                                    f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>"))
     status, dry = run(capsys, "migrate", str(config), "--source", str(source_config),
                       "--dry-run")
-    assert (status, dry["transactions"], dry["uploaded"]) == (0, 2, 2)
-    assert list(view.list()) == []
-    # A copy killed after uploading, before committing, leaves objects and no records:
+    assert (status, dry["transactions"], dry["uploaded"]) == (0, 5, 4)
+    assert not os.path.exists(tmp_path / "Data.fs")
+    with pytest.raises(NotFoundError):
+        list(view.list())  # not even the container was created
+
+    # The third blob cannot be read: its transaction and those after it stay uncopied.
+    os.rename(files["b2"], tmp_path / "put-aside")
+    os.mkdir(files["b2"])
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config),
+                         "--jobs", "1")
+    assert (status, report["ok"], report["transactions"], report["failed"]) == \
+        (1, False, 3, 1)  # the root's creation, b0 and b1
+    assert "not copied" in report["error"] and "IsADirectoryError" in report["failures"][0]
+    assert read_all(config, ["b0", "b1"]) == {"b0": b"blob number 0", "b1": b"blob number 1"}
+
+    os.rmdir(files["b2"])
+    os.rename(tmp_path / "put-aside", files["b2"])
     status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
+    assert (status, report["transactions"], report["uploaded"] + report["skipped"]) == \
+        (0, 2, 2)
+    expected = {f"b{index}": f"blob number {index}".encode() for index in range(4)}
+    assert read_all(config, expected) == expected
+
+    # A copy killed after uploading, before committing, leaves objects and no records:
     names = sorted(o.name for o in view.list())
     for suffix in ("", ".index", ".lock", ".tmp"):
         if os.path.exists(f"{tmp_path / 'Data.fs'}{suffix}"):
             os.remove(f"{tmp_path / 'Data.fs'}{suffix}")
     status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
     assert (status, report["transactions"], report["uploaded"], report["skipped"]) == \
-        (0, 2, 0, 2)
+        (0, 5, 0, 4)
     assert sorted(o.name for o in view.list()) == names
+
+
+def test_migrate_reports_blobs_the_source_lacks(devswift, tmp_path, container_name, capsys):
+    source_config, files = filestorage_source(tmp_path, 2)
+    os.remove(files["b1"])
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>"))
+    status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
+    assert (status, report["ok"], report["transactions"], report["missing_in_source"]) == \
+        (1, False, 3, 1)
+    assert "no file" in report["failures"][0]
+
+
+def test_migrate_repairs_a_large_object_that_lost_a_segment(devswift, tmp_path,
+                                                            container_name, view, capsys):
+    os.makedirs(tmp_path / "blobs")
+    db = ZODB.DB(BlobStorage(str(tmp_path / "blobs"), FileStorage(str(tmp_path / "Data.fs"))))
+    video = os.urandom(3 << 20)
+    with db.transaction() as conn:
+        conn.root()["video"] = Blob(video)
+    db.close()
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(
+        devswift, container_name, tmp_path / "cache",
+        f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>",
+        extra="large-object-threshold 1MB\n    segment-size 1MB"))
+    assert run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))[0] == 0
+    segments = list(view.list(container=view.segment_container))
+    view.delete_many(segments[1:2], container=view.segment_container)
+    assert run(capsys, "verify", str(config))[0] == 1
+    status, report = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
+    assert (status, report["uploaded"], report["skipped"]) == (0, 1, 0)
+    assert run(capsys, "verify", str(config), "--deep")[0] == 0
+    assert read_all(config, ["video"]) == {"video": video}
 
 
 def wrapped_db(devswift, tmp_path, container_name, **extra):
@@ -395,26 +464,62 @@ def test_url_serves_a_blob_revision_straight_from_swift(devswift, tmp_path, cont
 def test_storage_blob_url_with_a_configured_key(devswift, tmp_path, container_name):
     url, token = _url_token(devswift)
     swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": "account-key"})
-    config, db = wrapped_db(devswift, tmp_path, container_name, temp_url_key="account-key")
-    ids = commit_blobs(db, {"img": b"\x89PNG..."})
-    storage = db.storage
-    oid = ids["img"][0]
-    status, headers, body = fetch(storage.blob_url(oid, method="HEAD"), "HEAD")
-    assert (status, headers["Content-Length"]) == (200, "7")
-    assert fetch(storage.blob_url(oid, expires=60))[2] == b"\x89PNG..."
-    with pytest.raises(ValueError, match="GET and HEAD only"):
-        storage.blob_url(oid, method="PUT")
-    db.close()
-    swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": ""})
+    try:
+        config, db = wrapped_db(devswift, tmp_path, container_name, temp_url_key="account-key")
+        ids = commit_blobs(db, {"img": b"\x89PNG..."})
+        storage = db.storage
+        oid = ids["img"][0]
+        status, headers, body = fetch(storage.blob_url(oid, method="HEAD"), "HEAD")
+        assert (status, headers["Content-Length"]) == (200, "7")
+        assert fetch(storage.blob_url(oid, expires=60))[2] == b"\x89PNG..."
+        with pytest.raises(ValueError, match="GET and HEAD only"):
+            storage.blob_url(oid, method="PUT")
+        db.close()
+    finally:
+        swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": ""})
 
 
-def test_without_a_terminal_there_is_no_progress_line_and_errors_exit_2(tmp_path):
+def test_without_a_terminal_there_is_no_progress_line(devswift, tmp_path, container_name):
+    make_deployment(tmp_path, transactions=2)
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>"))
+    process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", "migrate",
+                              str(config), "--blob-dir", str(tmp_path / "blobs")],
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0 and "3 uploaded" in process.stdout
+    assert process.stderr == ""
+
+
+def test_configuration_errors_exit_2(tmp_path):
     config = tmp_path / "nothing.conf"
     config.write_text("<mappingstorage/>\n")
     process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", "cache",
                               str(config)], capture_output=True, text=True, timeout=60)
-    assert process.returncode == 2
-    assert "no <swiftblobstorage>" in process.stderr and "\r" not in process.stderr
+    assert process.returncode == 2 and "no <swiftblobstorage>" in process.stderr
+
+
+def test_storages_wrapped_around_the_swift_one_are_opened_too(devswift, tmp_path,
+                                                                container_name, capsys):
+    config = tmp_path / "hex.conf"
+    config.write_text(swift_config(
+        devswift, container_name, tmp_path / "cache",
+        f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>").replace(
+            "<swiftblobstorage>", "<hexstorage>\n<swiftblobstorage>").replace(
+            "</swiftblobstorage>", "</swiftblobstorage>\n</hexstorage>").replace(
+            "%import zodb_swiftblobs", "%import zodb_swiftblobs\n%import ZODB.tests"))
+    db = ZODB.config.databaseFromURL(str(config))
+    assert type(db.storage).__name__ == "HexStorage"
+    ids = commit_blobs(db, {"a": b"under a record transform", "b": b"another"})
+    db.close()
+    status, report = run(capsys, "verify", str(config))  # records read through the hex
+    assert (status, report["referenced"], report["present"], report["orphans"]) == \
+        (0, 2, 2, [])
+    status, result = run(capsys, "url", str(config), f"0x{ids['a'][0].hex()}")
+    assert status == 1 and "no TempURL key" in result["error"]  # the blob was recognised
+    source_config, _ = filestorage_source(tmp_path, 1)
+    status, result = run(capsys, "migrate", str(config), "--source", str(source_config))
+    assert status == 2 and "no storage wrapped around it" in result["error"]
 
 
 class Terminal(io.StringIO):
@@ -483,3 +588,17 @@ def test_verify_and_gc_over_relstorage(devswift, tmp_path, container_name, view,
     assert (status, report["examined"], report["deleted"]) == (0, 2, 1)
     assert f"{ids['a'][0].hex()}/{ids['a'][1].hex()}.blob" not in [o.name for o in view.list()]
     assert read_all(config, ["a"]) == {"a": b"second"}
+
+
+def test_read_only_commands_create_no_container(devswift, tmp_path, container_name, view,
+                                                capsys):
+    config = tmp_path / "typo.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>"))
+    ZODB.config.databaseFromString(  # a database with no blobs, in a FileStorage
+        f"<zodb>\n<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>\n</zodb>").close()
+    for command in ("verify", "gc"):
+        status, result = run(capsys, command, str(config))
+        assert status == 1 and "does not exist" in result["error"]
+    with pytest.raises(NotFoundError):
+        list(view.list())

@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Sequence
 
 from ZConfig.datatypes import Registry
+from zc.lockfile import LockError
 from ZODB.POSException import POSKeyError, StorageError
 
-from .config import ConfigurationError, storage_section, swift_section
+from .config import ConfigurationError, open_storage, open_swift_storage, swift_section
 from .devswift import DevSwift, DevSwiftError
 from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                       copy_transactions, migrate_blob_directory)
@@ -87,6 +88,7 @@ def _mib(nbytes: int) -> str:
 
 def _migrate(args: argparse.Namespace) -> int:
     section = swift_section(args.config, args.database)
+    failure = None
     with Progress("migrating", unit="blobs") as progress:
         if args.blob_dir:
             container = section.open_container()
@@ -101,18 +103,52 @@ def _migrate(args: argparse.Namespace) -> int:
             finally:
                 container.close()
         else:
-            source = storage_section(args.source, args.source_database).open()
             try:
-                destination = section.open()
-                try:
-                    report = copy_transactions(source, destination, jobs=args.jobs,
-                                               dry_run=args.dry_run, progress=progress)
-                finally:
-                    destination.close()
-            finally:
-                source.close()
-    _output(args, dataclasses.asdict(report) | {"ok": report.ok}, _migration_lines(report))
-    return 0 if report.ok else 1
+                report = _copy(args, section, progress)
+            except MigrationError as exc:
+                if exc.report is None:
+                    raise
+                failure = exc
+            else:
+                failure = None
+    if failure is None:
+        _output(args, dataclasses.asdict(report) | {"ok": report.ok},
+                _migration_lines(report))
+        return 0 if report.ok else 1
+    report = failure.report
+    _output(args, dataclasses.asdict(report) | {"ok": False, "error": str(failure)},
+            _migration_lines(report) + [f"stopped: {failure}"])
+    return 1
+
+
+def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationReport:
+    """Copy the source's transactions into the database (a dry run opens both
+    read-only, and takes a destination that does not exist yet for empty)."""
+    source = open_storage(args.source, args.source_database, read_only=True)
+    try:
+        try:
+            outer, destination = open_swift_storage(args.config, args.database,
+                                                    read_only=args.dry_run)
+        except FileNotFoundError:
+            if not args.dry_run:
+                raise
+            outer = destination = None
+        if outer is not destination:
+            outer.close()
+            raise ConfigurationError(
+                f"{args.config}: to copy transactions into it, the <swiftblobstorage> must "
+                "be the database's storage, with no storage wrapped around it")
+        container = section.open_container() if destination is None else None
+        try:
+            return copy_transactions(
+                source, destination, jobs=args.jobs, dry_run=args.dry_run,
+                progress=progress, container=container, keys=section.key_layout())
+        finally:
+            for opened in (destination, container):
+                if opened is not None:
+                    opened.close()
+    finally:
+        source.close()
 
 
 def _migration_lines(report: MigrationReport) -> list[str]:
@@ -125,18 +161,21 @@ def _migration_lines(report: MigrationReport) -> list[str]:
         lines.append(f"{report.transactions} transactions "
                      f"{'to copy' if report.dry_run else 'copied'}")
     lines += _listed("failures", report.failures)
+    if report.missing_in_source:
+        lines.append(f"{report.missing_in_source} blob records have no file in the source: "
+                     "their records were copied without one")
     if report.failed:
         lines.append("run the same command again to retry what failed")
     return lines
 
 
 def _verify(args: argparse.Namespace) -> int:
-    storage = swift_section(args.config, args.database).open_read_only()
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
     try:
         with Progress("verifying", unit="revisions") as progress:
             report = verify(storage, deep=args.deep, jobs=args.jobs, progress=progress)
     finally:
-        storage.close()
+        opened.close()
     lines = [f"{report.referenced} blob revisions referenced by the database; "
              f"{report.present} in Swift ({_mib(report.bytes)}), {len(report.missing)} "
              f"missing, {len(report.corrupt)} corrupt"
@@ -152,13 +191,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    storage = swift_section(args.config, args.database).open_read_only()
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
     try:
         with Progress("examining", unit="objects") as progress:
             report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age,
                                              progress=progress)
     finally:
-        storage.close()
+        opened.close()
     verb = "would delete" if args.dry_run else "deleted"
     count = report.orphans if args.dry_run else report.deleted
     lines = [f"{'dry run: ' if args.dry_run else ''}{report.examined} objects examined, "
@@ -200,12 +239,12 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _url(args: argparse.Namespace) -> int:
-    storage = swift_section(args.config, args.database).open_read_only()
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
     try:
         url = storage.blob_url(args.oid, args.serial, method=args.method,
                                expires=int(args.expires), filename=args.filename)
     finally:
-        storage.close()
+        opened.close()
     _output(args, {"url": url, "method": args.method.upper(), "expires_in": int(args.expires),
                    "expires_at": int(time.time() + int(args.expires))}, [url])
     return 0
@@ -448,10 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         failure, status = exc, 2
     except (DevSwiftError, SwiftError, StorageError, POSKeyError, MigrationError,
-            ValueError) as exc:
+            ValueError, OSError, LockError) as exc:
         failure, status = exc, 1
     if isinstance(failure, POSKeyError):
         message = "no such blob revision"
+    elif isinstance(failure, LockError):
+        message = f"{failure} (a running process has it open for writing)"
+    elif isinstance(failure, OSError) and failure.filename:
+        message = f"{failure.strerror}: {failure.filename}"
     else:
         message = str(failure) or type(failure).__name__
     if getattr(args, "json", False):

@@ -51,17 +51,6 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
             base.close()
             raise
 
-    def open_read_only(self) -> SwiftBlobStorage:
-        """Open with the wrapped storage read-only (for tools that only read
-        the database, next to a running site)."""
-        section = self.config.base.config
-        while section is not None:
-            if hasattr(section, "read_only"):
-                section.read_only = True
-            inner = getattr(section, "base", None)
-            section = getattr(inner, "config", None)
-        return self.open()
-
     def options(self) -> dict:
         """The keyword arguments of SwiftBlobStorage this section gives."""
         return {name: getattr(self.config, name) for name in OPTIONS}
@@ -136,6 +125,42 @@ def swift_section(path: str, database: str | None = None) -> SwiftBlobStorageFac
                 f"{path}: the storage of database {database or 'main'!r} has no "
                 "<swiftblobstorage> section (add '%import zodb_swiftblobs' and wrap it)")
     return section
+
+
+def open_swift_storage(path: str, database: str | None = None, *,
+                       read_only: bool = False) -> tuple[object, SwiftBlobStorage]:
+    """Open the storage of *database* in the file at *path*: the outermost
+    storage (to close) and its SwiftBlobStorage (the storage itself, or one
+    that wrappers around it reach through ``base``).
+
+    With *read_only*, every storage of the chain that can be opened read-only
+    is (tools that only read the database run beside a live site so).
+    """
+    swift_section(path, database)  # say so early when there is none
+    storage = open_storage(path, database, read_only=read_only)
+    inner = storage
+    while not isinstance(inner, SwiftBlobStorage):
+        inner = inner.base
+    return storage, inner
+
+
+def open_storage(path: str, database: str | None = None, *, read_only: bool = False):
+    """Open the storage of *database* in the file at *path* (read-only: every
+    storage of its chain that can be)."""
+    section = storage_section(path, database)
+    if read_only:
+        _make_read_only(section)
+    return section.open()
+
+
+def _make_read_only(section: ZODB.config.BaseConfig) -> None:
+    values = section.config
+    while values is not None:
+        if hasattr(values, "read_only"):
+            values.read_only = True
+        if hasattr(values, "create"):
+            values.create = False
+        values = getattr(getattr(values, "base", None), "config", None)
 
 
 def _load(schema, path: str):

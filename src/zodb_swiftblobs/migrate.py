@@ -40,7 +40,12 @@ MAX_REPORTED_FAILURES = 20
 
 
 class MigrationError(Exception):
-    """The migration cannot start or continue (nothing half-done is committed)."""
+    """The migration cannot start or continue (nothing half-done is committed);
+    ``report`` tells what was done before."""
+
+    def __init__(self, message: str, report: MigrationReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -52,6 +57,7 @@ class MigrationReport:
     uploaded: int = 0          # (or, in a dry run, to upload)
     skipped: int = 0           # already in Swift with the right size and checksum
     failed: int = 0
+    missing_in_source: int = 0  # blob records whose file the source lacks
     bytes_uploaded: int = 0
     bytes_skipped: int = 0
     transactions: int = 0      # copied (copying from a storage only)
@@ -60,7 +66,11 @@ class MigrationReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not (self.failed or self.missing_in_source)
+
+    def note_failure(self, message: str) -> None:
+        if len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(message)
 
 
 def blob_directory_revisions(blob_dir: str) -> Iterator[tuple[bytes, bytes, str, int]]:
@@ -119,7 +129,8 @@ def migrate_blob_directory(blob_dir: str, container: SwiftContainer, keys: KeyLa
 
 
 def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = False,
-                      progress: Progress | None = None) -> MigrationReport:
+                      progress: Progress | None = None, container: SwiftContainer | None = None,
+                      keys: KeyLayout | None = None) -> MigrationReport:
     """Copy every transaction of *source* that *destination* (a SwiftBlobStorage)
     lacks, keeping their ids, with their blobs going to Swift.
 
@@ -127,15 +138,18 @@ def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = Fal
     earlier copy, interrupted or not): copying resumes after its last
     transaction.  Blob uploads run up to a few transactions ahead of the
     commits; records are committed in order, each transaction once all its
-    blobs are in Swift.
+    blobs are in Swift.  A dry run may be given no *destination* (one that
+    does not exist yet), and then needs *container* and *keys*.
     """
     report = MigrationReport(dry_run=dry_run)
     started = time.monotonic()
-    container, keys = destination.swift_container, destination.key_layout
-    last = destination.lastTransaction()
+    if destination is not None:
+        container = container or destination.swift_container
+        keys = keys or destination.key_layout
+    last = destination.lastTransaction() if destination is not None else z64
     start = None
     if last != z64:
-        if next(iter(source.iterator(last, last)), None) is None:
+        if not _has_transaction(source, last):
             raise MigrationError(
                 f"the destination's last transaction {last.hex()} is not in the source: "
                 "the destination must be empty, or an earlier copy of this source")
@@ -148,29 +162,54 @@ def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = Fal
         except NotFoundError:
             return None
 
-    with _Transfers(container, report, jobs, dry_run, progress) as transfers:
-        for transaction in source.iterator(start):
-            records = list(transaction)
-            uploads = []
-            for record in records:
-                if not (record.data and is_blob_record(record.data)):
-                    continue
-                try:
-                    path = source.loadBlob(record.oid, record.tid)
-                except POSKeyError:
-                    continue  # copied without its file, as ZODB's own copy does
-                report.blobs += 1
-                name = keys.key(record.oid, record.tid)
-                uploads.append(transfers.submit(name, path, os.path.getsize(path),
-                                                lambda name=name: head(name)))
-            window.append((transaction, records, uploads))
-            while len(window) > 4 * jobs:
+    transactions = source.iterator(start)
+    try:
+        with _Transfers(container, report, jobs, dry_run, progress) as transfers:
+            for transaction in transactions:
+                records = list(transaction)
+                uploads = []
+                for record in records:
+                    if not (record.data and is_blob_record(record.data)):
+                        continue
+                    name = keys.key(record.oid, record.tid)
+                    try:
+                        path = source.loadBlob(record.oid, record.tid)
+                    except POSKeyError:
+                        report.missing_in_source += 1
+                        report.note_failure(f"{name}: the source has no file for this blob "
+                                            "revision (its record is copied without it)")
+                        log.warning("the source has no file for blob revision %s", name)
+                        continue
+                    report.blobs += 1
+                    uploads.append(transfers.submit(name, path, os.path.getsize(path),
+                                                    lambda name=name: head(name)))
+                window.append((transaction, records, uploads))
+                while len(window) > 4 * jobs:
+                    _commit(destination, *window.popleft(), report)
+            while window:
                 _commit(destination, *window.popleft(), report)
-        while window:
-            _commit(destination, *window.popleft(), report)
-    report.seconds = time.monotonic() - started
+    except MigrationError as exc:
+        exc.report = report
+        raise
+    finally:
+        _close(transactions)
+        report.seconds = time.monotonic() - started
     _log_summary("transaction copy", report)
     return report
+
+
+def _has_transaction(storage, tid: bytes) -> bool:
+    transactions = storage.iterator(tid, tid)
+    try:
+        return any(transaction.tid == tid for transaction in transactions)
+    finally:
+        _close(transactions)
+
+
+def _close(iterator) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def _commit(destination, transaction, records: list, uploads: list[Future],
@@ -232,9 +271,12 @@ class _Transfers:
         try:
             stored = existing()
             if stored is not None and stored.size == size:
-                if stored.large:
-                    stored = self.container.head(name)
-                if stored.md5 and stored.md5 == file_md5(path):
+                if stored.large:  # its checksum is in its metadata; its segments must be there
+                    if self.container.large_object_problem(name) is not None:
+                        stored = None
+                    else:
+                        stored = self.container.head(name)
+                if stored is not None and stored.md5 and stored.md5 == file_md5(path):
                     with self.lock:
                         report.skipped += 1
                         report.bytes_skipped += size
@@ -248,8 +290,7 @@ class _Transfers:
         except Exception as exc:  # one failed blob must not stop the others
             with self.lock:
                 report.failed += 1
-                if len(report.failures) < MAX_REPORTED_FAILURES:
-                    report.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+                report.note_failure(f"{name}: {type(exc).__name__}: {exc}")
             log.warning("could not migrate %s: %s", name, exc)
             return False
         finally:

@@ -12,8 +12,6 @@ size and MD5, is *corrupt*.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,15 +52,15 @@ def referenced_revisions(storage) -> list[bytes]:
     once (a transaction may hold several records of one object: ZEO's
     server stores a blob's record twice)."""
     revisions = []
-    iterator = storage.iterator()
+    transactions = storage.iterator()
     try:
-        for transaction in iterator:
+        for transaction in transactions:
             for record in transaction:
                 data = record.data
                 if data and is_blob_record(storage.untransform_record_data(data)):
                     revisions.append(record.oid + record.tid)
     finally:
-        close = getattr(iterator, "close", None)
+        close = getattr(transactions, "close", None)
         if close is not None:
             close()
     return sorted(set(revisions))
@@ -111,7 +109,7 @@ def verify(storage, *, deep: bool = False, jobs: int = 8,
 
 class _Checker:
     """Checks present objects in parallel: large objects' segments, and with
-    *deep* every object's bytes (downloaded to a scratch file, then removed)."""
+    *deep* every object's bytes (read through, and checked against its MD5)."""
 
     def __init__(self, container: SwiftContainer, report: VerificationReport, deep: bool,
                  jobs: int, progress: Progress | None) -> None:
@@ -122,7 +120,6 @@ class _Checker:
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="swift-verify")
         self.slots = threading.BoundedSemaphore(4 * jobs)
-        self.scratch = tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-verify-")
 
     def missing(self, name: str) -> None:
         self.report.missing.append(name)
@@ -145,9 +142,7 @@ class _Checker:
             if stored.large:
                 problem = self.container.large_object_problem(stored.name)
             if problem is None and self.deep:
-                path = os.path.join(self.scratch.name, f"{threading.get_ident()}.blob")
-                received = self.container.download(stored.name, path)
-                os.remove(path)
+                received = self.container.check(stored.name)
                 if received.size != stored.size:
                     problem = f"{received.size} bytes, listed as {stored.size}"
         except ChecksumMismatchError as exc:
@@ -171,6 +166,5 @@ class _Checker:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        self.scratch.cleanup()
         for found in (self.report.missing, self.report.corrupt, self.report.unchecked):
             found.sort()
