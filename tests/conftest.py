@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -139,6 +140,12 @@ def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
   </swiftblobstorage>
 </zodb>
 """
+
+
+def child_environment():
+    """The environment for a child Python that imports what this one does
+    (under buildout, packages are on sys.path rather than in site-packages)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
 def read(path):

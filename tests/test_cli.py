@@ -17,7 +17,7 @@ from swiftclient import client as swiftclient
 from ZODB.blob import Blob, BlobStorage
 from ZODB.FileStorage import FileStorage
 
-from conftest import corrupt_on_disk, sqlite_relstorage, swift_config
+from conftest import child_environment, corrupt_on_disk, sqlite_relstorage, swift_config
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.progress import Progress
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
@@ -486,7 +486,8 @@ def test_without_a_terminal_there_is_no_progress_line(devswift, tmp_path, contai
                                    "<mappingstorage/>"))
     process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", "migrate",
                               str(config), "--blob-dir", str(tmp_path / "blobs")],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120,
+                             env=child_environment())
     assert process.returncode == 0 and "3 uploaded" in process.stdout
     assert process.stderr == ""
 
@@ -495,7 +496,8 @@ def test_configuration_errors_exit_2(tmp_path):
     config = tmp_path / "nothing.conf"
     config.write_text("<mappingstorage/>\n")
     process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", "cache",
-                              str(config)], capture_output=True, text=True, timeout=60)
+                              str(config)], capture_output=True, text=True, timeout=60,
+                             env=child_environment())
     assert process.returncode == 2 and "no <swiftblobstorage>" in process.stderr
 
 
@@ -551,7 +553,7 @@ def test_the_command_shows_progress_on_a_terminal(devswift, tmp_path, container_
         process = subprocess.run(
             [sys.executable, "-m", "zodb_swiftblobs.cli", "migrate", str(config),
              "--blob-dir", str(tmp_path / "blobs")],
-            stdout=subprocess.PIPE, stderr=terminal, timeout=120)
+            stdout=subprocess.PIPE, stderr=terminal, timeout=120, env=child_environment())
         os.close(terminal)
         drawn = b""
         while True:

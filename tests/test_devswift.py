@@ -6,10 +6,11 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
+from conftest import child_environment
 from zodb_swiftblobs.devswift import DevSwift
 from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+ENV = child_environment()
 
 
 def run(*args, env=None, check=True):

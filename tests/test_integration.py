@@ -14,7 +14,7 @@ import ZODB.config
 import zodburi
 from ZODB.blob import Blob
 
-from conftest import swift_config
+from conftest import child_environment, swift_config
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.config import ConfigurationError, storage_section, swift_section
 from zodb_swiftblobs.swiftaccess import SwiftContainer
@@ -141,8 +141,9 @@ def test_zodbconvert_migrates_a_filestorage_and_its_blobs(devswift, tmp_path, co
   </filestorage>
 </swiftblobstorage>
 """)
-    zodbconvert = os.path.join(os.path.dirname(sys.executable), "zodbconvert")
-    subprocess.run([zodbconvert, str(config)], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-c", "from relstorage.zodbconvert import main; main()",
+                    str(config)], check=True, capture_output=True, timeout=300,
+                   env=child_environment())
 
     assert len(list(view.list())) == 6  # every revision: 1 + 2 + 3 blobs
     destination = swift_section(str(config), "destination").open()

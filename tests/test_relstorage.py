@@ -1,7 +1,6 @@
 """SwiftBlobStorage around RelStorage on SQLite, history-preserving and history-free."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import ZODB
 from ZODB.blob import Blob
 from ZODB.serialize import referencesf
 
-from conftest import credentials_for, sqlite_relstorage, swift_storage
+from conftest import child_environment, credentials_for, sqlite_relstorage, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
@@ -121,7 +120,7 @@ def test_gc_while_another_process_commits(devswift, tmp_path, container_name):
         [sys.executable, "-c", COMMITTER, str(tmp_path), container_name,
          credentials.auth_url, credentials.user, credentials.key, "24"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+        env=child_environment())
     packs = 0
     while committer.poll() is None:
         db.pack(time.time())

@@ -15,7 +15,7 @@ import sys
 import ZODB
 from ZODB.blob import Blob
 
-from conftest import credentials_for, sqlite_relstorage, swift_storage
+from conftest import child_environment, credentials_for, sqlite_relstorage, swift_storage
 
 PROCESSES = 3
 ROUNDS = 12
@@ -93,7 +93,7 @@ def test_processes_sharing_a_small_cache_never_read_wrong_bytes(devswift, tmp_pa
             initial[(f"blob{i}", blob._p_serial.hex())] = 0
     db.close()
 
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    environment = child_environment()
     workers = [subprocess.Popen(
         [sys.executable, "-c", WORKER, str(worker), str(tmp_path), container_name,
          credentials.auth_url, credentials.user, credentials.key, str(PROCESSES),
