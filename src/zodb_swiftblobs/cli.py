@@ -108,17 +108,14 @@ def _migrate(args: argparse.Namespace) -> int:
             except MigrationError as exc:
                 if exc.report is None:
                     raise
-                failure = exc
-            else:
-                failure = None
-    if failure is None:
-        _output(args, dataclasses.asdict(report) | {"ok": report.ok},
-                _migration_lines(report))
-        return 0 if report.ok else 1
-    report = failure.report
-    _output(args, dataclasses.asdict(report) | {"ok": False, "error": str(failure)},
-            _migration_lines(report) + [f"stopped: {failure}"])
-    return 1
+                failure, report = exc, exc.report
+    result = dataclasses.asdict(report) | {"ok": report.ok and failure is None}
+    lines = _migration_lines(report)
+    if failure is not None:
+        result["error"] = str(failure)
+        lines.append(f"stopped: {failure}")
+    _output(args, result, lines)
+    return 0 if result["ok"] else 1
 
 
 def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationReport:
