@@ -117,14 +117,7 @@ def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseC
 def swift_section(path: str, database: str | None = None) -> SwiftBlobStorageFactory:
     """The ``<swiftblobstorage>`` section of *database* in the file at *path*
     (the database's storage, or a storage that it wraps)."""
-    section = storage_section(path, database)
-    while not isinstance(section, SwiftBlobStorageFactory):
-        section = getattr(section.config, "base", None)
-        if section is None:
-            raise ConfigurationError(
-                f"{path}: the storage of database {database or 'main'!r} has no "
-                "<swiftblobstorage> section (add '%import zodb_swiftblobs' and wrap it)")
-    return section
+    return _swift_within(storage_section(path, database), path, database)
 
 
 def open_swift_storage(path: str, database: str | None = None, *,
@@ -136,8 +129,9 @@ def open_swift_storage(path: str, database: str | None = None, *,
     With *read_only*, every storage of the chain that can be opened read-only
     is (tools that only read the database run beside a live site so).
     """
-    swift_section(path, database)  # say so early when there is none
-    storage = open_storage(path, database, read_only=read_only)
+    section = storage_section(path, database)
+    _swift_within(section, path, database)  # say so before opening anything
+    storage = _open(section, read_only)
     inner = storage
     while not isinstance(inner, SwiftBlobStorage):
         inner = inner.base
@@ -147,7 +141,21 @@ def open_swift_storage(path: str, database: str | None = None, *,
 def open_storage(path: str, database: str | None = None, *, read_only: bool = False):
     """Open the storage of *database* in the file at *path* (read-only: every
     storage of its chain that can be)."""
-    section = storage_section(path, database)
+    return _open(storage_section(path, database), read_only)
+
+
+def _swift_within(section: ZODB.config.BaseConfig, path: str,
+                  database: str | None) -> SwiftBlobStorageFactory:
+    while not isinstance(section, SwiftBlobStorageFactory):
+        section = getattr(section.config, "base", None)
+        if section is None:
+            raise ConfigurationError(
+                f"{path}: the storage of database {database or 'main'!r} has no "
+                "<swiftblobstorage> section (add '%import zodb_swiftblobs' and wrap it)")
+    return section
+
+
+def _open(section: ZODB.config.BaseConfig, read_only: bool):
     if read_only:
         _make_read_only(section)
     return section.open()
