@@ -149,7 +149,7 @@ def test_listing_is_paged_lazily_by_marker(swift_container, tmp_path, devswift):
 def test_large_object_uploads_in_parallel_segments(swift_container, tmp_path, devswift):
     data = write_file(tmp_path / "big", 9 * (1 << 20) + 12345)
     stored = swift_container.upload("big", str(tmp_path / "big"), metadata={"k": "v"})
-    assert stored.large and stored.md5 == file_md5(str(tmp_path / "big"))
+    assert stored.large and stored.md5 is None, "a large object's ETag is not its MD5"
     segments = list(swift_container.list(container=swift_container.segment_container))
     assert len(segments) == 10 and all(s.name.startswith("big/") for s in segments)
     listed = list(swift_container.list())
@@ -256,14 +256,46 @@ def test_corrupted_download_is_detected_by_checksum(swift_container, tmp_path, d
     assert not (tmp_path / "out").exists()
 
 
-def test_corrupted_large_object_is_detected_by_metadata_checksum(swift_container, tmp_path,
+def test_corrupted_large_object_is_detected_by_segment_checksums(swift_container, tmp_path,
                                                                 devswift):
     data = write_file(tmp_path / "big", 6 << 20)
     swift_container.upload("big", str(tmp_path / "big"))
     corrupt_on_disk(devswift, data[1 << 20:2 << 20])
-    with pytest.raises(ChecksumMismatchError):
+    with pytest.raises(ChecksumMismatchError) as info:
         swift_container.download("big", str(tmp_path / "out"))
+    assert "segment 2 of 6" in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_downloads_send_no_head_request(swift_container, tmp_path, devswift):
+    small = write_file(tmp_path / "small", 1000)
+    big = write_file(tmp_path / "big", (5 << 20) + 3)
+    swift_container.upload("small", str(tmp_path / "small"))
+    swift_container.upload("big", str(tmp_path / "big"))
+    before = proxy_log(devswift).count(f"/{swift_container.container}/")
+    swift_container.download("small", str(tmp_path / "small-back"))
+    swift_container.download("big", str(tmp_path / "big-back"))
+    requests_made = [line for line in proxy_log(devswift).splitlines()
+                     if f"/{swift_container.container}/" in line][before:]
+    assert read(tmp_path / "small-back") == small and read(tmp_path / "big-back") == big
+    assert not [line for line in requests_made if " HEAD " in line]
+    assert len([line for line in requests_made if " GET " in line]) == 3, \
+        "one GET for the plain object; the manifest, then the content, for the large one"
+
+
+def test_large_object_matches_compares_every_segment(swift_container, tmp_path):
+    data = write_file(tmp_path / "big", (5 << 20) + 3)
+    swift_container.upload("big", str(tmp_path / "big"))
+    assert swift_container.large_object_matches("big", str(tmp_path / "big"))
+    changed = bytearray(data)
+    changed[(3 << 20) + 5] ^= 0xFF
+    (tmp_path / "changed").write_bytes(bytes(changed))
+    assert not swift_container.large_object_matches("big", str(tmp_path / "changed"))
+    (tmp_path / "longer").write_bytes(data + b"x")
+    assert not swift_container.large_object_matches("big", str(tmp_path / "longer"))
+    segment = next(iter(swift_container.list(container=swift_container.segment_container)))
+    swift_container.delete_many([segment.name], container=swift_container.segment_container)
+    assert not swift_container.large_object_matches("big", str(tmp_path / "big"))
 
 
 def established_connections(port):
@@ -425,7 +457,7 @@ def test_copy_inside_swift_plain_and_large(swift_container, tmp_path):
     swift_container.upload("big", str(tmp_path / "big"), metadata={"k": "w"})
     assert swift_container.copy("small", "small-copy").size == 5000
     copied = swift_container.copy("big", "big-copy")
-    assert copied.large and copied.md5 == file_md5(str(tmp_path / "big"))
+    assert copied.large and copied.size == len(big)
     segments = list(swift_container.list(container=swift_container.segment_container))
     assert len(segments) == 14, "the copy has segments of its own"
 

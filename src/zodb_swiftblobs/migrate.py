@@ -271,12 +271,11 @@ class _Transfers:
         try:
             stored = existing()
             if stored is not None and stored.size == size:
-                if stored.large:  # its checksum is in its metadata; its segments must be there
-                    if self.container.large_object_problem(name) is not None:
-                        stored = None
-                    else:
-                        stored = self.container.head(name)
-                if stored is not None and stored.md5 and stored.md5 == file_md5(path):
+                if stored.large:
+                    same = self.container.large_object_matches(name, path)
+                else:
+                    same = stored.md5 is not None and stored.md5 == file_md5(path)
+                if same:
                     with self.lock:
                         report.skipped += 1
                         report.bytes_skipped += size

@@ -12,8 +12,10 @@ operation, the object and Swift's transaction id, and never carry a secret.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import itertools
 import json
 import logging
 import math
@@ -50,7 +52,6 @@ CHUNK_SIZE = 1 << 20
 MIB = 1 << 20
 GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
-CHECKSUM_HEADER = "x-object-meta-content-md5"
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
@@ -454,6 +455,7 @@ class SwiftContainer:
             if held is not None:
                 held.conn.close()
             parsed, conn = swift.http_connection(url, timeout=self.timeout, **self._tls)
+            _tune(conn, url)
             held = self._local.connection = _ThreadConnection(url, parsed, conn)
             with self._lock:
                 self._connections.add(held)
@@ -657,29 +659,41 @@ class SwiftContainer:
         limit = self._transfer_deadline(size, deadline)
         if size > self.large_object_threshold:
             return self._upload_large(name, path, size, headers, limit)
-        md5 = file_md5(path)
-        self._put_file(self.container, name, path, 0, size, md5, headers, limit)
+        md5 = self._put_file(self.container, name, path, 0, size, headers, limit)
         return StoredObject(name, size, md5, False, None, _metadata_of(headers))
 
     def _put_file(self, container: str, name: str, path: str, offset: int, length: int,
-                  md5: str, headers: dict[str, str], limit: Deadline) -> None:
+                  headers: dict[str, str], limit: Deadline) -> str:
+        """PUT *length* bytes of the file at *path* from *offset*; return their MD5.
+
+        The MD5 is computed from the bytes as they are sent (one read of the
+        file) and compared with the ETag Swift computed from the bytes it
+        stored; on a mismatch the object is deleted and ChecksumMismatchError
+        raised.
+        """
         def put(url, token, http):
             with open(path, "rb") as f:
                 body = _UploadBody(f, offset, length, limit)
-                return swift.put_object(url, token, container, name, body,
-                                        content_length=length, etag=md5, headers=headers,
+                etag = swift.put_object(url, token, container, name, body,
+                                        content_length=length, headers=headers,
                                         chunk_size=CHUNK_SIZE, http_conn=http)
-        self._put_creating_container(container, name, put, limit)
+            return etag, body.md5() or file_md5(path, offset, length)
+        etag, md5 = self._put_creating_container(container, name, put, limit)
+        if etag != md5:
+            with contextlib.suppress(SwiftError):
+                self._delete_one(container, name, None)
+            raise ChecksumMismatchError(
+                f"Swift stored bytes with MD5 {etag}, the file's are {md5}",
+                operation="upload", name=name)
+        return md5
 
-    def _put_creating_container(self, container: str, name: str, put,
-                                limit: Deadline) -> None:
+    def _put_creating_container(self, container: str, name: str, put, limit: Deadline):
         try:
-            self._call("upload", name, put, deadline=limit)
-            return
+            return self._call("upload", name, put, deadline=limit)
         except NotFoundError:
             self._containers_ready.discard(container)
         self.ensure_container(container)
-        self._call("upload", name, put, deadline=limit)
+        return self._call("upload", name, put, deadline=limit)
 
     def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
         """Stream object *name* into the file *path*; verify length and checksum.
@@ -705,23 +719,35 @@ class SwiftContainer:
         return self._stream(name, _Discard(), deadline)
 
     def _stream(self, name: str, out, deadline: float | None) -> StoredObject:
-        """Stream object *name* into *out* (write, seek and truncate); verify it."""
-        state = {"written": 0, "md5": hashlib.md5(usedforsecurity=False), "first": None,
-                 "extended": False}
+        """Stream object *name* into *out* (write, seek and truncate); verify it.
+
+        A plain object is checked against its ETag.  For a large object the
+        first request returns its manifest instead (``multipart-manifest=get``
+        is ignored by plain objects, so no HEAD is needed to tell them apart),
+        and each segment's bytes are checked against the MD5 in the manifest.
+        """
+        state: dict = {}
         limit = Deadline(self.deadline if deadline is None else deadline)
 
-        def restart():
+        def restart(same_object: bool = False):
+            """Start over at byte 0 (the manifest is kept for *same_object*)."""
             out.seek(0)
             out.truncate()
-            state.update(written=0, md5=hashlib.md5(usedforsecurity=False), first=None)
+            spans = state.get("spans") if same_object else None
+            state.update(written=0, first=None, spans=spans, checker=None)
+
+        restart()
+        extended = False
 
         def get(url, token, http):
+            nonlocal extended
             if state["first"] and state["written"] >= _stored_object(name, state["first"]).size:
                 return
             headers = {"Range": f"bytes={state['written']}-"} if state["written"] else {}
+            query = None if state["spans"] is not None else "multipart-manifest=get"
             try:
                 response_headers, body = swift.get_object(
-                    url, token, self.container, name, http_conn=http,
+                    url, token, self.container, name, http_conn=http, query_string=query,
                     resp_chunk_size=CHUNK_SIZE, headers=headers)
             except ClientException as exc:
                 if exc.http_status != 416 or not state["written"]:
@@ -729,15 +755,23 @@ class SwiftContainer:
                 restart()  # the object shrank under us
                 raise _Restart() from None
             try:
+                if state["spans"] is None and _is_large(response_headers):
+                    state["spans"] = _manifest_spans(json.loads(b"".join(body)))
+                    raise _Restart()  # now its content
                 self._check_resumed(response_headers, state, restart)
-                if not state["extended"] and deadline is None:
+                if state["checker"] is None:
+                    stored = _stored_object(name, response_headers)
+                    spans = state["spans"] or [(stored.size, stored.md5)]
+                    state["checker"] = _SpanChecker(spans, name, response_headers)
+                if not extended and deadline is None:
                     limit.extend(int(response_headers.get("content-length", 0)) / MIB)
-                    state["extended"] = True
+                    extended = True
                 if state["written"]:
                     log.debug("resuming download of %r at byte %d", name, state["written"])
+                checker = state["checker"]
                 for chunk in body:
                     out.write(chunk)
-                    state["md5"].update(chunk)
+                    checker.update(chunk)
                     state["written"] += len(chunk)
                     if limit.remaining() <= 0:
                         raise TransientSwiftError(
@@ -747,7 +781,14 @@ class SwiftContainer:
                 body.close()
 
         self._call("download", name, get, deadline=limit)
-        return self._verify_download(name, state)
+        stored = _stored_object(name, state["first"])
+        if state["written"] != stored.size:
+            raise ChecksumMismatchError(
+                f"received {state['written']} bytes, expected {stored.size}",
+                operation="download", name=name,
+                transaction_id=state["first"].get("x-trans-id"))
+        state["checker"].finish()
+        return stored
 
     @staticmethod
     def _check_resumed(headers: Mapping[str, str], state: dict, restart) -> None:
@@ -760,25 +801,11 @@ class SwiftContainer:
             raise _Restart()
         content_range = headers.get("content-range")
         if content_range is None:
-            restart()  # the Range was ignored: this body starts at byte 0
+            restart(same_object=True)  # the Range was ignored: this body starts at byte 0
             state["first"] = headers
         elif not content_range.startswith(f"bytes {state['written']}-"):
             restart()
             raise _Restart()
-
-    def _verify_download(self, name: str, state: dict) -> StoredObject:
-        stored = _stored_object(name, state["first"])
-        received = state["md5"].hexdigest()
-        txn = state["first"].get("x-trans-id")
-        if state["written"] != stored.size:
-            raise ChecksumMismatchError(
-                f"received {state['written']} bytes, expected {stored.size}",
-                operation="download", name=name, transaction_id=txn)
-        if stored.md5 and received != stored.md5:
-            raise ChecksumMismatchError(
-                f"received bytes have MD5 {received}, expected {stored.md5}",
-                operation="download", name=name, transaction_id=txn)
-        return replace(stored, md5=received)
 
     def copy(self, source: str, destination: str, *,
              deadline: float | None = None) -> StoredObject:
@@ -810,7 +837,7 @@ class SwiftContainer:
                          "etag": segment["hash"], "size_bytes": segment["bytes"]}
                         for index, segment in enumerate(segments)]
             manifest_body = json.dumps(manifest).encode()
-            headers = {**_metadata_headers(stored.metadata), CHECKSUM_HEADER: stored.md5}
+            headers = _metadata_headers(stored.metadata)
             self._call("copy", destination, lambda u, t, h: swift.put_object(
                 u, t, self.container, destination, manifest_body,
                 content_length=len(manifest_body), headers=headers,
@@ -883,14 +910,12 @@ class SwiftContainer:
                    for index, (offset, length) in enumerate(ranges)]
         manifest_sent = False
         try:
-            md5 = file_md5(path)
             manifest = [future.result() for future in futures]
             body = json.dumps(manifest).encode()
-            manifest_headers = {**headers, CHECKSUM_HEADER: md5}
             manifest_sent = True
             self._put_creating_container(self.container, name, lambda u, t, h: swift.put_object(
                 u, t, self.container, name, body, content_length=len(body),
-                headers=manifest_headers, query_string="multipart-manifest=put", http_conn=h),
+                headers=headers, query_string="multipart-manifest=put", http_conn=h),
                 limit)
         except BaseException as exc:
             for future in futures:
@@ -902,30 +927,54 @@ class SwiftContainer:
             if manifest_sent and isinstance(exc, TransientSwiftError):
                 stored = self._manifest_stored(name, prefix)
                 if stored:
-                    return StoredObject(name, size, md5, True, None, _metadata_of(headers))
+                    return StoredObject(name, size, None, True, None, _metadata_of(headers))
                 if stored is None:
                     raise  # unknown: keep the segments rather than break a stored manifest
             self._remove_segments(name, written)
             raise
         log.debug("uploaded %r as a large object of %d segments", name, len(ranges))
-        return StoredObject(name, size, md5, True, None, _metadata_of(headers))
+        return StoredObject(name, size, None, True, None, _metadata_of(headers))
 
     def large_object_problem(self, name: str) -> str | None:
         """What is wrong with large object *name* (a segment missing, or of
         another size than its manifest says); None when all is in place."""
+        for segment in self._manifest(name):
+            problem = self._segment_problem(segment)
+            if problem is not None:
+                return problem
+        return None
+
+    def large_object_matches(self, name: str, path: str) -> bool:
+        """Whether large object *name* holds exactly the bytes of the file at
+        *path*: every segment in place, with the MD5 of the file's bytes at
+        its offset (segments are checked in parallel)."""
+        segments = self._manifest(name)
+        offsets = list(itertools.accumulate((int(s["bytes"]) for s in segments), initial=0))
+        if offsets[-1] != os.path.getsize(path):
+            return False
+
+        def matches(index: int) -> bool:
+            segment = segments[index]
+            return self._segment_problem(segment) is None and \
+                file_md5(path, offsets[index], int(segment["bytes"])) == segment["hash"]
+        return all(self._segment_executor().map(matches, range(len(segments))))
+
+    def _manifest(self, name: str) -> list[dict]:
         _, body = self._call("manifest", name, lambda u, t, h: swift.get_object(
             u, t, self.container, name, query_string="multipart-manifest=get", http_conn=h))
-        for segment in json.loads(body):
-            container, _, segment_name = segment["name"].lstrip("/").partition("/")
-            try:
-                headers = self._call("head", segment_name, lambda u, t, h: swift.head_object(
-                    u, t, container, segment_name, http_conn=h))
-            except NotFoundError:
-                return f"its segment {segment['name']} is missing"
-            size = int(headers.get("content-length", -1))
-            if size != int(segment["bytes"]):
-                return (f"its segment {segment['name']} has {size} bytes, its manifest "
-                        f"says {segment['bytes']}")
+        return json.loads(body)
+
+    def _segment_problem(self, segment: dict) -> str | None:
+        container, _, segment_name = segment["name"].lstrip("/").partition("/")
+        try:
+            headers = self._call("head", segment_name, lambda u, t, h: swift.head_object(
+                u, t, container, segment_name, http_conn=h))
+        except NotFoundError:
+            return f"its segment {segment['name']} is missing"
+        size = int(headers.get("content-length", -1))
+        if size != int(segment["bytes"]):
+            return (f"its segment {segment['name']} has {size} bytes, its manifest "
+                    f"says {segment['bytes']}")
         return None
 
     def _manifest_stored(self, name: str, prefix: str) -> bool | None:
@@ -951,8 +1000,7 @@ class SwiftContainer:
 
     def _upload_segment(self, segment: str, path: str, offset: int, length: int,
                         limit: Deadline) -> dict:
-        md5 = file_md5(path, offset, length)
-        self._put_file(self.segment_container, segment, path, offset, length, md5, {}, limit)
+        md5 = self._put_file(self.segment_container, segment, path, offset, length, {}, limit)
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
                 "size_bytes": length}
 
@@ -1127,6 +1175,35 @@ def _raise_for_bulk_result(response) -> dict:
     return result
 
 
+def _tune(conn, url: str) -> None:
+    """Make one of swiftclient's HTTP connections cheaper per request.
+
+    Bodies are sent in large blocks, and the environment's proxy and CA
+    bundle settings are read once here instead of by ``requests`` on every
+    request (which scans the whole environment and looks for ``~/.netrc``).
+    """
+    for scheme in ("http://", "https://"):
+        conn.request_session.mount(scheme, _LargeBlockAdapter())
+    session = conn.request_session
+    session.trust_env = False
+    proxies = requests.utils.get_environ_proxies(url)
+    if proxies and "proxies" not in conn.requests_args:
+        conn.requests_args["proxies"] = proxies
+    if conn.requests_args.get("verify") is True:
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            conn.requests_args["verify"] = bundle
+
+
+class _LargeBlockAdapter(requests.adapters.HTTPAdapter):
+    """Sends request bodies in CHUNK_SIZE blocks (urllib3 reads file bodies in
+    16 KiB blocks by default: many more system calls for the same bytes)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["blocksize"] = CHUNK_SIZE
+        super().init_poolmanager(*args, **kwargs)
+
+
 class _Discard:
     """A file that keeps nothing (for :meth:`SwiftContainer.check`)."""
 
@@ -1150,6 +1227,7 @@ class _UploadBody:
     def __init__(self, f, offset: int, length: int, deadline: Deadline) -> None:
         self._f, self._offset, self._length, self._pos = f, offset, length, 0
         self._deadline = deadline
+        self._md5, self._hashed = hashlib.md5(usedforsecurity=False), 0
         f.seek(offset)
 
     def read(self, size: int = -1) -> bytes:
@@ -1161,6 +1239,9 @@ class _UploadBody:
             data = self._f.read(size)
         except OSError as exc:
             raise _LocalFileError(exc) from None
+        if self._hashed == self._pos:
+            self._md5.update(data)
+            self._hashed += len(data)
         self._pos += len(data)
         return data
 
@@ -1168,7 +1249,13 @@ class _UploadBody:
         base = {0: 0, 1: self._pos, 2: self._length}[whence]
         self._pos = max(0, min(self._length, base + pos))
         self._f.seek(self._offset + self._pos)
+        if self._pos == 0:
+            self._md5, self._hashed = hashlib.md5(usedforsecurity=False), 0
         return self._pos
+
+    def md5(self) -> str | None:
+        """Hex MD5 of the window, when it was read through in order (else None)."""
+        return self._md5.hexdigest() if self._hashed == self._length else None
 
     def tell(self) -> int:
         return self._pos
@@ -1207,15 +1294,81 @@ def _metadata_of(headers: Mapping[str, str]) -> dict[str, str]:
             if k.startswith("X-Object-Meta-")}
 
 
+def _is_large(headers: Mapping[str, str]) -> bool:
+    return str(headers.get("x-static-large-object", "")).lower() == "true"
+
+
 def _stored_object(name: str, headers: Mapping[str, str]) -> StoredObject:
-    large = str(headers.get("x-static-large-object", "")).lower() == "true"
+    """The object a response describes; ``md5`` is None for a large object
+    (its ETag is not the MD5 of its content)."""
+    large = _is_large(headers)
     size = int(headers.get("content-length", 0))
     if "content-range" in headers:
         size = int(headers["content-range"].rsplit("/", 1)[1])
-    md5 = headers.get(CHECKSUM_HEADER) if large else headers.get("etag", "").strip('"') or None
+    md5 = None if large else headers.get("etag", "").strip('"') or None
     metadata = {k[len("x-object-meta-"):]: v for k, v in headers.items()
-                if k.startswith("x-object-meta-") and k != CHECKSUM_HEADER}
+                if k.startswith("x-object-meta-")}
     return StoredObject(name, size, md5, large, headers.get("last-modified"), metadata)
+
+
+def _manifest_spans(manifest: list[dict]) -> list[tuple[int, str | None]]:
+    """(length, MD5) of each segment of a large object's manifest; the MD5 is
+    None where the manifest's hash is not that of the bytes served (a range
+    of a segment, or a nested large object)."""
+    return [(int(segment["bytes"]) if "range" not in segment else _range_length(segment),
+             None if segment.get("sub_slo") or "range" in segment else segment["hash"])
+            for segment in manifest]
+
+
+def _range_length(segment: dict) -> int:
+    first, _, last = segment["range"].partition("-")
+    return int(last) - int(first) + 1
+
+
+class _SpanChecker:
+    """Checks the MD5 of each span of a byte stream as the bytes arrive: the
+    whole object, or each segment of a large object."""
+
+    def __init__(self, spans: list[tuple[int, str | None]], name: str,
+                 headers: Mapping[str, str]) -> None:
+        self._spans, self._name, self._headers = spans, name, headers
+        self._index, self._filled = 0, 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._index >= len(self._spans):
+                raise self._mismatch("more bytes than the object has")
+            length = self._spans[self._index][0]
+            taken = min(len(view), length - self._filled)
+            self._md5.update(view[:taken])
+            self._filled += taken
+            view = view[taken:]
+            if self._filled == length:
+                self._end_span()
+
+    def finish(self) -> None:
+        """Check the spans not ended yet (empty ones); all must have been received."""
+        while self._index < len(self._spans) and self._spans[self._index][0] == self._filled:
+            self._end_span()
+        if self._index < len(self._spans):
+            raise self._mismatch("fewer bytes than the object has")
+
+    def _end_span(self) -> None:
+        expected = self._spans[self._index][1]
+        received = self._md5.hexdigest()
+        if expected is not None and received != expected:
+            where = f"segment {self._index + 1} of {len(self._spans)}: " \
+                if len(self._spans) > 1 else ""
+            raise self._mismatch(f"{where}received bytes have MD5 {received}, "
+                                 f"expected {expected}")
+        self._index, self._filled = self._index + 1, 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+
+    def _mismatch(self, message: str) -> ChecksumMismatchError:
+        return ChecksumMismatchError(message, operation="download", name=self._name,
+                                     transaction_id=self._headers.get("x-trans-id"))
 
 
 def _remove(path: str) -> None:
