@@ -5,22 +5,23 @@ one object per blob revision (see :mod:`zodb_swiftblobs.keys`), with a local
 cache for reads (:mod:`zodb_swiftblobs.cache`).
 
 Two-phase commit: ``storeBlob`` stores the record in the base and moves the
-blob file into a staging directory.  Each blob is uploaded as soon as the
-transaction id is known (at ``tpc_begin`` for FileStorage, MappingStorage and
-DemoStorage; after the base has voted for RelStorage), in a bounded pool and
-concurrently with the rest of the commit.  ``tpc_vote`` waits for the uploads
-and fails if one failed, so the transaction aborts cleanly.  ``tpc_finish``
-only renames staged files into the cache.  ``tpc_abort`` deletes what the
-transaction uploaded.
+blob file to a staging name in the cache's ``tmp`` directory.  Each blob is
+uploaded as soon as the transaction id is known (at ``tpc_begin`` for
+FileStorage, MappingStorage and DemoStorage; after the base has voted for
+RelStorage), in a bounded pool and concurrently with the rest of the commit.
+``tpc_vote`` waits for the uploads and fails if one failed, so the
+transaction aborts cleanly.  ``tpc_finish`` only renames staged files into
+the cache.  ``tpc_abort`` deletes what the transaction uploaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
 import tempfile
 import time
+import uuid
 from base64 import decodebytes
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -122,7 +123,7 @@ class _Commit:
     def __init__(self, transaction, staging_root: str) -> None:
         self.transaction = transaction
         self.tid: bytes | None = None
-        self.directory = tempfile.mkdtemp(prefix="commit-", dir=staging_root)
+        self.staging_prefix = os.path.join(staging_root, f"commit-{uuid.uuid4().hex}-")
         self.staged: dict[bytes, tuple[str, bytes | None]] = {}   # oid -> (path, serial)
         self.copies: dict[bytes, str] = {}                         # oid -> source key
         self.work: dict[bytes, Future] = {}                        # oid -> upload or copy
@@ -135,8 +136,22 @@ class _Commit:
         path, own_serial = entry
         return path if (own_serial or self.tid) == serial else None
 
+    def staging_path(self, oid: bytes) -> str:
+        """Where the blob file of *oid* waits for the end of the transaction."""
+        return f"{self.staging_prefix}{oid.hex()}.blob"
+
+    def unstage(self, oid: bytes) -> None:
+        """Forget the staged file of *oid* (its upload must be settled), and remove it."""
+        path, _ = self.staged.pop(oid, (None, None))
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
     def remove_staging(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Remove the staged files not moved into the cache."""
+        for path, _ in self.staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 class _Shared:
@@ -427,7 +442,7 @@ class SwiftBlobStorage:
 
     def _stage(self, oid: bytes, serial: bytes | None, blobfilename: str, transaction) -> None:
         commit = self._current(transaction)
-        staged = os.path.join(commit.directory, f"{oid.hex()}.blob")
+        staged = commit.staging_path(oid)
         self._settle(commit, oid)  # an earlier upload of this oid may still read the file
         rename_or_copy_blob(blobfilename, staged, chmod=False)
         commit.staged[oid] = (staged, serial)
@@ -480,7 +495,8 @@ class SwiftBlobStorage:
                 if before is None or not is_blob(before[0]):
                     continue  # undoing a creation brings no blob back
                 commit.copies[record.oid] = self._shared.keys.key(record.oid, before[1])
-                commit.staged.pop(record.oid, None)
+                self._settle(commit, record.oid)
+                commit.unstage(record.oid)
                 if commit.tid is not None:
                     self._start(commit, record.oid)
         return result
