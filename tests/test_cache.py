@@ -9,6 +9,7 @@ import os
 import subprocess
 import re
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -538,6 +539,30 @@ def test_background_thread_evicts_by_itself(make_cache, caplog, via):
     summaries = [record for record in caplog.records if record.levelno == logging.INFO]
     assert summaries
     assert {record.threadName for record in summaries} == {"zodb-swiftblobs-eviction"}
+
+
+def test_background_eviction_runs_in_a_child_process(make_cache, monkeypatch):
+    """A pass walks the whole cache; in a thread it would hold readers up on the GIL."""
+    cache = make_cache(size=MIB)
+    cache.close()  # this test evicts by itself
+    for n in range(15):
+        cache.publish(stage(cache, b"x" * (100 * KIB)), ident(n), TID)
+
+    def not_here(*args):
+        raise AssertionError("the pass ran in this process")
+    monkeypatch.setattr(BlobCache, "_remove_least_recently_used", not_here)
+    assert cache.evict(in_child=True) == 6  # 9 of 100 KiB fit in 90 % of 1 MiB
+    assert cache.stats()["evictions"] == 6, "the child's pass is counted here"
+
+
+def test_eviction_falls_back_to_this_process_without_a_child(make_cache, monkeypatch, caplog):
+    cache = make_cache(size=MIB)
+    cache.close()
+    for n in range(15):
+        cache.publish(stage(cache, b"x" * (100 * KIB)), ident(n), TID)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    assert cache.evict(in_child=True) == 6
+    assert "the eviction process failed" in caplog.text
 
 
 def test_close_stops_the_background_thread(make_cache):

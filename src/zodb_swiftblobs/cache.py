@@ -29,6 +29,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -204,7 +206,7 @@ class BlobCache:
         return self._under_eviction_lock(lambda: self._evict_least_recently_used(
             0, 0, spare_recently_used=False), wait=True) or (0, 0)
 
-    def evict(self) -> int:
+    def evict(self, *, in_child: bool = False) -> int:
         """Run one eviction pass now; return the number of files removed.
 
         If the committed files total more than :attr:`size` bytes, remove the
@@ -213,10 +215,41 @@ class BlobCache:
         Only one process evicts at a time: if another one is evicting, return
         0 at once.  Fetches in progress, their lock files and
         :attr:`temporary_directory` are never touched.
+
+        With *in_child* (what the background eviction does), the pass runs in
+        a child Python process: it walks the whole cache, and in a thread of
+        this process it would compete with readers for the GIL.  When no child
+        can be started it runs here.
         """
+        if in_child:
+            removed = self._evict_in_child()
+            if removed is not None:
+                return removed
         removed = self._under_eviction_lock(lambda: self._evict_least_recently_used(
             self.size, self.size * EVICTION_TARGET), wait=False)
         return removed[0] if removed else 0
+
+    def _evict_in_child(self) -> int | None:
+        """One eviction pass in a child process (see :func:`_main`); None if
+        none could be run."""
+        if not sys.executable:
+            return None
+        command = [sys.executable, "-I", "-S", os.path.abspath(__file__), self.directory,
+                   str(self.size)]
+        try:
+            completed = subprocess.run(command, capture_output=True, text=True, check=False)
+            result = json.loads(completed.stdout) if completed.returncode == 0 else "failed"
+        except (OSError, ValueError) as exc:
+            completed, result = None, f"{type(exc).__name__}: {exc}"
+        if isinstance(result, str):
+            reason = completed.stderr.strip()[-300:] if completed is not None else result
+            log.warning("blob cache %s: the eviction process failed (%s); evicting in this "
+                        "process", self.directory, reason)
+            return None
+        if result is None:
+            return 0  # another process is evicting
+        self._record_eviction(*result)
+        return result[0]
 
     def _under_eviction_lock(self, evict: Callable[[], tuple[int, int]], *,
                              wait: bool) -> tuple[int, int] | None:
@@ -269,10 +302,24 @@ class BlobCache:
                                    spare_recently_used: bool = True) -> tuple[int, int]:
         """If the committed files total more than *limit* bytes, remove the least
         recently used until they total at most *target*; return (files, bytes)."""
+        removed, removed_bytes, total = self._remove_least_recently_used(
+            limit, target, spare_recently_used)
+        self._record_eviction(removed, removed_bytes, total)
+        return removed, removed_bytes
+
+    def _record_eviction(self, removed: int, removed_bytes: int, remaining: int) -> None:
+        self._count(evictions=removed, evicted_bytes=removed_bytes)
+        if removed:
+            log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
+                     self.directory, removed, removed_bytes, remaining)
+
+    def _remove_least_recently_used(self, limit: float, target: float,
+                                    spare_recently_used: bool) -> tuple[int, int, int]:
+        """The pass itself: (files, bytes) removed and the bytes that remain."""
         files = self._committed_files()
         total = sum(size for _, size, _ in files)
         if total <= limit:
-            return 0, 0
+            return 0, 0, total
         removed = removed_bytes = 0
         for accessed, size, path in sorted(files):
             if total <= target:
@@ -288,11 +335,7 @@ class BlobCache:
                 removed += 1
                 removed_bytes += size
             total -= size
-        self._count(evictions=removed, evicted_bytes=removed_bytes)
-        if removed:
-            log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
-                     self.directory, removed, removed_bytes, total)
-        return removed, removed_bytes
+        return removed, removed_bytes, total
 
     def _committed_files(self) -> list[tuple[int, int, str]]:
         """(access time in ns, size, path) of every committed file on disk."""
@@ -360,7 +403,7 @@ class BlobCache:
                     return
                 self._bytes_since_eviction = 0
             try:
-                self.evict()
+                self.evict(in_child=True)
             except Exception:
                 log.exception("blob cache %s: eviction failed", self.directory)
 
@@ -468,3 +511,19 @@ def _remove_committed_file(path: str) -> bool:
     with contextlib.suppress(OSError):  # not empty, or removed meanwhile
         os.rmdir(os.path.dirname(path))
     return True
+
+
+def _main(directory: str, size: str) -> None:
+    """The child process of :meth:`BlobCache.evict`: one pass, at a lower CPU
+    priority; prints [files, bytes, remaining bytes], or null when another
+    process is evicting.  It counts nothing itself: its parent does."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    cache = BlobCache(directory, int(size))
+    result = cache._under_eviction_lock(lambda: cache._remove_least_recently_used(
+        cache.size, cache.size * EVICTION_TARGET, True), wait=False)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:])
