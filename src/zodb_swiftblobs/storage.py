@@ -149,9 +149,8 @@ class _Commit:
 
     def remove_staging(self) -> None:
         """Remove the staged files not moved into the cache."""
-        for path, _ in self.staged.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        for oid in list(self.staged):
+            self.unstage(oid)
 
 
 class _Shared:
