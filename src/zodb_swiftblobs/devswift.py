@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from . import devkeystone
+from . import devfaults, devkeystone
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,15 @@ class DevSwift:
     clients read from ``/info``; *rate_limit* makes Swift's ratelimit
     middleware answer 498 above that many container writes a second (it needs
     memcached).  *keystone* adds a real Keystone and a proxy that uses it.
+    *token_life* is the lifetime of TempAuth tokens in seconds.  *faults*
+    puts :mod:`zodb_swiftblobs.devfaults` in the proxy (see :meth:`inject_faults`).
     """
 
     def __init__(self, directory: str, *, devices: str | None = None,
                  max_file_size: int | None = None,
                  max_deletes_per_request: int | None = None, expose_info: bool = True,
-                 rate_limit: float | None = None, keystone: bool = False) -> None:
+                 rate_limit: float | None = None, keystone: bool = False,
+                 token_life: int = 86400, faults: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
         self.max_file_size = max_file_size
@@ -117,6 +120,8 @@ class DevSwift:
         self.expose_info = expose_info
         self.rate_limit = rate_limit
         self.keystone = keystone
+        self._token_life = token_life
+        self.faults = faults
         self.etc = os.path.join(self.directory, "etc")
         self.logs = os.path.join(self.directory, "log")
         self.state_path = os.path.join(self.directory, STATE_FILE)
@@ -283,6 +288,20 @@ class DevSwift:
         """Undo pause_server."""
         self._signal(name, signal.SIGCONT)
 
+    @property
+    def faults_path(self) -> str:
+        return os.path.join(self.directory, devfaults.RULES_FILE)
+
+    def inject_faults(self, *rules: dict) -> None:
+        """Replace the proxy's fault rules (a cluster started with ``faults=True``;
+        see :mod:`zodb_swiftblobs.devfaults`); no rules clears them."""
+        if not self.faults:
+            raise DevSwiftError("this cluster was not started with faults=True")
+        temporary = f"{self.faults_path}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(list(rules), f)
+        os.replace(temporary, self.faults_path)
+
     def _signal(self, name: str, signum: int) -> None:
         pid = self._owned_pid(self.state, name)
         if not pid:
@@ -310,7 +329,7 @@ class DevSwift:
                 "key": secrets.token_urlsafe(18),
                 "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
                 "hash_suffix": secrets.token_hex(16),
-                "token_life": 86400,
+                "token_life": self._token_life,
             }
         state["pids"], state["argv"] = {}, {}
         if self.keystone and not state.get("keystone"):
@@ -390,6 +409,8 @@ class DevSwift:
             "tempurl ratelimit tempauth copy container-quotas account-quotas slo dlo "
             "versioned_writes proxy-logging proxy-server"
         )
+        if self.faults:
+            pipeline = pipeline.replace(" proxy-server", " faults proxy-server")
         if not memcached:
             pipeline = pipeline.replace(" cache ", " ")
         filters = {
@@ -410,6 +431,9 @@ class DevSwift:
                 f"token_life = {state['token_life']}\n"
             ),
         }
+        if self.faults:
+            filters["faults"] = ("paste.filter_factory = zodb_swiftblobs.devfaults:"
+                                 f"filter_factory\nrules_path = {self.faults_path}\n")
         if memcached:
             filters["cache"] = f"memcache_servers = 127.0.0.1:{memcached}\n"
         if name == "proxy-keystone":

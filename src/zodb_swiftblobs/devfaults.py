@@ -1,0 +1,98 @@
+"""Fault injection for the embedded Swift: a proxy middleware driven by a file.
+
+Some failures cannot be produced by stopping, pausing or killing servers:
+Swift never answers 429 itself (its rate limiter answers 498), and bytes are
+never damaged between a client and the proxy.  A cluster started with
+``DevSwift(faults=True)`` has this middleware in its proxy pipeline, just
+before the proxy application; it does nothing until
+:meth:`zodb_swiftblobs.devswift.DevSwift.inject_faults` writes rules into the
+cluster's ``faults.json``.  Each rule matches requests by method and a piece
+of their path, and applies to the next *times* of them:
+
+- ``{"status": 429, "retry_after": 1}`` answers with that status (and a
+  ``Retry-After`` header) instead of passing the request on;
+- ``{"flip_body": true}`` inverts one byte in the middle of the request body
+  on its way to the object server, which then stores (and hashes) the damaged
+  bytes.
+
+The file is read again whenever it changes; rewriting it restarts the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+RULES_FILE = "faults.json"
+
+
+class FaultMiddleware:
+    """WSGI middleware applying the rules of *rules_path* to matching requests."""
+
+    def __init__(self, app, rules_path: str) -> None:
+        self.app = app
+        self.rules_path = rules_path
+        self._version: tuple[int, int] | None = None
+        self._rules: list[dict] = []
+
+    def __call__(self, environ, start_response):
+        rule = self._take(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        if rule is None:
+            return self.app(environ, start_response)
+        if "status" in rule:
+            headers = [("Content-Type", "text/plain"), ("Content-Length", "0")]
+            if rule.get("retry_after") is not None:
+                headers.append(("Retry-After", str(rule["retry_after"])))
+            start_response(f"{rule['status']} Injected Fault", headers)
+            return [b""]
+        if rule.get("flip_body"):
+            environ["wsgi.input"] = _FlippingReader(
+                environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0) // 2)
+        return self.app(environ, start_response)
+
+    def _take(self, method: str, path: str) -> dict | None:
+        """The first rule matching this request that has uses left (one is used)."""
+        try:
+            status = os.stat(self.rules_path)
+        except FileNotFoundError:
+            return None
+        version = (status.st_ino, status.st_mtime_ns)
+        if version != self._version:
+            with open(self.rules_path, encoding="utf-8") as f:
+                self._rules = json.load(f)
+            self._version = version
+        for rule in self._rules:
+            if rule.get("times", 1) <= 0:
+                continue
+            if rule.get("method", method) == method and rule.get("path", "") in path:
+                rule["times"] = rule.get("times", 1) - 1
+                return rule
+        return None
+
+
+class _FlippingReader:
+    """A request body whose byte at *offset* arrives inverted."""
+
+    def __init__(self, body, offset: int) -> None:
+        self._body, self._offset, self._position = body, offset, 0
+
+    def read(self, *args) -> bytes:
+        return self._flip(self._body.read(*args))
+
+    def readline(self, *args) -> bytes:
+        return self._flip(self._body.readline(*args))
+
+    def _flip(self, data: bytes) -> bytes:
+        start = self._position
+        self._position += len(data)
+        if start <= self._offset < self._position:
+            index = self._offset - start
+            data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1:]
+        return data
+
+
+def filter_factory(global_conf: dict, **local_conf):
+    """The paste.deploy entry point: ``rules_path`` names the rules file."""
+    def make(app):
+        return FaultMiddleware(app, local_conf["rules_path"])
+    return make
