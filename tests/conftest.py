@@ -148,6 +148,24 @@ def child_environment():
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
+def store_blobs(db, **blobs):
+    """Commit new revisions of the root's blobs of these names (created if
+    missing) in one transaction; return its id."""
+    from ZODB.blob import Blob
+
+    with db.transaction() as conn:
+        for name, data in blobs.items():
+            if name in conn.root():
+                with conn.root()[name].open("w") as f:
+                    f.write(data)
+            else:
+                conn.root()[name] = Blob(data)
+    with db.transaction() as conn:
+        blob = conn.root()[next(iter(blobs))]
+        blob._p_activate()
+        return blob._p_serial
+
+
 def read(path):
     with open(path, "rb") as f:
         return f.read()

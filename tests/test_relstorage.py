@@ -7,10 +7,10 @@ import time
 
 import pytest
 import ZODB
-from ZODB.blob import Blob
 from ZODB.serialize import referencesf
 
-from conftest import child_environment, credentials_for, sqlite_relstorage, swift_storage
+from conftest import (child_environment, credentials_for, sqlite_relstorage, store_blobs,
+                      swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
@@ -18,21 +18,6 @@ from zodb_swiftblobs.swiftaccess import SwiftContainer
 def open_db(cluster, directory, container, keep_history, cache="cache"):
     return ZODB.DB(swift_storage(cluster, sqlite_relstorage(directory / "db", keep_history),
                                  container, directory / cache))
-
-
-def commit(db, **blobs):
-    """Commit new blob revisions; the transaction id they got."""
-    with db.transaction() as conn:
-        for name, data in blobs.items():
-            if name in conn.root():
-                with conn.root()[name].open("w") as f:
-                    f.write(data)
-            else:
-                conn.root()[name] = Blob(data)
-    with db.transaction() as conn:
-        blob = conn.root()[next(iter(blobs))]
-        blob._p_activate()
-        return blob._p_serial
 
 
 def read(db, name, **open_options):
@@ -57,8 +42,8 @@ def stored(cluster, container):
 def test_commits_reach_other_processes_and_pack_collects(devswift, tmp_path, container_name,
                                                          keep_history):
     db = open_db(devswift, tmp_path, container_name, keep_history)
-    first = commit(db, b=b"one")
-    second = commit(db, b=b"two")
+    first = store_blobs(db, b=b"one")
+    second = store_blobs(db, b=b"two")
     other = open_db(devswift, tmp_path, container_name, keep_history, cache="other-cache")
     assert read(other, "b") == b"two", "another process sees the commit"
     if keep_history:
@@ -114,7 +99,7 @@ print(json.dumps(last))
 
 def test_gc_while_another_process_commits(devswift, tmp_path, container_name):
     db = open_db(devswift, tmp_path, container_name, True)
-    commit(db, seed=b"seed")
+    store_blobs(db, seed=b"seed")
     credentials = credentials_for(devswift)
     committer = subprocess.Popen(
         [sys.executable, "-c", COMMITTER, str(tmp_path), container_name,

@@ -21,9 +21,8 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from base64 import decodebytes
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import ZODB.BaseStorage
 import ZODB.blob
@@ -41,13 +40,14 @@ from .cache import BlobCache
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
 from .progress import Progress
+from .staging import StagingArea
 from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError,
                           TransientSwiftError, open_container)
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-ABORT_DEADLINE = 10.0  # seconds an abort may spend deleting its uploads (else: GC)
+ABORT_DEADLINE = 10.0  # at most this (or the deadline) to delete an abort's uploads; else GC
 TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
 # The keyword arguments of SwiftBlobStorage that configure the Swift access layer.
 SWIFT_OPTIONS = (
@@ -120,10 +120,10 @@ class _TidProbe:
 class _Commit:
     """The blob work of one transaction."""
 
-    def __init__(self, transaction, staging_root: str) -> None:
+    def __init__(self, transaction, staging_prefix: str) -> None:
         self.transaction = transaction
         self.tid: bytes | None = None
-        self.staging_prefix = os.path.join(staging_root, f"commit-{uuid.uuid4().hex}-")
+        self.staging_prefix = staging_prefix
         self.staged: dict[bytes, tuple[str, bytes | None]] = {}   # oid -> (path, serial)
         self.copies: dict[bytes, str] = {}                         # oid -> source key
         self.work: dict[bytes, Future] = {}                        # oid -> upload or copy
@@ -161,6 +161,7 @@ class _Shared:
         self.container = container
         self.keys = keys
         self.cache = cache
+        self.staging = StagingArea(cache.temporary_directory, cache.directory)
         self.configured_temp_url_key = temp_url_key
         self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
         self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
@@ -177,6 +178,7 @@ class _Shared:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.staging.close()
         self.cache.close()
         self.container.close()
 
@@ -413,7 +415,7 @@ class SwiftBlobStorage:
             self.base.tpc_begin(transaction)
         else:
             self.base.tpc_begin(transaction, tid, status)
-        commit = _Commit(transaction, self._shared.cache.temporary_directory)
+        commit = _Commit(transaction, self._shared.staging.commit_prefix())
         try:
             if tid is not None or self._probe.known_at == "begin":
                 commit.tid = tid or self._probe.tid()
@@ -512,13 +514,19 @@ class SwiftBlobStorage:
         return result
 
     def _wait(self, commit: _Commit) -> None:
-        """Wait for every upload and copy; raise the first failure."""
+        """Wait for every upload and copy; raise the first failure.  After a
+        failure, uploads not started yet are cancelled: the vote fails within
+        about one deadline however many blobs wait in the queue."""
+        wait(commit.work.values(), return_when=FIRST_EXCEPTION)
+        for future in commit.work.values():
+            future.cancel()  # does nothing to the finished and the running
         wait(commit.work.values())
         failures = [future.exception() for future in commit.work.values()
-                    if future.exception() is not None]
+                    if not future.cancelled() and future.exception() is not None]
         if failures:
-            log.warning("%d of %d blob uploads failed; the transaction aborts",
-                        len(failures), len(commit.work))
+            cancelled = sum(future.cancelled() for future in commit.work.values())
+            log.warning("%d of %d blob uploads failed (%d cancelled before they started); "
+                        "the transaction aborts", len(failures), len(commit.work), cancelled)
             error = failures[0]
             if isinstance(error, SwiftError):
                 raise _storage_error(error)
@@ -580,7 +588,8 @@ class SwiftBlobStorage:
         if not uploaded:
             return
         try:
-            self._shared.container.delete_many(uploaded, deadline=ABORT_DEADLINE)
+            container = self._shared.container
+            container.delete_many(uploaded, deadline=min(ABORT_DEADLINE, container.deadline))
         except SwiftError as exc:
             log.warning("could not delete %d objects of an aborted transaction (%s); "
                         "the next pack's garbage collection will", len(uploaded), exc)
@@ -602,7 +611,7 @@ class SwiftBlobStorage:
         """
         if kwargs.get("gc", 0) is None:
             del kwargs["gc"]
-        last = self.base.lastTransaction()
+        last = self._last_committed()
         result = self.base.pack(pack_time, referencesf, *args, **kwargs)
         if not (kwargs.get("prepack_only") or kwargs.get("check_refs")):
             self.collect_garbage(last)
@@ -619,12 +628,25 @@ class SwiftBlobStorage:
         shared = self._shared
         try:
             return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
-                                   last_tid or self.base.lastTransaction(), dry_run=dry_run,
+                                   last_tid or self._last_committed(), dry_run=dry_run,
                                    protected=shared.in_flight, min_age=min_age,
                                    progress=progress)
         except SwiftError as exc:
             failure = _storage_error(exc)
         raise failure
+
+    def _last_committed(self) -> bytes:
+        """The id of the last transaction committed by any process.  An MVCC
+        base (RelStorage) answers for the snapshot it last polled, which for
+        the instance a DB was opened with may be long ago: ask a new one."""
+        new_instance = getattr(self.base, "new_instance", None)
+        if new_instance is None:
+            return self.base.lastTransaction()
+        instance = new_instance()
+        try:
+            return instance.lastTransaction()
+        finally:
+            instance.release()
 
     def copyTransactionsFrom(self, other) -> None:
         """Copy every transaction of *other*, its blobs going to Swift under

@@ -53,6 +53,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
+UPLOAD_ATTEMPTS = 3  # uploads whose stored bytes differ from those sent are sent again
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
 ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
@@ -668,8 +669,9 @@ class SwiftContainer:
 
         The MD5 is computed from the bytes as they are sent (one read of the
         file) and compared with the ETag Swift computed from the bytes it
-        stored; on a mismatch the object is deleted and ChecksumMismatchError
-        raised.
+        stored.  On a mismatch (bytes damaged on the way) the object is
+        deleted and sent again, UPLOAD_ATTEMPTS times at most; then
+        ChecksumMismatchError is raised.
         """
         def put(url, token, http):
             with open(path, "rb") as f:
@@ -678,14 +680,18 @@ class SwiftContainer:
                                         content_length=length, headers=headers,
                                         chunk_size=CHUNK_SIZE, http_conn=http)
             return etag, body.md5() or file_md5(path, offset, length)
-        etag, md5 = self._put_creating_container(container, name, put, limit)
-        if etag != md5:
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            etag, md5 = self._put_creating_container(container, name, put, limit)
+            if etag == md5:
+                return md5
+            log.warning("Swift stored other bytes than those sent for %r (MD5 %s, sent %s); "
+                        "%s", name, etag, md5,
+                        "sending it again" if attempt < UPLOAD_ATTEMPTS else "giving up")
             with contextlib.suppress(SwiftError):
                 self._delete_one(container, name, None)
-            raise ChecksumMismatchError(
-                f"Swift stored bytes with MD5 {etag}, the file's are {md5}",
-                operation="upload", name=name)
-        return md5
+        raise ChecksumMismatchError(
+            f"Swift stored bytes with MD5 {etag}, the file's are {md5} "
+            f"({UPLOAD_ATTEMPTS} attempts)", operation="upload", name=name)
 
     def _put_creating_container(self, container: str, name: str, put, limit: Deadline):
         try:

@@ -1,0 +1,428 @@
+"""SwiftBlobStorage under real faults: Swift's servers stopped, paused or
+answering with errors, and the application killed in the middle of a commit.
+
+Each test checks that no committed blob is lost and no uncommitted one is
+visible.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import ZODB
+from ZODB.Connection import TransactionMetaData
+from ZODB.FileStorage import FileStorage
+from ZODB.POSException import POSKeyError
+from ZODB.utils import z64
+
+from conftest import (child_environment, credentials_for, mint_token, proxy_log, read,
+                      sqlite_relstorage, store_blobs, swift_storage)
+from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs.swiftaccess import (ChecksumMismatchError, Credentials, NotFoundError,
+                                         SwiftContainer, TransientSwiftError)
+
+DEADLINE = 2.0
+SLACK = 2.5  # seconds a failure may take beyond its deadline on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def cluster(start_cluster):
+    """A cluster of this module's own with fault injection in its proxy; each
+    test leaves its servers running and its fault rules cleared."""
+    cluster = start_cluster("commit-faults", faults=True)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def view(cluster, container_name):
+    view = SwiftContainer(credentials_for(cluster), container_name, deadline=30)
+    yield view
+    view.close()
+
+
+@contextlib.contextmanager
+def server_fault(cluster, server, mode):
+    """Stop or pause *server* (*mode*: "stopped" or "paused") for the block."""
+    if mode == "stopped":
+        cluster.stop_server(server)
+    else:
+        cluster.pause_server(server)
+    try:
+        yield
+    finally:
+        if mode == "stopped":
+            cluster.start_server(server)
+        else:
+            cluster.resume_server(server)
+
+
+@contextlib.contextmanager
+def injected(cluster, *rules):
+    cluster.inject_faults(*rules)
+    try:
+        yield
+    finally:
+        cluster.inject_faults()
+
+
+def open_db(cluster, tmp_path, container, *, deadline=DEADLINE, **options):
+    storage = swift_storage(cluster, FileStorage(str(tmp_path / "Data.fs")), container,
+                            tmp_path / "cache", deadline=deadline, timeout=1, **options)
+    return ZODB.DB(storage), storage
+
+
+def blob_bytes(db, name):
+    with db.transaction() as conn:
+        with conn.root()[name].open() as f:
+            return f.read()
+
+
+def revision(db, name):
+    with db.transaction() as conn:
+        blob = conn.root()[name]
+        blob._p_activate()
+        return blob._p_oid, blob._p_serial
+
+
+def stage_new_blob(storage, txn, template_oid, template_serial, path, data):
+    """Store a new blob object in *txn* (a blob record like the template's)."""
+    with open(path, "wb") as f:
+        f.write(data)
+    oid = storage.new_oid()
+    storage.storeBlob(oid, z64, storage.loadSerial(template_oid, template_serial), str(path),
+                      "", txn)
+    return oid
+
+
+def wait_for_object(view, name, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return view.head(name)
+        except NotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def staged_files(storage):
+    return [name for name in os.listdir(storage.temporaryDirectory())
+            if name.startswith("commit-")]
+
+
+@pytest.mark.parametrize("mode", ["stopped", "paused"])
+def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mode):
+    db, storage = open_db(cluster, tmp_path, container_name)
+    store_blobs(db, kept=b"committed before")
+    kept_oid, kept_serial = revision(db, "kept")
+    last = storage.lastTransaction()
+    keys = KeyLayout()
+
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    uploaded = stage_new_blob(storage, txn, kept_oid, kept_serial, tmp_path / "a", b"a" * 5000)
+    uploaded_name = keys.key(uploaded, storage.base._tid)
+    wait_for_object(view, uploaded_name)  # its upload is done: it will be an orphan
+    with server_fault(cluster, "proxy", mode):
+        stage_new_blob(storage, txn, kept_oid, kept_serial, tmp_path / "b", b"b" * 5000)
+        started = time.monotonic()
+        with pytest.raises(SwiftTransientError) as info:
+            storage.tpc_vote(txn)
+        voted = time.monotonic() - started
+        storage.tpc_abort(txn)
+        aborted = time.monotonic() - started - voted
+        assert "gave up" in str(info.value) and not isinstance(info.value, POSKeyError)
+        assert voted < DEADLINE + SLACK, f"the vote failed after {voted:.1f}s"
+        assert aborted < DEADLINE + SLACK, f"the abort took {aborted:.1f}s"
+        assert staged_files(storage) == []
+        assert storage.lastTransaction() == last, "the base keeps no trace"
+        assert blob_bytes(db, "kept") == b"committed before", "cached: served while down"
+
+    store_blobs(db, after=b"committed after the proxy returned")
+    assert blob_bytes(db, "after") == b"committed after the proxy returned"
+    if mode == "stopped":
+        assert view.head(uploaded_name), "the abort could not delete it: an orphan"
+    # A resumed proxy serves what waited for it: the failed upload may land
+    # now, and the abort's delete too.  Whatever is left is garbage.
+    time.sleep(0.5)
+    report = storage.collect_garbage()
+    assert report.deleted >= (1 if mode == "stopped" else 0)
+    remaining = {o.name for o in view.list()}
+    assert uploaded_name not in remaining
+    assert remaining == {keys.key(*revision(db, "kept")), keys.key(*revision(db, "after"))}
+    db.close()
+
+
+def test_queued_uploads_are_cancelled_after_a_failure(cluster, tmp_path, container_name):
+    db, storage = open_db(cluster, tmp_path, container_name, upload_concurrency=2)
+    store_blobs(db, kept=b"kept")
+    kept = revision(db, "kept")
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    with server_fault(cluster, "proxy", "stopped"):
+        for index in range(12):
+            stage_new_blob(storage, txn, *kept, tmp_path / f"b{index}", b"x" * 1000)
+        started = time.monotonic()
+        with pytest.raises(SwiftTransientError):
+            storage.tpc_vote(txn)
+        elapsed = time.monotonic() - started
+        storage.tpc_abort(txn)
+    # Twelve uploads, two at a time, one deadline each: 6 deadlines if queued
+    # uploads were not cancelled once the first ones failed.
+    assert elapsed < DEADLINE + SLACK, f"the vote failed after {elapsed:.1f}s"
+    assert staged_files(storage) == []
+    db.close()
+
+
+def test_cold_read_with_the_proxy_down(cluster, tmp_path, container_name):
+    db, storage = open_db(cluster, tmp_path, container_name)
+    store_blobs(db, cached=b"in the cache", cold=b"only in Swift")
+    cold = revision(db, "cold")
+    storage._shared.cache.discard(*cold)
+    with server_fault(cluster, "proxy", "stopped"):
+        assert blob_bytes(db, "cached") == b"in the cache"
+        started = time.monotonic()
+        with pytest.raises(SwiftTransientError) as info:
+            storage.loadBlob(*cold)
+        elapsed = time.monotonic() - started
+        assert not isinstance(info.value, POSKeyError)
+        assert elapsed < DEADLINE + SLACK, f"gave up after {elapsed:.1f}s"
+        assert not os.path.exists(storage._shared.cache.path(*cold))
+    assert blob_bytes(db, "cold") == b"only in Swift"
+    db.close()
+
+
+def test_object_server_down_fails_the_commit_transiently(cluster, tmp_path, container_name,
+                                                        view):
+    db, storage = open_db(cluster, tmp_path, container_name)
+    store_blobs(db, kept=b"kept")
+    with server_fault(cluster, "object", "stopped"):
+        with pytest.raises(SwiftTransientError, match="503"):
+            store_blobs(db, kept=b"lost", new=b"lost too")
+        assert staged_files(storage) == []
+    assert blob_bytes(db, "kept") == b"kept"
+    store_blobs(db, kept=b"second")
+    assert blob_bytes(db, "kept") == b"second"
+    db.close()
+
+
+def test_container_server_down(cluster, tmp_path, container_name):
+    """Objects are written and read without the container server (Swift
+    records the listing update for later); listing, and so garbage
+    collection, fails transiently and deletes nothing."""
+    db, storage = open_db(cluster, tmp_path, container_name)
+    store_blobs(db, kept=b"kept")
+    with server_fault(cluster, "container", "stopped"):
+        store_blobs(db, kept=b"written while the container server is down")
+        storage._shared.cache.clear()
+        assert blob_bytes(db, "kept") == b"written while the container server is down"
+        with pytest.raises(SwiftTransientError, match="503"):
+            storage.collect_garbage()
+    storage.collect_garbage()
+    storage._shared.cache.clear()
+    assert blob_bytes(db, "kept") == b"written while the container server is down"
+    db.close()
+
+
+@pytest.mark.parametrize("status", [429, 498])
+def test_rate_limiting_is_waited_out(cluster, tmp_path, container_name, status):
+    db, storage = open_db(cluster, tmp_path, container_name, deadline=10)
+    store_blobs(db, kept=b"kept")
+    rule = {"method": "PUT", "path": f"/{container_name}/", "status": status,
+            "retry_after": 1, "times": 2}
+    before = proxy_log(cluster).count(f" {status} ")
+    with injected(cluster, rule):
+        started = time.monotonic()
+        store_blobs(db, kept=b"after two refusals")
+        elapsed = time.monotonic() - started
+    assert proxy_log(cluster).count(f" {status} ") - before == 2
+    assert elapsed >= 2, "Retry-After was not honoured"
+    storage._shared.cache.clear()
+    assert blob_bytes(db, "kept") == b"after two refusals"
+    name = storage.key_layout.key(*revision(db, "kept"))
+    with injected(cluster, {**rule, "method": "GET", "times": 1000}):
+        with pytest.raises(TransientSwiftError, match=str(status)):
+            storage.swift_container.download(name, str(tmp_path / "copy"), deadline=2)
+    db.close()
+
+
+def test_bytes_damaged_on_the_way_are_sent_again(cluster, tmp_path, container_name, view):
+    db, storage = open_db(cluster, tmp_path, container_name)
+    rule = {"method": "PUT", "path": f"/{container_name}/", "flip_body": True, "times": 1}
+    with injected(cluster, rule):
+        store_blobs(db, damaged=os.urandom(50_000))
+    oid, serial = revision(db, "damaged")
+    expected = read(storage.loadBlob(oid, serial))
+    storage._shared.cache.clear()
+    assert read(storage.loadBlob(oid, serial)) == expected
+    with injected(cluster, {**rule, "times": 1000}):
+        with pytest.raises(SwiftStorageError, match="MD5"):
+            store_blobs(db, damaged=b"never stored intact" * 1000)
+    names = [o.name for o in view.list()]
+    assert names == [KeyLayout().key(oid, serial)], "the damaged objects were deleted"
+    with pytest.raises(ChecksumMismatchError):
+        with injected(cluster, {**rule, "times": 1000}):
+            (tmp_path / "f").write_bytes(b"f" * 1000)
+            view.upload("direct", str(tmp_path / "f"))
+    db.close()
+
+
+def test_token_expiring_during_a_long_upload(cluster, tmp_path, container_name, caplog):
+    """A large object's segments outlive the token they started with: the
+    token is renewed from the credentials, or, with a pre-authenticated token
+    alone, the upload fails clearly (its segments stay: nothing can delete
+    them without a valid token, and a warning says so)."""
+    settings = cluster.settings()
+    size, segment = 12 << 20, 1 << 20
+    (tmp_path / "big").write_bytes(os.urandom(size))
+    segments = SwiftContainer(credentials_for(cluster), f"{container_name}_segments")
+    segments.info()  # authenticated before the count below
+
+    def upload_with(credentials, name):
+        container = SwiftContainer(credentials, container_name, deadline=60, timeout=5,
+                                   large_object_threshold=4 << 20, segment_size=segment,
+                                   segment_concurrency=1)
+        container.ensure_container()
+        failure = []
+
+        def run():
+            try:
+                container.upload(name, str(tmp_path / "big"))
+            except Exception as exc:
+                failure.append(exc)
+        thread = threading.Thread(target=run)
+        container.info()
+        with server_fault(cluster, "object", "paused"):
+            thread.start()  # its first segment is sent, and waits for the object server
+            time.sleep(3.5)  # the token expires meanwhile
+        thread.join()
+        return container, failure
+
+    renewable = Credentials(auth_url=settings.auth_url, user=settings.user, key=settings.key,
+                            preauth_url=settings.storage_url,
+                            preauth_token=mint_token(cluster, age=cluster.token_life - 3))
+    auths = proxy_log(cluster).count("GET /auth/v1.0")
+    container, failure = upload_with(renewable, "renewed")
+    assert failure == []
+    assert proxy_log(cluster).count("GET /auth/v1.0") - auths == 1
+    container.download("renewed", str(tmp_path / "copy"))
+    assert read(tmp_path / "copy") == read(tmp_path / "big")
+    container.close()
+
+    token_only = Credentials(preauth_url=settings.storage_url,
+                             preauth_token=mint_token(cluster, age=cluster.token_life - 3))
+    container, failure = upload_with(token_only, "expired")
+    assert len(failure) == 1 and "expired" in str(failure[0])
+    assert token_only.preauth_token not in str(failure[0])
+    assert "could not remove the segments of failed upload 'expired'" in caplog.text
+    assert token_only.preauth_token not in caplog.text
+    segments.close()
+    container.close()
+
+
+CHILD = r"""
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import ZODB
+from ZODB.blob import Blob
+from ZODB.Connection import TransactionMetaData
+from ZODB.FileStorage import FileStorage
+from conftest import sqlite_relstorage
+from zodb_swiftblobs.storage import SwiftBlobStorage
+
+def base():
+    if {kind!r} == "FileStorage":
+        return FileStorage(os.path.join({directory!r}, "Data.fs"))
+    return sqlite_relstorage(os.path.join({directory!r}, "db"), True)
+
+storage = SwiftBlobStorage(base(), container={container!r},
+                           cache_dir=os.path.join({directory!r}, "cache"),
+                           auth_url={auth_url!r}, user={user!r}, key={key!r})
+db = ZODB.DB(storage)
+with db.transaction() as conn:
+    conn.root()["kept"] = Blob(b"committed")
+with db.transaction() as conn:
+    blob = conn.root()["kept"]
+    blob._p_activate()
+    oid, serial = blob._p_oid, blob._p_serial
+txn = TransactionMetaData()
+storage.tpc_begin(txn)
+with open(os.path.join({directory!r}, "doomed"), "wb") as f:
+    f.write(b"voted, never finished")
+storage.storeBlob(oid, serial, storage.loadSerial(oid, serial),
+                  os.path.join({directory!r}, "doomed"), "", txn)
+storage.tpc_vote(txn)
+print(oid.hex(), serial.hex(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("kind", ["FileStorage", "RelStorage"])
+def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view, kind):
+    settings = cluster.settings()
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD.format(
+            tests=os.path.dirname(__file__), kind=kind, directory=str(tmp_path),
+            container=container_name, auth_url=settings.auth_url, user=settings.user,
+            key=settings.key)],
+        capture_output=True, text=True, env=child_environment(), timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    oid, serial = (bytes.fromhex(part) for part in child.stdout.split())
+    keys = KeyLayout()
+    names = {o.name for o in view.list()}
+    assert keys.key(oid, serial) in names and len(names) == 2, "the vote uploaded the blob"
+    (voted,) = names - {keys.key(oid, serial)}
+    _, voted_tid = keys.parse(voted)
+    tmp = tmp_path / "cache" / "tmp"
+    assert [n for n in os.listdir(tmp) if n.startswith("commit-")], "left staged"
+
+    base = FileStorage(str(tmp_path / "Data.fs")) if kind == "FileStorage" else \
+        sqlite_relstorage(tmp_path / "db", True)
+    storage = swift_storage(cluster, base, container_name, tmp_path / "cache")
+    assert [n for n in os.listdir(tmp) if n.startswith("commit-")] == [], "swept at open"
+    db = ZODB.DB(storage)
+    with pytest.raises(POSKeyError):
+        storage.loadSerial(oid, voted_tid)  # the killed transaction is not committed
+    assert revision(db, "kept") == (oid, serial)
+    storage._shared.cache.clear()
+    assert blob_bytes(db, "kept") == b"committed"
+    store_blobs(db, later=b"a later transaction")
+    report = storage.collect_garbage()
+    assert report.deleted == 1
+    assert {o.name for o in view.list()} == {keys.key(oid, serial),
+                                             keys.key(*revision(db, "later"))}
+    db.close()
+
+
+def test_open_after_a_crash_keeps_the_staged_files_of_live_processes(cluster, tmp_path,
+                                                                     container_name):
+    first = swift_storage(cluster, FileStorage(str(tmp_path / "a.fs")), container_name,
+                          tmp_path / "cache")
+    db = ZODB.DB(first)
+    store_blobs(db, kept=b"kept")
+    txn = TransactionMetaData()
+    first.tpc_begin(txn)
+    stage_new_blob(first, txn, *revision(db, "kept"), tmp_path / "s", b"staged")
+    assert len(staged_files(first)) == 1
+    second = SwiftBlobStorage(FileStorage(str(tmp_path / "a.fs"), read_only=True),
+                              container=container_name,
+                              cache_dir=str(tmp_path / "cache"),
+                              **_credential_options(cluster))
+    assert len(staged_files(first)) == 1, "a live process's staged file stays"
+    first.tpc_vote(txn)
+    first.tpc_finish(txn)
+    second.close()
+    db.close()
+
+
+def _credential_options(cluster):
+    credentials = credentials_for(cluster)
+    return {"auth_url": credentials.auth_url, "user": credentials.user,
+            "key": credentials.key}
