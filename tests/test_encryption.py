@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import pytest
 import requests
@@ -20,7 +18,8 @@ from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
 from conftest import (assert_secret_free, child_environment, corrupt_on_disk,
-                      credentials_for, swift_config, swift_storage)
+                      credentials_for, download_cut_mid_stream, swift_config,
+                      swift_storage)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.encryption import (CHUNK_SIZE, ENVIRONMENT_VARIABLE, DecryptionFailed,
                                         Keyring, key_id, parse_key)
@@ -534,30 +533,12 @@ def test_a_download_cut_mid_stream_resumes_inside_a_chunk(start_cluster, tmp_pat
             for _ in range(size >> 20):
                 f.write(os.urandom(1 << 20))
         container.upload("big", str(tmp_path / "big"))
-        errors = []
-
-        def download():
-            try:
-                container.download("big", str(tmp_path / "copy"))
-            except Exception as exc:  # re-raised below
-                errors.append(exc)
-        thread = threading.Thread(target=download)
-        thread.start()
-        partial = []
-        while not partial and thread.is_alive():
-            partial = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.")
-                       and p.stat().st_size >= 8 << 20]
-            time.sleep(0.001)
-        cluster.pause_server("proxy")
-        cluster.kill_server("proxy")
-        cluster.start_server("proxy")
-        thread.join()
-        if errors:
-            raise errors[0]
+        cut_at = download_cut_mid_stream(cluster, container, "big", tmp_path / "copy")
+        assert cut_at is not None, "the download finished before the cut"
         assert file_md5(str(tmp_path / "copy")) == file_md5(str(tmp_path / "big"))
         resumed = [int(r.getMessage().rsplit(" ", 1)[1]) for r in caplog.records
                    if "resuming download" in r.getMessage()]
-        assert resumed and resumed[0] >= 8 << 20, "the download finished before the cut"
+        assert resumed and resumed[0] >= 8 << 20
         assert resumed[0] % (CHUNK_SIZE + 16), "resumed at a chunk boundary: try again"
     finally:
         container.close()
