@@ -515,7 +515,7 @@ def test_no_key_in_logs_errors_or_reprs(devswift, tmp_path, container_name, capl
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert caplog.records, "nothing was logged"
     for key in (KEY_A, KEY_B, parse_key(KEY_A).hex(), base64.b64encode(parse_key(KEY_B))
-                .decode()):
+                .decode(), repr(parse_key(KEY_A)), repr(parse_key(KEY_B))):
         assert key not in logged
         assert all(key not in text for text in seen)
 
