@@ -12,6 +12,7 @@ DEVSWIFT = ["swift >= 2.30"]
 KEYSTONE = ["python-keystoneclient >= 4.0", "keystoneauth1 >= 4.0"]
 # A real Keystone for the tests of Keystone v3 authentication.
 DEVKEYSTONE = ["keystone", "keystonemiddleware"]
+ENCRYPTION = ["cryptography >= 41"]
 
 setup(
     name="zodb-swiftblobs",
@@ -49,12 +50,12 @@ setup(
     extras_require={
         "devswift": DEVSWIFT,
         "keystone": KEYSTONE,
-        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + [
+        "encryption": ENCRYPTION,
+        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + ENCRYPTION + [
             "pytest >= 7",
             "zope.testing",
             "RelStorage",
             "ZEO",
-            "cryptography",
             "Zope",       # to read zope.conf files with Zope's own schema
             "zodburi",
         ],

@@ -4,6 +4,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -164,6 +165,35 @@ def store_blobs(db, **blobs):
         blob = conn.root()[next(iter(blobs))]
         blob._p_activate()
         return blob._p_serial
+
+
+def download_cut_mid_stream(cluster, container, name, target, *, cut_after=8 << 20):
+    """Download object *name* into the file *target* while the proxy of *cluster*
+    is paused, killed and restarted once *cut_after* bytes have arrived (the
+    download then resumes).  Returns the size of the partial file at the cut
+    (None if the download finished first)."""
+    errors = []
+
+    def download():
+        try:
+            container.download(name, str(target))
+        except Exception as exc:  # re-raised below
+            errors.append(exc)
+    thread = threading.Thread(target=download)
+    thread.start()
+    partial = []
+    while not partial and thread.is_alive():
+        partial = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")
+                   and p.stat().st_size >= cut_after]
+        time.sleep(0.001)
+    cluster.pause_server("proxy")
+    cut_at = partial[0].stat().st_size if partial else None
+    cluster.kill_server("proxy")
+    cluster.start_server("proxy")
+    thread.join()
+    if errors:
+        raise errors[0]
+    return cut_at
 
 
 def read(path):

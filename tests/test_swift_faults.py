@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import credentials_for
+from conftest import credentials_for, download_cut_mid_stream
 from zodb_swiftblobs.swiftaccess import SwiftContainer, TransientSwiftError, file_md5
 
 
@@ -141,18 +141,8 @@ def test_download_cut_mid_stream_resumes_with_range(cluster, credentials_contain
             f.write(os.urandom(1 << 20))
     container.upload("big", str(tmp_path / "big"))
     target = tmp_path / "copy"
-    thread, join = in_background(container.download, "big", str(target))
-    partial = []
-    while not partial and thread.is_alive():
-        partial = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.")
-                   and p.stat().st_size >= 8 << 20]
-        time.sleep(0.001)
-    cluster.pause_server("proxy")
-    cut_at = partial[0].stat().st_size if partial else size
-    cluster.kill_server("proxy")
-    cluster.start_server("proxy")
-    join()
-    assert cut_at < size, "the download finished before the cut"
+    cut_at = download_cut_mid_stream(cluster, container, "big", target)
+    assert cut_at is not None and cut_at < size, "the download finished before the cut"
     assert file_md5(str(target)) == file_md5(str(tmp_path / "big"))
     resumed = [r.getMessage() for r in caplog.records if "resuming download" in r.getMessage()]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 8 << 20

@@ -283,19 +283,19 @@ def test_downloads_send_no_head_request(swift_container, tmp_path, devswift):
         "one GET for the plain object; the manifest, then the content, for the large one"
 
 
-def test_large_object_matches_compares_every_segment(swift_container, tmp_path):
+def test_holds_file_compares_every_segment_of_a_large_object(swift_container, tmp_path):
     data = write_file(tmp_path / "big", (5 << 20) + 3)
     swift_container.upload("big", str(tmp_path / "big"))
-    assert swift_container.large_object_matches("big", str(tmp_path / "big"))
+    assert swift_container.holds_file("big", str(tmp_path / "big"))
     changed = bytearray(data)
     changed[(3 << 20) + 5] ^= 0xFF
     (tmp_path / "changed").write_bytes(bytes(changed))
-    assert not swift_container.large_object_matches("big", str(tmp_path / "changed"))
+    assert not swift_container.holds_file("big", str(tmp_path / "changed"))
     (tmp_path / "longer").write_bytes(data + b"x")
-    assert not swift_container.large_object_matches("big", str(tmp_path / "longer"))
+    assert not swift_container.holds_file("big", str(tmp_path / "longer"))
     segment = next(iter(swift_container.list(container=swift_container.segment_container)))
     swift_container.delete_many([segment.name], container=swift_container.segment_container)
-    assert not swift_container.large_object_matches("big", str(tmp_path / "big"))
+    assert not swift_container.holds_file("big", str(tmp_path / "big"))
 
 
 def established_connections(port):

@@ -180,7 +180,8 @@ def _verify(args: argparse.Namespace) -> int:
              f"{len(report.orphans)} orphans, in {report.seconds:.1f}s"]
     lines += _listed("missing", report.missing)
     lines += _listed("corrupt", report.corrupt)
-    lines += _listed("not checked (Swift did not answer)", report.unchecked)
+    lines += _listed("not checked (Swift did not answer, or no key to decrypt them)",
+                     report.unchecked)
     lines += _listed("orphans (the gc command removes them)", report.orphans)
     lines.append("all is well" if report.ok else "PROBLEMS FOUND")
     _output(args, dataclasses.asdict(report) | {"ok": report.ok}, lines)

@@ -10,7 +10,8 @@ storage serves every blob the database references:
   with the blob uploads of the next transactions running ahead in parallel).
 
 Both are idempotent and resumable: an object already in Swift with the right
-size and MD5 is not uploaded again.
+size and MD5 is not uploaded again (for an encrypted object, those of the
+file encrypted again with the object's key and salt).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ZODB.utils import p64, repr_to_oid, u64, z64
 
 from .keys import KeyLayout
 from .progress import Progress
-from .swiftaccess import NotFoundError, StoredObject, SwiftContainer, file_md5
+from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
 
 log = logging.getLogger(__name__)
 
@@ -270,16 +271,11 @@ class _Transfers:
         report = self.report
         try:
             stored = existing()
-            if stored is not None and stored.size == size:
-                if stored.large:
-                    same = self.container.large_object_matches(name, path)
-                else:
-                    same = stored.md5 is not None and stored.md5 == file_md5(path)
-                if same:
-                    with self.lock:
-                        report.skipped += 1
-                        report.bytes_skipped += size
-                    return True
+            if stored is not None and self.container.holds_file(name, path, stored):
+                with self.lock:
+                    report.skipped += 1
+                    report.bytes_skipped += size
+                return True
             if not self.dry_run:
                 self.container.upload(name, path)
             with self.lock:

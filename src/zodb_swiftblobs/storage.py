@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 from base64 import decodebytes
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import ZODB.BaseStorage
@@ -56,6 +57,7 @@ SWIFT_OPTIONS = (
     "region_name", "interface", "application_credential_id",
     "application_credential_secret", "preauth_url", "preauth_token", "cacert", "insecure",
     "storage_policy", "deadline", "timeout", "large_object_threshold", "segment_size",
+    "encryption_keys",
 )
 
 
@@ -193,6 +195,9 @@ class SwiftBlobStorage:
     near *cache_size* bytes) and, in ``cache_dir/tmp``, uncommitted blobs.
     Credentials are those of :class:`zodb_swiftblobs.swiftaccess.Credentials`
     (from the ``ST_*``/``OS_*`` environment when none are given).
+    *encryption_keys* (key texts; by default the ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS``
+    environment variable) turn on encryption at rest (see
+    :mod:`zodb_swiftblobs.encryption`).
     """
 
     copied_methods = (
@@ -220,6 +225,7 @@ class SwiftBlobStorage:
                  timeout: float = 10.0, upload_concurrency: int = 8,
                  large_object_threshold: int | None = None,
                  segment_size: int = 256 << 20, temp_url_key: str | None = None,
+                 encryption_keys: str | Sequence[str] | None = None,
                  _shared: _Shared | None = None) -> None:
         if ZODB.interfaces.IBlobStorage.providedBy(base):
             raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "

@@ -38,6 +38,8 @@ from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 from swiftclient.utils import generate_temp_url
 
+from .encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
+
 try:
     from keystoneauth1 import exceptions as keystone_errors
 except ImportError:  # Keystone support is the optional 'keystone' extra
@@ -58,6 +60,7 @@ TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed wr
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
 ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
 METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+ENCRYPTION_METADATA = "Swiftblobs-Encryption"  # the parameters of an encrypted object
 TLS_VERIFICATION = ("certificate verify", "hostname", "CERTIFICATE", "X509", "PEM", " crl ")
 # Network failures only: local file errors (a full disk) are not retried.  An
 # invalid URL is a RequestException too, but a permanent one (caught first).
@@ -115,6 +118,15 @@ class AuthenticationError(PermanentSwiftError):
 
 class ChecksumMismatchError(PermanentSwiftError):
     """The bytes stored or received do not match their checksum or length."""
+
+
+class DecryptionError(PermanentSwiftError):
+    """An encrypted object cannot be decrypted: it fails authentication (wrong
+    key, tampered or truncated) or its encryption metadata is malformed."""
+
+
+class MissingKeyError(DecryptionError):
+    """An object is encrypted with a key that is not configured."""
 
 
 # -- credentials -----------------------------------------------------------
@@ -245,7 +257,9 @@ class Credentials:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """An object in Swift, as listed, uploaded or downloaded."""
+    """An object in Swift, as listed, uploaded or downloaded.  ``size`` and
+    ``md5`` are those of the bytes in Swift (for an encrypted object, of its
+    ciphertext)."""
 
     name: str
     size: int
@@ -408,6 +422,11 @@ class SwiftContainer:
     to the container ``<container>_segments``.  Object names are never reused
     by this package; uploading over an existing large object leaves its old
     segments behind.
+
+    With an *encryption* keyring, uploads are encrypted with its first key
+    (see :mod:`zodb_swiftblobs.encryption`; the parameters go in the object's
+    metadata) and encrypted objects are decrypted as they are downloaded;
+    objects without that metadata are read as they are.
     """
 
     def __init__(self, credentials: Credentials, container: str, *,
@@ -416,7 +435,8 @@ class SwiftContainer:
                  initial_backoff: float = 0.25, max_backoff: float = 8.0,
                  large_object_threshold: int | None = None,
                  segment_size: int = 256 * MIB, segment_concurrency: int = 4,
-                 cacert: str | None = None, insecure: bool = False) -> None:
+                 cacert: str | None = None, insecure: bool = False,
+                 encryption: Keyring | None = None) -> None:
         if not container or "/" in container:
             raise ValueError(f"invalid container name {container!r}")
         if not initial_backoff > 0 or max_backoff < initial_backoff:
@@ -434,6 +454,7 @@ class SwiftContainer:
         self._large_object_threshold = large_object_threshold
         self.segment_size = segment_size
         self.segment_concurrency = segment_concurrency
+        self.encryption = encryption
         self._tls = {"cacert": cacert, "insecure": insecure}
         if insecure:
             log.warning("TLS certificate verification is disabled for Swift (insecure=True)")
@@ -446,7 +467,8 @@ class SwiftContainer:
         self._segment_pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
-        return f"<SwiftContainer {self.container!r} via {self.credentials.describe()}>"
+        encrypted = f", encrypted ({self.encryption!r})" if self.encryption else ""
+        return f"<SwiftContainer {self.container!r} via {self.credentials.describe()}{encrypted}>"
 
     # -- plumbing -------------------------------------------------------------
 
@@ -656,16 +678,20 @@ class SwiftContainer:
         are ASCII.
         """
         headers = _metadata_headers(metadata)
-        size = os.path.getsize(path)
+        cipher = self.encryption.new_cipher() if self.encryption else None
+        if cipher is not None:
+            headers.update(_metadata_headers({ENCRYPTION_METADATA: cipher.header}))
+        source = _Source(path, os.path.getsize(path), cipher)
+        size = source.size
         limit = self._transfer_deadline(size, deadline)
         if size > self.large_object_threshold:
-            return self._upload_large(name, path, size, headers, limit)
-        md5 = self._put_file(self.container, name, path, 0, size, headers, limit)
+            return self._upload_large(name, source, size, headers, limit)
+        md5 = self._put_file(self.container, name, source, 0, size, headers, limit)
         return StoredObject(name, size, md5, False, None, _metadata_of(headers))
 
-    def _put_file(self, container: str, name: str, path: str, offset: int, length: int,
-                  headers: dict[str, str], limit: Deadline) -> str:
-        """PUT *length* bytes of the file at *path* from *offset*; return their MD5.
+    def _put_file(self, container: str, name: str, source: _Source, offset: int,
+                  length: int, headers: dict[str, str], limit: Deadline) -> str:
+        """PUT *length* bytes of *source* from *offset*; return their MD5.
 
         The MD5 is computed from the bytes as they are sent (one read of the
         file) and compared with the ETag Swift computed from the bytes it
@@ -674,12 +700,12 @@ class SwiftContainer:
         ChecksumMismatchError is raised.
         """
         def put(url, token, http):
-            with open(path, "rb") as f:
+            with source.open() as f:
                 body = _UploadBody(f, offset, length, limit)
                 etag = swift.put_object(url, token, container, name, body,
                                         content_length=length, headers=headers,
                                         chunk_size=CHUNK_SIZE, http_conn=http)
-            return etag, body.md5() or file_md5(path, offset, length)
+            return etag, body.md5() or source.md5(offset, length)
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
             etag, md5 = self._put_creating_container(container, name, put, limit)
             if etag == md5:
@@ -740,7 +766,7 @@ class SwiftContainer:
             out.seek(0)
             out.truncate()
             spans = state.get("spans") if same_object else None
-            state.update(written=0, first=None, spans=spans, checker=None)
+            state.update(written=0, first=None, spans=spans, checker=None, sink=None)
 
         restart()
         extended = False
@@ -769,14 +795,15 @@ class SwiftContainer:
                     stored = _stored_object(name, response_headers)
                     spans = state["spans"] or [(stored.size, stored.md5)]
                     state["checker"] = _SpanChecker(spans, name, response_headers)
+                    state["sink"] = self._sink(name, stored.metadata, out)
                 if not extended and deadline is None:
                     limit.extend(int(response_headers.get("content-length", 0)) / MIB)
                     extended = True
                 if state["written"]:
                     log.debug("resuming download of %r at byte %d", name, state["written"])
-                checker = state["checker"]
+                checker, sink = state["checker"], state["sink"]
                 for chunk in body:
-                    out.write(chunk)
+                    sink.write(chunk)
                     checker.update(chunk)
                     state["written"] += len(chunk)
                     if limit.remaining() <= 0:
@@ -794,7 +821,27 @@ class SwiftContainer:
                 operation="download", name=name,
                 transaction_id=state["first"].get("x-trans-id"))
         state["checker"].finish()
+        if state["sink"] is not out:
+            state["sink"].finish()
         return stored
+
+    def cipher_of(self, name: str, metadata: Mapping[str, str]) -> ObjectCipher | None:
+        """The cipher of object *name* from its *metadata* (None for a plain
+        object).  MissingKeyError when its key is not configured,
+        DecryptionError when its encryption metadata is malformed."""
+        header = _encryption_header(metadata)
+        if header is None:
+            return None
+        if self.encryption is None:
+            key = header.split()[1] if len(header.split()) > 1 else "?"
+            raise MissingKeyError(f"it is encrypted (key id {key}) and no encryption key is "
+                                  "configured", operation="decryption", name=name)
+        return _decrypting(name, lambda: self.encryption.cipher_for(header))
+
+    def _sink(self, name: str, metadata: Mapping[str, str], out):
+        """Where a download's bytes go: *out*, or a decrypting writer into it."""
+        cipher = self.cipher_of(name, metadata)
+        return out if cipher is None else _DecryptingSink(name, cipher, out)
 
     @staticmethod
     def _check_resumed(headers: Mapping[str, str], state: dict, restart) -> None:
@@ -900,7 +947,7 @@ class SwiftContainer:
                     self.segment_concurrency, thread_name_prefix="swift-segment")
             return self._segment_pool
 
-    def _upload_large(self, name: str, path: str, size: int, headers: dict[str, str],
+    def _upload_large(self, name: str, source: _Source, size: int, headers: dict[str, str],
                       limit: Deadline) -> StoredObject:
         slo = self.info().get("slo", {})
         max_segments = int(slo.get("max_manifest_segments", 1000))
@@ -911,7 +958,7 @@ class SwiftContainer:
         ranges = [(offset, min(segment_size, size - offset))
                   for offset in range(0, size, segment_size)]
         pool = self._segment_executor()
-        futures = [pool.submit(self._upload_segment, f"{prefix}{index:08d}", path,
+        futures = [pool.submit(self._upload_segment, f"{prefix}{index:08d}", source,
                                offset, length, limit)
                    for index, (offset, length) in enumerate(ranges)]
         manifest_sent = False
@@ -950,19 +997,41 @@ class SwiftContainer:
                 return problem
         return None
 
-    def large_object_matches(self, name: str, path: str) -> bool:
-        """Whether large object *name* holds exactly the bytes of the file at
-        *path*: every segment in place, with the MD5 of the file's bytes at
-        its offset (segments are checked in parallel)."""
+    def holds_file(self, name: str, path: str, stored: StoredObject | None = None) -> bool:
+        """Whether object *name* holds exactly the content of the file at *path*,
+        told without downloading it: by the MD5 of a plain object, or of each
+        segment of a large object (every segment must be in place).
+
+        *stored* is what a listing or a HEAD says of the object (a HEAD is
+        made when it is not given, or when encryption is configured and it
+        came from a listing).  An encrypted object is compared by encrypting
+        the file again with its key and salt, which gives the same bytes when
+        the content is the same; one whose key is not configured never holds
+        the file.
+        """
+        if stored is None or (self.encryption is not None and not stored.metadata):
+            try:
+                stored = self.head(name)
+            except NotFoundError:
+                return False
+        try:
+            cipher = self.cipher_of(name, stored.metadata)
+        except DecryptionError:
+            return False
+        source = _Source(path, os.path.getsize(path), cipher)
+        if stored.size != source.size:
+            return False
+        if not stored.large:
+            return stored.md5 is not None and stored.md5 == source.md5(0, source.size)
         segments = self._manifest(name)
         offsets = list(itertools.accumulate((int(s["bytes"]) for s in segments), initial=0))
-        if offsets[-1] != os.path.getsize(path):
+        if offsets[-1] != source.size:
             return False
 
         def matches(index: int) -> bool:
             segment = segments[index]
             return self._segment_problem(segment) is None and \
-                file_md5(path, offsets[index], int(segment["bytes"])) == segment["hash"]
+                source.md5(offsets[index], int(segment["bytes"])) == segment["hash"]
         return all(self._segment_executor().map(matches, range(len(segments))))
 
     def _manifest(self, name: str) -> list[dict]:
@@ -1004,9 +1073,10 @@ class SwiftContainer:
         except Exception as exc:
             log.warning("could not remove the segments of failed upload %r: %s", name, exc)
 
-    def _upload_segment(self, segment: str, path: str, offset: int, length: int,
+    def _upload_segment(self, segment: str, source: _Source, offset: int, length: int,
                         limit: Deadline) -> dict:
-        md5 = self._put_file(self.segment_container, segment, path, offset, length, {}, limit)
+        md5 = self._put_file(self.segment_container, segment, source, offset, length, {},
+                             limit)
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
                 "size_bytes": length}
 
@@ -1041,6 +1111,9 @@ class SwiftContainer:
         if method not in TEMP_URL_METHODS:
             raise ValueError(f"temporary URLs are for {' and '.join(TEMP_URL_METHODS)} "
                              f"only, not {method}: stored blob revisions never change")
+        if self.encryption is not None and _encryption_header(self.head(name).metadata):
+            raise PermanentSwiftError("it is encrypted, and a temporary URL would serve its "
+                                      "ciphertext", operation="temporary URL", name=name)
         if not isinstance(seconds, int) or seconds <= 0:
             raise ValueError(f"a temporary URL needs a positive number of seconds, "
                              f"not {seconds!r}")
@@ -1130,11 +1203,16 @@ class SwiftContainer:
 
 def open_container(container: str, **options) -> SwiftContainer:
     """A :class:`SwiftContainer` from flat keyword *options*: the fields of
-    :class:`Credentials` (the environment's credentials when none are given)
-    and the keyword arguments of :class:`SwiftContainer`."""
+    :class:`Credentials` (the environment's credentials when none are given),
+    ``encryption_keys`` (key texts; by default those of the
+    ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS`` environment variable, if set) and the
+    keyword arguments of :class:`SwiftContainer`."""
     credential_fields = {item.name for item in fields(Credentials)}
     credentials = Credentials(**{name: options.pop(name) for name in list(options)
                                  if name in credential_fields})
+    keys = options.pop("encryption_keys", None)
+    if options.get("encryption") is None:
+        options["encryption"] = keyring_from(keys)
     return SwiftContainer(credentials.or_environ(), container, **options)
 
 
@@ -1265,6 +1343,68 @@ class _UploadBody:
 
     def tell(self) -> int:
         return self._pos
+
+
+class _Source:
+    """The bytes an upload sends from the file at *path*: the file itself, or
+    its ciphertext under *cipher*."""
+
+    def __init__(self, path: str, plaintext_size: int, cipher: ObjectCipher | None) -> None:
+        self.path, self.plaintext_size, self.cipher = path, plaintext_size, cipher
+        self.size = cipher.ciphertext_size(plaintext_size) if cipher else plaintext_size
+
+    def open(self):
+        """A readable, seekable file of the bytes to send (close it after use)."""
+        f = open(self.path, "rb")
+        return self.cipher.reader(f, self.plaintext_size) if self.cipher else f
+
+    def md5(self, offset: int, length: int) -> str:
+        """Hex MD5 of *length* bytes from *offset*."""
+        if self.cipher is None:
+            return file_md5(self.path, offset, length)
+        digest = hashlib.md5(usedforsecurity=False)
+        with self.open() as f:
+            f.seek(offset)
+            while length > 0:
+                data = f.read(min(CHUNK_SIZE, length))
+                if not data:
+                    break
+                digest.update(data)
+                length -= len(data)
+        return digest.hexdigest()
+
+
+class _DecryptingSink:
+    """A download's sink that decrypts object *name* into *out*."""
+
+    def __init__(self, name: str, cipher: ObjectCipher, out) -> None:
+        self._name, self._writer = name, cipher.writer(out)
+
+    def write(self, data: bytes) -> int:
+        return _decrypting(self._name, lambda: self._writer.write(data))
+
+    def finish(self) -> None:
+        """Decrypt the last chunk: a download is complete only then."""
+        _decrypting(self._name, self._writer.finish)
+
+
+def _decrypting(name: str, step):
+    """Run *step*; a decryption failure becomes a DecryptionError (or a
+    MissingKeyError) naming object *name*."""
+    failure = None
+    try:
+        return step()
+    except KeyNotConfigured as exc:
+        failure = MissingKeyError(str(exc), operation="decryption", name=name)
+    except DecryptionFailed as exc:
+        failure = DecryptionError(str(exc), operation="decryption", name=name)
+    raise failure
+
+
+def _encryption_header(metadata: Mapping[str, str]) -> str | None:
+    """The encryption parameters in an object's metadata (None: a plain object)."""
+    wanted = ENCRYPTION_METADATA.lower()
+    return next((value for key, value in metadata.items() if key.lower() == wanted), None)
 
 
 def file_md5(path: str, offset: int = 0, length: int | None = None) -> str:

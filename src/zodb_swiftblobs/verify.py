@@ -6,7 +6,8 @@ order, with the container's listing.  A referenced revision without an
 object is *missing*; an object no revision references is an *orphan* (the
 garbage collector's business); a large object with a segment gone or of the
 wrong size, or (with ``deep``) an object whose bytes do not match their
-size and MD5, is *corrupt*.
+size and MD5, or an encrypted object that fails authentication, is
+*corrupt*; an encrypted object whose key is not configured is *unchecked*.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from ZODB.blob import is_blob_record
 
 from .keys import KeyLayout
 from .progress import Progress
-from .swiftaccess import (ChecksumMismatchError, NotFoundError, StoredObject,
-                          SwiftContainer, SwiftError)
+from .swiftaccess import (ChecksumMismatchError, DecryptionError, MissingKeyError,
+                          NotFoundError, StoredObject, SwiftContainer, SwiftError)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ class _Checker:
                 received = self.container.check(stored.name)
                 if received.size != stored.size:
                     problem = f"{received.size} bytes, listed as {stored.size}"
-        except ChecksumMismatchError as exc:
+        except MissingKeyError as exc:
+            unchecked = str(exc)
+        except (ChecksumMismatchError, DecryptionError) as exc:
             problem = str(exc)
         except NotFoundError:
             problem = "deleted during the verification"
