@@ -149,6 +149,14 @@ def child_environment():
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
+def blob_objects(view, prefix=""):
+    """The objects of blob revisions *view* lists under *prefix* (not the
+    prefix's ownership marker)."""
+    from zodb_swiftblobs.keys import KeyLayout
+
+    return [o for o in view.list(prefix) if o.name != KeyLayout(prefix).marker]
+
+
 def store_blobs(db, **blobs):
     """Commit new revisions of the root's blobs of these names (created if
     missing) in one transaction; return its id."""

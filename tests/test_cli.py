@@ -17,7 +17,8 @@ from swiftclient import client as swiftclient
 from ZODB.blob import Blob, BlobStorage
 from ZODB.FileStorage import FileStorage
 
-from conftest import child_environment, corrupt_on_disk, sqlite_relstorage, swift_config
+from conftest import (blob_objects, child_environment, corrupt_on_disk, sqlite_relstorage,
+                      swift_config)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.progress import Progress
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
@@ -100,7 +101,7 @@ def test_migrate_a_blob_directory_keeps_data_fs_and_is_idempotent(
     assert (status, report["blobs"], report["uploaded"], report["skipped"]) == \
         (0, len(files), len(files), 0)
     assert report["bytes_uploaded"] == sum(os.path.getsize(f) for f in files)
-    assert len(list(view.list("site/"))) == len(files)
+    assert len(blob_objects(view, "site/")) == len(files)
     # Data.fs unchanged and the wrapped storage serves every blob.
     assert read_all(config, expected) == expected
 
@@ -108,14 +109,14 @@ def test_migrate_a_blob_directory_keeps_data_fs_and_is_idempotent(
     assert (status, again["uploaded"], again["skipped"]) == (0, 0, len(files))
 
     # One object lost, one replaced by other bytes of the same size: both uploaded again.
-    stored = list(view.list("site/"))
+    stored = blob_objects(view, "site/")
     view.delete(stored[0].name)
     wrong = tmp_path / "wrong"
     wrong.write_bytes(os.urandom(stored[1].size))
     view.upload(stored[1].name, str(wrong))
     status, repair = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
     assert (status, repair["uploaded"], repair["skipped"]) == (0, 2, len(files) - 2)
-    assert {o.name: o.md5 for o in view.list("site/")} == {o.name: o.md5 for o in stored}
+    assert {o.name: o.md5 for o in blob_objects(view, "site/")} == {o.name: o.md5 for o in stored}
 
 
 def _url_token(cluster):
@@ -180,7 +181,7 @@ def test_migrate_copies_a_storage_with_blobs_and_resumes(devswift, tmp_path, con
                          "--jobs", "3")
     assert (status, report["transactions"], report["blobs"], report["uploaded"]) == \
         (0, 4, 9, 9)  # the root's creation, then three transactions of three blobs
-    assert len(list(view.list())) == 9
+    assert len(blob_objects(view)) == 9
     assert read_all(config, expected) == expected
 
     db = ZODB.DB(sqlite_relstorage(tmp_path / "source-db", True, tmp_path / "source-blobs"))
@@ -194,7 +195,8 @@ def test_migrate_copies_a_storage_with_blobs_and_resumes(devswift, tmp_path, con
 
     foreign = tmp_path / "foreign.conf"  # a database with a history of its own
     foreign.write_text(swift_config(devswift, container_name, tmp_path / "cache3",
-                                    f"<filestorage>\npath {tmp_path / 'F.fs'}\n</filestorage>"))
+                                    f"<filestorage>\npath {tmp_path / 'F.fs'}\n</filestorage>",
+                                    prefix="foreign/"))
     ZODB.config.databaseFromURL(str(foreign)).close()
     status, report = run(capsys, "migrate", str(foreign), "--source", str(source_config))
     assert status == 1 and "not in the source" in report["error"]
@@ -252,14 +254,14 @@ def test_migrate_dry_run_changes_nothing_and_a_stopped_copy_resumes(
     assert read_all(config, expected) == expected
 
     # A copy killed after uploading, before committing, leaves objects and no records:
-    names = sorted(o.name for o in view.list())
+    names = sorted(o.name for o in blob_objects(view))
     for suffix in ("", ".index", ".lock", ".tmp"):
         if os.path.exists(f"{tmp_path / 'Data.fs'}{suffix}"):
             os.remove(f"{tmp_path / 'Data.fs'}{suffix}")
     status, report = run(capsys, "migrate", str(config), "--source", str(source_config))
     assert (status, report["transactions"], report["uploaded"], report["skipped"]) == \
         (0, 5, 0, 4)
-    assert sorted(o.name for o in view.list()) == names
+    assert sorted(o.name for o in blob_objects(view)) == names
 
 
 def test_migrate_reports_blobs_the_source_lacks(devswift, tmp_path, container_name, capsys):
@@ -373,12 +375,12 @@ def test_gc_deletes_only_old_enough_orphans(devswift, tmp_path, container_name, 
 
     status, report = run(capsys, "gc", str(config), "--dry-run", "--min-age", "0")
     assert (status, report["orphans"], report["deleted"]) == (0, 2, 0)
-    assert len(list(view.list())) == 3
+    assert len(blob_objects(view)) == 3
     status, report = run(capsys, "gc", str(config))  # default minimum age: one hour
     assert (status, report["orphans"], report["too_young"], report["deleted"]) == (0, 0, 2, 0)
     status, report = run(capsys, "gc", str(config), "--min-age", "0")
     assert (status, report["orphans"], report["deleted"]) == (0, 2, 2)
-    assert [o.name for o in view.list()] == [f"{ids['kept'][0].hex()}/{tid}.blob"]
+    assert [o.name for o in blob_objects(view)] == [f"{ids['kept'][0].hex()}/{tid}.blob"]
     assert read_all(config, ["kept"]) == {"kept": b"committed and referenced"}
 
 
@@ -588,7 +590,8 @@ def test_verify_and_gc_over_relstorage(devswift, tmp_path, container_name, view,
         (0, 1, 1, 1)
     status, report = run(capsys, "gc", str(config), "--min-age", "0")
     assert (status, report["examined"], report["deleted"]) == (0, 2, 1)
-    assert f"{ids['a'][0].hex()}/{ids['a'][1].hex()}.blob" not in [o.name for o in view.list()]
+    names = [o.name for o in blob_objects(view)]
+    assert f"{ids['a'][0].hex()}/{ids['a'][1].hex()}.blob" not in names
     assert read_all(config, ["a"]) == {"a": b"second"}
 
 

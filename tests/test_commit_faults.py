@@ -20,8 +20,8 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
 from ZODB.utils import z64
 
-from conftest import (child_environment, credentials_for, mint_token, proxy_log, read,
-                      sqlite_relstorage, store_blobs, swift_storage)
+from conftest import (blob_objects, child_environment, credentials_for, mint_token, proxy_log,
+                      read, sqlite_relstorage, store_blobs, swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import (ChecksumMismatchError, Credentials, NotFoundError,
@@ -154,7 +154,7 @@ def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mod
     time.sleep(0.5)
     report = storage.collect_garbage()
     assert report.deleted >= (1 if mode == "stopped" else 0)
-    remaining = {o.name for o in view.list()}
+    remaining = {o.name for o in blob_objects(view)}
     assert uploaded_name not in remaining
     assert remaining == {keys.key(*revision(db, "kept")), keys.key(*revision(db, "after"))}
     db.close()
@@ -265,7 +265,7 @@ def test_bytes_damaged_on_the_way_are_sent_again(cluster, tmp_path, container_na
     with injected(cluster, {**rule, "times": 1000}):
         with pytest.raises(SwiftStorageError, match="MD5"):
             store_blobs(db, damaged=b"never stored intact" * 1000)
-    names = [o.name for o in view.list()]
+    names = [o.name for o in blob_objects(view)]
     assert names == [KeyLayout().key(oid, serial)], "the damaged objects were deleted"
     with pytest.raises(ChecksumMismatchError):
         with injected(cluster, {**rule, "times": 1000}):
@@ -376,7 +376,7 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     oid, serial = (bytes.fromhex(part) for part in child.stdout.split())
     keys = KeyLayout()
-    names = {o.name for o in view.list()}
+    names = {o.name for o in blob_objects(view)}
     assert keys.key(oid, serial) in names and len(names) == 2, "the vote uploaded the blob"
     (voted,) = names - {keys.key(oid, serial)}
     _, voted_tid = keys.parse(voted)
@@ -396,7 +396,7 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
     store_blobs(db, later=b"a later transaction")
     report = storage.collect_garbage()
     assert report.deleted == 1
-    assert {o.name for o in view.list()} == {keys.key(oid, serial),
+    assert {o.name for o in blob_objects(view)} == {keys.key(oid, serial),
                                              keys.key(*revision(db, "later"))}
     db.close()
 

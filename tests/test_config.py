@@ -10,6 +10,9 @@ from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
 from zodb_swiftblobs.config import OPTIONS
+from ZODB.MappingStorage import MappingStorage
+from ZODB.POSException import StorageError
+
 from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError
 
 
@@ -123,3 +126,100 @@ def test_wrong_credentials_fail_at_open_without_the_secret(devswift, tmp_path,
         """)
     assert "secret-but-wrong-42" not in str(info.value)
     FileStorage(str(tmp_path / "Data.fs")).close()  # the base was closed: its lock is free
+
+
+def open_with(devswift, tmp_path, container_name, setting):
+    """Open a database whose <swiftblobstorage> has *setting* (a line), which
+    replaces the working setting of the same key if there is one."""
+    settings = devswift.settings()
+    lines = {"container": container_name, "cache-dir": tmp_path / "cache",
+             "auth-url": settings.auth_url, "user": settings.user, "key": settings.key}
+    name, _, value = setting.partition(" ")
+    lines[name] = value
+    text = "\n".join(f"            {name} {value}" for name, value in lines.items())
+    return ZODB.config.databaseFromString(f"""
+        %import zodb_swiftblobs
+        <zodb main>
+          <swiftblobstorage>
+{text}
+            <filestorage>
+              path {tmp_path / "Data.fs"}
+            </filestorage>
+          </swiftblobstorage>
+        </zodb>
+    """)
+
+
+# Each key with a value of the wrong type (rejected by ZConfig while reading)
+# or out of range (rejected when the storage opens); the error names the key
+# or quotes the value.
+BAD_SETTINGS = [
+    ("cache-size 0", "cache_size"),
+    ("cache-size lots", "lots"),
+    ("container a/b", "container"),
+    ("prefix no-slash", "prefix"),
+    ("auth-url not-a-url", "auth_url"),
+    ("auth-version 7", "auth_version"),
+    ("interface sideways", "interface"),
+    ("preauth-url ftp://example.org/v1/AUTH_x", "preauth_url"),
+    ("cacert /nonexistent/ca.pem", "cacert"),
+    ("insecure maybe", "maybe"),
+    ("deadline -1", "deadline"),
+    ("deadline soon", "soon"),
+    ("timeout 0", "timeout"),
+    ("upload-concurrency 0", "upload_concurrency"),
+    ("upload-concurrency 2.5", "2.5"),
+    ("large-object-threshold 0", "large_object_threshold"),
+    ("segment-size 0", "segment_size"),
+    ("segment-size big", "big"),
+    ("create-container perhaps", "perhaps"),
+    ("storage-policy no-such-policy", "no-such-policy"),
+    ("encryption-key not-a-key", "encryption key"),
+]
+
+
+@pytest.mark.parametrize("setting, named", BAD_SETTINGS, ids=[s for s, _ in BAD_SETTINGS])
+def test_every_bad_setting_fails_at_open_and_says_which(devswift, tmp_path, container_name,
+                                                        setting, named):
+    with pytest.raises((ZConfig.ConfigurationError, ValueError, StorageError)) as info:
+        open_with(devswift, tmp_path, container_name, setting)
+    assert named in str(info.value)
+    assert devswift.settings().key not in str(info.value)
+    FileStorage(str(tmp_path / "Data.fs")).close()  # the base was closed: its lock is free
+
+
+def test_every_key_is_covered_by_a_bad_setting():
+    """A new option needs a case above, or a reason to be left out here."""
+    covered = {setting.split()[0].replace("-", "_") for setting, _ in BAD_SETTINGS}
+    free_text = {  # checked by the server (see the tests of wrong credentials)
+        "user", "key", "project_name", "project_id", "project_domain_name",
+        "project_domain_id", "user_domain_name", "user_domain_id", "region_name",
+        "application_credential_id", "application_credential_secret", "preauth_token",
+        "temp_url_key"}  # any non-empty text (see the test of Python types)
+    elsewhere = {"cache_dir": "the tests of unusable cache directories",
+                 "encryption_keys": "'encryption-key' above, a multikey"}
+    assert set(OPTIONS) - covered - free_text - set(elsewhere) == set()
+
+
+def test_wrong_types_from_python_fail_clearly(devswift, tmp_path, container_name):
+    credentials = devswift.settings()
+    base = {"container": container_name, "cache_dir": str(tmp_path / "cache"),
+            "auth_url": credentials.auth_url, "user": credentials.user,
+            "key": credentials.key}
+    for option, value, message in [
+            ("deadline", "60", "deadline must be a positive number"),
+            ("cache_size", "10GB", "cache_size must be a positive whole number"),
+            ("insecure", "no", "insecure must be true or false"),
+            ("user", 42, "user must be text"),
+            ("key", 42, "key must be text, not int (a secret)"),
+            ("create_container", "yes", "create_container must be true or false"),
+            ("temp_url_key", "", "temp_url_key must be a non-empty text")]:
+        with pytest.raises(ValueError) as info:
+            SwiftBlobStorage(MappingStorage(), **{**base, option: value})
+        assert message in str(info.value), option
+
+
+def test_an_unknown_container_without_auto_creation(devswift, tmp_path, container_name):
+    with pytest.raises(SwiftStorageError, match="does not exist.*create-container is off"):
+        open_with(devswift, tmp_path, container_name, "create-container false")
+    FileStorage(str(tmp_path / "Data.fs")).close()

@@ -17,7 +17,7 @@ import ZODB.config
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
-from conftest import (assert_secret_free, child_environment, corrupt_on_disk,
+from conftest import (assert_secret_free, blob_objects, child_environment, corrupt_on_disk,
                       credentials_for, download_cut_mid_stream, swift_config,
                       swift_storage)
 from zodb_swiftblobs.cli import main
@@ -410,7 +410,7 @@ def test_migrate_encrypts_skips_what_swift_holds_and_verify_decrypts(
     assert (status, report["uploaded"], report["skipped"]) == (0, 2, 0)
     container = SwiftContainer(credentials_for(devswift), container_name)
     try:
-        listed = list(container.list())
+        listed = blob_objects(container)
         assert len(listed) == 2
         for stored in listed:
             headers, ciphertext = raw_get(devswift, container_name, stored.name)
@@ -504,7 +504,7 @@ def test_no_key_in_logs_errors_or_reprs(devswift, tmp_path, container_name, capl
         container = SwiftContainer(credentials_for(devswift), container_name,
                                    encryption=keyring)
         try:
-            for stored in container.list():
+            for stored in blob_objects(container):
                 with pytest.raises(MissingKeyError) as info:
                     container.download(stored.name, str(tmp_path / "out"))
                 assert_secret_free(info.value, KEY_A, KEY_B)

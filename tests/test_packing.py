@@ -10,7 +10,7 @@ import ZODB
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
-from conftest import credentials_for, sqlite_relstorage, swift_storage
+from conftest import blob_objects, credentials_for, sqlite_relstorage, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
 
@@ -84,6 +84,6 @@ def test_pack_keeps_exactly_the_revisions_still_needed(packing):
     transaction.commit()
     db.pack(time.time() + 1)
     assert in_swift(view, oid, tids) == [False] * 5
-    assert [o.name for o in view.list()] == []
+    assert [o.name for o in blob_objects(view)] == []
     assert storage.cache_stats()["entries"] == 0
     conn.close()

@@ -9,8 +9,8 @@ import pytest
 import ZODB
 from ZODB.serialize import referencesf
 
-from conftest import (child_environment, credentials_for, sqlite_relstorage, store_blobs,
-                      swift_storage)
+from conftest import (blob_objects, child_environment, credentials_for, sqlite_relstorage,
+                      store_blobs, swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
@@ -32,7 +32,7 @@ def read(db, name, **open_options):
 def stored(cluster, container):
     view = SwiftContainer(credentials_for(cluster), container)
     try:
-        return [view_object.name for view_object in view.list()]
+        return [view_object.name for view_object in blob_objects(view)]
     finally:
         view.close()
 

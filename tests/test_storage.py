@@ -18,7 +18,7 @@ from ZODB.POSException import POSKeyError
 from ZODB.serialize import referencesf
 from ZODB.utils import p64, u64
 
-from conftest import credentials_for, swift_storage
+from conftest import blob_objects, credentials_for, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import SwiftContainer
@@ -37,7 +37,7 @@ def swift_view(devswift, container_name):
 
 
 def names(view):
-    return [o.name for o in view.list()]
+    return [o.name for o in blob_objects(view)]
 
 
 def commit_blob(db, key, data):

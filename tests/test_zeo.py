@@ -6,7 +6,7 @@ import time
 import ZEO
 from ZODB.blob import Blob
 
-from conftest import credentials_for
+from conftest import blob_objects, credentials_for
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import SwiftContainer
@@ -62,7 +62,7 @@ def test_two_clients_read_each_others_blobs(devswift, tmp_path, container_name):
     finally:
         stop()
     view = SwiftContainer(credentials, container_name)
-    assert [o.name for o in view.list()] == sorted(KeyLayout().key(*r) for r in revisions)
+    assert [o.name for o in blob_objects(view)] == sorted(KeyLayout().key(*r) for r in revisions)
     view.close()
 
 

@@ -21,6 +21,7 @@ from .config import ConfigurationError, open_storage, open_swift_storage, swift_
 from .devswift import DevSwift, DevSwiftError
 from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                       copy_transactions, migrate_blob_directory)
+from .ownership import PrefixOwnership, database_identity
 from .progress import Progress
 from .swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
 from .verify import verify
@@ -236,6 +237,30 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim(args: argparse.Namespace) -> int:
+    section = swift_section(args.config, args.database)
+    base = section.open_base()
+    try:
+        identity = database_identity(base)
+    finally:
+        base.close()
+    container = section.open_container()
+    try:
+        container.ensure_container()
+        ownership = PrefixOwnership(container, section.key_layout(), identity)
+        previous = ownership.claim()
+    finally:
+        container.close()
+    previous_owner = previous["owner"] if previous else None
+    lines = [f"{ownership.where} now belongs to {identity}"]
+    if previous_owner and previous_owner != identity:
+        lines.append(f"(it belonged to {previous_owner})")
+    _output(args, {"owner": identity, "previous_owner": previous_owner,
+                   "container": container.container, "prefix": section.key_layout().prefix},
+            lines)
+    return 0
+
+
 def _url(args: argparse.Namespace) -> int:
     opened, storage = open_swift_storage(args.config, args.database, read_only=True)
     try:
@@ -357,17 +382,21 @@ def _demo_run(credentials: Credentials, container_name: str, work: str, count: i
     print(f"undid the last transaction: {len(changed)} blobs have their first bytes again "
           "(copied inside Swift)")
     listing = SwiftContainer(credentials, container_name)
-    before = sum(1 for _ in listing.list(prefix))
+
+    def revisions() -> int:
+        return sum(1 for o in listing.list(prefix) if storage.key_layout.parse(o.name))
+    before = revisions()
     db.pack()
-    after = sum(1 for _ in listing.list(prefix))
-    print(f"packed: garbage collection removed {before - after} of {before} Swift objects "
-          "(the revisions the pack dropped)")
+    after = revisions()
+    print(f"packed: garbage collection removed {before - after} of {before} blob revisions "
+          "(those the pack dropped)")
     stats = storage.cache_stats()
     print("cache: " + ", ".join(f"{key} {value}" for key, value in sorted(stats.items())))
     removed = listing.delete_many(listing.list(prefix))
     listing.close()
     db.close()
-    print(f"removed the demo's {removed} Swift objects")
+    print(f"removed the demo's {removed} Swift objects (its blob revisions and the "
+          "prefix's ownership marker)")
 
 
 def _storage_command(commands, name: str, func, help: str, description: str):
@@ -433,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--size", type=byte_size,
                        help="prune: the size to shrink to (default: the configured "
                             "cache-size), such as 500MB or 2GB")
+
+    _storage_command(
+        commands, "claim", _claim, "make the prefix this database's",
+        "Write the prefix's ownership marker naming this database (by where its records "
+        "live: a FileStorage's host and path, RelStorage's database). Needed after moving "
+        "a database elsewhere; never claim a prefix another live database uses: its "
+        "garbage collection would delete the blobs this database lacks.")
 
     url = _storage_command(
         commands, "url", _url, "print a Swift TempURL for a blob revision",

@@ -61,6 +61,10 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
         return open_container(options["container"],
                               **{name: options[name] for name in SWIFT_OPTIONS})
 
+    def open_base(self):
+        """The wrapped storage alone, opened read-only (where it can be)."""
+        return _open(self.config.base, read_only=True)
+
     def key_layout(self) -> KeyLayout:
         return KeyLayout(self.config.prefix)
 

@@ -3,7 +3,9 @@
 A revision of blob *oid* committed in transaction *tid* is stored as
 ``<prefix><oid as 16 hex digits>/<tid as 16 hex digits>.blob``.  Listing the
 container by name therefore walks blobs oid by oid, revisions in commit order,
-and several databases can share one container under different prefixes.
+and several databases can share one container under different prefixes.  The
+object ``<prefix>zodb-swiftblobs.owner`` names the database owning the prefix
+(see :mod:`zodb_swiftblobs.ownership`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 
 SUFFIX = ".blob"
+MARKER = "zodb-swiftblobs.owner"
 _KEY = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{16})\.blob$")
 
 
@@ -23,6 +26,7 @@ class KeyLayout:
         if prefix.startswith("/") or "//" in prefix:
             raise ValueError(f"prefix {prefix!r} must not start with '/' or contain '//'")
         self.prefix = prefix
+        self.marker = f"{prefix}{MARKER}"
 
     def __repr__(self) -> str:
         return f"KeyLayout(prefix={self.prefix!r})"

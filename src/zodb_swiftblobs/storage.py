@@ -40,10 +40,11 @@ from zope.interface import directlyProvides, implementer, providedBy
 from .cache import BlobCache
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
+from .ownership import ForeignPrefixError, PrefixOwnership, database_identity
 from .progress import Progress
 from .staging import StagingArea
 from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError,
-                          TransientSwiftError, open_container)
+                          TransientSwiftError, open_container, require_positive)
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,12 @@ class _Shared:
     """What all instances of one wrapped database share (MVCC instances)."""
 
     def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
-                 upload_concurrency: int, temp_url_key: str | None) -> None:
+                 ownership: PrefixOwnership, upload_concurrency: int,
+                 temp_url_key: str | None) -> None:
         self.container = container
         self.keys = keys
         self.cache = cache
+        self.ownership = ownership
         self.staging = StagingArea(cache.temporary_directory, cache.directory)
         self.configured_temp_url_key = temp_url_key
         self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
@@ -193,6 +196,7 @@ class SwiftBlobStorage:
     *prefix* (empty or ending in ``/``)
     lets several databases share it.  *cache_dir* holds the read cache (kept
     near *cache_size* bytes) and, in ``cache_dir/tmp``, uncommitted blobs.
+    With *create_container* false a missing container is an error at open.
     Credentials are those of :class:`zodb_swiftblobs.swiftaccess.Credentials`
     (from the ``ST_*``/``OS_*`` environment when none are given).
     *encryption_keys* (key texts; by default the ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS``
@@ -225,6 +229,7 @@ class SwiftBlobStorage:
                  timeout: float = 10.0, upload_concurrency: int = 8,
                  large_object_threshold: int | None = None,
                  segment_size: int = 256 << 20, temp_url_key: str | None = None,
+                 create_container: bool = True,
                  encryption_keys: str | Sequence[str] | None = None,
                  _shared: _Shared | None = None) -> None:
         if ZODB.interfaces.IBlobStorage.providedBy(base):
@@ -236,25 +241,39 @@ class SwiftBlobStorage:
         if _shared is None:
             if not cache_dir:
                 raise ValueError("SwiftBlobStorage needs a cache_dir")
+            require_positive("cache_size", cache_size)
+            require_positive("upload_concurrency", upload_concurrency)
+            if temp_url_key is not None and not (isinstance(temp_url_key, str)
+                                                 and temp_url_key):
+                raise ValueError("temp_url_key must be a non-empty text when given")
+            if not isinstance(create_container, bool):
+                raise ValueError(f"create_container must be true or false, not "
+                                 f"{create_container!r}")
             keys = KeyLayout(prefix)  # local settings first: no network for their errors
             cache = BlobCache(cache_dir, cache_size)
             arguments = locals()
             swift_container = open_container(
                 container, **{name: arguments[name] for name in SWIFT_OPTIONS})
             read_only = base.isReadOnly()
+            ownership = PrefixOwnership(swift_container, keys, database_identity(base))
             failure = None
             try:
-                swift_container.ensure_container(create=not read_only)
+                swift_container.ensure_container(create=create_container and not read_only)
+                ownership.check(claim=not read_only)
             except NotFoundError:
+                why = "a storage opened read-only does not create it" if read_only \
+                    else "create-container is off"
                 failure = SwiftStorageError(
-                    f"Swift container {container!r} does not exist (a storage opened "
-                    "read-only does not create it)")
+                    f"Swift container {container!r} does not exist ({why})")
             except SwiftError as exc:
                 failure = _storage_error(exc)
+            except ForeignPrefixError as exc:
+                failure = exc
             if failure is not None:
                 swift_container.close()
                 raise failure
-            _shared = _Shared(swift_container, keys, cache, upload_concurrency, temp_url_key)
+            _shared = _Shared(swift_container, keys, cache, ownership, upload_concurrency,
+                              temp_url_key)
         self._shared = _shared
         self._commit: _Commit | None = None
         self._db = None
@@ -633,6 +652,7 @@ class SwiftBlobStorage:
                                     "blobs may be those of the storage it is layered on")
         shared = self._shared
         try:
+            shared.ownership.check(claim=not dry_run)
             return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
                                    last_tid or self._last_committed(), dry_run=dry_run,
                                    protected=shared.in_flight, min_age=min_age,

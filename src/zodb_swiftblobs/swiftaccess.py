@@ -56,6 +56,7 @@ GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
 UPLOAD_ATTEMPTS = 3  # uploads whose stored bytes differ from those sent are sent again
+MAX_CONTAINER_NAME = 256  # bytes, Swift's default limit
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
 ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
@@ -132,6 +133,8 @@ class MissingKeyError(DecryptionError):
 # -- credentials -----------------------------------------------------------
 
 _SECRET_FIELDS = ("key", "application_credential_secret", "preauth_token")
+AUTH_VERSIONS = ("1", "1.0", "3", "3.0")
+INTERFACES = ("public", "internal", "admin", "publicURL", "internalURL", "adminURL")
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,25 @@ class Credentials:
     application_credential_secret: str | None = field(default=None, repr=False)
     preauth_url: str | None = None
     preauth_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is not None and not isinstance(value, str):
+                shown = "a secret" if item.name in _SECRET_FIELDS else repr(value)
+                raise ValueError(f"{item.name} must be text, not {type(value).__name__} "
+                                 f"({shown})")
+        for name in ("auth_url", "preauth_url"):
+            url = getattr(self, name)
+            if url and (urlparse(url).scheme not in ("http", "https")
+                        or not urlparse(url).netloc):
+                raise ValueError(f"{name} must be an http:// or https:// URL, not {url!r}")
+        if self.auth_version and self.auth_version.lower().lstrip("v") not in AUTH_VERSIONS:
+            raise ValueError(f"auth_version must be 1 (TempAuth) or 3 (Keystone v3), not "
+                             f"{self.auth_version!r}")
+        if self.interface and self.interface not in INTERFACES:
+            raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, not "
+                             f"{self.interface!r}")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Credentials:
@@ -437,10 +459,23 @@ class SwiftContainer:
                  segment_size: int = 256 * MIB, segment_concurrency: int = 4,
                  cacert: str | None = None, insecure: bool = False,
                  encryption: Keyring | None = None) -> None:
-        if not container or "/" in container:
-            raise ValueError(f"invalid container name {container!r}")
-        if not initial_backoff > 0 or max_backoff < initial_backoff:
-            raise ValueError("need 0 < initial_backoff <= max_backoff")
+        if not isinstance(container, str) or not container or "/" in container \
+                or len(container.encode()) > MAX_CONTAINER_NAME:
+            raise ValueError(f"invalid container name {container!r}: 1 to "
+                             f"{MAX_CONTAINER_NAME} bytes, without '/'")
+        for name, value in (("deadline", deadline), ("timeout", timeout),
+                            ("initial_backoff", initial_backoff),
+                            ("max_backoff", max_backoff)):
+            require_positive(name, value, number=True)
+        if max_backoff < initial_backoff:
+            raise ValueError("need initial_backoff <= max_backoff")
+        for name, value in (("segment_size", segment_size),
+                            ("segment_concurrency", segment_concurrency)):
+            require_positive(name, value)
+        if large_object_threshold is not None:
+            require_positive("large_object_threshold", large_object_threshold)
+        if not isinstance(insecure, bool):
+            raise ValueError(f"insecure must be true or false, not {insecure!r}")
         if cacert and not os.path.isfile(cacert):
             raise ValueError(f"cacert {cacert!r} is not a readable file")
         self.credentials = credentials
@@ -596,9 +631,14 @@ class SwiftContainer:
                                          transaction_id=txn)
         if status is not None and (status in RETRYABLE_STATUSES or status >= 500):
             return None
-        return PermanentSwiftError(self._redact(f"{exc.http_reason or exc.msg}")[:300],
-                                   operation=operation, name=name, status=status,
-                                   transaction_id=txn)
+        reason = exc.http_reason or exc.msg
+        content = exc.http_response_content
+        if isinstance(content, bytes):
+            content = content.decode("utf-8", "replace")
+        if content and "<" not in content:  # Swift's one-line explanations, not HTML pages
+            reason = f"{reason}: {' '.join(content.split())}"
+        return PermanentSwiftError(self._redact(reason)[:300], operation=operation, name=name,
+                                   status=status, transaction_id=txn)
 
     def _transfer_deadline(self, size: int, deadline: float | None) -> Deadline:
         return Deadline(self.deadline + size / MIB if deadline is None else deadline)
@@ -663,6 +703,25 @@ class SwiftContainer:
         self._containers_ready.add(container)
 
     # -- single objects ---------------------------------------------------------
+
+    def put_bytes(self, name: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store *data* as object *name* as it is (never encrypted: for small
+        control objects).  With *if_absent*, an existing object is left alone
+        and PermanentSwiftError with status 412 raised."""
+        headers = {"If-None-Match": "*"} if if_absent else {}
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        etag = self._put_creating_container(self.container, name, lambda u, t, h: (
+            swift.put_object(u, t, self.container, name, data, content_length=len(data),
+                             headers=headers, http_conn=h)), Deadline(self.deadline))
+        if etag != md5:
+            raise ChecksumMismatchError(f"Swift stored bytes with MD5 {etag}, sent {md5}",
+                                        operation="upload", name=name)
+
+    def get_bytes(self, name: str) -> bytes:
+        """The content of small object *name* as stored (NotFoundError if absent)."""
+        _, body = self._call("download", name, lambda u, t, h: swift.get_object(
+            u, t, self.container, name, http_conn=h))
+        return body
 
     def head(self, name: str, *, deadline: float | None = None) -> StoredObject:
         """Size, checksum and metadata of an object; NotFoundError if absent."""
@@ -1199,6 +1258,15 @@ class SwiftContainer:
                    deadline=deadline or self.deadline + len(names) * 0.05,
                    timeout=max(self.timeout, BULK_TIMEOUT))
         return len(names)
+
+
+def require_positive(name: str, value, *, number: bool = False) -> None:
+    """ValueError unless *value* is a positive integer (or, with *number*, a
+    positive number)."""
+    kinds = (int, float) if number else (int,)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+        what = "a positive number" if number else "a positive whole number"
+        raise ValueError(f"{name} must be {what}, not {value!r}")
 
 
 def open_container(container: str, **options) -> SwiftContainer:
