@@ -233,21 +233,15 @@ class BlobCache:
         return path
 
     def stage(self, source: str, path: str) -> None:
-        """Move the file *source* to *path* in :attr:`temporary_directory`
-        (copying it if it is on another file system), readable and writable
-        by the owner alone.  An OSError writing *path* raises
-        :class:`CacheDirectoryError`, leaving neither *path* nor a part of it."""
+        """Move the uncommitted blob file *source* to *path* in
+        :attr:`temporary_directory` as ZODB does (copying it if it is on
+        another file system), readable and writable by the owner alone.  An
+        OSError raises :class:`CacheDirectoryError`, leaving no part of *path*."""
+        # Imported here: the eviction child runs this module without ZODB.
+        from ZODB.blob import rename_or_copy_blob
+
         try:
-            os.rename(source, path)
-        except OSError:
-            with open(source, "rb") as reader:
-                try:
-                    _copy_into(reader, path)
-                except OSError as exc:
-                    _remove_partial(path)
-                    raise CacheDirectoryError(self.directory, f"stage {path}", exc) from exc
-            os.unlink(source)
-        try:
+            rename_or_copy_blob(source, path, chmod=False)
             os.chmod(path, STAGED_FILE_MODE)
         except OSError as exc:
             _remove_partial(path)
@@ -661,14 +655,6 @@ def _remove_partial(path: str) -> None:
     holds none)."""
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def _copy_into(reader, path: str) -> None:
-    """Copy the binary file *reader* into a new file *path*, private to the owner."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, STAGED_FILE_MODE)
-    with os.fdopen(descriptor, "wb") as writer:
-        while block := reader.read(CHECKSUM_BLOCK):
-            writer.write(block)
 
 
 def _lock_revision(lock_path: str) -> int | None:
