@@ -1,7 +1,9 @@
 """Fixtures: a real OpenStack Swift on 127.0.0.1, started once per session."""
 
+import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -230,3 +232,41 @@ def sqlite_relstorage(path, keep_history, blob_dir=None):
                       blob_dir=os.path.abspath(blob_dir) if blob_dir else None)
     return RelStorage(Sqlite3Adapter(os.path.abspath(str(path)), {}, options=options),
                       options=options)
+
+
+@contextlib.contextmanager
+def mounted(directory, fstype="tmpfs", size=None):
+    """Mount a new file system of type *fstype* (of *size*, such as "2m") at
+    the new *directory* for the duration; yields ``remount(mode)`` ("ro" or
+    "rw").  A real read-only or full file system stops root too, whom
+    permission bits do not.  Skips the test where mounting is not allowed."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small or read-only file system needs root")
+    os.makedirs(directory)
+    options = ["-o", f"size={size}"] if size else []
+    mount = subprocess.run(["mount", "-t", fstype, *options, fstype, str(directory)],
+                           capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"mounting {fstype} is not allowed here: {mount.stderr.strip()}")
+
+    def remount(mode):
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True)
+
+    try:
+        yield remount
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)
+
+
+def corrupt_cached_file(path):
+    """Flip bytes in the middle of the cached file *path*, keeping its size,
+    mode and modification time (as a failing disk would)."""
+    status = os.stat(path)
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as f:
+        f.seek(status.st_size // 2)
+        damaged = bytes(b ^ 0xFF for b in f.read(16))
+        f.seek(status.st_size // 2)
+        f.write(damaged)
+    os.chmod(path, status.st_mode & 0o7777)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))

@@ -13,12 +13,13 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import read
-from zodb_swiftblobs.cache import BlobCache
+from conftest import corrupt_cached_file, mounted, read
+from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -117,8 +118,12 @@ def test_directories_are_private_and_files_read_only(make_cache, tmp_path, umask
         cache = make_cache()
         fetched = cache.get(OID, TID, writer(b"fetched"))
         published = cache.publish(stage(cache, b"published"), ident(8), TID)
+        (tmp_path / "uncommitted").write_bytes(b"uncommitted")  # mode 0o644 under umask 022
+        staged = os.path.join(cache.temporary_directory, "staged")
+        cache.stage(str(tmp_path / "uncommitted"), staged)
     finally:
         os.umask(previous)
+    assert stat.S_IMODE(os.stat(staged).st_mode) == 0o600
     for directory in (cache.directory, cache.temporary_directory, os.path.dirname(fetched),
                       os.path.dirname(published)):
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
@@ -271,17 +276,18 @@ def get_in_process(directory, start, counter_path, results):
     start.wait(WAIT)
     path = cache.get(OID, TID, fetch)
     stats = cache.stats()
-    results.put((path, read(path), stats["misses"], stats["hits"]))
+    results.put((path, read(path), stats["misses"], stats["hits"], stats["corrupt"]))
     cache.close()
 
 
-def test_concurrent_misses_in_processes_fetch_once(tmp_path):
+def get_in_processes(directory, count):
+    """Run get_in_process in *count* new processes at once: (outcomes, fetches)."""
     context = multiprocessing.get_context("spawn")
-    directory, counter_path = str(tmp_path / "cache"), str(tmp_path / "fetches")
-    start, results = context.Barrier(4), context.Queue()
+    counter_path = f"{directory}.fetches"
+    start, results = context.Barrier(count), context.Queue()
     processes = [context.Process(target=get_in_process,
                                  args=(directory, start, counter_path, results))
-                 for _ in range(4)]
+                 for _ in range(count)]
     for process in processes:
         process.start()
     try:
@@ -289,12 +295,18 @@ def test_concurrent_misses_in_processes_fetch_once(tmp_path):
     finally:
         for process in processes:
             process.join(WAIT)
-    assert [process.exitcode for process in processes] == [0] * 4
+    assert [process.exitcode for process in processes] == [0] * count
     with open(counter_path) as f:
-        assert len(f.readlines()) == 1
+        return outcomes, len(f.readlines())
+
+
+def test_concurrent_misses_in_processes_fetch_once(tmp_path):
+    directory = str(tmp_path / "cache")
+    outcomes, fetches = get_in_processes(directory, 4)
+    assert fetches == 1
     path = f"{directory}/{OID.hex()}/{TID.hex()}.blob"
     assert {outcome[:2] for outcome in outcomes} == {(path, PROCESS_DATA)}
-    assert sorted(outcome[2:] for outcome in outcomes) == [(0, 1)] * 3 + [(1, 0)]
+    assert sorted(outcome[2:] for outcome in outcomes) == [(0, 1, 0)] * 3 + [(1, 0, 0)]
 
 
 def test_lock_file_left_by_a_fetcher_that_died_after_publishing(make_cache):
@@ -322,8 +334,9 @@ def test_fetch_removes_temporary_files_of_fetchers_that_died(make_cache):
     directory = os.path.dirname(cache.path(OID, TID))
     os.mkdir(directory, 0o700)
     dead = f"{directory}/.{TID.hex()}.blob.0123456789abcdef.tmp"
+    dead_fetch_functions = f"{dead}.x1y2z3.part"  # SwiftContainer.download's own
     other_revision = f"{directory}/.{ident(2).hex()}.blob.0123456789abcdef.tmp"
-    for path in (dead, other_revision):
+    for path in (dead, dead_fetch_functions, other_revision):
         with open(path, "wb") as f:
             f.write(b"partial")
     cache.get(OID, TID, writer(b"complete"))
@@ -363,9 +376,9 @@ def test_failing_fetch_publishes_nothing_and_reraises(make_cache):
         cache.get(OID, TID, failing_fetch)
     assert raised.value is error
     assert not os.path.exists(cache.path(OID, TID))
-    assert os.listdir(os.path.dirname(cache.path(OID, TID))) == []  # no temporary or lock file
+    assert os.listdir(cache.directory) == ["tmp"]  # no temporary or lock file, no directory
     assert cache.stats() == dict(hits=0, misses=0, bytes_downloaded=0, evictions=0,
-                                 evicted_bytes=0, size=0, entries=0)
+                                 evicted_bytes=0, corrupt=0, size=0, entries=0)
     calls = []
     assert read(cache.get(OID, TID, writer(b"complete", calls))) == b"complete"
     assert len(calls) == 1
@@ -415,6 +428,167 @@ def test_discard_removes_only_that_revision(make_cache):
     assert not cache.discard(OID, ident(1))
     assert not cache.discard(ident(9), ident(1))
     assert cache.stats()["entries"] == 2
+
+
+# Integrity
+
+def test_committed_files_carry_their_size_and_checksum(make_cache):
+    cache = make_cache()
+    fetched = cache.get(OID, ident(1), writer(b"fetched"))
+    published = cache.publish(stage(cache, b"published!"), OID, ident(2))
+    assert os.getxattr(fetched, "user.zodb-swiftblobs") == b"v1 7 %08x" % zlib.crc32(b"fetched")
+    assert os.getxattr(published, "user.zodb-swiftblobs") == \
+        b"v1 10 %08x" % zlib.crc32(b"published!")
+
+
+def only_warning(caplog):
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    return warning.getMessage()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "rewritten"])
+def test_a_damaged_file_is_fetched_again_at_the_next_hit(make_cache, caplog, damage):
+    """A truncation changes the size, a rewrite the modification time: the
+    next hit sees it, whoever verified the file before."""
+    cache = make_cache()
+    data = b"intact" * 1000
+    path = cache.get(OID, TID, writer(data))
+    if damage == "truncated":
+        os.chmod(path, 0o600)
+        os.truncate(path, 1000)
+    else:
+        corrupt_cached_file(path)
+        os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns + 10**9))
+    calls = []
+    assert cache.get(OID, TID, writer(data, calls)) == path
+    assert len(calls) == 1 and read(path) == data
+    assert f"{path} is corrupt" in only_warning(caplog)
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["corrupt"]) == (0, 2, 1)
+    assert cache.get(OID, TID, _never) == path
+    assert cache.stats()["hits"] == 1
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "no record", "malformed record"])
+def test_damage_keeping_size_and_mtime_is_found_by_the_next_process(make_cache, caplog, damage):
+    cache = make_cache()
+    path = cache.get(OID, TID, writer(PROCESS_DATA))
+    if damage == "flipped bytes":
+        corrupt_cached_file(path)
+    elif damage == "no record":
+        os.removexattr(path, "user.zodb-swiftblobs")
+    else:
+        os.setxattr(path, "user.zodb-swiftblobs", b"v1 12 not-a-checksum")
+    # This process checked the file when it wrote it and does not read it again.
+    assert cache.get(OID, TID, _never) == path
+    outcomes, fetches = get_in_processes(cache.directory, 1)
+    assert fetches == 1
+    assert outcomes == [(path, PROCESS_DATA, 1, 0, 1)]
+    assert read(path) == PROCESS_DATA
+
+
+def test_processes_finding_one_corrupt_file_fetch_it_once(make_cache):
+    """Each checks again under the revision's lock: none removes the file
+    another one has just fetched again."""
+    cache = make_cache()
+    path = cache.get(OID, TID, writer(PROCESS_DATA))
+    corrupt_cached_file(path)
+    outcomes, fetches = get_in_processes(cache.directory, 4)
+    assert fetches == 1
+    assert {outcome[:2] for outcome in outcomes} == {(path, PROCESS_DATA)}
+    assert sorted(outcome[2:] for outcome in outcomes) == [(0, 1, 0)] * 3 + [(1, 0, 1)]
+
+
+def test_a_file_found_corrupt_is_checked_again_under_the_lock(tmp_path):
+    """Between finding a file corrupt and locking its revision, another
+    process fetched it again: that good file stays."""
+
+    class RacedCache(BlobCache):
+        def _is_intact(self, path, status, *, under_lock):
+            intact = super()._is_intact(path, status, under_lock=under_lock)
+            if races and not under_lock:
+                races.pop()()
+            return intact
+
+    races, children = [], []
+    cache = RacedCache(str(tmp_path / "cache"), MIB)
+    cache.close()
+    path = cache.get(OID, TID, writer(PROCESS_DATA))
+    corrupt_cached_file(path)
+    os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns + 10**9))  # checked again
+    races.append(lambda: children.append(get_in_processes(cache.directory, 1)))
+    assert cache.get(OID, TID, _never) == path
+    assert children == [([(path, PROCESS_DATA, 1, 0, 1)], 1)]
+    assert read(path) == PROCESS_DATA
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["corrupt"]) == (1, 1, 0)
+
+
+def test_without_extended_attributes_files_are_served_unverified(tmp_path, caplog):
+    with mounted(tmp_path / "ramfs", "ramfs"):  # ramfs has no user extended attributes
+        cache = BlobCache(str(tmp_path / "ramfs" / "cache"), MIB)
+        try:
+            assert "cached files cannot be verified" in only_warning(caplog)
+            path = cache.get(OID, TID, writer(b"fetched"))
+            cache.publish(stage(cache, b"published"), OID, ident(2))
+            os.truncate(path, 2)
+            assert cache.get(OID, TID, _never) == path
+            assert read(path) == b"fe"
+            assert len(caplog.records) == 1
+            assert cache.stats()["corrupt"] == 0
+        finally:
+            cache.close()
+
+
+# Full and read-only cache directories
+
+def test_a_full_cache_directory_is_a_clear_error_and_keeps_nothing(tmp_path):
+    with mounted(tmp_path / "small", size="2m"):
+        cache = BlobCache(str(tmp_path / "small" / "cache"), MIB)
+        try:
+            with pytest.raises(CacheDirectoryError) as raised:
+                cache.get(OID, TID, writer(b"x" * (3 * MIB)))
+            message = str(raised.value)
+            for part in (cache.directory, OID.hex(), TID.hex(), "No space left on device",
+                         "free space on its file system, or lower cache-size"):
+                assert part in message
+            assert os.listdir(cache.directory) == ["tmp"]
+            (tmp_path / "uncommitted").write_bytes(b"x" * (3 * MIB))
+            staged = os.path.join(cache.temporary_directory, "staged")
+            with pytest.raises(CacheDirectoryError, match="cannot stage .*No space left"):
+                cache.stage(str(tmp_path / "uncommitted"), staged)
+            assert os.listdir(cache.temporary_directory) == []
+            assert read(cache.get(OID, TID, writer(b"small"))) == b"small"
+            stats = cache.stats()
+            assert (stats["misses"], stats["bytes_downloaded"], stats["entries"]) == (1, 5, 1)
+        finally:
+            cache.close()
+
+
+def test_a_read_only_cache_directory_serves_hits_and_refuses_the_rest(tmp_path):
+    with mounted(tmp_path / "mount", size="4m") as remount:
+        cache = BlobCache(str(tmp_path / "mount" / "cache"), MIB)
+        try:
+            path = cache.get(OID, TID, writer(b"cached"))
+            remount("ro")
+            assert read(cache.get(OID, TID, _never)) == b"cached"
+            for oid, tid in [(OID, ident(2)), (ident(8), TID)]:  # oid directory there or not
+                with pytest.raises(CacheDirectoryError, match=re.escape(
+                        f"blob cache {cache.directory}: cannot store revision {tid.hex()} of "
+                        f"blob {oid.hex()}: Read-only file system (check its permissions and "
+                        "how its file system is mounted)")):
+                    cache.get(oid, tid, writer(b"not stored"))
+            (tmp_path / "uncommitted").write_bytes(b"uncommitted")
+            with pytest.raises(CacheDirectoryError, match="cannot stage .*Read-only"):
+                cache.stage(str(tmp_path / "uncommitted"),
+                            os.path.join(cache.temporary_directory, "staged"))
+            assert (tmp_path / "uncommitted").exists()
+            remount("rw")
+            assert committed_paths(cache) == [path]
+            assert sorted(os.listdir(cache.directory)) == [OID.hex(), "tmp"]
+            assert os.listdir(cache.temporary_directory) == []
+        finally:
+            cache.close()
 
 
 # Eviction
@@ -587,12 +761,12 @@ def test_stats_count_what_happened(make_cache):
     cache.get(OID, ident(2), writer(b"not fetched"))
     cache.publish(stage(cache, b"c" * 400), OID, ident(3))
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=0,
-                                 evicted_bytes=0, size=1200, entries=3)
+                                 evicted_bytes=0, corrupt=0, size=1200, entries=3)
     backdate(second, 100)
     assert cache.evict() == 1
     assert not os.path.exists(second) and os.path.exists(first)
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=1,
-                                 evicted_bytes=400, size=800, entries=2)
+                                 evicted_bytes=400, corrupt=0, size=800, entries=2)
 
 
 def test_counters_are_shared_between_processes_and_survive_a_bad_file(make_cache, tmp_path):

@@ -17,6 +17,15 @@ the cache outgrows its budget; readers never wait for it.  A path returned by
 :meth:`BlobCache.get` may be evicted before the caller opens it: the caller
 then calls :meth:`BlobCache.get` again, which fetches the file again.
 
+Every committed file carries its size and CRC-32 in the extended attribute
+``user.zodb-swiftblobs`` (``v1 <size> <crc32 hex>``), set before the file
+appears.  Each hit compares the file's size with it; the checksum is checked
+the first time a process uses the file, and again whenever the file's inode,
+modification time or size changes.  A corrupt file is removed and fetched
+again.  On a file system without user extended attributes files are not
+verified.  A cache directory that cannot take a file (full, read-only, not
+permitted) raises :class:`CacheDirectoryError` and leaves nothing behind.
+
 This module knows nothing of Swift: fetching is the caller's function.
 """
 
@@ -34,18 +43,47 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 FILE_MODE = 0o400  # read-only, readable by the owner alone, like its directory
+STAGED_FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 LOCK_FILE_MODE = 0o600
 EVICTION_TARGET = 0.9  # an eviction pass shrinks the cache to 90 % of its size
 OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
 COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
-COUNTERS = ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes")
+COUNTERS = ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes", "corrupt")
 COUNTERS_SAVE_INTERVAL = 60.0  # seconds between merges of a process's counters into the file
+INTEGRITY_ATTRIBUTE = "user.zodb-swiftblobs"
+INTEGRITY_RECORD = re.compile(rb"v1 ([0-9]+) ([0-9a-f]{8})")
+CHECKSUM_BLOCK = 1 << 20
+VERIFIED_FILES_REMEMBERED = 32768  # per process; beyond, the oldest are verified again
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NOT_PERMITTED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+# The committed files this process verified or wrote: path -> (inode, mtime, size).
+_verified: dict[str, tuple[int, int, int]] = {}
+_verified_lock = threading.Lock()
+
+
+class CacheDirectoryError(Exception):
+    """The cache directory could not take a file: its file system is full or
+    read-only, or permissions forbid it.  Nothing was left behind."""
+
+    def __init__(self, directory: str, action: str, error: OSError) -> None:
+        if error.errno in NO_SPACE:
+            hint = "free space on its file system, or lower cache-size"
+        elif error.errno in NOT_PERMITTED:
+            hint = "check its permissions and how its file system is mounted"
+        else:
+            hint = "check the directory and its file system"
+        reason = error.strerror or str(error)
+        super().__init__(f"blob cache {directory}: cannot {action}: {reason} ({hint})")
+        self.directory = directory
+        self.error = error
 
 
 class BlobCache:
@@ -69,6 +107,10 @@ class BlobCache:
         for path in (self.directory, self.temporary_directory):
             _make_private_directory(path)
             _check_usable(path)
+        self.verifies = _supports_integrity_records(self.temporary_directory)
+        if not self.verifies:
+            log.warning("blob cache %s: its file system does not support user extended "
+                        "attributes; cached files cannot be verified", self.directory)
         self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
         self._counters_path = os.path.join(self.directory, ".counters.json")
         self._counters = dict.fromkeys(COUNTERS, 0)
@@ -88,49 +130,122 @@ class BlobCache:
         """Return the path of the cached file of (*oid*, *tid*), fetching it on a miss.
 
         On a miss, ``fetch(temporary_path)`` must write the complete file at
-        that new path (in the same directory); the cache then publishes it.
-        However many threads and processes miss the same revision at once,
-        only one of them fetches it; the others wait and share the result.
-        An exception from *fetch* propagates unchanged, and nothing is cached.
+        that new path (in the same directory; temporary files of its own
+        beside it must be named ``<temporary_path>.*``); the cache then
+        publishes it.  However many threads and processes miss the same
+        revision at once, only one of them fetches it; the others wait and
+        share the result.  A cached file found corrupt is fetched again.
+
+        An OSError, from *fetch* too (it writes into the cache directory),
+        raises :class:`CacheDirectoryError`; any other exception from *fetch*
+        propagates unchanged.  Either way nothing is cached.
         """
         path = self.path(oid, tid)
-        lock_path = f"{self.directory}/{oid.hex()}/.{tid.hex()}.lock"
-        while not _mark_used(path):
-            lock = _lock_revision(lock_path)
-            if lock is None:
-                continue
+        while True:
+            status = _mark_used(path)
+            if status is not None and self._is_intact(path, status, under_lock=False):
+                self._count(hits=1)
+                return path
             try:
-                if _mark_used(path):
-                    break  # published while this reader waited for the lock
-                size = self._download(path, fetch)
-            finally:
-                _release_revision(lock_path, lock)
+                size = self._fetch_under_lock(oid, tid, path, fetch)
+            except OSError as exc:
+                raise CacheDirectoryError(
+                    self.directory, f"store revision {tid.hex()} of blob {oid.hex()}",
+                    exc) from exc
+            if size is None:
+                continue  # the lock file was just created or replaced: look again
+            if size < 0:
+                self._count(hits=1)  # published while this reader waited for the lock
+                return path
             self._count(misses=1, bytes_downloaded=size)
             self._added(size)
             return path
-        self._count(hits=1)
-        return path
+
+    def _fetch_under_lock(self, oid: bytes, tid: bytes, path: str,
+                          fetch: Callable[[str], object]) -> int | None:
+        """Under the revision's lock, fetch (*oid*, *tid*) unless an intact file
+        is there now; return the bytes fetched, -1 if none were needed, None if
+        the lock could not be taken yet."""
+        directory = os.path.dirname(path)
+        lock_path = f"{directory}/.{tid.hex()}.lock"
+        lock = _lock_revision(lock_path)
+        if lock is None:
+            return None
+        try:
+            status = _mark_used(path)
+            intact = status is not None and self._is_intact(path, status, under_lock=True)
+            size = -1 if intact else self._download(path, fetch)
+        except BaseException:
+            _release_revision(lock_path, lock)
+            with contextlib.suppress(OSError):  # used by other readers, or removed meanwhile
+                os.rmdir(directory)
+            raise
+        _release_revision(lock_path, lock)
+        return size
+
+    def _is_intact(self, path: str, status: os.stat_result, *, under_lock: bool) -> bool:
+        """Whether the committed file at *path* (whose status is *status*) is intact.
+
+        Holding the revision's lock, a corrupt file is removed (with a warning
+        and a count): the caller fetches it again.  A file that disappears
+        meanwhile is not intact.
+        """
+        if not self.verifies or _verified.get(path) == _identity(status):
+            return True
+        try:
+            problem = _verify(path)
+        except FileNotFoundError:
+            return False
+        if problem is None or not under_lock:
+            return problem is None
+        if _remove_committed_file(path):
+            log.warning("blob cache %s: %s is corrupt (%s); fetching it again",
+                        self.directory, path, problem)
+            self._count(corrupt=1)
+        return False
 
     def publish(self, source: str, oid: bytes, tid: bytes) -> str:
         """Move the staged file *source* into the cache as (*oid*, *tid*); return its path.
 
         *source* must be on the cache's file system (in :attr:`temporary_directory`);
-        the file appears at its final path complete, in one rename.
+        the file appears at its final path complete, in one rename.  An
+        OSError raises :class:`CacheDirectoryError`.
         """
-        os.chmod(source, FILE_MODE)
-        size = os.stat(source).st_size
         path = self.path(oid, tid)
-        while True:
-            try:
-                os.replace(source, path)
-                break
-            except FileNotFoundError:
-                if not os.path.exists(source):
-                    raise
-                _make_private_directory(os.path.dirname(path))
+        try:
+            status = self._seal(source)
+            while True:
+                try:
+                    os.replace(source, path)
+                    break
+                except FileNotFoundError:
+                    if not os.path.exists(source):
+                        raise
+                    _make_private_directory(os.path.dirname(path))
+        except OSError as exc:
+            raise CacheDirectoryError(self.directory, f"publish revision {tid.hex()} of "
+                                      f"blob {oid.hex()}", exc) from exc
+        if self.verifies:
+            _remember_intact(path, status)
+        size = status.st_size
         log.debug("published %s (%d bytes)", path, size)
         self._added(size)
         return path
+
+    def stage(self, source: str, path: str) -> None:
+        """Move the uncommitted blob file *source* to *path* in
+        :attr:`temporary_directory` as ZODB does (copying it if it is on
+        another file system), readable and writable by the owner alone.  An
+        OSError raises :class:`CacheDirectoryError`, leaving no part of *path*."""
+        # Imported here: the eviction child runs this module without ZODB.
+        from ZODB.blob import rename_or_copy_blob
+
+        try:
+            rename_or_copy_blob(source, path, chmod=False)
+            os.chmod(path, STAGED_FILE_MODE)
+        except OSError as exc:
+            _remove_partial(path)
+            raise CacheDirectoryError(self.directory, f"stage {path}", exc) from exc
 
     def discard(self, oid: bytes, tid: bytes) -> bool:
         """Remove the cached file of (*oid*, *tid*); return whether there was one."""
@@ -144,7 +259,8 @@ class BlobCache:
         """This process's counters, and the cache's current ``size`` and ``entries`` on disk.
 
         The counters are ``hits``, ``misses``, ``bytes_downloaded`` (fetched on
-        misses), ``evictions`` and ``evicted_bytes`` (removed by eviction passes).
+        misses), ``evictions`` and ``evicted_bytes`` (removed by eviction passes)
+        and ``corrupt`` (files found corrupt, removed and fetched again).
         """
         files = self._committed_files()
         with self._state_lock:
@@ -288,15 +404,27 @@ class BlobCache:
         temporary_path = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             fetch(temporary_path)
-            os.chmod(temporary_path, FILE_MODE)
-            size = os.stat(temporary_path).st_size
+            status = self._seal(temporary_path)
             os.replace(temporary_path, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary_path)
+            _remove_partial(temporary_path)
             raise
-        log.debug("fetched %s (%d bytes)", path, size)
-        return size
+        if self.verifies:
+            _remember_intact(path, status)
+        log.debug("fetched %s (%d bytes)", path, status.st_size)
+        return status.st_size
+
+    def _seal(self, path: str) -> os.stat_result:
+        """Record the size and checksum of the complete file *path* (unless
+        this file system cannot), make it read-only; return its status."""
+        if self.verifies:
+            with open(path, "rb", buffering=0) as f:
+                checksum = _checksum(f)
+                size = os.fstat(f.fileno()).st_size
+                os.setxattr(f.fileno(), INTEGRITY_ATTRIBUTE,
+                            b"v1 %d %08x" % (size, checksum))
+        os.chmod(path, FILE_MODE)  # after the attribute: a user may not set one on it then
+        return os.stat(path)
 
     def _evict_least_recently_used(self, limit: float, target: float, *,
                                    spare_recently_used: bool = True) -> tuple[int, int]:
@@ -425,18 +553,108 @@ def _check_usable(path: str) -> None:
                                             " permission", path)
 
 
-def _mark_used(path: str) -> bool:
-    """Set the access time of *path* to now (its modification time stays); False if it is missing.
+def _mark_used(path: str) -> os.stat_result | None:
+    """Set the access time of *path* to now (its modification time stays);
+    return its status, or None if it is missing.
 
     Eviction goes by access times, which this sets explicitly, so it works on
-    file systems mounted with ``noatime`` or ``relatime`` too.
+    file systems mounted with ``noatime`` or ``relatime`` too.  On a file
+    system that became read-only the file is still used: only its access
+    time stays.
     """
     try:
-        modified = os.stat(path).st_mtime_ns
-        os.utime(path, ns=(time.time_ns(), modified))
+        status = os.stat(path)
     except FileNotFoundError:
-        return False
+        return None
+    try:
+        os.utime(path, ns=(time.time_ns(), status.st_mtime_ns))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno not in NOT_PERMITTED:
+            raise
+    return status
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int]:
+    """What changes when a committed file is replaced, rewritten or truncated
+    (not its ctime: marking a file used changes that)."""
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def _checksum(f) -> int:
+    """The CRC-32 of the rest of the unbuffered binary file *f*."""
+    checksum = 0
+    block = bytearray(CHECKSUM_BLOCK)
+    view = memoryview(block)
+    while count := f.readinto(block):
+        checksum = zlib.crc32(view[:count], checksum)
+    return checksum
+
+
+def _verify(path: str) -> str | None:
+    """What is wrong with the committed file *path*, or None if it is intact
+    (and then remembered as such).  FileNotFoundError if it is gone."""
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    with f:
+        status = os.fstat(f.fileno())
+        try:
+            record = INTEGRITY_RECORD.fullmatch(os.getxattr(f.fileno(), INTEGRITY_ATTRIBUTE))
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                return "no size and checksum recorded"
+            return f"unreadable record: {exc.strerror}"
+        if record is None:
+            return "malformed record"
+        size, checksum = int(record[1]), int(record[2], 16)
+        if status.st_size != size:
+            return f"{status.st_size} bytes, {size} recorded"
+        try:
+            if _checksum(f) != checksum:
+                return "checksum mismatch"
+        except OSError as exc:
+            return f"unreadable: {exc.strerror}"
+    _remember_intact(path, status)
+    return None
+
+
+def _remember_intact(path: str, status: os.stat_result) -> None:
+    """Note that the committed file at *path*, with *status*, is intact."""
+    with _verified_lock:
+        _verified.pop(path, None)
+        if len(_verified) >= VERIFIED_FILES_REMEMBERED:
+            del _verified[next(iter(_verified))]
+        _verified[path] = _identity(status)
+
+
+def _supports_integrity_records(directory: str) -> bool:
+    """Whether files in *directory* can carry user extended attributes (a
+    probe file tells; any other failure is taken as support)."""
+    probe = f"{directory}/.xattr-probe-{uuid.uuid4().hex}"
+    try:
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, LOCK_FILE_MODE)
+    except OSError:
+        return True
+    try:
+        os.setxattr(descriptor, INTEGRITY_ATTRIBUTE, b"probe")
+    except OSError as exc:
+        return exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    finally:
+        os.close(descriptor)
+        os.unlink(probe)
     return True
+
+
+def _remove_partial(path: str) -> None:
+    """Remove the file *path* if it exists and can be (a read-only file system
+    holds none)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _lock_revision(lock_path: str) -> int | None:
@@ -468,9 +686,11 @@ def _lock_revision(lock_path: str) -> int | None:
 
 
 def _release_revision(lock_path: str, lock: int) -> None:
-    """Remove the lock file, still locked, then unlock it."""
+    """Remove the lock file, still locked, then unlock it (a lock file that
+    cannot be removed is harmless: see :func:`_lock_revision`)."""
     try:
-        os.unlink(lock_path)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
     finally:
         os.close(lock)
 
@@ -485,11 +705,11 @@ def _is_file_at(descriptor: int, path: str) -> bool:
 
 
 def _remove_abandoned_downloads(directory: str, name: str) -> None:
-    """Remove the temporary files in *directory* of fetches of *name* whose fetchers died."""
+    """Remove the temporary files in *directory* of fetches of *name* whose
+    fetchers died (those of their fetch functions too)."""
     prefix = f".{name}."
     with os.scandir(directory) as entries:
-        abandoned = [entry.path for entry in entries
-                     if entry.name.startswith(prefix) and entry.name.endswith(".tmp")]
+        abandoned = [entry.path for entry in entries if entry.name.startswith(prefix)]
     for path in abandoned:
         try:
             os.unlink(path)

@@ -230,7 +230,7 @@ def _cache(args: argparse.Namespace) -> int:
                      f"{totals['hits']} hits, {totals['misses']} misses"
                      + (f" (hit rate {100 * hit_rate:.1f}%)" if hit_rate is not None else "")
                      + f", {_mib(totals['bytes_downloaded'])} downloaded, "
-                     f"{totals['evictions']} evicted")
+                     f"{totals['evictions']} evicted, {totals['corrupt']} found corrupt")
     finally:
         cache.close()
     _output(args, result, lines)

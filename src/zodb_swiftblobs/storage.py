@@ -31,13 +31,13 @@ import ZODB.DemoStorage
 import ZODB.interfaces
 import ZODB.MappingStorage
 import ZODB.serialize
-from ZODB.blob import is_blob_record, rename_or_copy_blob
+from ZODB.blob import is_blob_record
 import transaction.interfaces
 from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import cp
 from zope.interface import directlyProvides, implementer, providedBy
 
-from .cache import BlobCache
+from .cache import BlobCache, CacheDirectoryError
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
 from .ownership import ForeignPrefixError, PrefixOwnership, database_identity
@@ -69,6 +69,11 @@ class SwiftTransientError(StorageError, transaction.interfaces.TransientError):
 
 class SwiftStorageError(StorageError):
     """Swift refused an operation (authentication, checksum, configuration)."""
+
+
+class BlobCacheError(StorageError):
+    """The local blob cache could not take a file: its disk is full or
+    read-only, or permissions forbid it (the message says which, and where)."""
 
 
 def _storage_error(error: SwiftError) -> StorageError:
@@ -380,6 +385,8 @@ class SwiftBlobStorage:
             failure = None
         except SwiftError as exc:
             failure = _storage_error(exc)
+        except CacheDirectoryError as exc:
+            failure = BlobCacheError(str(exc))
         if failure is None:
             if not revision_exists(self.base, oid, serial):
                 raise POSKeyError(oid, serial)
@@ -470,7 +477,10 @@ class SwiftBlobStorage:
         commit = self._current(transaction)
         staged = commit.staging_path(oid)
         self._settle(commit, oid)  # an earlier upload of this oid may still read the file
-        rename_or_copy_blob(blobfilename, staged, chmod=False)
+        try:
+            self._shared.cache.stage(blobfilename, staged)
+        except CacheDirectoryError as exc:
+            raise BlobCacheError(str(exc)) from exc
         commit.staged[oid] = (staged, serial)
         commit.copies.pop(oid, None)
         if commit.tid is not None:

@@ -1,0 +1,177 @@
+"""SwiftBlobStorage over a cache that goes bad: corrupt files, a full or
+read-only disk (real small and read-only mounts, the real local Swift)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import ZODB
+from ZODB.blob import Blob
+from ZODB.FileStorage import FileStorage
+from ZODB.POSException import POSKeyError
+
+from conftest import (child_environment, corrupt_cached_file, credentials_for, mounted,
+                      proxy_log, swift_storage)
+from test_storage import commit_blob, read_blob
+from zodb_swiftblobs.storage import BlobCacheError
+from zodb_swiftblobs.swiftaccess import SwiftContainer
+
+MIB = 1 << 20
+
+READER = """
+import json, sys, ZODB
+from ZODB.FileStorage import FileStorage
+from zodb_swiftblobs.storage import SwiftBlobStorage
+
+data_fs, cache_dir, container, auth_url, user, key = sys.argv[1:]
+storage = SwiftBlobStorage(FileStorage(data_fs, read_only=True), container=container,
+                           cache_dir=cache_dir, auth_url=auth_url, user=user, key=key)
+db = ZODB.DB(storage)
+with db.transaction() as conn:
+    with conn.root()["blob"].open() as f:
+        data = f.read()
+stats = storage.cache_stats()
+db.close()
+print(json.dumps({"data": data.hex(), "stats": stats}))
+"""
+
+
+def cached_path(cache_dir, oid, serial):
+    return os.path.join(cache_dir, oid.hex(), f"{serial.hex()}.blob")
+
+
+def downloads(cluster, container, oid, serial):
+    """How many GETs of the object of (*oid*, *serial*) the proxy has logged."""
+    return proxy_log(cluster).count(f"GET /v1/AUTH_test/{container}/{oid.hex()}/{serial.hex()}")
+
+
+def commit_elsewhere(cluster, data_fs, container, cache_dir, blobs):
+    """Commit *blobs* (key: bytes) to Data.fs *data_fs* through a storage whose
+    cache is *cache_dir*; return their (oid, serial) by key."""
+    db = ZODB.DB(swift_storage(cluster, FileStorage(data_fs), container, cache_dir))
+    try:
+        return {key: commit_blob(db, key, data) for key, data in blobs.items()}
+    finally:
+        db.close()
+
+
+def read_in_new_process(cluster, data_fs, cache_dir, container):
+    """Read root["blob"] in a new process: (its bytes, its cache counters, its stderr)."""
+    credentials = credentials_for(cluster)
+    process = subprocess.run(
+        [sys.executable, "-c", READER, data_fs, str(cache_dir), container,
+         credentials.auth_url, credentials.user, credentials.key],
+        capture_output=True, text=True, env=child_environment(), timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout)
+    return bytes.fromhex(result["data"]), result["stats"], process.stderr
+
+
+def test_a_corrupt_or_truncated_cached_blob_is_fetched_again(devswift, tmp_path,
+                                                             container_name):
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    storage = swift_storage(devswift, FileStorage(data_fs), container_name, cache_dir)
+    db = ZODB.DB(storage)
+    data = os.urandom(200_000)
+    try:
+        oid, serial = commit_blob(db, "blob", data)  # into the cache at commit: no GET
+        path = cached_path(cache_dir, oid, serial)
+        os.chmod(path, 0o600)
+        os.truncate(path, 1000)
+        assert read_blob(db, "blob") == data
+        assert downloads(devswift, container_name, oid, serial) == 1
+        assert storage.cache_stats()["corrupt"] == 1
+    finally:
+        db.close()
+
+    corrupt_cached_file(path)  # size and modification time kept: a new process finds it
+    read, stats, stderr = read_in_new_process(devswift, data_fs, cache_dir, container_name)
+    assert read == data
+    assert (stats["corrupt"], stats["misses"]) == (1, 1)
+    assert f"{path} is corrupt (checksum mismatch); fetching it again" in stderr
+    assert downloads(devswift, container_name, oid, serial) == 2
+    read, stats, _ = read_in_new_process(devswift, data_fs, cache_dir, container_name)
+    assert read == data and (stats["corrupt"], stats["misses"]) == (0, 0)
+
+
+def test_reading_into_a_full_cache_is_a_clear_storage_error(devswift, tmp_path,
+                                                             container_name):
+    data_fs = str(tmp_path / "Data.fs")
+    committed = commit_elsewhere(devswift, data_fs, container_name, tmp_path / "cache",
+                                 {"big": os.urandom(3 * MIB), "small": b"fits"})
+    big, small = committed["big"], committed["small"]
+    cache_dir = tmp_path / "small" / "cache"
+    with mounted(tmp_path / "small", size="2m"):
+        storage = swift_storage(devswift, FileStorage(data_fs, read_only=True),
+                                container_name, cache_dir)
+        try:
+            with pytest.raises(BlobCacheError) as raised:
+                storage.loadBlob(*big)
+            assert not isinstance(raised.value, POSKeyError)
+            assert str(raised.value) == (
+                f"blob cache {cache_dir}: cannot store revision {big[1].hex()} of blob "
+                f"{big[0].hex()}: No space left on device (free space on its file system, "
+                "or lower cache-size)")
+            assert sorted(os.listdir(cache_dir)) == ["tmp"]  # no partial file, no directory
+            assert os.listdir(cache_dir / "tmp") == []
+            with open(storage.loadBlob(*small), "rb") as f:
+                assert f.read() == b"fits"
+        finally:
+            storage.close()
+
+
+def test_a_commit_whose_blob_cannot_be_staged_aborts_cleanly(devswift, tmp_path,
+                                                             container_name):
+    cache_dir = tmp_path / "small" / "cache"
+    view = SwiftContainer(credentials_for(devswift), container_name)
+    with mounted(tmp_path / "small", size="2m"):
+        db = ZODB.DB(swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")),
+                                   container_name, cache_dir))
+        try:
+            with pytest.raises(BlobCacheError, match=(
+                    f"blob cache {cache_dir}: cannot stage {cache_dir}/tmp/.*: No space "
+                    r"left on device \(free space")):
+                with db.transaction() as conn:
+                    conn.root()["fits"] = Blob(b"fits")
+                    # Written outside any connection, in the system's temporary
+                    # directory: copied into the cache's at commit.
+                    conn.root()["big"] = Blob(os.urandom(3 * MIB))
+            assert os.listdir(cache_dir / "tmp") == []
+            assert [stored.name for stored in view.list()] == []
+            with db.transaction() as conn:
+                assert "big" not in conn.root() and "fits" not in conn.root()
+            commit_blob(db, "after", b"committed after")
+            assert read_blob(db, "after") == b"committed after"
+        finally:
+            db.close()
+            view.close()
+
+
+def test_a_cache_remounted_read_only_serves_what_it_holds(devswift, tmp_path,
+                                                          container_name):
+    data_fs = str(tmp_path / "Data.fs")
+    uncached = commit_elsewhere(devswift, data_fs, container_name, tmp_path / "cache",
+                                {"uncached": b"in Swift only"})["uncached"]
+    cache_dir = tmp_path / "mount" / "cache"
+    with mounted(tmp_path / "mount", size="4m") as remount:
+        storage = swift_storage(devswift, FileStorage(data_fs), container_name, cache_dir)
+        db = ZODB.DB(storage)
+        try:
+            commit_blob(db, "cached", b"in the cache too")
+            remount("ro")
+            assert read_blob(db, "cached") == b"in the cache too"
+            with pytest.raises(BlobCacheError, match=(
+                    f"cannot store revision {uncached[1].hex()} of blob {uncached[0].hex()}: "
+                    r"Read-only file system \(check its permissions and how its file system "
+                    r"is mounted\)")):
+                storage.loadBlob(*uncached)
+            with pytest.raises(BlobCacheError, match="cannot stage .*Read-only file system"):
+                with db.transaction() as conn:
+                    conn.root()["new"] = Blob(b"new")
+            remount("rw")
+            assert os.listdir(cache_dir / "tmp") == []
+            assert read_blob(db, "uncached") == b"in Swift only"
+        finally:
+            db.close()
