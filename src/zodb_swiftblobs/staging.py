@@ -43,7 +43,9 @@ class StagingArea:
         (so a sweep in another process never sees it unlocked)."""
         final = self._lock_path(self.token)
         temporary = f"{final}.{uuid.uuid4().hex}.tmp"
-        descriptor = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        # Read-only: a file held open for writing would keep its file system
+        # from being remounted read-only.
+        descriptor = os.open(temporary, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             os.replace(temporary, final)
