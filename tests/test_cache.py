@@ -334,7 +334,7 @@ def test_fetch_removes_temporary_files_of_fetchers_that_died(make_cache):
     directory = os.path.dirname(cache.path(OID, TID))
     os.mkdir(directory, 0o700)
     dead = f"{directory}/.{TID.hex()}.blob.0123456789abcdef.tmp"
-    dead_fetch_functions = f"{dead}.x1y2z3.part"  # SwiftContainer.download's own
+    dead_fetch_functions = f"{directory}/..{TID.hex()}.blob.0123456789abcdef.tmp.x1y2z3.part"
     other_revision = f"{directory}/.{ident(2).hex()}.blob.0123456789abcdef.tmp"
     for path in (dead, dead_fetch_functions, other_revision):
         with open(path, "wb") as f:

@@ -176,3 +176,36 @@ def test_a_cache_remounted_read_only_serves_what_it_holds(devswift, tmp_path,
             assert read_blob(db, "uncached") == b"in Swift only"
         finally:
             db.close()
+
+
+def test_a_download_killed_midway_leaves_nothing_once_read_again(devswift, tmp_path,
+                                                                  container_name):
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    data = os.urandom(160 * MIB)
+    oid, serial = commit_elsewhere(devswift, data_fs, container_name, tmp_path / "committer",
+                                   {"blob": data})["blob"]
+    credentials = credentials_for(devswift)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, data_fs, str(cache_dir), container_name,
+         credentials.auth_url, credentials.user, credentials.key],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_environment())
+    directory = cache_dir / oid.hex()
+    try:
+        partial = []
+        while not partial and reader.poll() is None:
+            if directory.is_dir():
+                partial = [p for p in directory.iterdir() if p.name.endswith(".part")
+                           and p.stat().st_size > MIB]
+        reader.kill()
+    finally:
+        reader.wait()
+    assert partial, "the download finished before it was killed"
+    assert any(name != f"{serial.hex()}.blob" for name in os.listdir(directory))
+    storage = swift_storage(devswift, FileStorage(data_fs, read_only=True), container_name,
+                            cache_dir)
+    try:
+        with open(storage.loadBlob(oid, serial), "rb") as f:
+            assert f.read() == data
+    finally:
+        storage.close()
+    assert os.listdir(directory) == [f"{serial.hex()}.blob"], "the killed fetch's files went"

@@ -8,11 +8,10 @@ import ZConfig
 import ZODB.config
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
-
-from zodb_swiftblobs.config import OPTIONS
 from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import StorageError
 
+from zodb_swiftblobs.config import OPTIONS
 from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError
 
 

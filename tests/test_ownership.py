@@ -3,6 +3,7 @@ another database's prefix."""
 
 import json
 import os
+import threading
 
 import pytest
 import ZODB
@@ -10,10 +11,11 @@ from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 from ZODB.utils import p64
 
-from conftest import credentials_for, sqlite_relstorage, store_blobs, swift_config, swift_storage
+from conftest import (blob_objects, credentials_for, sqlite_relstorage, store_blobs, swift_config,
+                      swift_storage)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.ownership import ForeignPrefixError, _without_secrets, database_identity
+from zodb_swiftblobs.ownership import ForeignPrefixError, database_identity, without_secrets
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
 
 
@@ -83,17 +85,19 @@ def test_garbage_collection_never_runs_in_a_prefix_it_does_not_own(devswift, tmp
     db.close()
 
 
-def test_in_memory_databases_claim_nothing_and_stay_out_of_claimed_prefixes(
-        devswift, tmp_path, container_name, view):
+def test_a_database_in_memory_owns_its_prefix_while_it_lives(devswift, tmp_path,
+                                                              container_name, view):
     db = ZODB.DB(swift_storage(devswift, MappingStorage(), container_name, tmp_path / "c"))
     store_blobs(db, blob=b"in memory")
+    assert "MappingStorage in memory" in marker(view)["owner"]
     db.storage.collect_garbage()
-    with pytest.raises(NotFoundError):
-        view.get_bytes(KeyLayout().marker)
+    assert len(blob_objects(view)) == 1
+    error = refused(devswift, MappingStorage(), container_name, tmp_path / "c")
+    assert "in memory" in str(error), "another instance is another database"
     db.close()
-    open_file_db(devswift, tmp_path / "a.fs", container_name, tmp_path / "ca").close()
-    assert "in memory" in str(refused(devswift, MappingStorage(), container_name,
-                                      tmp_path / "c"))
+    error = refused(devswift, FileStorage(str(tmp_path / "a.fs")), container_name,
+                    tmp_path / "ca")
+    assert "in memory" in str(error)
 
 
 def test_read_only_opens_claim_nothing_and_respect_the_owner(devswift, tmp_path,
@@ -139,7 +143,7 @@ def test_relstorage_processes_of_one_database_agree(tmp_path):
      "MySQLAdapter, db='zodb', host='db1', passwd=***"),
 ])
 def test_identities_never_carry_passwords(description, expected):
-    assert _without_secrets(description) == expected
+    assert without_secrets(description) == expected
 
 
 def test_claim_after_moving_the_database(devswift, tmp_path, container_name, view, capsys):
@@ -160,3 +164,33 @@ def test_claim_after_moving_the_database(devswift, tmp_path, container_name, vie
         with conn.root()["blob"].open() as f:
             assert f.read() == b"kept across the move"
     db.close()
+
+
+def test_two_databases_opening_a_new_prefix_at_once_one_wins(devswift, tmp_path,
+                                                             container_name, view):
+    view.ensure_container()
+    for round_ in range(3):
+        prefix = f"race-{round_}/"
+        barrier = threading.Barrier(2)
+        outcomes = {}
+
+        def open_one(name):
+            base = FileStorage(str(tmp_path / f"{name}-{round_}.fs"))
+            barrier.wait()
+            try:
+                storage = swift_storage(devswift, base, container_name,
+                                        tmp_path / f"cache-{name}", prefix=prefix)
+            except ForeignPrefixError:
+                base.close()
+                outcomes[name] = "refused"
+            else:
+                storage.close()
+                outcomes[name] = "owner"
+        threads = [threading.Thread(target=open_one, args=(name,)) for name in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes.values()) == ["owner", "refused"]
+        winner = next(name for name, outcome in outcomes.items() if outcome == "owner")
+        assert marker(view, prefix)["owner"].endswith(f"{winner}-{round_}.fs")

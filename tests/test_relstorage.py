@@ -75,7 +75,7 @@ storage = SwiftBlobStorage(
     container=container, cache_dir=directory + "/committer-cache",
     auth_url=auth_url, user=user, key=key)
 db = ZODB.DB(storage)
-last = {}
+committed = []
 for round in range(int(rounds)):
     name = "k%d" % (round % 4)
     data = ("round %d" % round).encode()
@@ -91,32 +91,71 @@ for round in range(int(rounds)):
         except Exception as exc:
             if attempt == 19:
                 raise
-    last[name] = data.decode()
+    with db.transaction() as conn:
+        blob = conn.root()[name]
+        blob._p_activate()
+        committed.append([blob._p_oid.hex(), blob._p_serial.hex(), data.decode()])
 db.close()
-print(json.dumps(last))
+print(json.dumps(committed))
 """
 
 
 def test_gc_while_another_process_commits(devswift, tmp_path, container_name):
+    """Packs (at a time before the other process began, so that they keep
+    every revision it commits) and direct garbage collections, by a process
+    whose first storage instance never polls, while another commits."""
     db = open_db(devswift, tmp_path, container_name, True)
     store_blobs(db, seed=b"seed")
+    began = time.time()
     credentials = credentials_for(devswift)
     committer = subprocess.Popen(
         [sys.executable, "-c", COMMITTER, str(tmp_path), container_name,
          credentials.auth_url, credentials.user, credentials.key, "24"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=child_environment())
-    packs = 0
+    collections = 0
     while committer.poll() is None:
-        db.pack(time.time())
-        packs += 1
+        if collections % 4 == 0:
+            db.pack(began)  # RelStorage's pack polls the first instance once done
+        db.storage.collect_garbage()
+        collections += 1
     out, err = committer.communicate(timeout=120)
     assert committer.returncode == 0, err[-3000:]
-    assert packs >= 2, "the packs did not overlap the commits"
-    last = json.loads(out)
+    assert collections >= 2, "the collections did not overlap the commits"
+    db.storage.collect_garbage()
+    fresh = swift_storage(devswift, sqlite_relstorage(tmp_path / "db", True), container_name,
+                          tmp_path / "fresh-cache")
+    for oid, serial, data in json.loads(out):
+        with open(fresh.loadBlob(bytes.fromhex(oid), bytes.fromhex(serial)), "rb") as f:
+            assert f.read() == data.encode(), f"revision {serial} of {oid} was lost"
+    fresh.close()
+    assert read(db, "seed") == b"seed"
+    db.close()
+
+
+def test_gc_sees_what_other_processes_committed_since_it_last_looked(devswift, tmp_path,
+                                                                    container_name):
+    """The storage a DB was opened with keeps the snapshot it last read;
+    garbage collection must not take newer revisions for orphans."""
+    db = open_db(devswift, tmp_path, container_name, True)
+    store_blobs(db, blob=b"first")
+    storage = db.storage
+    storage.lastTransaction()
+    storage.load(b"\0" * 8)  # the first instance now holds a snapshot
+    other = open_db(devswift, tmp_path, container_name, True, cache="other-cache")
+    serial = store_blobs(other, blob=b"committed elsewhere")
+    other.close()
+    storage.collect_garbage()
     fresh = open_db(devswift, tmp_path, container_name, True, cache="fresh-cache")
-    for name, data in last.items():
-        assert read(fresh, name) == data.encode(), f"{name} lost its last committed blob"
-    assert read(fresh, "seed") == b"seed"
+    assert read(fresh, "blob") == b"committed elsewhere"
+    assert KeyLayout().key(*revision_of(fresh, "blob")) in stored(devswift, container_name)
+    assert revision_of(fresh, "blob")[1] == serial
     fresh.close()
     db.close()
+
+
+def revision_of(db, name):
+    with db.transaction() as conn:
+        blob = conn.root()[name]
+        blob._p_activate()
+        return blob._p_oid, blob._p_serial

@@ -92,8 +92,10 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
         cluster.start_server("proxy")
     db.close()
 
+    (tmp_path / "blobs").mkdir()
     for command, *options in (["verify", "--deep"], ["gc", "--min-age", "0"], ["cache"],
-                              ["claim"], ["url", f"0x{oid.hex()}"]):
+                              ["claim"], ["url", f"0x{oid.hex()}"],
+                              ["migrate", "--blob-dir", str(tmp_path / "blobs")]):
         status, out, err = run_cli(command, str(config), *options, "--json")
         texts += [out, err]
         json.loads(out)

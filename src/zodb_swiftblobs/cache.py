@@ -598,7 +598,7 @@ def _verify(path: str) -> str | None:
     try:
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:
-        raise
+        raise  # gone, which is not corruption: the caller fetches it
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
     with f:
@@ -706,10 +706,12 @@ def _is_file_at(descriptor: int, path: str) -> bool:
 
 def _remove_abandoned_downloads(directory: str, name: str) -> None:
     """Remove the temporary files in *directory* of fetches of *name* whose
-    fetchers died (those of their fetch functions too)."""
-    prefix = f".{name}."
+    fetchers died: ``.<name>.<random>.tmp``, and what a fetch function made
+    beside it (hidden files named after it, such as ``..<name>.<random>.tmp.<random>.part``
+    of :meth:`SwiftContainer.download <zodb_swiftblobs.swiftaccess.SwiftContainer.download>`)."""
     with os.scandir(directory) as entries:
-        abandoned = [entry.path for entry in entries if entry.name.startswith(prefix)]
+        abandoned = [entry.path for entry in entries if entry.name.startswith(".")
+                     and entry.name.lstrip(".").startswith(f"{name}.")]
     for path in abandoned:
         try:
             os.unlink(path)

@@ -247,15 +247,18 @@ def _claim(args: argparse.Namespace) -> int:
     container = section.open_container()
     try:
         container.ensure_container()
-        ownership = PrefixOwnership(container, section.key_layout(), identity)
+        ownership = PrefixOwnership(container, section.key_layout(), identity,
+                                    encrypts=container.encryption is not None)
         previous = ownership.claim()
     finally:
         container.close()
     previous_owner = previous["owner"] if previous else None
-    lines = [f"{ownership.where} now belongs to {identity}"]
+    lines = [f"{ownership.where} now belongs to {identity}"
+             f"{', which encrypts its blobs' if ownership.encrypts else ''}"]
     if previous_owner and previous_owner != identity:
         lines.append(f"(it belonged to {previous_owner})")
     _output(args, {"owner": identity, "previous_owner": previous_owner,
+                   "encrypted": ownership.encrypts,
                    "container": container.container, "prefix": section.key_layout().prefix},
             lines)
     return 0

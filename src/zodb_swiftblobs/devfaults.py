@@ -35,7 +35,8 @@ class FaultMiddleware:
         self._version: tuple[int, int] | None = None
         self._rules: list[dict] = []
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: dict, start_response):
+        """Answer with the fault of the first matching rule, or pass the request on."""
         rule = self._take(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
         if rule is None:
             return self.app(environ, start_response)
@@ -91,7 +92,7 @@ class _FlippingReader:
         return data
 
 
-def filter_factory(global_conf: dict, **local_conf):
+def filter_factory(global_conf: dict, **local_conf: str):
     """The paste.deploy entry point: ``rules_path`` names the rules file."""
     def make(app):
         return FaultMiddleware(app, local_conf["rules_path"])

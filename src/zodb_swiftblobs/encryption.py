@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import BinaryIO
 
 CHUNK_SIZE = 64 << 10
 TAG_SIZE = 16
@@ -175,23 +176,24 @@ class ObjectCipher:
                 f"{self.chunk_size}")
 
     def chunks(self, plaintext_size: int) -> int:
+        """How many chunks a plaintext of *plaintext_size* bytes makes (at least one)."""
         return max(1, -(-plaintext_size // self.chunk_size))
 
     def ciphertext_size(self, plaintext_size: int) -> int:
+        """The size of the ciphertext of *plaintext_size* bytes of plaintext."""
         return plaintext_size + TAG_SIZE * self.chunks(plaintext_size)
-
-    def plaintext_size(self, ciphertext_size: int) -> int:
-        return ciphertext_size - TAG_SIZE * max(
-            1, -(-ciphertext_size // (self.chunk_size + TAG_SIZE)))
 
     @staticmethod
     def _nonce(index: int, last: bool) -> bytes:
         return index.to_bytes(8, "big") + (1 if last else 0).to_bytes(4, "big")
 
     def encrypt_chunk(self, index: int, plaintext: bytes, last: bool) -> bytes:
+        """The ciphertext and tag of chunk *index* (*last*: the final chunk)."""
         return self._aead.encrypt(self._nonce(index, last), plaintext, None)
 
     def decrypt_chunk(self, index: int, ciphertext: bytes, last: bool) -> bytes:
+        """The plaintext of chunk *index*; DecryptionFailed if it does not
+        authenticate (wrong key, tampered, reordered, truncated)."""
         from cryptography.exceptions import InvalidTag
         try:
             if len(ciphertext) < TAG_SIZE:
@@ -201,10 +203,12 @@ class ObjectCipher:
             raise DecryptionFailed(f"authentication failed at chunk {index}: wrong key or "
                                    "tampered object") from None
 
-    def reader(self, file, plaintext_size: int) -> EncryptedReader:
+    def reader(self, file: BinaryIO, plaintext_size: int) -> EncryptedReader:
+        """A readable, seekable view of the ciphertext of the open *file*."""
         return EncryptedReader(file, self, plaintext_size)
 
-    def writer(self, out) -> DecryptingWriter:
+    def writer(self, out: BinaryIO) -> DecryptingWriter:
+        """A writer decrypting the ciphertext written to it into *out*."""
         return DecryptingWriter(out, self)
 
 

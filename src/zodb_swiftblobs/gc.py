@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -55,14 +55,16 @@ def revision_exists(base, oid: bytes, tid: bytes) -> bool:
 def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
                     last_tid: bytes, *, dry_run: bool = False,
                     protected: Collection[str] = (), min_age: float = 0.0,
-                    progress: Progress | None = None) -> GarbageReport:
+                    progress: Progress | None = None,
+                    before_deleting: Callable[[], None] | None = None) -> GarbageReport:
     """Delete the objects under *keys* whose revision *base* no longer has.
 
     Objects of revisions newer than *last_tid*, the *protected* names (those of
     commits in progress, which may restore old transaction ids), and orphans
     modified less than *min_age* seconds ago (counted as ``too_young``) are
     kept.  With *dry_run*, orphans are counted but nothing is deleted.
-    *progress* counts the objects examined.
+    *progress* counts the objects examined.  *before_deleting* is called
+    before each batch of deletions (and may raise to stop the sweep).
     """
     report = GarbageReport()
     started, now = time.monotonic(), time.time()
@@ -70,6 +72,8 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
 
     def flush() -> None:
         if not dry_run and batch:
+            if before_deleting is not None:
+                before_deleting()
             report.deleted += container.delete_many(stored for stored, _, _ in batch)
             for _, oid, tid in batch:
                 cache.discard(oid, tid)

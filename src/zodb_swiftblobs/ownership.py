@@ -8,18 +8,20 @@ claims it: it creates the marker object ``<prefix>zodb-swiftblobs.owner``
 is refused, and garbage collection runs only in a prefix its database owns.
 
 A database is named by where its records live, which every process serving
-it agrees on: a FileStorage by host and real path of its file, RelStorage
-on SQLite by host and real path of its directory, other RelStorage by its
-``name`` option or else its database server and database (never a
-password).  A database moved elsewhere claims its prefix again with
-``zodb-swiftblobs claim``.  In-memory bases (MappingStorage, DemoStorage)
-claim nothing: they may use an unclaimed prefix, and never a claimed one
-(a DemoStorage over a stored database goes by the stored one).
+it agrees on: a FileStorage by the real path of its file, RelStorage on
+SQLite by the real path of its directory, other RelStorage by its ``name``
+option or else its database server and database (never a password).  A
+database that lives in memory (MappingStorage) is named by its process and
+instance: its prefix is its own for as long as it lives, and later ones are
+refused it (give each a new prefix).  A DemoStorage goes by the database it is
+layered on.  A database moved elsewhere claims its prefix again with
+``zodb-swiftblobs claim``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -33,6 +35,8 @@ from ZODB.POSException import StorageError
 from .keys import KeyLayout
 from .swiftaccess import NotFoundError, PermanentSwiftError, SwiftContainer
 
+log = logging.getLogger(__name__)
+
 MARKER_FORMAT = 1
 _ADDRESS = re.compile(r" at (0x)?[0-9a-f]+")
 _URI_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
@@ -44,46 +48,56 @@ class ForeignPrefixError(StorageError):
     """The prefix belongs to another database (or its marker is unreadable)."""
 
 
-def database_identity(base) -> str | None:
-    """How the ownership marker names the database of *base*; None for a
-    database that lives in memory only."""
+def database_identity(base) -> str:
+    """How the ownership marker names the database of the storage *base*."""
     if isinstance(base, ZODB.DemoStorage.DemoStorage):
         return database_identity(base.base)
-    host = socket.gethostname()
     if isinstance(base, ZODB.FileStorage.FileStorage):
-        return f"FileStorage {host}:{os.path.realpath(base.getName())}"
+        return f"FileStorage {os.path.realpath(base.getName())}"
     if type(base).__module__.startswith("relstorage."):
-        return _relstorage_identity(base, host)
+        return _relstorage_identity(base)
     if isinstance(base, ZODB.MappingStorage.MappingStorage):
-        return None
-    return f"{type(base).__name__} {_without_secrets(base.getName())}"
+        return (f"{type(base).__name__} in memory, process {os.getpid()} on "
+                f"{socket.gethostname()}, instance {id(base):x}")
+    return f"{type(base).__name__} {without_secrets(base.getName())}"
 
 
-def _relstorage_identity(base, host: str) -> str:
+def _relstorage_identity(base) -> str:
     adapter = base._adapter
     data_dir = getattr(adapter, "data_dir", None)
     if data_dir:
-        return f"RelStorage sqlite {host}:{os.path.realpath(data_dir)}"
+        return f"RelStorage sqlite {os.path.realpath(data_dir)}"
     name = getattr(base._options, "name", None)
     if name:
         return f"RelStorage {name}"
-    return f"RelStorage {_without_secrets(str(adapter))}"
+    return f"RelStorage {without_secrets(str(adapter))}"
 
 
-def _without_secrets(text: str) -> str:
+def without_secrets(text: str) -> str:
+    """*text* (a storage's description) without object addresses and passwords."""
     text = _ADDRESS.sub("", text)
     text = _URI_PASSWORD.sub(r"\1@", text)
     return _PASSWORD_SETTING.sub(r"\1=***", text)
 
 
-class PrefixOwnership:
-    """The ownership marker of one prefix, for the database named *identity*."""
+class EncryptionRequiredError(StorageError):
+    """The prefix's database encrypts its blobs, and this process has no key."""
 
-    def __init__(self, container: SwiftContainer, keys: KeyLayout,
-                 identity: str | None) -> None:
+
+class PrefixOwnership:
+    """The ownership marker of one prefix, for the database named *identity*.
+
+    The marker also records whether the database *encrypts* its blobs, so
+    that a process started without the key cannot quietly write new blobs
+    in plaintext.
+    """
+
+    def __init__(self, container: SwiftContainer, keys: KeyLayout, identity: str, *,
+                 encrypts: bool = False) -> None:
         self.container = container
         self.keys = keys
         self.identity = identity
+        self.encrypts = encrypts
 
     @property
     def where(self) -> str:
@@ -109,29 +123,47 @@ class PrefixOwnership:
         """Raise ForeignPrefixError unless the prefix is this database's or
         unclaimed; with *claim*, an unclaimed prefix is claimed."""
         marker = self.owner()
-        if marker is None and claim and self.identity is not None:
+        if marker is None and claim:
             marker = self._create()
         if marker is not None and marker["owner"] != self.identity:
             raise ForeignPrefixError(self._foreign(marker))
+        if claim and marker is not None:
+            self._check_encryption(marker)
+
+    def _check_encryption(self, marker: dict) -> None:
+        """For a process that writes: refuse to write plaintext into an
+        encrypting database; record that a database now encrypts."""
+        if marker.get("encrypted") and not self.encrypts:
+            raise EncryptionRequiredError(
+                f"the blobs of the database owning {self.where} are encrypted (its "
+                "ownership marker says so), and no encryption key is configured here: "
+                "new blobs would be stored in plaintext.  Configure its encryption-key "
+                "(or ZODB_SWIFTBLOBS_ENCRYPTION_KEYS); to stop encrypting on purpose, "
+                "run 'zodb-swiftblobs claim' with a configuration without keys")
+        if self.encrypts and not marker.get("encrypted"):
+            self.container.put_bytes(self.keys.marker, self._marker())
+            log.info("%s: its database now encrypts its blobs (recorded in its marker)",
+                     self.where)
 
     def claim(self) -> dict | None:
         """Make the prefix this database's, whoever owned it; return the
         previous marker (None if there was none)."""
-        if self.identity is None:
-            raise ForeignPrefixError("a database that lives in memory cannot claim a prefix")
         try:
             previous = self.owner()
         except ForeignPrefixError:
             previous = None
         self.container.put_bytes(self.keys.marker, self._marker())
+        log.info("%s claimed by %s (its owner was %s)", self.where, self.identity,
+                 previous["owner"] if previous else "nobody")
         return previous
 
     def _create(self) -> dict:
         try:
             self.container.put_bytes(self.keys.marker, self._marker(), if_absent=True)
+            log.info("%s is now owned by %s", self.where, self.identity)
         except PermanentSwiftError as exc:
             if exc.status != 412:
-                raise
+                raise  # 412: another process claimed it first; its marker is read below
         marker = self.owner()
         if marker is None:
             raise ForeignPrefixError(f"{self.where}: the ownership marker just written "
@@ -142,12 +174,13 @@ class PrefixOwnership:
         return json.dumps({
             "format": MARKER_FORMAT,
             "owner": self.identity,
+            "encrypted": self.encrypts,
             "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "claimed_from": f"{socket.gethostname()} (pid {os.getpid()})",
         }, indent=1).encode()
 
     def _foreign(self, marker: dict) -> str:
-        this = self.identity or "a database that lives in memory"
+        this = self.identity
         return (f"{self.where} belongs to another database: {marker['owner']} (claimed "
                 f"{marker.get('claimed_at', '?')} from {marker.get('claimed_from', '?')}); "
                 f"this one is {this}.  Give each database its own prefix or container; if "

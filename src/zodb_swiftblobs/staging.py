@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 import uuid
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,13 @@ class StagingArea:
     def commit_prefix(self) -> str:
         """The start of the staged files' paths of one new commit."""
         return os.path.join(self.directory, f"commit-{self.token}-{uuid.uuid4().hex[:12]}-")
+
+    def new_file(self) -> tuple[int, str]:
+        """A new file of this process in the staging directory: (descriptor,
+        path), as :func:`tempfile.mkstemp` (swept like the staged blobs if
+        the process dies)."""
+        return tempfile.mkstemp(prefix=f"commit-{self.token}-", suffix=".blob",
+                                dir=self.directory)
 
     def sweep(self) -> int:
         """Remove the staged files of processes that died; return how many."""

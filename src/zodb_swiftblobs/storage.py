@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from base64 import decodebytes
 from collections.abc import Sequence
@@ -40,7 +39,8 @@ from zope.interface import directlyProvides, implementer, providedBy
 from .cache import BlobCache, CacheDirectoryError
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
-from .ownership import ForeignPrefixError, PrefixOwnership, database_identity
+from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwnership,
+                        database_identity)
 from .progress import Progress
 from .staging import StagingArea
 from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError,
@@ -260,7 +260,8 @@ class SwiftBlobStorage:
             swift_container = open_container(
                 container, **{name: arguments[name] for name in SWIFT_OPTIONS})
             read_only = base.isReadOnly()
-            ownership = PrefixOwnership(swift_container, keys, database_identity(base))
+            ownership = PrefixOwnership(swift_container, keys, database_identity(base),
+                                        encrypts=swift_container.encryption is not None)
             failure = None
             try:
                 swift_container.ensure_container(create=create_container and not read_only)
@@ -272,13 +273,17 @@ class SwiftBlobStorage:
                     f"Swift container {container!r} does not exist ({why})")
             except SwiftError as exc:
                 failure = _storage_error(exc)
-            except ForeignPrefixError as exc:
+            except (ForeignPrefixError, EncryptionRequiredError) as exc:
                 failure = exc
             if failure is not None:
                 swift_container.close()
                 raise failure
-            _shared = _Shared(swift_container, keys, cache, ownership, upload_concurrency,
-                              temp_url_key)
+            try:
+                _shared = _Shared(swift_container, keys, cache, ownership, upload_concurrency,
+                                  temp_url_key)
+            except BaseException:
+                swift_container.close()
+                raise
         self._shared = _shared
         self._commit: _Commit | None = None
         self._db = None
@@ -646,7 +651,8 @@ class SwiftBlobStorage:
         """
         if kwargs.get("gc", 0) is None:
             del kwargs["gc"]
-        last = self._last_committed()
+        with self._current_view() as view:
+            last = view.lastTransaction()
         result = self.base.pack(pack_time, referencesf, *args, **kwargs)
         if not (kwargs.get("prepack_only") or kwargs.get("check_refs")):
             self.collect_garbage(last)
@@ -656,31 +662,41 @@ class SwiftBlobStorage:
                         min_age: float = 0.0, progress: Progress | None = None
                         ) -> GarbageReport:
         """Delete objects of blob revisions the base no longer has, sparing
-        those modified less than *min_age* seconds ago (see :mod:`.gc`)."""
+        those modified less than *min_age* seconds ago (see :mod:`.gc`).
+
+        Runs only in a prefix this database owns (claimed now if unclaimed),
+        checked again before each batch of deletions.
+        """
         if isinstance(self.base, ZODB.DemoStorage.DemoStorage):
             raise SwiftStorageError("no blob garbage collection over a DemoStorage: its "
                                     "blobs may be those of the storage it is layered on")
         shared = self._shared
         try:
             shared.ownership.check(claim=not dry_run)
-            return collect_garbage(shared.container, shared.keys, self.base, shared.cache,
-                                   last_tid or self._last_committed(), dry_run=dry_run,
-                                   protected=shared.in_flight, min_age=min_age,
-                                   progress=progress)
+            with self._current_view() as view:
+                return collect_garbage(
+                    shared.container, shared.keys, view, shared.cache,
+                    last_tid or view.lastTransaction(), dry_run=dry_run,
+                    protected=shared.in_flight, min_age=min_age, progress=progress,
+                    before_deleting=lambda: shared.ownership.check(claim=False))
         except SwiftError as exc:
             failure = _storage_error(exc)
         raise failure
 
-    def _last_committed(self) -> bytes:
-        """The id of the last transaction committed by any process.  An MVCC
-        base (RelStorage) answers for the snapshot it last polled, which for
-        the instance a DB was opened with may be long ago: ask a new one."""
+    @contextlib.contextmanager
+    def _current_view(self):
+        """The base as it is now.  Each instance of an MVCC base (RelStorage)
+        sees the snapshot it last polled, which for the instance a DB was
+        opened with may be long ago: a new instance, polled, is used (for the
+        last transaction and every existence check alike: one snapshot)."""
         new_instance = getattr(self.base, "new_instance", None)
         if new_instance is None:
-            return self.base.lastTransaction()
+            yield self.base
+            return
         instance = new_instance()
         try:
-            return instance.lastTransaction()
+            instance.poll_invalidations()
+            yield instance
         finally:
             instance.release()
 
@@ -709,8 +725,7 @@ class SwiftBlobStorage:
                 self.restore(record.oid, record.tid, record.data, "",
                              record.data_txn, copied)
                 continue
-            fd, name = tempfile.mkstemp(prefix="copy-", suffix=".blob",
-                                        dir=self.temporaryDirectory())
+            fd, name = self._shared.staging.new_file()
             with os.fdopen(fd, "wb") as target, open(blobfilename, "rb") as source:
                 cp(source, target)
             self.restoreBlob(record.oid, record.tid, record.data, name,
