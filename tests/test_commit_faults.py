@@ -23,7 +23,7 @@ from ZODB.utils import z64
 from conftest import (blob_objects, child_environment, credentials_for, mint_token, proxy_log,
                       read, sqlite_relstorage, store_blobs, swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs.storage import SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import (ChecksumMismatchError, Credentials, NotFoundError,
                                          SwiftContainer, TransientSwiftError)
 
@@ -336,6 +336,7 @@ def test_token_expiring_during_a_long_upload(cluster, tmp_path, container_name, 
     auths = proxy_log(cluster).count("GET /auth/v1.0")
     container, failure = upload_with(renewable, "renewed")
     assert failure == []
+
     def logged_auths():
         return proxy_log(cluster).count("GET /auth/v1.0") - auths
     deadline = time.monotonic() + 5
@@ -427,12 +428,11 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
     report = storage.collect_garbage()
     assert report.deleted == 1
     assert {o.name for o in blob_objects(view)} == {keys.key(oid, serial),
-                                             keys.key(*revision(db, "later"))}
+                                                    keys.key(*revision(db, "later"))}
     db.close()
 
 
-def test_open_after_a_crash_keeps_the_staged_files_of_live_processes(cluster, tmp_path,
-                                                                     container_name):
+def test_opening_keeps_the_staged_files_of_live_processes(cluster, tmp_path, container_name):
     first = swift_storage(cluster, FileStorage(str(tmp_path / "a.fs")), container_name,
                           tmp_path / "cache")
     db = ZODB.DB(first)
@@ -441,18 +441,10 @@ def test_open_after_a_crash_keeps_the_staged_files_of_live_processes(cluster, tm
     first.tpc_begin(txn)
     stage_new_blob(first, txn, *revision(db, "kept"), tmp_path / "s", b"staged")
     assert len(staged_files(first)) == 1
-    second = SwiftBlobStorage(FileStorage(str(tmp_path / "a.fs"), read_only=True),
-                              container=container_name,
-                              cache_dir=str(tmp_path / "cache"),
-                              **_credential_options(cluster))
+    second = swift_storage(cluster, FileStorage(str(tmp_path / "a.fs"), read_only=True),
+                           container_name, tmp_path / "cache")
     assert len(staged_files(first)) == 1, "a live process's staged file stays"
     first.tpc_vote(txn)
     first.tpc_finish(txn)
     second.close()
     db.close()
-
-
-def _credential_options(cluster):
-    credentials = credentials_for(cluster)
-    return {"auth_url": credentials.auth_url, "user": credentials.user,
-            "key": credentials.key}
