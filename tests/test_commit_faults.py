@@ -185,6 +185,34 @@ def test_proxy_down_during_a_relstorage_vote(cluster, tmp_path, container_name, 
     db.close()
 
 
+def test_segments_a_failed_large_upload_could_not_remove_are_collected(
+        cluster, tmp_path, container_name, view):
+    db, storage = open_db(cluster, tmp_path, container_name,
+                          large_object_threshold=1 << 20, segment_size=256 << 10)
+    kept = os.urandom(2 << 20)
+    store_blobs(db, kept=kept)
+    kept_name = KeyLayout().key(*revision(db, "kept"))
+    manifest_refused = {"method": "PUT", "path": f"/{container_name}/", "status": 503,
+                        "times": 1000}
+    cleanup_refused = {"method": "DELETE", "status": 503, "times": 1000}  # bulk's too
+    with injected(cluster, manifest_refused, cleanup_refused):
+        with pytest.raises(SwiftTransientError):
+            store_blobs(db, failed=os.urandom(3 << 20))
+    segments = SwiftContainer(credentials_for(cluster), f"{container_name}_segments")
+    left = [o.name for o in segments.list() if not o.name.startswith(f"{kept_name}/")]
+    assert len(left) == 12, "the failed upload's segments were left behind"
+
+    store_blobs(db, later=b"a later transaction")
+    report = storage.collect_garbage()
+    assert (report.orphan_segments, report.deleted_segments) == (12, 12)
+    groups = {o.name.rsplit("/", 1)[0] + "/" for o in segments.list()}
+    assert groups == view.segment_groups(kept_name), "only the kept object's segments stay"
+    segments.close()
+    storage._shared.cache.clear()
+    assert blob_bytes(db, "kept") == kept
+    db.close()
+
+
 def test_queued_uploads_are_cancelled_after_a_failure(cluster, tmp_path, container_name):
     db, storage = open_db(cluster, tmp_path, container_name, upload_concurrency=2)
     store_blobs(db, kept=b"kept")

@@ -203,6 +203,10 @@ def _gc(args: argparse.Namespace) -> int:
              f"{report.orphans} orphans ({_mib(report.bytes)}), {verb} {count}, "
              f"{report.too_young} younger than {args.min_age:g}s kept, "
              f"in {report.seconds:.1f}s"]
+    if report.orphan_segments:
+        segments = report.orphan_segments if args.dry_run else report.deleted_segments
+        lines.append(f"orphaned large-object segments: {report.orphan_segments}, "
+                     f"{verb} {segments}")
     _output(args, dataclasses.asdict(report) | {"dry_run": args.dry_run,
                                                 "min_age": args.min_age}, lines)
     return 0

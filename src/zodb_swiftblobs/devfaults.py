@@ -16,6 +16,8 @@ of their path, and applies to the next *times* of them:
   bytes.
 
 The file is read again whenever it changes; rewriting it restarts the counts.
+Rules see requests as the proxy application gets them: a bulk delete arrives
+as one DELETE per object, a large object's download as its segments' GETs.
 """
 
 from __future__ import annotations

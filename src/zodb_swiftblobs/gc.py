@@ -24,7 +24,7 @@ from ZODB.POSException import POSKeyError
 from .cache import BlobCache
 from .keys import KeyLayout
 from .progress import Progress
-from .swiftaccess import StoredObject, SwiftContainer
+from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class GarbageReport:
     too_young: int = 0
     deleted: int = 0
     bytes: int = 0
+    orphan_segments: int = 0  # large objects' segments no manifest refers to
+    deleted_segments: int = 0
     seconds: float = 0.0
 
 
@@ -69,6 +71,7 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     report = GarbageReport()
     started, now = time.monotonic(), time.time()
     batch: list[tuple[StoredObject, bytes, bytes]] = []
+    large_kept: set[str] = set()  # large objects that stay: their segments are in use
 
     def flush() -> None:
         if not dry_run and batch:
@@ -88,9 +91,13 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
             progress.advance(1, stored.size)
         oid, tid = revision
         if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
+            if stored.large:
+                large_kept.add(stored.name)
             continue
         if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
             report.too_young += 1
+            if stored.large:
+                large_kept.add(stored.name)
             continue
         report.orphans += 1
         report.bytes += stored.size
@@ -98,12 +105,63 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         if len(batch) >= BATCH:
             flush()
     flush()
+    _sweep_segments(container, keys, last_tid, large_kept, report, dry_run=dry_run,
+                    protected=protected, min_age=min_age, now=now,
+                    before_deleting=before_deleting)
     report.seconds = time.monotonic() - started
     log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
-             "%d deleted, %d younger than %gs kept, in %.1fs", " (dry run)" if dry_run else "",
+             "%d deleted, %d younger than %gs kept, %d orphaned large-object segments "
+             "(%d deleted), in %.1fs", " (dry run)" if dry_run else "",
              report.examined, report.orphans, report.bytes, report.deleted,
-             report.too_young, min_age, report.seconds)
+             report.too_young, min_age, report.orphan_segments, report.deleted_segments,
+             report.seconds)
     return report
+
+
+def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
+                    large_kept: set[str], report: GarbageReport, *, dry_run: bool,
+                    protected: Collection[str], min_age: float, now: float,
+                    before_deleting: Callable[[], None] | None) -> None:
+    """Delete the segments no large object refers to: those of large uploads
+    that failed and could not remove them (Swift unreachable, a token that
+    expired, a process killed midway).  Segments are named
+    ``<object name>/<upload id>/<index>``; a group is an orphan when its
+    object is not a large object that stays, or when that object's manifest
+    refers to another upload's group.  The rules of the main sweep apply
+    (newer than *last_tid*, *protected*, younger than *min_age*: kept)."""
+    manifests: dict[str, set[str]] = {}
+    batch: list[str] = []
+
+    def flush() -> None:
+        if not dry_run and batch:
+            if before_deleting is not None:
+                before_deleting()
+            report.deleted_segments += container.delete_many(
+                batch, container=container.segment_container)
+        batch.clear()
+
+    try:
+        for stored in container.list(keys.prefix, container=container.segment_container):
+            parts = stored.name.rsplit("/", 2)
+            revision = keys.parse(parts[0]) if len(parts) == 3 else None
+            name, group = parts[0], f"{parts[0]}/{parts[1]}/"
+            if revision is None or revision[1] > last_tid or name in protected:
+                continue
+            if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
+                continue
+            if name in large_kept:
+                if name not in manifests:
+                    manifests.clear()  # one object's segments at a time (listing order)
+                    manifests[name] = container.segment_groups(name)
+                if group in manifests[name]:
+                    continue
+            report.orphan_segments += 1
+            batch.append(stored.name)
+            if len(batch) >= BATCH:
+                flush()
+    except NotFoundError:
+        pass  # no segment container: no large object was ever uploaded
+    flush()
 
 
 def modified_at(last_modified: str | None) -> float:

@@ -1093,6 +1093,18 @@ class SwiftContainer:
                 source.md5(offsets[index], int(segment["bytes"])) == segment["hash"]
         return all(self._segment_executor().map(matches, range(len(segments))))
 
+    def segment_groups(self, name: str) -> set[str]:
+        """The segment name prefixes (``<name>/<upload id>/``, in the segment
+        container) that the manifest of large object *name* refers to; empty
+        when there is no such object."""
+        try:
+            segments = self._manifest(name)
+        except NotFoundError:
+            return set()
+        container_path = f"/{self.segment_container}/"
+        return {segment["name"][len(container_path):].rsplit("/", 1)[0] + "/"
+                for segment in segments if segment["name"].startswith(container_path)}
+
     def _manifest(self, name: str) -> list[dict]:
         _, body = self._call("manifest", name, lambda u, t, h: swift.get_object(
             u, t, self.container, name, query_string="multipart-manifest=get", http_conn=h))
