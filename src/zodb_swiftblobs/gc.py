@@ -71,7 +71,6 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     report = GarbageReport()
     started, now = time.monotonic(), time.time()
     batch: list[tuple[StoredObject, bytes, bytes]] = []
-    large_kept: set[str] = set()  # large objects that stay: their segments are in use
 
     def flush() -> None:
         if not dry_run and batch:
@@ -91,13 +90,9 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
             progress.advance(1, stored.size)
         oid, tid = revision
         if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
-            if stored.large:
-                large_kept.add(stored.name)
             continue
         if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
             report.too_young += 1
-            if stored.large:
-                large_kept.add(stored.name)
             continue
         report.orphans += 1
         report.bytes += stored.size
@@ -105,7 +100,7 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         if len(batch) >= BATCH:
             flush()
     flush()
-    _sweep_segments(container, keys, last_tid, large_kept, report, dry_run=dry_run,
+    _sweep_segments(container, keys, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
     report.seconds = time.monotonic() - started
@@ -119,16 +114,17 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
 
 
 def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
-                    large_kept: set[str], report: GarbageReport, *, dry_run: bool,
+                    report: GarbageReport, *, dry_run: bool,
                     protected: Collection[str], min_age: float, now: float,
                     before_deleting: Callable[[], None] | None) -> None:
     """Delete the segments no large object refers to: those of large uploads
     that failed and could not remove them (Swift unreachable, a token that
     expired, a process killed midway).  Segments are named
-    ``<object name>/<upload id>/<index>``; a group is an orphan when its
-    object is not a large object that stays, or when that object's manifest
-    refers to another upload's group.  The rules of the main sweep apply
-    (newer than *last_tid*, *protected*, younger than *min_age*: kept)."""
+    ``<object name>/<upload id>/<index>``; a group is an orphan when the
+    manifest of its object (read from Swift, not from a listing that may lag
+    behind) does not refer to it, or there is no such object.  The rules of
+    the main sweep apply (newer than *last_tid*, *protected*, younger than
+    *min_age*: kept)."""
     manifests: dict[str, set[str]] = {}
     batch: list[str] = []
 
@@ -149,12 +145,11 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
                 continue
             if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
                 continue
-            if name in large_kept:
-                if name not in manifests:
-                    manifests.clear()  # one object's segments at a time (listing order)
-                    manifests[name] = container.segment_groups(name)
-                if group in manifests[name]:
-                    continue
+            if name not in manifests:
+                manifests.clear()  # one object's segments at a time (listing order)
+                manifests[name] = container.segment_groups(name)
+            if group in manifests[name]:
+                continue
             report.orphan_segments += 1
             batch.append(stored.name)
             if len(batch) >= BATCH:
