@@ -339,7 +339,7 @@ def test_token_expiring_during_a_long_upload(cluster, tmp_path, container_name, 
     segments.info()  # authenticated before the count below
 
     def upload_with(credentials, name):
-        container = SwiftContainer(credentials, container_name, deadline=60, timeout=5,
+        container = SwiftContainer(credentials, container_name, deadline=60, timeout=10,
                                    large_object_threshold=4 << 20, segment_size=segment,
                                    segment_concurrency=1)
         container.ensure_container()
@@ -354,7 +354,7 @@ def test_token_expiring_during_a_long_upload(cluster, tmp_path, container_name, 
         container.info()
         with server_fault(cluster, "object", "paused"):
             thread.start()  # its first segment is sent, and waits for the object server
-            time.sleep(3.5)  # the token expires meanwhile
+            time.sleep(5)  # the token expires meanwhile (3 to 4 s: Fernet counts whole seconds)
         thread.join()
         return container, failure
 
