@@ -70,16 +70,12 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     """
     report = GarbageReport()
     started, now = time.monotonic(), time.time()
-    batch: list[tuple[StoredObject, bytes, bytes]] = []
 
-    def flush() -> None:
-        if not dry_run and batch:
-            if before_deleting is not None:
-                before_deleting()
-            report.deleted += container.delete_many(stored for stored, _, _ in batch)
-            for _, oid, tid in batch:
-                cache.discard(oid, tid)
-        batch.clear()
+    def delete(batch: list[tuple[StoredObject, bytes, bytes]]) -> None:
+        report.deleted += container.delete_many(stored for stored, _, _ in batch)
+        for _, oid, tid in batch:
+            cache.discard(oid, tid)
+    orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
 
     for stored in container.list(keys.prefix):
         revision = keys.parse(stored.name)
@@ -91,15 +87,13 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         oid, tid = revision
         if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
             continue
-        if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
+        if _younger(stored, min_age, now):
             report.too_young += 1
             continue
         report.orphans += 1
         report.bytes += stored.size
-        batch.append((stored, oid, tid))
-        if len(batch) >= BATCH:
-            flush()
-    flush()
+        orphans.add((stored, oid, tid))
+    orphans.flush()
     _sweep_segments(container, keys, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
@@ -126,15 +120,11 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
     the main sweep apply (newer than *last_tid*, *protected*, younger than
     *min_age*: kept)."""
     manifests: dict[str, set[str]] = {}
-    batch: list[str] = []
 
-    def flush() -> None:
-        if not dry_run and batch:
-            if before_deleting is not None:
-                before_deleting()
-            report.deleted_segments += container.delete_many(
-                batch, container=container.segment_container)
-        batch.clear()
+    def delete(batch: list[str]) -> None:
+        report.deleted_segments += container.delete_many(
+            batch, container=container.segment_container)
+    orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
 
     try:
         for stored in container.list(keys.prefix, container=container.segment_container):
@@ -143,7 +133,7 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
             name, group = parts[0], f"{parts[0]}/{parts[1]}/"
             if revision is None or revision[1] > last_tid or name in protected:
                 continue
-            if min_age > 0 and not now - modified_at(stored.last_modified) >= min_age:
+            if _younger(stored, min_age, now):
                 continue
             if name not in manifests:
                 manifests.clear()  # one object's segments at a time (listing order)
@@ -151,12 +141,38 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
             if group in manifests[name]:
                 continue
             report.orphan_segments += 1
-            batch.append(stored.name)
-            if len(batch) >= BATCH:
-                flush()
+            orphans.add(stored.name)
     except NotFoundError:
         pass  # no segment container: no large object was ever uploaded
-    flush()
+    orphans.flush()
+
+
+class _BatchDeleter:
+    """Deletes what it is given BATCH at a time with *delete* (nothing in a
+    *dry_run*), calling *before_deleting* (which may raise) before each batch."""
+
+    def __init__(self, delete: Callable[[list], None], *, dry_run: bool,
+                 before_deleting: Callable[[], None] | None) -> None:
+        self._delete, self._dry_run = delete, dry_run
+        self._before_deleting = before_deleting
+        self._batch: list = []
+
+    def add(self, item) -> None:
+        self._batch.append(item)
+        if len(self._batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dry_run and self._batch:
+            if self._before_deleting is not None:
+                self._before_deleting()
+            self._delete(self._batch)
+        self._batch = []
+
+
+def _younger(stored: StoredObject, min_age: float, now: float) -> bool:
+    """Whether *stored* was modified less than *min_age* seconds before *now*."""
+    return min_age > 0 and not now - modified_at(stored.last_modified) >= min_age
 
 
 def modified_at(last_modified: str | None) -> float:

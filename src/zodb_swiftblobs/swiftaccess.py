@@ -1440,18 +1440,8 @@ class _Source:
 
     def md5(self, offset: int, length: int) -> str:
         """Hex MD5 of *length* bytes from *offset*."""
-        if self.cipher is None:
-            return file_md5(self.path, offset, length)
-        digest = hashlib.md5(usedforsecurity=False)
         with self.open() as f:
-            f.seek(offset)
-            while length > 0:
-                data = f.read(min(CHUNK_SIZE, length))
-                if not data:
-                    break
-                digest.update(data)
-                length -= len(data)
-        return digest.hexdigest()
+            return _md5_of(f, offset, length)
 
 
 class _DecryptingSink:
@@ -1489,17 +1479,22 @@ def _encryption_header(metadata: Mapping[str, str]) -> str | None:
 
 def file_md5(path: str, offset: int = 0, length: int | None = None) -> str:
     """Hex MD5 of a file, or of *length* bytes of it from *offset*."""
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
-        f.seek(offset)
-        left = length
-        while left is None or left > 0:
-            chunk = f.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
-            if not chunk:
-                break
-            digest.update(chunk)
-            if left is not None:
-                left -= len(chunk)
+        return _md5_of(f, offset, length)
+
+
+def _md5_of(f, offset: int, length: int | None) -> str:
+    """Hex MD5 of *length* bytes (all the rest: None) of the open file *f* from *offset*."""
+    digest = hashlib.md5(usedforsecurity=False)
+    f.seek(offset)
+    left = length
+    while left is None or left > 0:
+        chunk = f.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
+        if not chunk:
+            break
+        digest.update(chunk)
+        if left is not None:
+            left -= len(chunk)
     return digest.hexdigest()
 
 
