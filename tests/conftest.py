@@ -171,10 +171,7 @@ def store_blobs(db, **blobs):
                     f.write(data)
             else:
                 conn.root()[name] = Blob(data)
-    with db.transaction() as conn:
-        blob = conn.root()[next(iter(blobs))]
-        blob._p_activate()
-        return blob._p_serial
+    return blob_revision(db, next(iter(blobs)))[1]
 
 
 def download_cut_mid_stream(cluster, container, name, target, *, cut_after=8 << 20):
@@ -204,6 +201,14 @@ def download_cut_mid_stream(cluster, container, name, target, *, cut_after=8 << 
     if errors:
         raise errors[0]
     return cut_at
+
+
+def blob_revision(db, name):
+    """(oid, serial) of the current revision of the root's blob *name*."""
+    with db.transaction() as conn:
+        blob = conn.root()[name]
+        blob._p_activate()
+        return blob._p_oid, blob._p_serial
 
 
 def read(path):

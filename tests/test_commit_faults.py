@@ -20,8 +20,9 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
 from ZODB.utils import z64
 
-from conftest import (blob_objects, child_environment, credentials_for, mint_token, proxy_log,
-                      read, sqlite_relstorage, store_blobs, swift_storage)
+from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
+                      mint_token, proxy_log, read, sqlite_relstorage, store_blobs,
+                      swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import (ChecksumMismatchError, Credentials, NotFoundError,
@@ -84,13 +85,6 @@ def blob_bytes(db, name):
             return f.read()
 
 
-def revision(db, name):
-    with db.transaction() as conn:
-        blob = conn.root()[name]
-        blob._p_activate()
-        return blob._p_oid, blob._p_serial
-
-
 def stage_new_blob(storage, txn, template_oid, template_serial, path, data):
     """Store a new blob object in *txn* (a blob record like the template's)."""
     with open(path, "wb") as f:
@@ -121,7 +115,7 @@ def staged_files(storage):
 def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mode):
     db, storage = open_db(cluster, tmp_path, container_name)
     store_blobs(db, kept=b"committed before")
-    kept_oid, kept_serial = revision(db, "kept")
+    kept_oid, kept_serial = blob_revision(db, "kept")
     transactions = len(list(storage.iterator()))
     data_fs_size = os.path.getsize(tmp_path / "Data.fs")
     keys = KeyLayout()
@@ -158,7 +152,8 @@ def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mod
     assert report.deleted >= (1 if mode == "stopped" else 0)
     remaining = {o.name for o in blob_objects(view)}
     assert uploaded_name not in remaining
-    assert remaining == {keys.key(*revision(db, "kept")), keys.key(*revision(db, "after"))}
+    assert remaining == {keys.key(*blob_revision(db, "kept")),
+                         keys.key(*blob_revision(db, "after"))}
     db.close()
 
 
@@ -191,7 +186,7 @@ def test_segments_a_failed_large_upload_could_not_remove_are_collected(
                           large_object_threshold=1 << 20, segment_size=256 << 10)
     kept = os.urandom(2 << 20)
     store_blobs(db, kept=kept)
-    kept_name = KeyLayout().key(*revision(db, "kept"))
+    kept_name = KeyLayout().key(*blob_revision(db, "kept"))
     manifest_refused = {"method": "PUT", "path": f"/{container_name}/", "status": 503,
                         "times": 1000}
     cleanup_refused = {"method": "DELETE", "status": 503, "times": 1000}  # bulk's too
@@ -216,7 +211,7 @@ def test_segments_a_failed_large_upload_could_not_remove_are_collected(
 def test_queued_uploads_are_cancelled_after_a_failure(cluster, tmp_path, container_name):
     db, storage = open_db(cluster, tmp_path, container_name, upload_concurrency=2)
     store_blobs(db, kept=b"kept")
-    kept = revision(db, "kept")
+    kept = blob_revision(db, "kept")
     txn = TransactionMetaData()
     storage.tpc_begin(txn)
     with server_fault(cluster, "proxy", "stopped"):
@@ -237,7 +232,7 @@ def test_queued_uploads_are_cancelled_after_a_failure(cluster, tmp_path, contain
 def test_cold_read_with_the_proxy_down(cluster, tmp_path, container_name):
     db, storage = open_db(cluster, tmp_path, container_name)
     store_blobs(db, cached=b"in the cache", cold=b"only in Swift")
-    cold = revision(db, "cold")
+    cold = blob_revision(db, "cold")
     storage._shared.cache.discard(*cold)
     with server_fault(cluster, "proxy", "stopped"):
         assert blob_bytes(db, "cached") == b"in the cache"
@@ -299,7 +294,7 @@ def test_rate_limiting_is_waited_out(cluster, tmp_path, container_name, status):
     assert elapsed >= 2, "Retry-After was not honoured"
     storage._shared.cache.clear()
     assert blob_bytes(db, "kept") == b"after two refusals"
-    name = storage.key_layout.key(*revision(db, "kept"))
+    name = storage.key_layout.key(*blob_revision(db, "kept"))
     with injected(cluster, {**rule, "method": "GET", "times": 1000}):
         with pytest.raises(TransientSwiftError, match=str(status)):
             storage.swift_container.download(name, str(tmp_path / "copy"), deadline=2)
@@ -311,7 +306,7 @@ def test_bytes_damaged_on_the_way_are_sent_again(cluster, tmp_path, container_na
     rule = {"method": "PUT", "path": f"/{container_name}/", "flip_body": True, "times": 1}
     with injected(cluster, rule):
         store_blobs(db, damaged=os.urandom(50_000))
-    oid, serial = revision(db, "damaged")
+    oid, serial = blob_revision(db, "damaged")
     expected = read(storage.loadBlob(oid, serial))
     storage._shared.cache.clear()
     assert read(storage.loadBlob(oid, serial)) == expected
@@ -449,14 +444,14 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
     db = ZODB.DB(storage)
     with pytest.raises(POSKeyError):
         storage.loadSerial(oid, voted_tid)  # the killed transaction is not committed
-    assert revision(db, "kept") == (oid, serial)
+    assert blob_revision(db, "kept") == (oid, serial)
     storage._shared.cache.clear()
     assert blob_bytes(db, "kept") == b"committed"
     store_blobs(db, later=b"a later transaction")
     report = storage.collect_garbage()
     assert report.deleted == 1
     assert {o.name for o in blob_objects(view)} == {keys.key(oid, serial),
-                                                    keys.key(*revision(db, "later"))}
+                                                    keys.key(*blob_revision(db, "later"))}
     db.close()
 
 
@@ -467,7 +462,7 @@ def test_opening_keeps_the_staged_files_of_live_processes(cluster, tmp_path, con
     store_blobs(db, kept=b"kept")
     txn = TransactionMetaData()
     first.tpc_begin(txn)
-    stage_new_blob(first, txn, *revision(db, "kept"), tmp_path / "s", b"staged")
+    stage_new_blob(first, txn, *blob_revision(db, "kept"), tmp_path / "s", b"staged")
     assert len(staged_files(first)) == 1
     second = swift_storage(cluster, FileStorage(str(tmp_path / "a.fs"), read_only=True),
                            container_name, tmp_path / "cache")

@@ -9,8 +9,8 @@ import pytest
 import ZODB
 from ZODB.serialize import referencesf
 
-from conftest import (blob_objects, child_environment, credentials_for, sqlite_relstorage,
-                      store_blobs, swift_storage)
+from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
+                      sqlite_relstorage, store_blobs, swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
@@ -148,14 +148,7 @@ def test_gc_sees_what_other_processes_committed_since_it_last_looked(devswift, t
     storage.collect_garbage()
     fresh = open_db(devswift, tmp_path, container_name, True, cache="fresh-cache")
     assert read(fresh, "blob") == b"committed elsewhere"
-    assert KeyLayout().key(*revision_of(fresh, "blob")) in stored(devswift, container_name)
-    assert revision_of(fresh, "blob")[1] == serial
+    assert KeyLayout().key(*blob_revision(fresh, "blob")) in stored(devswift, container_name)
+    assert blob_revision(fresh, "blob")[1] == serial
     fresh.close()
     db.close()
-
-
-def revision_of(db, name):
-    with db.transaction() as conn:
-        blob = conn.root()[name]
-        blob._p_activate()
-        return blob._p_oid, blob._p_serial
