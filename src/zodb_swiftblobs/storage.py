@@ -24,11 +24,9 @@ from base64 import decodebytes
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
-import ZODB.BaseStorage
 import ZODB.blob
 import ZODB.DemoStorage
 import ZODB.interfaces
-import ZODB.MappingStorage
 import ZODB.serialize
 from ZODB.blob import is_blob_record
 import transaction.interfaces
@@ -36,6 +34,7 @@ from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import cp
 from zope.interface import directlyProvides, implementer, providedBy
 
+from .bases import TidKnown, TidProbe, last_committed_tid
 from .cache import BlobCache, CacheDirectoryError
 from .gc import GarbageReport, collect_garbage, revision_exists
 from .keys import KeyLayout
@@ -80,49 +79,6 @@ def _storage_error(error: SwiftError) -> StorageError:
     if isinstance(error, TransientSwiftError):
         return SwiftTransientError(str(error))
     return SwiftStorageError(str(error))
-
-
-class _TidProbe:
-    """Learns the id of the transaction a base storage is committing.
-
-    ZODB has no public way to ask; each supported base keeps it somewhere
-    known.  FileStorage, MappingStorage and DemoStorage choose it at
-    ``tpc_begin``.  RelStorage chooses it when it takes its commit lock,
-    normally in ``tpc_finish``; for a transaction with blobs the probe asks
-    that one transaction to lock at the end of its vote instead (the step
-    RelStorage itself takes for its shared blob directory), so the blobs can
-    be uploaded before the vote ends.  Nothing process-wide is changed.
-    """
-
-    def __init__(self, base) -> None:
-        self.base = base
-        module = type(base).__module__
-        if module.startswith("relstorage."):
-            self.known_at = "vote"
-        elif isinstance(base, ZODB.DemoStorage.DemoStorage):
-            self.known_at = _TidProbe(base.changes).known_at
-        elif isinstance(base, (ZODB.BaseStorage.BaseStorage,
-                               ZODB.MappingStorage.MappingStorage)):
-            self.known_at = "begin"
-        elif getattr(base, "isReadOnly", lambda: False)():
-            self.known_at = "never"  # a historical connection's view: it never commits
-        else:
-            raise ValueError(
-                f"SwiftBlobStorage cannot wrap {type(base).__name__}: it cannot learn the "
-                "transaction id while committing; supported bases are FileStorage, "
-                "MappingStorage, DemoStorage and RelStorage (for ZEO, wrap the server's "
-                "storage)")
-
-    def tid(self) -> bytes:
-        base = self.base
-        if self.known_at == "vote":
-            phase = base._tpc_phase
-            if phase.committing_tid_lock is None:
-                phase._lock_and_move(vote_only=True)
-            return phase.committing_tid_lock.tid
-        while isinstance(base, ZODB.DemoStorage.DemoStorage):
-            base = base.changes
-        return base._tid
 
 
 class _Commit:
@@ -241,7 +197,7 @@ class SwiftBlobStorage:
             raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "
                              "without a blob directory to wrap it in SwiftBlobStorage")
         self.base = base
-        self._probe = _TidProbe(base)
+        self._probe = TidProbe(base)
         self._root = _shared is None
         if _shared is None:
             if not cache_dir:
@@ -454,7 +410,7 @@ class SwiftBlobStorage:
             self.base.tpc_begin(transaction, tid, status)
         commit = _Commit(transaction, self._shared.staging.commit_prefix())
         try:
-            if tid is not None or self._probe.known_at == "begin":
+            if tid is not None or self._probe.known is TidKnown.AT_BEGIN:
                 commit.tid = tid or self._probe.tid()
         except BaseException:
             commit.remove_staging()
@@ -652,7 +608,7 @@ class SwiftBlobStorage:
         if kwargs.get("gc", 0) is None:
             del kwargs["gc"]
         with self._current_view() as view:
-            last = view.lastTransaction()
+            last = last_committed_tid(view)
         result = self.base.pack(pack_time, referencesf, *args, **kwargs)
         if not (kwargs.get("prepack_only") or kwargs.get("check_refs")):
             self.collect_garbage(last)
@@ -676,7 +632,7 @@ class SwiftBlobStorage:
             with self._current_view() as view:
                 return collect_garbage(
                     shared.container, shared.keys, view, shared.cache,
-                    last_tid or view.lastTransaction(), dry_run=dry_run,
+                    last_tid or last_committed_tid(view), dry_run=dry_run,
                     protected=shared.in_flight, min_age=min_age, progress=progress,
                     before_deleting=lambda: shared.ownership.check(claim=False))
         except SwiftError as exc:

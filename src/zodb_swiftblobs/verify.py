@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ZODB.blob import is_blob_record
 
+from .bases import last_committed_tid
 from .keys import KeyLayout
 from .progress import Progress
 from .swiftaccess import (ChecksumMismatchError, DecryptionError, MissingKeyError,
@@ -74,7 +75,7 @@ def verify(storage, *, deep: bool = False, jobs: int = 8,
     started = time.monotonic()
     container: SwiftContainer = storage.swift_container
     keys: KeyLayout = storage.key_layout
-    last = storage.lastTransaction()
+    last = last_committed_tid(storage.base)
     revisions = referenced_revisions(storage)
     report.referenced = len(revisions)
     if progress is not None:

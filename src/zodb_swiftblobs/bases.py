@@ -1,0 +1,93 @@
+"""What the wrapper must know of base storages beyond ZODB's interfaces.
+
+ZODB has no public way to ask a storage for the id of the transaction it is
+committing, nor, for a FileStorage opened read-only beside a writing process,
+for its last *committed* transaction.  Each supported base keeps these
+somewhere known; this module is the only one that looks there.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import ZODB.BaseStorage
+import ZODB.DemoStorage
+import ZODB.FileStorage
+import ZODB.MappingStorage
+from ZODB.utils import u64, z64
+
+TRANSACTION_LENGTH = 8  # FileStorage repeats each transaction's length after it
+FILE_HEADER = 4         # FileStorage's magic bytes before the first transaction
+
+
+class TidKnown(Enum):
+    """When a base storage chooses the id of the transaction it commits."""
+
+    AT_BEGIN = "begin"
+    AT_VOTE = "vote"
+    NEVER = "never"  # a read-only view (a historical connection's): it never commits
+
+
+class TidProbe:
+    """Learns the id of the transaction a base storage is committing.
+
+    FileStorage, MappingStorage and DemoStorage choose it at ``tpc_begin``.
+    RelStorage chooses it when it takes its commit lock, normally in
+    ``tpc_finish``; for a transaction with blobs the probe asks that one
+    transaction to lock at the end of its vote instead (the step RelStorage
+    itself takes for its shared blob directory), so the blobs can be uploaded
+    before the vote ends.  Nothing process-wide is changed.
+    """
+
+    def __init__(self, base) -> None:
+        self.base = base
+        if type(base).__module__.startswith("relstorage."):
+            self.known = TidKnown.AT_VOTE
+        elif isinstance(base, ZODB.DemoStorage.DemoStorage):
+            self.known = TidProbe(base.changes).known
+        elif isinstance(base, (ZODB.BaseStorage.BaseStorage,
+                               ZODB.MappingStorage.MappingStorage)):
+            self.known = TidKnown.AT_BEGIN
+        elif getattr(base, "isReadOnly", lambda: False)():
+            self.known = TidKnown.NEVER
+        else:
+            raise ValueError(
+                f"SwiftBlobStorage cannot wrap {type(base).__name__}: it cannot learn the "
+                "transaction id while committing; supported bases are FileStorage, "
+                "MappingStorage, DemoStorage and RelStorage (for ZEO, wrap the server's "
+                "storage)")
+
+    def tid(self) -> bytes:
+        """The id of the transaction the base is committing (past ``tpc_begin``
+        for AT_BEGIN bases, during the vote for AT_VOTE ones)."""
+        base = self.base
+        if self.known is TidKnown.AT_VOTE:
+            phase = base._tpc_phase
+            if phase.committing_tid_lock is None:
+                phase._lock_and_move(vote_only=True)
+            return phase.committing_tid_lock.tid
+        while isinstance(base, ZODB.DemoStorage.DemoStorage):
+            base = base.changes
+        return base._tid
+
+
+def last_committed_tid(base) -> bytes:
+    """The id of the last transaction *base* has committed, as *base* sees it.
+
+    A FileStorage opened read-only while another process is between the vote
+    and the finish of a transaction has already read that transaction's header
+    and reports it from ``lastTransaction()``, though it is not committed (its
+    index stops before it).  Its last committed transaction is the one that
+    ends where the storage's committed data ends.
+    """
+    if not isinstance(base, ZODB.FileStorage.FileStorage):
+        return base.lastTransaction()
+    with base._lock:
+        end = base._pos
+    if end <= FILE_HEADER:
+        return z64
+    with base._files.get() as f:
+        f.seek(end - TRANSACTION_LENGTH)
+        start = end - TRANSACTION_LENGTH - u64(f.read(TRANSACTION_LENGTH))
+        f.seek(start)
+        return f.read(8)
