@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
-from urllib.parse import quote, urlencode, urlparse, urlunparse
+from urllib.parse import quote, unquote, urlencode, urlparse, urlunparse
 
 import requests
 import urllib3
@@ -39,6 +39,7 @@ from swiftclient.exceptions import ClientException
 from swiftclient.utils import generate_temp_url
 
 from .encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
+from .names import SEGMENT_CONTAINER_SUFFIX, check_container, has_dot_segment
 
 try:
     from keystoneauth1 import exceptions as keystone_errors
@@ -56,7 +57,6 @@ GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
 UPLOAD_ATTEMPTS = 3  # uploads whose stored bytes differ from those sent are sent again
-MAX_CONTAINER_NAME = 256  # bytes, Swift's default limit
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
 ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
@@ -459,10 +459,7 @@ class SwiftContainer:
                  segment_size: int = 256 * MIB, segment_concurrency: int = 4,
                  cacert: str | None = None, insecure: bool = False,
                  encryption: Keyring | None = None) -> None:
-        if not isinstance(container, str) or not container or "/" in container \
-                or len(container.encode()) > MAX_CONTAINER_NAME:
-            raise ValueError(f"invalid container name {container!r}: 1 to "
-                             f"{MAX_CONTAINER_NAME} bytes, without '/'")
+        check_container(container)
         for name, value in (("deadline", deadline), ("timeout", timeout),
                             ("initial_backoff", initial_backoff),
                             ("max_backoff", max_backoff)):
@@ -480,7 +477,7 @@ class SwiftContainer:
             raise ValueError(f"cacert {cacert!r} is not a readable file")
         self.credentials = credentials
         self.container = container
-        self.segment_container = f"{container}_segments"
+        self.segment_container = f"{container}{SEGMENT_CONTAINER_SUFFIX}"
         self.storage_policy = storage_policy
         self.deadline = deadline
         self.timeout = timeout
@@ -1190,11 +1187,12 @@ class SwiftContainer:
                              f"not {seconds!r}")
         url, _ = self._call("authentication", "", lambda u, t, h: (u, t))
         parsed = urlparse(url)
-        path = f"{parsed.path.rstrip('/')}/{quote(self.container)}/{quote(name)}"
-        signed = generate_temp_url(path, seconds, key, method, digest="sha256")
+        # Swift signs the path as it reads it, unquoted; the URL carries it quoted.
+        path = f"{unquote(parsed.path).rstrip('/')}/{self.container}/{name}"
+        query = generate_temp_url(path, seconds, key, method, digest="sha256")[len(path):]
         if filename:
-            signed += "&" + urlencode({"filename": filename})
-        return urlunparse((parsed.scheme, parsed.netloc, "", "", "", "")) + signed
+            query += "&" + urlencode({"filename": filename})
+        return urlunparse((parsed.scheme, parsed.netloc, "", "", "", "")) + quote(path) + query
 
     # -- many objects ---------------------------------------------------------------
 
@@ -1348,6 +1346,15 @@ def _tune(conn, url: str) -> None:
     """
     for scheme in ("http://", "https://"):
         conn.request_session.mount(scheme, _LargeBlockAdapter())
+    send = conn.request
+
+    def request(method: str, full_path: str, *args, **kwargs):
+        path = full_path.partition("?")[0]
+        if has_dot_segment(path):
+            raise ValueError(f"the path {path!r} has a '.' or '..' segment, which HTTP "
+                             "rewrites: its names cannot be sent exactly")
+        return send(method, full_path, *args, **kwargs)
+    conn.request = request
     session = conn.request_session
     session.trust_env = False
     proxies = requests.utils.get_environ_proxies(url)
