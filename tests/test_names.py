@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import pytest
 import swiftclient
+import transaction
 import ZODB
 from ZODB.FileStorage import FileStorage
 
@@ -97,36 +98,36 @@ def test_accepted_names_round_trip_exactly(devswift, tmp_path):
     db = ZODB.DB(storage)
     view = SwiftContainer(credentials_for(devswift), container)
     try:
-        large = os.urandom(3 << 19)
-        store_blobs(db, small=b"first", large=large)
-        store_blobs(db, small=b"second")
+        first, second = os.urandom(3 << 19), os.urandom(3 << 19)
+        store_blobs(db, small=b"first", large=first)
+        store_blobs(db, small=b"second", large=second)
+        db.undo(db.undoLog(0, 1)[0]["id"])  # copies inside Swift, segments included
+        transaction.commit()
         layout = KeyLayout(prefix)
-        expected = {layout.key(*blob_revision(db, name)) for name in ("small", "large")}
-        listed = {o.name for o in blob_objects(view, prefix)}
-        assert expected <= listed and len(listed) == 3
+        current = {layout.key(*blob_revision(db, name)) for name in ("small", "large")}
+        assert current <= {o.name for o in blob_objects(view, prefix)}
         assert layout.marker in {o.name for o in view.list(prefix)}
-        segments = list(view.list(prefix, container=view.segment_container))
-        assert len(segments) == 3 and all(
-            s.name.startswith(layout.key(*blob_revision(db, "large"))) for s in segments)
-
         report = verify(storage, deep=True)
         assert (report.referenced, report.present, report.missing, report.corrupt,
-                report.orphans) == (3, 3, [], [], [])
+                report.orphans) == (6, 6, [], [], [])
+
         db.pack()
-        assert {o.name for o in blob_objects(view, prefix)} == expected
+        assert {o.name for o in blob_objects(view, prefix)} == current
         report = verify(storage, deep=True)
         assert (report.present, report.missing, report.corrupt, report.orphans) == \
             (2, [], [], [])
+        large_key = layout.key(*blob_revision(db, "large"))
+        assert len([s for s in view.list(prefix, container=view.segment_container)
+                    if s.name.startswith(large_key)]) == 3
 
         storage._shared.cache.clear()
         with db.transaction() as conn:
-            with conn.root()["large"].open() as f:
-                assert f.read() == large
-        oid, serial = blob_revision(db, "small")
-        url = storage.blob_url(oid, serial)
+            assert conn.root()["small"].open().read() == b"first"
+            assert conn.root()["large"].open().read() == first
+        url = storage.blob_url(*blob_revision(db, "small"))
         assert quote(prefix) in url
         with urllib.request.urlopen(url, timeout=30) as response:
-            assert response.read() == b"second"
+            assert response.read() == b"first"
     finally:
         db.close()
         view.delete_many(view.list())
