@@ -75,10 +75,10 @@ def _relstorage_identity(base) -> str:
     name = getattr(base._options, "name", None)
     if name:
         return f"RelStorage {name}"
-    return f"RelStorage {adapter_identity(adapter)}"
+    return f"RelStorage {_adapter_identity(adapter)}"
 
 
-def adapter_identity(adapter) -> str:
+def _adapter_identity(adapter) -> str:
     """The database server and database of a RelStorage adapter, from the
     connection settings RelStorage gave it."""
     kind = type(adapter).__name__
