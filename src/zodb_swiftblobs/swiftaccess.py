@@ -1413,6 +1413,9 @@ def _tune(conn, url: str) -> None:
     Bodies are sent in large blocks, and the environment's proxy and CA
     bundle settings are read once here instead of by ``requests`` on every
     request (which scans the whole environment and looks for ``~/.netrc``).
+    A request whose path has a ``.`` or ``..`` segment is refused (ValueError)
+    before it is sent: the HTTP stack would remove the segment and address
+    another object (see :mod:`.names`).
     """
     for scheme in ("http://", "https://"):
         conn.request_session.mount(scheme, _LargeBlockAdapter())
