@@ -129,12 +129,13 @@ def test_migrate_reports_failures_and_exits_non_zero(devswift, tmp_path, contain
                                                      capsys):
     make_deployment(tmp_path, transactions=2)
     config = tmp_path / "swift.conf"
-    too_long = "p" * 1000 + "/"  # object names longer than Swift's 1024 characters
     config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
-                                   "<mappingstorage/>", prefix=too_long))
+                                   "<mappingstorage/>"))
+    url, token = _url_token(devswift)  # a quota no blob fits in: Swift refuses each one
+    swiftclient.put_container(url, token, container_name, {"X-Container-Meta-Quota-Bytes": "1"})
     status, report = run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))
     assert (status, report["ok"], report["blobs"], report["failed"]) == (1, False, 3, 3)
-    assert "400" in report["failures"][0] or "long" in report["failures"][0]
+    assert "413" in report["failures"][0]
     assert main(["migrate", str(config), "--blob-dir", str(tmp_path / "blobs")]) == 1
     assert "run the same command again" in capsys.readouterr().out
 
@@ -607,3 +608,38 @@ def test_read_only_commands_create_no_container(devswift, tmp_path, container_na
         assert status == 1 and "does not exist" in result["error"]
     with pytest.raises(NotFoundError):
         list(view.list())
+
+
+BAD_CONFIGURATIONS = [
+    ("cache-size 0", "cache_size"), ("deadline 0", "deadline"), ("deadline -1", "deadline"),
+    ("deadline inf", "deadline"), ("deadline nan", "deadline"), ("timeout 0", "timeout"),
+    ("upload-concurrency 0", "upload_concurrency"), ("segment-size 0", "segment_size"),
+    ("encryption-key c2hvcnQga2V5IG9mIDE2IGJ5dGVz", "encryption key"),
+    ("temp-url-key", "temp_url_key"), ("prefix ../victim/", "prefix"),
+    ("container .", "container name"), ("container a/b", "container name")]
+STORAGE_COMMANDS = [["verify"], ["gc"], ["cache"], ["claim"], ["url", "0x01"],
+                    ["migrate", "--blob-dir", "."]]
+
+
+@pytest.mark.parametrize("setting, named", BAD_CONFIGURATIONS,
+                         ids=[setting for setting, _ in BAD_CONFIGURATIONS])
+def test_every_bad_setting_exits_2_from_every_command(devswift, tmp_path, capsys, setting,
+                                                      named):
+    config = tmp_path / "bad.conf"
+    text = swift_config(devswift, "never-created", tmp_path / "cache",
+                        f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>",
+                        extra=setting)
+    key = setting.split()[0]
+    config.write_text("\n".join(line for line in text.splitlines()
+                                if line.split()[:1] != [key] or line.strip() == setting))
+    for command in STORAGE_COMMANDS:
+        status = main([command[0], str(config), *command[1:]])
+        err = capsys.readouterr().err
+        assert status == 2, (command, err)
+        assert err.startswith(f"zodb-swiftblobs {command[0]}: {config}: ") and named in err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "Data.fs").exists() and not (tmp_path / "cache").exists()
+    process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", "verify",
+                              str(config)], capture_output=True, text=True, timeout=120,
+                             env=child_environment())
+    assert process.returncode == 2 and "Traceback" not in process.stderr

@@ -2,6 +2,7 @@
 
 import inspect
 import io
+import math
 
 import pytest
 import ZConfig
@@ -206,7 +207,7 @@ def test_wrong_types_from_python_fail_clearly(devswift, tmp_path, container_name
             "auth_url": credentials.auth_url, "user": credentials.user,
             "key": credentials.key}
     for option, value, message in [
-            ("deadline", "60", "deadline must be a positive number"),
+            ("deadline", "60", "deadline must be a positive finite number"),
             ("cache_size", "10GB", "cache_size must be a positive whole number"),
             ("insecure", "no", "insecure must be true or false"),
             ("user", 42, "user must be text"),
@@ -216,6 +217,15 @@ def test_wrong_types_from_python_fail_clearly(devswift, tmp_path, container_name
         with pytest.raises(ValueError) as info:
             SwiftBlobStorage(MappingStorage(), **{**base, option: value})
         assert message in str(info.value), option
+
+
+@pytest.mark.parametrize("option, value", [
+    ("deadline", math.inf), ("deadline", math.nan), ("deadline", -1.0), ("deadline", 0),
+    ("timeout", math.inf), ("timeout", math.nan), ("timeout", 0.0)])
+def test_durations_must_be_positive_and_finite(tmp_path, option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a positive finite number"):
+        SwiftBlobStorage(MappingStorage(), cache_dir=str(tmp_path / "cache"), **{option: value})
+    assert not (tmp_path / "cache").exists(), "refused before anything was made"
 
 
 def test_an_unknown_container_without_auto_creation(devswift, tmp_path, container_name):

@@ -2,6 +2,7 @@
 another database's prefix."""
 
 import json
+import logging
 import os
 import threading
 
@@ -15,7 +16,9 @@ from conftest import (blob_objects, credentials_for, sqlite_relstorage, store_bl
                       swift_storage)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.ownership import ForeignPrefixError, database_identity, without_secrets
+from zodb_swiftblobs.databases import DSNError, legacy_identity, postgresql_identity
+from zodb_swiftblobs.ownership import (ForeignPrefixError, PrefixOwnership, database_identity,
+                                       without_secrets)
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
 
 
@@ -194,3 +197,168 @@ def test_two_databases_opening_a_new_prefix_at_once_one_wins(devswift, tmp_path,
         assert sorted(outcomes.values()) == ["owner", "refused"]
         winner = next(name for name, outcome in outcomes.items() if outcome == "owner")
         assert marker(view, prefix)["owner"].endswith(f"{winner}-{round_}.fs")
+
+
+# -- server databases: named by server, port and database, never by secrets ---
+
+PASSWORDS = ("s3cret", "horse", "battery", "staple", "it's")
+SAME_DATABASE = [
+    "dbname=zodb host=db.example port=5432 user=zope password=s3cret",
+    "host=db.example dbname=zodb user=zope",
+    "host = db.example  dbname = 'zodb' connect_timeout=10 application_name='app server 2'",
+    "dbname='zodb' host='DB.Example' password='horse battery staple' sslmode=require",
+    "password = s3cret host=db.example dbname=zo\\db",
+    "password='it\\'s a \\\\ secret' dbname=zodb host=db.example port = '5432'",
+    "postgresql://zope:s3cret@db.example:5432/zodb?connect_timeout=10&application_name=x",
+    "postgres://db.example/zodb",
+    "postgresql:///zodb?host=db.example&port=5432&password=s3cret",
+    "postgresql://zope:horse%20battery%20staple@db.example/%7Aodb".replace("%7A", "z"),
+    "dbname='postgresql://zope:s3cret@db.example/zodb' connect_timeout=3",
+]
+OTHER_DATABASES = [
+    "dbname=zodb2 host=db.example", "dbname=zodb host=db2.example",
+    "dbname=zodb host=db.example port=5433", "postgresql://db.example:6432/zodb",
+    "dbname=zodb host=db.example,db2.example", "dbname=zodb host=/var/run/postgresql",
+    "dbname=zodb",  # localhost
+]
+
+
+@pytest.fixture(autouse=True)
+def no_libpq_environment(monkeypatch):
+    """libpq's defaults, not those of the machine's environment."""
+    for variable in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def unconnected_relstorage(adapter_class, **attributes):
+    """A RelStorage as database_identity sees it: its adapter holding the
+    connection settings RelStorage gives it (no driver is needed to read them)."""
+    from relstorage.options import Options
+    from relstorage.storage import RelStorage
+
+    adapter = object.__new__(adapter_class)
+    adapter.keep_history = False
+    vars(adapter).update(attributes)
+    storage = object.__new__(RelStorage)
+    storage._adapter, storage._options = adapter, Options()
+    return storage
+
+
+def postgresql(dsn):
+    from relstorage.adapters.postgresql import PostgreSQLAdapter
+
+    return database_identity(unconnected_relstorage(PostgreSQLAdapter, _dsn=dsn))
+
+
+def test_equivalent_dsns_name_the_same_database():
+    identities = {postgresql(dsn) for dsn in SAME_DATABASE}
+    assert identities == {"RelStorage PostgreSQL database 'zodb' on db.example:5432"}
+
+
+def test_other_servers_ports_and_databases_are_other_databases():
+    identities = [postgresql(dsn) for dsn in OTHER_DATABASES]
+    assert len(set(identities)) == len(OTHER_DATABASES)
+    assert postgresql(SAME_DATABASE[0]) not in identities
+
+
+@pytest.mark.parametrize("dsn", SAME_DATABASE + [
+    "password=s3cret", "password = 's3cret", "password=s3cret =", "password=s3cret dbname",
+    "postgresql://u:s3cret@h/d?password"])
+def test_no_password_in_identities_or_errors(dsn):
+    try:
+        text = postgresql(dsn)
+    except DSNError as exc:
+        text = str(exc)
+    assert not any(word in text for word in PASSWORDS)
+
+
+def test_libpq_defaults_and_environment():
+    assert postgresql_identity("dbname=zodb", {}) == \
+        "PostgreSQL database 'zodb' on localhost:5432"
+    environ = {"PGHOST": "db.example", "PGPORT": "5433", "PGDATABASE": "zodb"}
+    assert postgresql_identity("", environ) == postgresql_identity(
+        "host=db.example port=5433 dbname=zodb", {})
+    assert postgresql_identity("user=zope", {}) == postgresql_identity("dbname=zope", {})
+    assert postgresql_identity("postgresql://[::1]:5432,db.example/zodb", {}) == \
+        "PostgreSQL database 'zodb' on [::1]:5432,db.example:5432"
+
+
+def test_mysql_and_oracle_databases_are_named_without_credentials():
+    from relstorage.adapters.mysql import MySQLAdapter
+    from relstorage.adapters.oracle import OracleAdapter
+
+    def mysql(**params):
+        return database_identity(unconnected_relstorage(MySQLAdapter, _params=params))
+    first = mysql(db="zodb", host="DB.example", user="zope", passwd="s3cret")
+    assert first == mysql(db="zodb", host="db.example", port=3306, connect_timeout=5) == \
+        "RelStorage MySQL database 'zodb' on db.example:3306"
+    assert first != mysql(db="zodb", host="db.example", port=3307)
+    assert mysql(db="zodb", unix_socket="/run/mysqld.sock") == \
+        "RelStorage MySQL database 'zodb' on socket /run/mysqld.sock"
+    oracle = database_identity(unconnected_relstorage(
+        OracleAdapter, _user="zope", _password="s3cret", _dsn="db.example:1521/ZODB"))
+    assert oracle == "RelStorage Oracle db.example:1521/ZODB"
+
+
+# Owners as versions before marker format 2 wrote them (adapters' descriptions).
+LEGACY_OWNERS = [
+    ("RelStorage <PostgreSQLAdapter history free,dsn='dbname=zodb host=db.example user=zope'>",
+     "dbname=zodb host=db.example user=zope password=s3cret"),
+    ("RelStorage <PostgreSQLAdapter history free,dsn='dbname=zodb host=db.example = s3cret'>",
+     "dbname=zodb host=db.example password = s3cret"),
+    ("RelStorage <PostgreSQLAdapter history free,dsn=\"dbname=zodb battery staple' "
+     "host=db.example\">", "dbname=zodb password='horse battery staple' host=db.example"),
+    ("RelStorage <PostgreSQLAdapter history free,dsn='postgresql://zope@db.example:5432/zodb'>",
+     "postgresql://zope:s3cret@db.example:5432/zodb"),
+]
+
+
+@pytest.mark.parametrize("owner, dsn", LEGACY_OWNERS)
+def test_markers_of_the_older_format_name_the_same_database(owner, dsn):
+    assert legacy_identity(owner) == postgresql(dsn) == postgresql(SAME_DATABASE[1])
+    assert not any(word in legacy_identity(owner) for word in PASSWORDS)
+    assert legacy_identity("RelStorage MySQLAdapter, history preserving, db='zodb', "
+                           "host='db.example', port=3306, user='zope'") == \
+        "RelStorage MySQL database 'zodb' on db.example:3306"
+    assert legacy_identity("RelStorage OracleAdapter, history preserving, user='zope', "
+                           "dsn='db.example:1521/ZODB', twophase=False") == \
+        "RelStorage Oracle db.example:1521/ZODB"
+    for unchanged in ("FileStorage /srv/Data.fs", "RelStorage sqlite /srv/db",
+                      "RelStorage main-db"):
+        assert legacy_identity(unchanged) == unchanged
+
+
+def test_another_app_server_of_the_same_database_is_not_refused(devswift, container_name,
+                                                                 view, caplog):
+    caplog.set_level(logging.DEBUG)
+    view.ensure_container()
+    first = PrefixOwnership(view, KeyLayout("pg/"), postgresql(SAME_DATABASE[0]))
+    first.check(claim=True)
+    for dsn in SAME_DATABASE[1:]:
+        PrefixOwnership(view, KeyLayout("pg/"), postgresql(dsn)).check(claim=True)
+    with pytest.raises(ForeignPrefixError) as refused:
+        PrefixOwnership(view, KeyLayout("pg/"), postgresql(OTHER_DATABASES[0])).check(
+            claim=False)
+    texts = [json.dumps(marker(view, "pg/")), str(refused.value), caplog.text]
+    assert "is now owned by RelStorage PostgreSQL database 'zodb'" in caplog.text
+    assert not any(word in text for word in PASSWORDS for text in texts)
+
+
+@pytest.mark.parametrize("owner, dsn", LEGACY_OWNERS)
+def test_a_marker_of_the_older_format_is_recognised_and_rewritten(devswift, container_name,
+                                                                  view, caplog, owner, dsn):
+    caplog.set_level(logging.DEBUG)
+    view.ensure_container()
+    layout = KeyLayout("old/")
+    view.put_bytes(layout.marker, json.dumps({"format": 1, "owner": owner}).encode())
+    with pytest.raises(ForeignPrefixError) as refused:
+        PrefixOwnership(view, layout, postgresql("dbname=other host=db.example")).check(
+            claim=True)
+    assert "PostgreSQL database 'zodb' on db.example:5432" in str(refused.value)
+    PrefixOwnership(view, layout, postgresql(dsn)).check(claim=False)
+    assert marker(view, "old/")["owner"] == owner, "a read-only open changes nothing"
+    PrefixOwnership(view, layout, postgresql(SAME_DATABASE[2])).check(claim=True)
+    assert marker(view, "old/")["owner"] == postgresql(dsn)
+    assert marker(view, "old/")["format"] == 2
+    texts = [json.dumps(marker(view, "old/")), str(refused.value), caplog.text]
+    assert not any(word in text for word in PASSWORDS for text in texts)

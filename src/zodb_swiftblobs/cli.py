@@ -21,7 +21,7 @@ from .config import ConfigurationError, open_storage, open_swift_storage, swift_
 from .devswift import DevSwift, DevSwiftError
 from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                       copy_transactions, migrate_blob_directory)
-from .ownership import PrefixOwnership, database_identity
+from .ownership import PrefixOwnership, database_identity, owner_of
 from .progress import Progress
 from .swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
 from .verify import verify
@@ -256,7 +256,7 @@ def _claim(args: argparse.Namespace) -> int:
         previous = ownership.claim()
     finally:
         container.close()
-    previous_owner = previous["owner"] if previous else None
+    previous_owner = owner_of(previous) if previous else None
     lines = [f"{ownership.where} now belongs to {identity}"
              f"{', which encrypts its blobs' if ownership.encrypts else ''}"]
     if previous_owner and previous_owner != identity:

@@ -4,7 +4,6 @@ finding that section in a configuration file for the command line."""
 
 from __future__ import annotations
 
-import inspect
 import io
 import os
 import re
@@ -14,12 +13,10 @@ import ZODB.config
 
 from .cache import BlobCache
 from .keys import KeyLayout
-from .storage import SWIFT_OPTIONS, SwiftBlobStorage
+from .storage import SWIFT_OPTIONS, SwiftBlobStorage, check_options, option_names
 from .swiftaccess import SwiftContainer, open_container
 
-OPTIONS = [name for name, parameter in
-           inspect.signature(SwiftBlobStorage.__init__).parameters.items()
-           if name not in ("self", "base") and not name.startswith("_")]
+OPTIONS = option_names()
 
 # Files of <zodb> sections (zodbpack's form) and files of storage sections
 # (a single storage, or zodbconvert's <... source> and <... destination>).
@@ -54,6 +51,14 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
     def options(self) -> dict:
         """The keyword arguments of SwiftBlobStorage this section gives."""
         return {name: getattr(self.config, name) for name in OPTIONS}
+
+    def check(self, path: str) -> None:
+        """ConfigurationError for a setting SwiftBlobStorage would refuse, before
+        anything is opened (*path* is the configuration file's, for the message)."""
+        try:
+            check_options(**self.options())
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
 
     def open_container(self) -> SwiftContainer:
         """The Swift container, without opening the wrapped storage."""
@@ -156,6 +161,7 @@ def _swift_within(section: ZODB.config.BaseConfig, path: str,
             raise ConfigurationError(
                 f"{path}: the storage of database {database or 'main'!r} has no "
                 "<swiftblobstorage> section (add '%import zodb_swiftblobs' and wrap it)")
+    section.check(path)
     return section
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from .names import check_prefix
+
 SUFFIX = ".blob"
 MARKER = "zodb-swiftblobs.owner"
 _KEY = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{16})\.blob$")
@@ -21,10 +23,7 @@ class KeyLayout:
     """Object names of blob revisions under one *prefix*."""
 
     def __init__(self, prefix: str = "") -> None:
-        if prefix and not prefix.endswith("/"):
-            raise ValueError(f"prefix {prefix!r} must be empty or end with '/'")
-        if prefix.startswith("/") or "//" in prefix:
-            raise ValueError(f"prefix {prefix!r} must not start with '/' or contain '//'")
+        check_prefix(prefix)
         self.prefix = prefix
         self.marker = f"{prefix}{MARKER}"
 

@@ -10,7 +10,8 @@ is refused, and garbage collection runs only in a prefix its database owns.
 A database is named by where its records live, which every process serving
 it agrees on: a FileStorage by the real path of its file, RelStorage on
 SQLite by the real path of its directory, other RelStorage by its ``name``
-option or else its database server and database (never a password).  A
+option or else its database server, port and database, whatever else its
+connection settings say (never a password; see :mod:`.databases`).  A
 database that lives in memory (MappingStorage) is named by its process and
 instance: its prefix is its own for as long as it lives, and later ones are
 refused it (give each a new prefix).  A DemoStorage goes by the database it is
@@ -32,16 +33,20 @@ import ZODB.FileStorage
 import ZODB.MappingStorage
 from ZODB.POSException import StorageError
 
+from .databases import legacy_identity, mysql_identity, oracle_identity, postgresql_identity
 from .keys import KeyLayout
 from .swiftaccess import NotFoundError, PermanentSwiftError, SwiftContainer
 
 log = logging.getLogger(__name__)
 
-MARKER_FORMAT = 1
+# Format 2 names server databases by server, port and database (format 1
+# markers name them by their adapter's description: see legacy_identity).
+MARKER_FORMAT = 2
 _ADDRESS = re.compile(r" at (0x)?[0-9a-f]+")
 _URI_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
-_PASSWORD_SETTING = re.compile(r"\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|\S+)",
-                               re.IGNORECASE)
+_PASSWORD_SETTING = re.compile(
+    r"\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)",
+    re.IGNORECASE)
 
 
 class ForeignPrefixError(StorageError):
@@ -70,7 +75,20 @@ def _relstorage_identity(base) -> str:
     name = getattr(base._options, "name", None)
     if name:
         return f"RelStorage {name}"
-    return f"RelStorage {without_secrets(str(adapter))}"
+    return f"RelStorage {_adapter_identity(adapter)}"
+
+
+def _adapter_identity(adapter) -> str:
+    """The database server and database of a RelStorage adapter, from the
+    connection settings RelStorage gave it."""
+    kind = type(adapter).__name__
+    if kind.startswith("PostgreSQL") and hasattr(adapter, "_dsn"):
+        return postgresql_identity(adapter._dsn)
+    if kind.startswith("MySQL") and hasattr(adapter, "_params"):
+        return mysql_identity(adapter._params)
+    if kind.startswith("Oracle") and hasattr(adapter, "_dsn"):
+        return oracle_identity(adapter._dsn)
+    return without_secrets(str(adapter))
 
 
 def without_secrets(text: str) -> str:
@@ -78,6 +96,14 @@ def without_secrets(text: str) -> str:
     text = _ADDRESS.sub("", text)
     text = _URI_PASSWORD.sub(r"\1@", text)
     return _PASSWORD_SETTING.sub(r"\1=***", text)
+
+
+def owner_of(marker: dict) -> str:
+    """The database an ownership marker names, as this version names it."""
+    version = marker.get("format")
+    if isinstance(version, int) and version >= 2:
+        return marker["owner"]
+    return legacy_identity(marker["owner"])
 
 
 class EncryptionRequiredError(StorageError):
@@ -125,14 +151,15 @@ class PrefixOwnership:
         marker = self.owner()
         if marker is None and claim:
             marker = self._create()
-        if marker is not None and marker["owner"] != self.identity:
+        if marker is not None and owner_of(marker) != self.identity:
             raise ForeignPrefixError(self._foreign(marker))
         if claim and marker is not None:
             self._check_encryption(marker)
+            self._update(marker)
 
     def _check_encryption(self, marker: dict) -> None:
         """For a process that writes: refuse to write plaintext into an
-        encrypting database; record that a database now encrypts."""
+        encrypting database."""
         if marker.get("encrypted") and not self.encrypts:
             raise EncryptionRequiredError(
                 f"the blobs of the database owning {self.where} are encrypted (its "
@@ -140,10 +167,18 @@ class PrefixOwnership:
                 "new blobs would be stored in plaintext.  Configure its encryption-key "
                 "(or ZODB_SWIFTBLOBS_ENCRYPTION_KEYS); to stop encrypting on purpose, "
                 "run 'zodb-swiftblobs claim' with a configuration without keys")
+
+    def _update(self, marker: dict) -> None:
+        """Rewrite the marker of this database's prefix where it is out of date:
+        the database now encrypts, or the marker names it in an older format."""
+        changes = []
         if self.encrypts and not marker.get("encrypted"):
+            changes.append("its database now encrypts its blobs")
+        if marker["owner"] != self.identity:
+            changes.append(f"its database is now named {self.identity}")
+        if changes:
             self.container.put_bytes(self.keys.marker, self._marker())
-            log.info("%s: its database now encrypts its blobs (recorded in its marker)",
-                     self.where)
+            log.info("%s: %s (recorded in its marker)", self.where, "; ".join(changes))
 
     def claim(self) -> dict | None:
         """Make the prefix this database's, whoever owned it; return the
@@ -154,7 +189,7 @@ class PrefixOwnership:
             previous = None
         self.container.put_bytes(self.keys.marker, self._marker())
         log.info("%s claimed by %s (its owner was %s)", self.where, self.identity,
-                 previous["owner"] if previous else "nobody")
+                 owner_of(previous) if previous else "nobody")
         return previous
 
     def _create(self) -> dict:
@@ -181,7 +216,7 @@ class PrefixOwnership:
 
     def _foreign(self, marker: dict) -> str:
         this = self.identity
-        return (f"{self.where} belongs to another database: {marker['owner']} (claimed "
+        return (f"{self.where} belongs to another database: {owner_of(marker)} (claimed "
                 f"{marker.get('claimed_at', '?')} from {marker.get('claimed_from', '?')}); "
                 f"this one is {this}.  Give each database its own prefix or container; if "
                 "this is the same database moved elsewhere, run 'zodb-swiftblobs claim' "

@@ -17,6 +17,7 @@ the cache.  ``tpc_abort`` deletes what the transaction uploaded.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import time
@@ -42,8 +43,8 @@ from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwner
                         database_identity)
 from .progress import Progress
 from .staging import StagingArea
-from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError,
-                          TransientSwiftError, open_container, require_positive)
+from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError, TransientSwiftError,
+                          container_arguments, open_container, require_positive)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,31 @@ class SwiftStorageError(StorageError):
 class BlobCacheError(StorageError):
     """The local blob cache could not take a file: its disk is full or
     read-only, or permissions forbid it (the message says which, and where)."""
+
+
+def check_options(*, container: str, cache_dir: str | None, cache_size: int, prefix: str,
+                  upload_concurrency: int, temp_url_key: str | None,
+                  create_container: bool, **others) -> None:
+    """ValueError for a keyword argument of SwiftBlobStorage that it would
+    refuse (all but *base* are given); nothing is opened or contacted."""
+    if not cache_dir:
+        raise ValueError("SwiftBlobStorage needs a cache_dir")
+    require_positive("cache_size", cache_size)
+    require_positive("upload_concurrency", upload_concurrency)
+    if temp_url_key is not None and not (isinstance(temp_url_key, str) and temp_url_key):
+        raise ValueError("temp_url_key must be a non-empty text when given")
+    if not isinstance(create_container, bool):
+        raise ValueError(f"create_container must be true or false, not "
+                         f"{create_container!r}")
+    KeyLayout(prefix)
+    container_arguments(container, **{name: others[name] for name in SWIFT_OPTIONS})
+
+
+def option_names() -> list[str]:
+    """The names of SwiftBlobStorage's settings: its keyword arguments but *base*."""
+    return [name for name, parameter in
+            inspect.signature(SwiftBlobStorage.__init__).parameters.items()
+            if name not in ("self", "base") and not name.startswith("_")]
 
 
 def _storage_error(error: SwiftError) -> StorageError:
@@ -200,19 +226,10 @@ class SwiftBlobStorage:
         self._probe = TidProbe(base)
         self._root = _shared is None
         if _shared is None:
-            if not cache_dir:
-                raise ValueError("SwiftBlobStorage needs a cache_dir")
-            require_positive("cache_size", cache_size)
-            require_positive("upload_concurrency", upload_concurrency)
-            if temp_url_key is not None and not (isinstance(temp_url_key, str)
-                                                 and temp_url_key):
-                raise ValueError("temp_url_key must be a non-empty text when given")
-            if not isinstance(create_container, bool):
-                raise ValueError(f"create_container must be true or false, not "
-                                 f"{create_container!r}")
+            arguments = locals()
+            check_options(**{name: arguments[name] for name in option_names()})
             keys = KeyLayout(prefix)  # local settings first: no network for their errors
             cache = BlobCache(cache_dir, cache_size)
-            arguments = locals()
             swift_container = open_container(
                 container, **{name: arguments[name] for name in SWIFT_OPTIONS})
             read_only = base.isReadOnly()

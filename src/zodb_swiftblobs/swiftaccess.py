@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import inspect
 import itertools
 import json
 import logging
@@ -30,7 +31,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
-from urllib.parse import quote, urlencode, urlparse, urlunparse
+from urllib.parse import quote, unquote, urlencode, urlparse, urlunparse
 
 import requests
 import urllib3
@@ -39,14 +40,12 @@ from swiftclient.exceptions import ClientException
 from swiftclient.utils import generate_temp_url
 
 from .encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
+from .names import SEGMENT_CONTAINER_SUFFIX, check_container, has_dot_segment
 
 try:
     from keystoneauth1 import exceptions as keystone_errors
 except ImportError:  # Keystone support is the optional 'keystone' extra
     keystone_errors = None
-
-# swiftclient's debug log shows the first 16 characters of tokens by default.
-swift.logger_settings["reveal_sensitive_prefix"] = 0
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
 UPLOAD_ATTEMPTS = 3  # uploads whose stored bytes differ from those sent are sent again
-MAX_CONTAINER_NAME = 256  # bytes, Swift's default limit
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
 ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
@@ -79,6 +77,49 @@ TRANSPORT_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
+
+
+# -- python-swiftclient's log --------------------------------------------------
+
+class _QuietMisses(logging.Filter):
+    """Keeps python-swiftclient from logging the requests answered 404.
+
+    swiftclient logs each failed request at INFO: a curl command line, then
+    the response's status, headers and body, as separate records.  To this
+    package a 404 is an answer (a container not created yet, an object not
+    written yet), raised as NotFoundError for the caller to judge, so those
+    records would only fill an application's log.  The command line is held
+    until the status says whether it is a 404; other failures are logged as
+    before.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        local = self._local
+        if record.levelno != logging.INFO or getattr(local, "releasing", False):
+            return True
+        message = str(record.msg)
+        if message.startswith("REQ: "):
+            local.request, local.quiet = record, False
+            return False
+        if message.startswith("RESP STATUS: "):
+            request, local.request = getattr(local, "request", None), None
+            local.quiet = bool(record.args) and record.args[0] == 404
+            if request is not None and not local.quiet:
+                local.releasing = True
+                try:
+                    logging.getLogger(request.name).handle(request)
+                finally:
+                    local.releasing = False
+        return not (message.startswith("RESP ") and getattr(local, "quiet", False))
+
+
+# swiftclient's debug log shows the first 16 characters of tokens by default.
+swift.logger_settings["reveal_sensitive_prefix"] = 0
+logging.getLogger("swiftclient").addFilter(_QuietMisses())
 
 
 # -- errors -------------------------------------------------------------------
@@ -459,28 +500,14 @@ class SwiftContainer:
                  segment_size: int = 256 * MIB, segment_concurrency: int = 4,
                  cacert: str | None = None, insecure: bool = False,
                  encryption: Keyring | None = None) -> None:
-        if not isinstance(container, str) or not container or "/" in container \
-                or len(container.encode()) > MAX_CONTAINER_NAME:
-            raise ValueError(f"invalid container name {container!r}: 1 to "
-                             f"{MAX_CONTAINER_NAME} bytes, without '/'")
-        for name, value in (("deadline", deadline), ("timeout", timeout),
-                            ("initial_backoff", initial_backoff),
-                            ("max_backoff", max_backoff)):
-            require_positive(name, value, number=True)
-        if max_backoff < initial_backoff:
-            raise ValueError("need initial_backoff <= max_backoff")
-        for name, value in (("segment_size", segment_size),
-                            ("segment_concurrency", segment_concurrency)):
-            require_positive(name, value)
-        if large_object_threshold is not None:
-            require_positive("large_object_threshold", large_object_threshold)
-        if not isinstance(insecure, bool):
-            raise ValueError(f"insecure must be true or false, not {insecure!r}")
-        if cacert and not os.path.isfile(cacert):
-            raise ValueError(f"cacert {cacert!r} is not a readable file")
+        check_settings(container, deadline=deadline, timeout=timeout,
+                       initial_backoff=initial_backoff, max_backoff=max_backoff,
+                       large_object_threshold=large_object_threshold,
+                       segment_size=segment_size, segment_concurrency=segment_concurrency,
+                       cacert=cacert, insecure=insecure)
         self.credentials = credentials
         self.container = container
-        self.segment_container = f"{container}_segments"
+        self.segment_container = f"{container}{SEGMENT_CONTAINER_SUFFIX}"
         self.storage_policy = storage_policy
         self.deadline = deadline
         self.timeout = timeout
@@ -1190,11 +1217,12 @@ class SwiftContainer:
                              f"not {seconds!r}")
         url, _ = self._call("authentication", "", lambda u, t, h: (u, t))
         parsed = urlparse(url)
-        path = f"{parsed.path.rstrip('/')}/{quote(self.container)}/{quote(name)}"
-        signed = generate_temp_url(path, seconds, key, method, digest="sha256")
+        # Swift signs the path as it reads it, unquoted; the URL carries it quoted.
+        path = f"{unquote(parsed.path).rstrip('/')}/{self.container}/{name}"
+        query = generate_temp_url(path, seconds, key, method, digest="sha256")[len(path):]
         if filename:
-            signed += "&" + urlencode({"filename": filename})
-        return urlunparse((parsed.scheme, parsed.netloc, "", "", "", "")) + signed
+            query += "&" + urlencode({"filename": filename})
+        return urlunparse((parsed.scheme, parsed.netloc, "", "", "", "")) + quote(path) + query
 
     # -- many objects ---------------------------------------------------------------
 
@@ -1274,11 +1302,40 @@ class SwiftContainer:
 
 def require_positive(name: str, value, *, number: bool = False) -> None:
     """ValueError unless *value* is a positive integer (or, with *number*, a
-    positive number)."""
+    positive finite number)."""
     kinds = (int, float) if number else (int,)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        what = "a positive number" if number else "a positive whole number"
+    if isinstance(value, bool) or not isinstance(value, kinds) or not 0 < value < math.inf:
+        what = "a positive finite number" if number else "a positive whole number"
         raise ValueError(f"{name} must be {what}, not {value!r}")
+
+
+def check_settings(container: str, *, deadline: float, timeout: float,
+                   initial_backoff: float, max_backoff: float,
+                   large_object_threshold: int | None, segment_size: int,
+                   segment_concurrency: int, cacert: str | None, insecure: bool) -> None:
+    """ValueError unless a :class:`SwiftContainer` can be made with these
+    settings (they are the keyword arguments of the same names)."""
+    check_container(container)
+    for name, value in (("deadline", deadline), ("timeout", timeout),
+                        ("initial_backoff", initial_backoff),
+                        ("max_backoff", max_backoff)):
+        require_positive(name, value, number=True)
+    if max_backoff < initial_backoff:
+        raise ValueError("need initial_backoff <= max_backoff")
+    for name, value in (("segment_size", segment_size),
+                        ("segment_concurrency", segment_concurrency)):
+        require_positive(name, value)
+    if large_object_threshold is not None:
+        require_positive("large_object_threshold", large_object_threshold)
+    if not isinstance(insecure, bool):
+        raise ValueError(f"insecure must be true or false, not {insecure!r}")
+    if cacert and not os.path.isfile(cacert):
+        raise ValueError(f"cacert {cacert!r} is not a readable file")
+
+
+_SETTINGS = {name: parameter.default for name, parameter in
+             inspect.signature(SwiftContainer.__init__).parameters.items()
+             if parameter.kind is parameter.KEYWORD_ONLY}
 
 
 def open_container(container: str, **options) -> SwiftContainer:
@@ -1287,13 +1344,24 @@ def open_container(container: str, **options) -> SwiftContainer:
     ``encryption_keys`` (key texts; by default those of the
     ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS`` environment variable, if set) and the
     keyword arguments of :class:`SwiftContainer`."""
+    credentials, settings = container_arguments(container, **options)
+    return SwiftContainer(credentials.or_environ(), container, **settings)
+
+
+def container_arguments(container: str, **options) -> tuple[Credentials, dict]:
+    """The credentials and keyword arguments of :class:`SwiftContainer` that
+    :func:`open_container` makes of *options*, checked: ValueError for any
+    setting it would refuse.  Nothing is opened or contacted."""
     credential_fields = {item.name for item in fields(Credentials)}
     credentials = Credentials(**{name: options.pop(name) for name in list(options)
                                  if name in credential_fields})
     keys = options.pop("encryption_keys", None)
     if options.get("encryption") is None:
         options["encryption"] = keyring_from(keys)
-    return SwiftContainer(credentials.or_environ(), container, **options)
+    settings = {**_SETTINGS, **options}
+    check_settings(container, **{name: settings[name] for name in _SETTINGS
+                                 if name not in ("storage_policy", "encryption")})
+    return credentials, options
 
 
 def _retry_after(exc: ClientException) -> float:
@@ -1345,9 +1413,21 @@ def _tune(conn, url: str) -> None:
     Bodies are sent in large blocks, and the environment's proxy and CA
     bundle settings are read once here instead of by ``requests`` on every
     request (which scans the whole environment and looks for ``~/.netrc``).
+    A request whose path has a ``.`` or ``..`` segment is refused (ValueError)
+    before it is sent: the HTTP stack would remove the segment and address
+    another object (see :mod:`.names`).
     """
     for scheme in ("http://", "https://"):
         conn.request_session.mount(scheme, _LargeBlockAdapter())
+    send = conn.request
+
+    def request(method: str, full_path: str, *args, **kwargs):
+        path = full_path.partition("?")[0]
+        if has_dot_segment(path):
+            raise ValueError(f"the path {path!r} has a '.' or '..' segment, which HTTP "
+                             "rewrites: its names cannot be sent exactly")
+        return send(method, full_path, *args, **kwargs)
+    conn.request = request
     session = conn.request_session
     session.trust_env = False
     proxies = requests.utils.get_environ_proxies(url)
