@@ -3,6 +3,7 @@
 Layout under the cache directory::
 
     tmp/                      uncommitted blobs (ZODB) and staged commits
+                              (see :mod:`.staging`)
     .evict.lock               held by the one process evicting
     .counters.json            hits, misses... of every process (see :mod:`.counters`)
     <oid hex>/<tid hex>.blob  the committed file of one blob revision
