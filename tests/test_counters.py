@@ -145,14 +145,15 @@ def test_the_cache_command_survives_a_malformed_counters_file(tmp_path, kind):
         assert json.loads(process.stdout)["hits"] == 0
 
 
-IDLE_READER = """
+READER = """
 import sys, ZODB
 from ZODB.FileStorage import FileStorage
 from zodb_swiftblobs import counters
 from zodb_swiftblobs.storage import SwiftBlobStorage
 
-counters.FLUSH_INTERVAL = 0.2
-data_fs, cache_dir, container, auth_url, user, key = sys.argv[1:]
+data_fs, cache_dir, container, auth_url, user, key, then = sys.argv[1:]
+counters.FLUSH_INTERVAL = 0.2 if then == "idle" else 3600
+
 storage = SwiftBlobStorage(FileStorage(data_fs, read_only=True), container=container,
                            cache_dir=cache_dir, auth_url=auth_url, user=user, key=key)
 db = ZODB.DB(storage)
@@ -162,7 +163,8 @@ with db.transaction() as conn:
         with blob.open() as f:
             f.read()
 print(storage.cache_stats()["hits"], storage.cache_stats()["misses"], flush=True)
-sys.stdin.read()  # idle until the test is done with it
+if then == "idle":
+    sys.stdin.read()  # idle until the test is done with it
 """
 
 
@@ -175,21 +177,28 @@ def saved_counters(cache_dir):
         return dict.fromkeys(COUNTERS, 0)
 
 
+def commit_a_blob(cluster, data_fs, container_name, cache_dir):
+    db = ZODB.DB(swift_storage(cluster, FileStorage(data_fs), container_name, cache_dir))
+    try:
+        commit_blob(db, "blob", b"read twice by the reader")
+    finally:
+        db.close()
+
+
+def reader_command(cluster, data_fs, cache_dir, container_name, then):
+    credentials = credentials_for(cluster)
+    return [sys.executable, "-c", READER, data_fs, str(cache_dir), container_name,
+            credentials.auth_url, credentials.user, credentials.key, then]
+
+
 def test_an_idle_process_saves_its_counts_and_they_survive_its_kill(devswift, tmp_path,
                                                                     container_name):
     data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
-    db = ZODB.DB(swift_storage(devswift, FileStorage(data_fs), container_name,
-                               tmp_path / "writer-cache"))
-    try:
-        commit_blob(db, "blob", b"read twice by the idle process")
-    finally:
-        db.close()
+    commit_a_blob(devswift, data_fs, container_name, tmp_path / "writer-cache")
     os.makedirs(cache_dir)
     make_malformed(os.path.join(cache_dir, ".counters.json"), "a null count")
-    credentials = credentials_for(devswift)
     reader = subprocess.Popen(
-        [sys.executable, "-c", IDLE_READER, data_fs, str(cache_dir), container_name,
-         credentials.auth_url, credentials.user, credentials.key],
+        reader_command(devswift, data_fs, cache_dir, container_name, "idle"),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=child_environment())
     try:
@@ -216,6 +225,19 @@ def test_an_idle_process_saves_its_counts_and_they_survive_its_kill(devswift, tm
     finally:
         cache.close()
     assert (totals["hits"], totals["misses"]) == (hits, misses)
+
+
+def test_a_process_exiting_without_closing_its_storage_saves_its_counts(devswift, tmp_path,
+                                                                        container_name):
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    commit_a_blob(devswift, data_fs, container_name, tmp_path / "writer-cache")
+    reader = subprocess.run(reader_command(devswift, data_fs, cache_dir, container_name, "exit"),
+                            capture_output=True, text=True, env=child_environment(),
+                            timeout=WAIT)
+    assert reader.returncode == 0, reader.stderr[-3000:]
+    hits, misses = (int(part) for part in reader.stdout.split())
+    saved = saved_counters(cache_dir)
+    assert (saved["hits"], saved["misses"]) == (hits, misses) and misses == 1
 
 
 def _never(path):
