@@ -32,7 +32,7 @@ FILE_NAME = ".counters.json"
 FLUSH_INTERVAL = 30.0  # seconds between the merges of a process's counts into the file
 MAX_FILE_SIZE = 4096  # bytes read of the file: its valid content is far smaller
 
-# Every open CacheCounters, flushed when the interpreter exits.
+# Every CacheCounters, flushed when the interpreter exits.
 _open_counters: weakref.WeakSet[CacheCounters] = weakref.WeakSet()
 
 
@@ -80,6 +80,7 @@ class CacheCounters:
         self._closed = threading.Event()
         self._failing = False  # the last flush failed (and said so)
         self._flush_lock = threading.Lock()  # one flush at a time in this process
+        _open_counters.add(self)
 
     def count(self, **increments: int) -> None:
         """Add *increments* (counter name -> number) to this process's counts."""
@@ -92,8 +93,11 @@ class CacheCounters:
                 self._thread = threading.Thread(target=self._flush_periodically,
                                                 name="zodb-swiftblobs-counters", daemon=True)
         if start:
-            _open_counters.add(self)
-            self._thread.start()
+            try:
+                self._thread.start()
+            except RuntimeError as exc:  # no more threads: saved at close and exit only
+                log.warning("blob cache %s: cannot start saving its counters: %s",
+                            self.directory, exc)
 
     def snapshot(self) -> dict[str, int]:
         """This process's counts since the cache was opened."""
@@ -142,7 +146,6 @@ class CacheCounters:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        _open_counters.discard(self)
         self.flush()
 
     def _flush_periodically(self) -> None:
@@ -216,7 +219,7 @@ class CacheCounters:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    """Save what open caches counted when the interpreter exits without closing them."""
+    """Save what caches counted and did not save yet when the interpreter exits."""
     for counters in list(_open_counters):
         with contextlib.suppress(Exception):
             counters.flush()

@@ -88,7 +88,9 @@ class StagingArea:
         or None if another open storage holds it (or it cannot be taken)."""
         path = os.path.join(self.lock_directory, SHARED_DIRECTORY_LOCK)
         try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+            # Readable by all (it is empty): one that root creates (an operator's
+            # command) can still be locked by a site running as another user.
+            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             log.debug("cannot open %s (%s): using a temporary directory of its own", path, exc)
             return None
