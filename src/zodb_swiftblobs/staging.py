@@ -9,10 +9,10 @@ storage keeps each staged blob file there too, under a name that starts with
 needed once its process is gone.
 
 Each open storage holds an exclusive lock on ``.staging-<token>.lock`` in the
-cache directory.  The first storage to open the cache directory while no
-other holds ``.temporary-directory.lock`` takes that lock too, and uses the
-cache's ``tmp`` directory itself, as ZODB's own blob storage does; any other
-uses a directory of its own, ``tmp/process-<token>``.  A storage that opens
+cache directory.  A storage that opens while no other holds
+``.temporary-directory.lock`` takes that lock too, and uses the cache's
+``tmp`` directory itself, as ZODB's own blob storage does; any other uses a
+directory of its own, ``tmp/process-<token>``.  A storage that opens
 removes what dead storages left:
 
 - when it takes ``.temporary-directory.lock``, everything in ``tmp`` but
@@ -57,13 +57,17 @@ class StagingArea:
         self.token = uuid.uuid4().hex[:16]
         self._lock = self._hold_lock()
         self._shared_lock = self._lock_shared_directory()
+        removed = 0
         if self._shared_lock is not None:
             self.directory = temporary_root
-            self._sweep_shared_directory()
+            removed += self._sweep_shared_directory()
         else:
             self.directory = self._process_directory(self.token)
             os.mkdir(self.directory, DIRECTORY_MODE)
-        self.sweep()
+        removed += self._sweep_process_directories()
+        if removed:
+            log.info("removed %d temporary files and directories left in %s by processes "
+                     "that died", removed, temporary_root)
 
     def _hold_lock(self) -> int:
         """Create this process's lock file, locked before it appears under its name
@@ -101,16 +105,14 @@ class StagingArea:
             return None
         return descriptor
 
-    def _sweep_shared_directory(self) -> None:
+    def _sweep_shared_directory(self) -> int:
         """Remove what the previous user of *temporary_root* left there (all but
-        hidden files and the directories of other storages)."""
+        hidden files and the directories of other storages); return how many
+        files and directories went."""
         with os.scandir(self.temporary_root) as entries:
             leftovers = [entry.path for entry in entries if not entry.name.startswith(
                 (".", PROCESS_DIRECTORY_PREFIX))]
-        removed = sum(_remove(path) for path in leftovers)
-        if removed:
-            log.info("removed %d temporary files left in %s by a process that died",
-                     removed, self.temporary_root)
+        return sum(_remove(path) for path in leftovers)
 
     def _lock_path(self, token: str) -> str:
         return os.path.join(self.lock_directory, f"{LOCK_PREFIX}{token}{LOCK_SUFFIX}")
@@ -129,21 +131,14 @@ class StagingArea:
         return tempfile.mkstemp(prefix=f"commit-{self.token}-", suffix=".blob",
                                 dir=self.directory)
 
-    def sweep(self) -> int:
+    def _sweep_process_directories(self) -> int:
         """Remove the directories of storages that died or closed; return how
-        many files and directories were removed."""
+        many files and directories were in them."""
         with os.scandir(self.lock_directory) as entries:
             tokens = [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
                       if entry.name.startswith(LOCK_PREFIX)
                       and entry.name.endswith(LOCK_SUFFIX)]
-        removed = 0
-        for token in tokens:
-            if token != self.token:
-                removed += self._sweep_dead(token)
-        if removed:
-            log.info("removed %d temporary files left in %s by processes that died",
-                     removed, self.temporary_root)
-        return removed
+        return sum(self._sweep_dead(token) for token in tokens if token != self.token)
 
     def _sweep_dead(self, token: str) -> int:
         lock_path = self._lock_path(token)
