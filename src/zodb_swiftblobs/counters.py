@@ -33,7 +33,7 @@ FLUSH_INTERVAL = 30.0  # seconds between the merges of a process's counts into t
 MAX_FILE_SIZE = 4096  # bytes read of the file: its valid content is far smaller
 
 # Every CacheCounters, flushed when the interpreter exits.
-_open_counters: weakref.WeakSet[CacheCounters] = weakref.WeakSet()
+_all_counters: weakref.WeakSet[CacheCounters] = weakref.WeakSet()
 
 
 class MalformedCounters(ValueError):
@@ -80,7 +80,7 @@ class CacheCounters:
         self._closed = threading.Event()
         self._failing = False  # the last flush failed (and said so)
         self._flush_lock = threading.Lock()  # one flush at a time in this process
-        _open_counters.add(self)
+        _all_counters.add(self)
 
     def count(self, **increments: int) -> None:
         """Add *increments* (counter name -> number) to this process's counts."""
@@ -220,6 +220,6 @@ class CacheCounters:
 @atexit.register
 def _flush_at_exit() -> None:
     """Save what caches counted and did not save yet when the interpreter exits."""
-    for counters in list(_open_counters):
+    for counters in list(_all_counters):
         with contextlib.suppress(Exception):
             counters.flush()
