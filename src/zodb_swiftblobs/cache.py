@@ -3,8 +3,9 @@
 Layout under the cache directory::
 
     tmp/                      uncommitted blobs (ZODB) and staged commits
+                              (see :mod:`.staging`)
     .evict.lock               held by the one process evicting
-    .counters.json            hits, misses... of every process (see totals())
+    .counters.json            hits, misses... of every process (see :mod:`.counters`)
     <oid hex>/<tid hex>.blob  the committed file of one blob revision
     <oid hex>/.<tid hex>.lock held while that revision is fetched
     <oid hex>/.<tid hex>.blob.<random>.tmp   a fetch in progress
@@ -46,6 +47,12 @@ import uuid
 import zlib
 from collections.abc import Callable
 
+if __package__:
+    from .counters import CacheCounters
+else:  # the eviction child runs this file as a script (see _main), beside counters.py
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from counters import CacheCounters
+
 log = logging.getLogger(__name__)
 
 FILE_MODE = 0o400  # read-only, readable by the owner alone, like its directory
@@ -55,8 +62,6 @@ LOCK_FILE_MODE = 0o600
 EVICTION_TARGET = 0.9  # an eviction pass shrinks the cache to 90 % of its size
 OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
 COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
-COUNTERS = ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes", "corrupt")
-COUNTERS_SAVE_INTERVAL = 60.0  # seconds between merges of a process's counters into the file
 INTEGRITY_ATTRIBUTE = "user.zodb-swiftblobs"
 INTEGRITY_RECORD = re.compile(rb"v1 ([0-9]+) ([0-9a-f]{8})")
 CHECKSUM_BLOCK = 1 << 20
@@ -112,11 +117,8 @@ class BlobCache:
             log.warning("blob cache %s: its file system does not support user extended "
                         "attributes; cached files cannot be verified", self.directory)
         self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
-        self._counters_path = os.path.join(self.directory, ".counters.json")
-        self._counters = dict.fromkeys(COUNTERS, 0)
-        self._unsaved = dict.fromkeys(COUNTERS, 0)  # counted, not yet in the counters file
-        self._saved_at = time.monotonic()
-        self._state_lock = threading.Lock()  # guards the counters and the fields below
+        self.counters = CacheCounters(self.directory, self._open_shared_file)
+        self._state_lock = threading.Lock()  # guards the fields below
         self._bytes_since_eviction = 0
         self._eviction_thread: threading.Thread | None = None
         self._eviction_wanted = threading.Event()
@@ -263,8 +265,7 @@ class BlobCache:
         and ``corrupt`` (files found corrupt, removed and fetched again).
         """
         files = self._committed_files()
-        with self._state_lock:
-            stats = dict(self._counters)
+        stats = self.counters.snapshot()
         stats["size"] = sum(size for _, size, _ in files)
         stats["entries"] = len(files)
         return stats
@@ -272,43 +273,11 @@ class BlobCache:
     def totals(self) -> dict[str, int]:
         """The counters of every process that used this cache directory since it
         was created (this one's included), and its ``size`` and ``entries``."""
-        self.save_counters()
-        try:
-            with open(self._counters_path, encoding="ascii") as f:
-                saved = json.load(f)
-        except FileNotFoundError:
-            saved = {}
-        except ValueError:
-            log.warning("blob cache %s: unreadable counters file; starting over",
-                        self.directory)
-            saved = {}
-        totals = {name: int(saved.get(name, 0)) for name in COUNTERS}
+        totals = self.counters.totals()
         files = self._committed_files()
         totals["size"] = sum(size for _, size, _ in files)
         totals["entries"] = len(files)
         return totals
-
-    def save_counters(self) -> None:
-        """Add what this process counted since the last save to the counters file."""
-        with self._state_lock:
-            unsaved, self._unsaved = self._unsaved, dict.fromkeys(COUNTERS, 0)
-            self._saved_at = time.monotonic()
-        if not any(unsaved.values()):
-            return
-        try:
-            descriptor = self._open_shared_file(self._counters_path, os.O_RDWR)
-            with os.fdopen(descriptor, "r+", encoding="ascii") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                try:
-                    saved = json.loads(f.read() or "{}")
-                except ValueError:
-                    saved = {}
-                merged = {name: int(saved.get(name, 0)) + unsaved[name] for name in COUNTERS}
-                f.seek(0)
-                f.truncate()
-                f.write(json.dumps(merged))
-        except OSError as exc:
-            log.warning("blob cache %s: could not save its counters: %s", self.directory, exc)
 
     def prune(self, size: int) -> tuple[int, int]:
         """Evict least recently used files until the cache holds at most *size*
@@ -391,7 +360,7 @@ class BlobCache:
         self._eviction_wanted.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        self.save_counters()
+        self.counters.close()
 
     def _download(self, path: str, fetch: Callable[[str], object]) -> int:
         """Fetch into a new temporary file beside *path*, then publish it there.
@@ -501,13 +470,7 @@ class BlobCache:
         return descriptor
 
     def _count(self, **increments: int) -> None:
-        with self._state_lock:
-            for name, increment in increments.items():
-                self._counters[name] += increment
-                self._unsaved[name] += increment
-            due = time.monotonic() - self._saved_at > COUNTERS_SAVE_INTERVAL
-        if due:
-            self.save_counters()
+        self.counters.count(**increments)
 
     def _added(self, size: int) -> None:
         """Account for *size* new bytes; wake the eviction thread when enough were added."""

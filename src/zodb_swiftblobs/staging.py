@@ -1,15 +1,29 @@
-"""Staging: where the blob files of commits in progress wait, and the sweep of
-those left behind by processes that died.
+"""The temporary files of each open storage, and the sweep of those left behind
+by processes that died.
 
-Between ``storeBlob`` and ``tpc_finish`` a blob file is kept in the cache's
-``tmp`` directory under a name that starts with its process's *staging
-token*.  Each process holds an exclusive lock on ``.staging-<token>.lock`` in
-the cache directory for as long as it has the storage open.  A process that is killed (SIGKILL,
-a crash, a power cut) between the vote and the end of a commit leaves its
-staged files behind, and its lock dies with it; the next process to open the
-cache finds lock files nobody holds and removes them with their files.
-Several processes may share the directory: a live process's files are never
-touched.
+ZODB writes uncommitted blob files (``BUC*``) and savepoint directories
+(``savepoints*``) into the storage's :meth:`temporaryDirectory`, and a ZEO
+server its incoming blobs; between ``storeBlob`` and ``tpc_finish`` the
+storage keeps each staged blob file there too, under a name that starts with
+``commit-<token>-`` (*token* names the open storage).  Nothing of that is
+needed once its process is gone.
+
+Each open storage holds an exclusive lock on ``.staging-<token>.lock`` in the
+cache directory.  A storage that opens while no other holds
+``.temporary-directory.lock`` takes that lock too, and uses the cache's
+``tmp`` directory itself, as ZODB's own blob storage does; any other uses a
+directory of its own, ``tmp/process-<token>``.  A storage that opens
+removes what dead storages left:
+
+- when it takes ``.temporary-directory.lock``, everything in ``tmp`` but
+  hidden files and the ``process-*`` directories: the previous holder died
+  or closed its storage, and nobody else writes there;
+- the ``process-<token>`` directory of every lock file nobody holds.
+
+So a process killed (SIGKILL, a crash, a power cut) leaves its files until
+the next storage opens the cache directory, and a live storage's files are
+never touched.  A storage that closes leaves its lock file (unlocked) if its
+directory is not empty, for the next sweep.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -25,19 +40,34 @@ log = logging.getLogger(__name__)
 
 LOCK_PREFIX = ".staging-"
 LOCK_SUFFIX = ".lock"
+SHARED_DIRECTORY_LOCK = ".temporary-directory.lock"
+PROCESS_DIRECTORY_PREFIX = "process-"
 FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
 
 
 class StagingArea:
-    """This process's staged blob files in *directory* (created 0o700 by the
-    cache), and its lock file in *lock_directory*."""
+    """The temporary files of one open storage: in :attr:`directory`, which is
+    *temporary_root* (the cache's ``tmp``, created 0o700 by the cache) or a
+    directory of its own in it; its lock files are in *lock_directory*."""
 
-    def __init__(self, directory: str, lock_directory: str) -> None:
-        self.directory = directory
+    def __init__(self, temporary_root: str, lock_directory: str) -> None:
+        self.temporary_root = temporary_root
         self.lock_directory = lock_directory
         self.token = uuid.uuid4().hex[:16]
         self._lock = self._hold_lock()
-        self.sweep()
+        self._shared_lock = self._lock_shared_directory()
+        removed = 0
+        if self._shared_lock is not None:
+            self.directory = temporary_root
+            removed += self._sweep_shared_directory()
+        else:
+            self.directory = self._process_directory(self.token)
+            os.mkdir(self.directory, DIRECTORY_MODE)
+        removed += self._sweep_process_directories()
+        if removed:
+            log.info("removed %d temporary files and directories left in %s by processes "
+                     "that died", removed, temporary_root)
 
     def _hold_lock(self) -> int:
         """Create this process's lock file, locked before it appears under its name
@@ -57,8 +87,38 @@ class StagingArea:
             raise
         return descriptor
 
+    def _lock_shared_directory(self) -> int | None:
+        """The descriptor holding the lock on the use of *temporary_root* itself,
+        or None if another open storage holds it (or it cannot be taken)."""
+        path = os.path.join(self.lock_directory, SHARED_DIRECTORY_LOCK)
+        try:
+            # Readable by all (it is empty): one that root creates (an operator's
+            # command) can still be locked by a site running as another user.
+            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            log.debug("cannot open %s (%s): using a temporary directory of its own", path, exc)
+            return None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            return None
+        return descriptor
+
+    def _sweep_shared_directory(self) -> int:
+        """Remove what the previous user of *temporary_root* left there (all but
+        hidden files and the directories of other storages); return how many
+        files and directories went."""
+        with os.scandir(self.temporary_root) as entries:
+            leftovers = [entry.path for entry in entries if not entry.name.startswith(
+                (".", PROCESS_DIRECTORY_PREFIX))]
+        return sum(_remove(path) for path in leftovers)
+
     def _lock_path(self, token: str) -> str:
         return os.path.join(self.lock_directory, f"{LOCK_PREFIX}{token}{LOCK_SUFFIX}")
+
+    def _process_directory(self, token: str) -> str:
+        return os.path.join(self.temporary_root, f"{PROCESS_DIRECTORY_PREFIX}{token}")
 
     def commit_prefix(self) -> str:
         """The start of the staged files' paths of one new commit."""
@@ -71,20 +131,14 @@ class StagingArea:
         return tempfile.mkstemp(prefix=f"commit-{self.token}-", suffix=".blob",
                                 dir=self.directory)
 
-    def sweep(self) -> int:
-        """Remove the staged files of processes that died; return how many."""
+    def _sweep_process_directories(self) -> int:
+        """Remove the directories of storages that died or closed; return how
+        many files and directories were in them."""
         with os.scandir(self.lock_directory) as entries:
             tokens = [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
                       if entry.name.startswith(LOCK_PREFIX)
                       and entry.name.endswith(LOCK_SUFFIX)]
-        removed = 0
-        for token in tokens:
-            if token != self.token:
-                removed += self._sweep_dead(token)
-        if removed:
-            log.info("removed %d staged blob files left in %s by processes that died",
-                     removed, self.directory)
-        return removed
+        return sum(self._sweep_dead(token) for token in tokens if token != self.token)
 
     def _sweep_dead(self, token: str) -> int:
         lock_path = self._lock_path(token)
@@ -97,23 +151,50 @@ class StagingArea:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0  # its process is alive
-            prefix = f"commit-{token}-"
-            with os.scandir(self.directory) as entries:
-                leftovers = [entry.path for entry in entries if entry.name.startswith(prefix)]
-            for path in leftovers:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            directory = self._process_directory(token)
+            try:
+                removed = len(os.listdir(directory))
+            except FileNotFoundError:
+                removed = 0
+            else:
+                if not _remove(directory):
+                    return 0  # tried again by the next sweep
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_path)
-            return len(leftovers)
+            return removed
         finally:
             os.close(descriptor)
 
     def close(self) -> None:
-        """Give up the lock (this process's staged files must be gone already)."""
+        """Give up the locks.  Temporary files still there (uncommitted blobs of
+        transactions never ended) stay until the next storage opens."""
         if self._lock is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._lock_path(self.token))
+        if self._shared_lock is not None:
+            os.close(self._shared_lock)
+            self._shared_lock = None
+        else:
+            with contextlib.suppress(OSError):  # not empty: the next sweep removes it
+                os.rmdir(self.directory)
+        if not os.path.lexists(self._process_directory(self.token)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lock_path(self.token))
         os.close(self._lock)
         self._lock = None
+
+
+def _remove(path: str) -> bool:
+    """Remove the file or directory tree *path*; return whether it is gone.
+    A failure is logged, never raised: a sweep must not keep a storage from
+    opening."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove %s, left by a process that died: %s", path, exc)
+        return False
+    return True

@@ -5,7 +5,8 @@ one object per blob revision (see :mod:`zodb_swiftblobs.keys`), with a local
 cache for reads (:mod:`zodb_swiftblobs.cache`).
 
 Two-phase commit: ``storeBlob`` stores the record in the base and moves the
-blob file to a staging name in the cache's ``tmp`` directory.  Each blob is
+blob file to a staging name in its temporary directory (in the cache's
+``tmp``: see :mod:`zodb_swiftblobs.staging`).  Each blob is
 uploaded as soon as the transaction id is known (at ``tpc_begin`` for
 FileStorage, MappingStorage and DemoStorage; after the base has voted for
 RelStorage), in a bounded pool and concurrently with the rest of the commit.
@@ -344,7 +345,8 @@ class SwiftBlobStorage:
     # -- reading blobs ---------------------------------------------------------------
 
     def temporaryDirectory(self) -> str:
-        return self._shared.cache.temporary_directory
+        """Where ZODB puts uncommitted blobs (see :mod:`zodb_swiftblobs.staging`)."""
+        return self._shared.staging.directory
 
     def loadBlob(self, oid: bytes, serial: bytes) -> str:
         """The path of a local copy of revision *serial* of blob *oid*."""

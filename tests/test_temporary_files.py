@@ -1,0 +1,165 @@
+"""The temporary files of storages sharing a cache directory: uncommitted blobs
+and savepoints of killed processes are swept, a live process's never (real
+processes killed with SIGKILL, the real local Swift)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import ZODB
+from ZODB.blob import Blob
+from ZODB.MappingStorage import MappingStorage
+
+from conftest import child_environment, credentials_for, swift_storage
+
+WAIT = 120  # seconds: the bound of every wait in these tests
+
+WRITER = """
+import json, os, sys, transaction, ZODB
+from ZODB.blob import Blob
+from ZODB.MappingStorage import MappingStorage
+from zodb_swiftblobs.storage import SwiftBlobStorage
+
+cache_dir, container, prefix, auth_url, user, key = sys.argv[1:]
+storage = SwiftBlobStorage(MappingStorage(), container=container, cache_dir=cache_dir,
+                           prefix=prefix, auth_url=auth_url, user=user, key=key)
+db = ZODB.DB(storage)
+conn = db.open()
+root = conn.root()
+for name in ("saved", "unsaved"):
+    root[name] = Blob()
+    conn.add(root[name])
+    with root[name].open("w") as f:
+        f.write(f"{prefix}{name}".encode())
+    if name == "saved":
+        transaction.savepoint()  # moves the blob into a savepoints directory
+tmp = storage.temporaryDirectory()
+paths = sorted(os.path.join(directory, name) for directory, directories, files in os.walk(tmp)
+               for name in directories + files)
+print(json.dumps({"tmp": tmp, "paths": paths}), flush=True)
+sys.stdin.readline()  # the test says when to commit
+transaction.commit()
+with db.transaction() as conn:
+    read = {}
+    for name in ("saved", "unsaved"):
+        with conn.root()[name].open() as f:
+            read[name] = f.read().decode()
+    print(json.dumps(read), flush=True)
+db.close()
+"""
+
+
+class Writer:
+    """A process with uncommitted blobs (one in a savepoint) in the cache's
+    temporary files, waiting to commit them."""
+
+    def __init__(self, cluster, cache_dir, container, prefix):
+        credentials = credentials_for(cluster)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(cache_dir), container, prefix,
+             credentials.auth_url, credentials.user, credentials.key],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=child_environment())
+        line = self.process.stdout.readline()
+        assert line, self.process.stderr.read()[-3000:]
+        reported = json.loads(line)
+        self.tmp, self.paths = reported["tmp"], reported["paths"]
+        names = [os.path.basename(path) for path in self.paths]
+        assert any(name.startswith("BUC") for name in names), self.paths
+        assert any(name.startswith("savepoints") for name in names), self.paths
+
+    def kill(self):
+        self.process.kill()
+        self.wait()
+        assert self.process.returncode == -signal.SIGKILL
+
+    def commit(self):
+        self.process.stdin.write("commit\n")
+        self.process.stdin.flush()
+        read = json.loads(self.process.stdout.readline() or "null")
+        self.wait()
+        assert self.process.returncode == 0, self.process.stderr.read()[-3000:]
+        return read
+
+    def wait(self):
+        self.process.wait(timeout=WAIT)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+
+
+def existing(paths):
+    return [path for path in paths if os.path.lexists(path)]
+
+
+def test_killed_processes_temporary_files_are_swept_live_ones_kept(devswift, tmp_path,
+                                                                   container_name):
+    cache_dir = tmp_path / "cache"
+    tmp = str(cache_dir / "tmp")
+    writers = []
+    try:
+        first = Writer(devswift, cache_dir, container_name, "first/")
+        writers.append(first)
+        assert first.tmp == tmp, "the first storage uses tmp itself"
+        second = Writer(devswift, cache_dir, container_name, "second/")
+        writers.append(second)
+        live = Writer(devswift, cache_dir, container_name, "live/")
+        writers.append(live)
+        for other in (second, live):
+            assert os.path.dirname(other.tmp) == tmp and other.tmp != tmp
+        assert existing(first.paths + second.paths) == first.paths + second.paths, \
+            "opening a storage kept the live storages' files"
+
+        first.kill()
+        second.kill()
+        storage = swift_storage(devswift, MappingStorage(), container_name, cache_dir,
+                                prefix="sweeper/")
+        db = ZODB.DB(storage)
+        try:
+            assert existing(first.paths + second.paths) == []
+            assert not os.path.exists(second.tmp)
+            assert existing(live.paths) == live.paths
+            assert sorted(os.listdir(tmp)) == [os.path.basename(live.tmp)]
+            assert storage.temporaryDirectory() == tmp, "the sweeper took tmp over"
+            with db.transaction() as conn:
+                conn.root()["blob"] = Blob(b"committed after the sweep")
+            with db.transaction() as conn:
+                with conn.root()["blob"].open() as f:
+                    assert f.read() == b"committed after the sweep"
+        finally:
+            db.close()
+        assert live.commit() == {"saved": "live/saved", "unsaved": "live/unsaved"}
+        assert os.listdir(tmp) == [], "nothing left once every storage is closed"
+    finally:
+        for writer in writers:
+            if writer.process.returncode is None:
+                writer.kill()
+
+
+def test_a_closed_storages_leftovers_are_swept_by_the_next_one(devswift, tmp_path,
+                                                               container_name):
+    cache_dir = tmp_path / "cache"
+    first = swift_storage(devswift, MappingStorage(), container_name, cache_dir,
+                          prefix="first/")
+    second = swift_storage(devswift, MappingStorage(), container_name, cache_dir,
+                           prefix="second/")
+    leftovers = []
+    for storage in (first, second):
+        path = os.path.join(storage.temporaryDirectory(), "BUCleftover")
+        with open(path, "wb") as f:
+            f.write(b"an uncommitted blob of a transaction never ended")
+        leftovers.append(path)
+    assert first.temporaryDirectory() != second.temporaryDirectory()
+    first.close()
+    second.close()
+    assert existing(leftovers) == leftovers
+    third = swift_storage(devswift, MappingStorage(), container_name, cache_dir,
+                          prefix="third/")
+    try:
+        assert existing(leftovers) == []
+        assert os.listdir(third.temporaryDirectory()) == []
+        assert [name for name in os.listdir(cache_dir) if name.startswith(".staging-")] == \
+            [f".staging-{third._shared.staging.token}.lock"]
+    finally:
+        third.close()
