@@ -21,8 +21,8 @@ from ZODB.POSException import POSKeyError
 from ZODB.utils import z64
 
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
-                      mint_token, proxy_log, read, sqlite_relstorage, store_blobs,
-                      swift_storage)
+                      in_background, logged, mint_token, proxy_log, read, sqlite_relstorage, store_blobs,
+                      swift_storage, wait_for, wait_for_logged)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import (ChecksumMismatchError, Credentials, NotFoundError,
@@ -73,9 +73,9 @@ def injected(cluster, *rules):
         cluster.inject_faults()
 
 
-def open_db(cluster, tmp_path, container, *, deadline=DEADLINE, **options):
+def open_db(cluster, tmp_path, container, *, deadline=DEADLINE, timeout=1, **options):
     storage = swift_storage(cluster, FileStorage(str(tmp_path / "Data.fs")), container,
-                            tmp_path / "cache", deadline=deadline, timeout=1, **options)
+                            tmp_path / "cache", deadline=deadline, timeout=timeout, **options)
     return ZODB.DB(storage), storage
 
 
@@ -193,6 +193,10 @@ def test_segments_a_failed_large_upload_could_not_remove_are_collected(
     with injected(cluster, manifest_refused, cleanup_refused):
         with pytest.raises(SwiftTransientError):
             store_blobs(db, failed=os.urandom(3 << 20))
+        # The proxy may still carry out a request whose client gave up waiting
+        # (a bulk delete): end it before the faults are cleared.
+        cluster.kill_server("proxy")
+    cluster.start_server("proxy")
     segments = SwiftContainer(credentials_for(cluster), f"{container_name}_segments")
     left = [o.name for o in segments.list() if not o.name.startswith(f"{kept_name}/")]
     assert len(left) == 12, "the failed upload's segments were left behind"
@@ -205,6 +209,47 @@ def test_segments_a_failed_large_upload_could_not_remove_are_collected(
     segments.close()
     storage._shared.cache.clear()
     assert blob_bytes(db, "kept") == kept
+    db.close()
+
+
+@pytest.mark.parametrize("outage", ["short", "beyond the deadline"])
+def test_object_server_down_while_a_manifest_is_checked(cluster, tmp_path, container_name,
+                                                       view, outage):
+    """Swift checks (HEAD) each segment of a large object's manifest, and answers
+    400 when a check fails: with the object server down at that moment, the
+    manifest is sent again within the deadline, and a failure is transient."""
+    deadline = 30 if outage == "short" else 6
+    db, storage = open_db(cluster, tmp_path, container_name, deadline=deadline, timeout=30,
+                          large_object_threshold=1 << 20, segment_size=256 << 10)
+    store_blobs(db, kept=b"kept")
+    release = tmp_path / "release"
+    segments = f"/{container_name}_segments/"
+    hold = {"method": "HEAD", "path": segments, "hold_until": str(release)}
+    manifest_puts = (f"PUT /v1/AUTH_test/{container_name}/", "multipart-manifest")
+    data = os.urandom(3 << 20)
+    with injected(cluster, hold):
+        commit, join = in_background(store_blobs, db, large=data)
+        wait_for(lambda: [r for r in cluster.faults_applied() if segments in r["path"]],
+                 "the manifest's check of a segment to be held")
+        with server_fault(cluster, "object", "stopped"):
+            release.touch()
+            if outage == "short":
+                wait_for_logged(cluster, *manifest_puts, " 400 ")
+            else:
+                with pytest.raises(SwiftTransientError, match="segments unavailable"):
+                    join()
+        if outage == "short":
+            join()
+    assert logged(cluster, "HEAD ", segments, " 503 "), "a check met the object server down"
+    assert logged(cluster, *manifest_puts, " 400 "), "and Swift refused the manifest"
+    if outage == "short":
+        storage._shared.cache.clear()
+        assert blob_bytes(db, "large") == data
+    else:
+        with db.transaction() as conn:
+            assert "large" not in conn.root()
+        store_blobs(db, kept=b"after the outage")
+        assert blob_bytes(db, "kept") == b"after the outage"
     db.close()
 
 

@@ -2,12 +2,11 @@
 
 import logging
 import os
-import threading
 import time
 
 import pytest
 
-from conftest import credentials_for, download_cut_mid_stream
+from conftest import credentials_for, download_cut_mid_stream, in_background
 from zodb_swiftblobs.swiftaccess import SwiftContainer, TransientSwiftError, file_md5
 
 
@@ -17,27 +16,6 @@ def cluster(start_cluster):
     cluster = start_cluster("faults")
     yield cluster
     cluster.stop()
-
-
-def in_background(function, *args, delay=0.0):
-    """Run *function* in a thread after *delay*; join() re-raises its error."""
-    errors = []
-
-    def run():
-        time.sleep(delay)
-        try:
-            function(*args)
-        except Exception as exc:  # re-raised by join()
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-
-    def join():
-        thread.join()
-        if errors:
-            raise errors[0]
-    return thread, join
 
 
 @pytest.fixture

@@ -469,3 +469,26 @@ def test_copy_inside_swift_plain_and_large(swift_container, tmp_path):
     assert swift_container.head("small-copy").metadata == {"k": "v"}
     with pytest.raises(NotFoundError):
         swift_container.copy("absent", "anything")
+
+
+@pytest.mark.parametrize("body, unavailable", [
+    (b"Errors:\n/c_segments/a/00000000, 503 Service Unavailable\n"
+     b"/c_segments/a/00000001, 503 Service Unavailable\n", ["503 Service Unavailable"]),
+    (b'{"Errors": [["/c_segments/a/00000000", "507 Insufficient Storage"]]}',
+     ["507 Insufficient Storage"]),
+    (b"Errors:\n/c_segments/a/00000000, 503 Service Unavailable\n"
+     b"/c_segments/a/00000001, Etag Mismatch\n", []),
+    (b"Errors:\n/c_segments/a/00000000, 404 Not Found\n", []),
+    (b"Errors:\n/c_segments/a/00000000, Size Mismatch\n", []),
+    (b"Manifest must be valid JSON.\n", []),
+    (b"", []),
+])
+def test_a_manifest_refused_for_unavailable_segments_only_is_transient(body, unavailable):
+    """Swift's 400 to a manifest PUT lists each segment whose check failed: only
+    segments that could not be checked (5xx) make it worth sending again."""
+    from swiftclient.exceptions import ClientException
+
+    from zodb_swiftblobs.swiftaccess import _unavailable_segments
+
+    error = ClientException("Object PUT failed", http_status=400, http_response_content=body)
+    assert _unavailable_segments(error) == unavailable
