@@ -124,6 +124,21 @@ def in_background(function, *args, delay=0.0, **kwargs):
     return thread, join
 
 
+def awaited_locks(directory):
+    """The files in *directory* whose lock (flock, lockf) a thread or process
+    is waiting for: Linux lists each waiting request in /proc/locks, marked
+    ``->``, with the device and inode of its file."""
+    files = {}
+    for name in os.listdir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            status = os.stat(os.path.join(directory, name))
+            device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+            files[f"{device}:{status.st_ino}"] = name
+    with open("/proc/locks") as f:
+        waiting = [line.split() for line in f if " -> " in line]
+    return sorted({files[field] for fields in waiting for field in fields if field in files})
+
+
 def logged(cluster, *needles):
     """The lines of the proxy's log that contain every one of *needles*."""
     return [line for line in proxy_log(cluster).splitlines()
