@@ -99,7 +99,7 @@ def wait_for(condition, what, timeout=60.0):
             return result
         if time.monotonic() > give_up:
             raise AssertionError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 def in_background(function, *args, delay=0.0, **kwargs):

@@ -13,7 +13,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
 
 from conftest import (blob_objects, child_environment, corrupt_cached_file, credentials_for,
-                      mounted, proxy_log, swift_storage)
+                      mounted, swift_storage, wait_for_logged)
 from test_storage import commit_blob, read_blob
 from zodb_swiftblobs.storage import BlobCacheError
 from zodb_swiftblobs.swiftaccess import SwiftContainer
@@ -42,9 +42,11 @@ def cached_path(cache_dir, oid, serial):
     return os.path.join(cache_dir, oid.hex(), f"{serial.hex()}.blob")
 
 
-def downloads(cluster, container, oid, serial):
-    """How many GETs of the object of (*oid*, *serial*) the proxy has logged."""
-    return proxy_log(cluster).count(f"GET /v1/AUTH_test/{container}/{oid.hex()}/{serial.hex()}")
+def downloads(cluster, container, oid, serial, *, expected):
+    """How many GETs of the object of (*oid*, *serial*) the proxy has logged,
+    once it has logged the *expected* number."""
+    return len(wait_for_logged(
+        cluster, f"GET /v1/AUTH_test/{container}/{oid.hex()}/{serial.hex()}", count=expected))
 
 
 def commit_elsewhere(cluster, data_fs, container, cache_dir, blobs):
@@ -81,7 +83,7 @@ def test_a_corrupt_or_truncated_cached_blob_is_fetched_again(devswift, tmp_path,
         os.chmod(path, 0o600)
         os.truncate(path, 1000)
         assert read_blob(db, "blob") == data
-        assert downloads(devswift, container_name, oid, serial) == 1
+        assert downloads(devswift, container_name, oid, serial, expected=1) == 1
         assert storage.cache_stats()["corrupt"] == 1
     finally:
         db.close()
@@ -91,7 +93,7 @@ def test_a_corrupt_or_truncated_cached_blob_is_fetched_again(devswift, tmp_path,
     assert read == data
     assert (stats["corrupt"], stats["misses"]) == (1, 1)
     assert f"{path} is corrupt (checksum mismatch); fetching it again" in stderr
-    assert downloads(devswift, container_name, oid, serial) == 2
+    assert downloads(devswift, container_name, oid, serial, expected=2) == 2
     read, stats, _ = read_in_new_process(devswift, data_fs, cache_dir, container_name)
     assert read == data and (stats["corrupt"], stats["misses"]) == (0, 0)
 
