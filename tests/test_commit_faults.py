@@ -239,11 +239,12 @@ def test_object_server_down_while_a_manifest_is_checked(cluster, tmp_path, conta
     store_blobs(db, kept=b"kept")
     release = tmp_path / "release"
     segments = f"/{container_name}_segments/"
-    hold = {"method": "HEAD", "path": segments, "hold_until": str(release)}
+    # Every check of a segment waits until the object server is down.
+    hold = {"method": "HEAD", "path": segments, "hold_until": str(release), "times": 10000}
     manifest_puts = (f"PUT /v1/AUTH_test/{container_name}/", "multipart-manifest")
     data = os.urandom(3 << 20)
     with injected(cluster, hold):
-        commit, join = in_background(store_blobs, db, large=data)
+        _, join = in_background(store_blobs, db, large=data)
         wait_for(lambda: [r for r in cluster.faults_applied() if segments in r["path"]],
                  "the manifest's check of a segment to be held")
         with server_fault(cluster, "object", "stopped"):
@@ -255,8 +256,8 @@ def test_object_server_down_while_a_manifest_is_checked(cluster, tmp_path, conta
                     join()
         if outage == "short":
             join()
-    assert logged(cluster, "HEAD ", segments, " 503 "), "a check met the object server down"
-    assert logged(cluster, *manifest_puts, " 400 "), "and Swift refused the manifest"
+    wait_for_logged(cluster, "HEAD ", segments, " 503 ")  # a check met the server down
+    wait_for_logged(cluster, *manifest_puts, " 400 ")  # and Swift refused the manifest
     if outage == "short":
         storage._shared.cache.clear()
         assert blob_bytes(db, "large") == data
