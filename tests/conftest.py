@@ -89,6 +89,72 @@ def proxy_log(cluster):
         return f.read()
 
 
+def wait_for(condition, what, timeout=60.0):
+    """Poll *condition* until it returns something true, and return that; fail
+    after *timeout* seconds (generous: the machine may be loaded)."""
+    give_up = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > give_up:
+            raise AssertionError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.05)
+
+
+def in_background(function, *args, delay=0.0, **kwargs):
+    """Run *function* in a thread after *delay* seconds; returns (the thread,
+    join), join() waiting for it and re-raising its error."""
+    errors = []
+
+    def run():
+        time.sleep(delay)
+        try:
+            function(*args, **kwargs)
+        except Exception as exc:  # re-raised by join()
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def join():
+        thread.join()
+        if errors:
+            raise errors[0]
+    return thread, join
+
+
+def awaited_locks(directory):
+    """The files in *directory* whose lock (flock, lockf) a thread or process
+    is waiting for: Linux lists each waiting request in /proc/locks, marked
+    ``->``, with the device and inode of its file."""
+    files = {}
+    for name in os.listdir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            status = os.stat(os.path.join(directory, name))
+            device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+            files[f"{device}:{status.st_ino}"] = name
+    with open("/proc/locks") as f:
+        waiting = [line.split() for line in f if " -> " in line]
+    return sorted({files[field] for fields in waiting for field in fields if field in files})
+
+
+def logged(cluster, *needles):
+    """The lines of the proxy's log that contain every one of *needles*."""
+    return [line for line in proxy_log(cluster).splitlines()
+            if all(needle in line for needle in needles)]
+
+
+def wait_for_logged(cluster, *needles, count=1, timeout=60.0):
+    """The proxy's log lines containing every one of *needles*, once there are
+    at least *count* of them: the proxy writes a request's line only after
+    it has answered, so a client may see the answer before the line."""
+    def enough():
+        lines = logged(cluster, *needles)
+        return lines if len(lines) >= count else None
+    return wait_for(enough, f"{count} proxy log line(s) with {needles}", timeout)
+
+
 def assert_secret_free(error, *secrets):
     """No secret anywhere in *error*, its chained exceptions or their attributes
     (a chained requests exception would carry the request with its headers)."""

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import corrupt_cached_file, mounted, read
+from conftest import awaited_locks, corrupt_cached_file, mounted, read, wait_for
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
 
 MIB = 1 << 20
@@ -216,6 +216,8 @@ def test_file_appears_only_complete(make_cache):
         fetching = pool.submit(cache.get, OID, TID, slow_fetch)
         assert half_written.wait(WAIT)
         waiting = pool.submit(cache.get, OID, TID, writer(b"wrong", second_fetches))
+        wait_for(lambda: awaited_locks(os.path.dirname(cache.path(OID, TID))),
+                 "the second reader to wait for the revision's lock")
         assert not os.path.exists(cache.path(OID, TID))
         finish.set()
         assert fetching.result(WAIT) == waiting.result(WAIT) == cache.path(OID, TID)
@@ -398,6 +400,8 @@ def test_reader_waiting_for_a_failed_fetch_fetches_itself(make_cache):
         failing = pool.submit(cache.get, OID, TID, failing_fetch)
         assert fetching.wait(WAIT)
         waiting = pool.submit(cache.get, OID, TID, writer(b"complete", calls))
+        wait_for(lambda: awaited_locks(os.path.dirname(cache.path(OID, TID))),
+                 "the second reader to wait for the revision's lock")
         fail.set()
         with pytest.raises(FetchFailed):
             failing.result(WAIT)

@@ -3,6 +3,8 @@ read-only disk (real small and read-only mounts, the real local Swift)."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
 
 from conftest import (blob_objects, child_environment, corrupt_cached_file, credentials_for,
-                      mounted, proxy_log, swift_storage)
+                      mounted, swift_storage, wait_for_logged)
 from test_storage import commit_blob, read_blob
 from zodb_swiftblobs.storage import BlobCacheError
 from zodb_swiftblobs.swiftaccess import SwiftContainer
@@ -38,13 +40,62 @@ print(json.dumps({"data": data.hex(), "stats": stats}))
 """
 
 
+UNWRITABLE = """
+import json, os, sys, ZODB
+from ZODB.blob import Blob
+from ZODB.FileStorage import FileStorage
+from zodb_swiftblobs.storage import BlobCacheError, SwiftBlobStorage
+
+data_fs, cache_dir, container, auth_url, user, key, oid, serial = sys.argv[1:]
+uncached = bytes.fromhex(oid), bytes.fromhex(serial)
+storage = SwiftBlobStorage(FileStorage(data_fs), container=container, cache_dir=cache_dir,
+                           auth_url=auth_url, user=user, key=key)
+db = ZODB.DB(storage)
+with db.transaction() as conn:
+    conn.root()["cached"] = Blob(b"in the cache too")
+
+
+def set_mode(mode):
+    for directory, _, _ in os.walk(cache_dir):
+        os.chmod(directory, mode)
+
+
+def commit():
+    with db.transaction() as conn:
+        conn.root()["new"] = Blob(b"new")
+
+
+results = {}
+set_mode(0o500)
+try:
+    with db.transaction() as conn:
+        with conn.root()["cached"].open() as f:
+            results["cached"] = f.read().decode()
+    for step, action in (("download", lambda: storage.loadBlob(*uncached)),
+                         ("commit", commit)):
+        try:
+            action()
+        except BlobCacheError as exc:
+            results[step] = str(exc)
+finally:
+    set_mode(0o700)
+results["staged"] = os.listdir(os.path.join(cache_dir, "tmp"))
+with open(storage.loadBlob(*uncached), "rb") as f:
+    results["uncached"] = f.read().decode()
+db.close()
+print(json.dumps(results))
+"""
+
+
 def cached_path(cache_dir, oid, serial):
     return os.path.join(cache_dir, oid.hex(), f"{serial.hex()}.blob")
 
 
-def downloads(cluster, container, oid, serial):
-    """How many GETs of the object of (*oid*, *serial*) the proxy has logged."""
-    return proxy_log(cluster).count(f"GET /v1/AUTH_test/{container}/{oid.hex()}/{serial.hex()}")
+def downloads(cluster, container, oid, serial, *, expected):
+    """How many GETs of the object of (*oid*, *serial*) the proxy has logged,
+    once it has logged the *expected* number."""
+    return len(wait_for_logged(
+        cluster, f"GET /v1/AUTH_test/{container}/{oid.hex()}/{serial.hex()}", count=expected))
 
 
 def commit_elsewhere(cluster, data_fs, container, cache_dir, blobs):
@@ -81,7 +132,7 @@ def test_a_corrupt_or_truncated_cached_blob_is_fetched_again(devswift, tmp_path,
         os.chmod(path, 0o600)
         os.truncate(path, 1000)
         assert read_blob(db, "blob") == data
-        assert downloads(devswift, container_name, oid, serial) == 1
+        assert downloads(devswift, container_name, oid, serial, expected=1) == 1
         assert storage.cache_stats()["corrupt"] == 1
     finally:
         db.close()
@@ -91,7 +142,7 @@ def test_a_corrupt_or_truncated_cached_blob_is_fetched_again(devswift, tmp_path,
     assert read == data
     assert (stats["corrupt"], stats["misses"]) == (1, 1)
     assert f"{path} is corrupt (checksum mismatch); fetching it again" in stderr
-    assert downloads(devswift, container_name, oid, serial) == 2
+    assert downloads(devswift, container_name, oid, serial, expected=2) == 2
     read, stats, _ = read_in_new_process(devswift, data_fs, cache_dir, container_name)
     assert read == data and (stats["corrupt"], stats["misses"]) == (0, 0)
 
@@ -176,6 +227,35 @@ def test_a_cache_remounted_read_only_serves_what_it_holds(devswift, tmp_path,
             assert read_blob(db, "uncached") == b"in Swift only"
         finally:
             db.close()
+
+
+def test_a_cache_directory_without_write_permission_serves_what_it_holds(
+        devswift, tmp_path, container_name):
+    """The read-only cache where no file system can be mounted: its
+    directories made read-only by their permissions, in a child process (as
+    root, one without root's power to override permissions)."""
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    oid, serial = commit_elsewhere(devswift, data_fs, container_name, tmp_path / "committer",
+                                   {"uncached": b"in Swift only"})["uncached"]
+    credentials = credentials_for(devswift)
+    argv = [sys.executable, "-c", UNWRITABLE, data_fs, str(cache_dir), container_name,
+            credentials.auth_url, credentials.user, credentials.key, oid.hex(), serial.hex()]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("as root, this needs setpriv (util-linux) to drop root's power to "
+                        "override permissions")
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *argv]
+    child = subprocess.run(argv, capture_output=True, text=True, env=child_environment(),
+                           timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]
+    results = json.loads(child.stdout)
+    denied = r": Permission denied \(check its permissions and how its file system is mounted\)"
+    assert re.fullmatch(f"blob cache {cache_dir}: cannot store revision {serial.hex()} of "
+                        f"blob {oid.hex()}{denied}", results.pop("download"))
+    assert re.fullmatch(f"blob cache {cache_dir}: cannot stage {cache_dir}/tmp/.*{denied}",
+                        results.pop("commit"))
+    assert results == {"cached": "in the cache too", "staged": [],
+                       "uncached": "in Swift only"}
 
 
 def test_a_download_killed_midway_leaves_nothing_once_read_again(devswift, tmp_path,

@@ -17,8 +17,8 @@ from ZODB.blob import Blob
 
 from conftest import assert_secret_free, mint_token, swift_config
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs.storage import SwiftBlobStorage
-from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs.swiftaccess import AuthenticationError, Credentials, SwiftContainer
 
 ENCRYPTION_KEY = base64.b64encode(b"k" * 16 + os.urandom(16)).decode()
 TEMP_URL_KEY = "temp-url-key-that-is-secret-" + os.urandom(6).hex()
@@ -55,13 +55,13 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     secrets = [settings.key, token, token[8:24], ENCRYPTION_KEY, TEMP_URL_KEY]
     texts, errors = [], []
 
-    def failing(operation):
-        try:
+    def failing(expected, match, operation):
+        """Run *operation*, which must fail with *expected* (its message
+        matching *match*); keep the error, searched for secrets below."""
+        with pytest.raises(expected, match=match) as raised:
             operation()
-        except Exception as exc:  # searched below
-            errors.append(exc)
-        else:
-            raise AssertionError("expected a failure")
+        assert type(raised.value) is expected, f"{type(raised.value).__name__}: {raised.value}"
+        errors.append(raised.value)
 
     config = tmp_path / "zodb.conf"
     config.write_text(config_text(cluster, container_name, tmp_path))
@@ -83,11 +83,12 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     cluster.stop_server("proxy")
     try:
         storage._shared.cache.clear()
-        failing(lambda: storage.loadBlob(oid, storage.load(oid)[1]))
+        failing(SwiftTransientError, "download .* gave up",
+                lambda: storage.loadBlob(oid, storage.load(oid)[1]))
         def commit():
             with db.transaction() as conn:
                 conn.root()["small"] = Blob(b"never")
-        failing(commit)
+        failing(SwiftTransientError, "upload .* gave up", commit)
     finally:
         cluster.start_server("proxy")
     db.close()
@@ -105,7 +106,8 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     status, out, err = run_cli("verify", str(wrong), "--json")
     assert status == 1 and "rejected" in out
     texts += [out, err]
-    failing(lambda: ZODB.config.databaseFromString(wrong.read_text()))
+    failing(SwiftStorageError, "credentials rejected",
+            lambda: ZODB.config.databaseFromString(wrong.read_text()))
 
     preauthenticated = Credentials(preauth_url=settings.storage_url, preauth_token=token)
     container = SwiftContainer(preauthenticated, container_name, deadline=2, timeout=1)
@@ -115,10 +117,11 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     expired = mint_token(cluster, age=cluster.token_life + 60)
     stale = SwiftContainer(Credentials(preauth_url=settings.storage_url,
                                        preauth_token=expired), container_name)
-    failing(lambda: list(stale.list()))
+    failing(AuthenticationError, "pre-authenticated token was rejected",
+            lambda: list(stale.list()))
     stale.close()
     secrets += [expired, expired[8:24]]
-    failing(lambda: SwiftBlobStorage(
+    failing(ValueError, "encryption key", lambda: SwiftBlobStorage(
         ZODB.MappingStorage.MappingStorage(), container=container_name,
         cache_dir=str(tmp_path / "other"), auth_url=settings.auth_url, user=settings.user,
         key=settings.key, encryption_keys="not-a-key-" + ENCRYPTION_KEY[:20]))

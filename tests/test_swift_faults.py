@@ -2,12 +2,12 @@
 
 import logging
 import os
-import threading
 import time
 
 import pytest
 
-from conftest import credentials_for, download_cut_mid_stream
+from conftest import (credentials_for, download_cut_mid_stream, in_background, logged,
+                      wait_for_logged)
 from zodb_swiftblobs.swiftaccess import SwiftContainer, TransientSwiftError, file_md5
 
 
@@ -17,27 +17,6 @@ def cluster(start_cluster):
     cluster = start_cluster("faults")
     yield cluster
     cluster.stop()
-
-
-def in_background(function, *args, delay=0.0):
-    """Run *function* in a thread after *delay*; join() re-raises its error."""
-    errors = []
-
-    def run():
-        time.sleep(delay)
-        try:
-            function(*args)
-        except Exception as exc:  # re-raised by join()
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-
-    def join():
-        thread.join()
-        if errors:
-            raise errors[0]
-    return thread, join
 
 
 @pytest.fixture
@@ -162,14 +141,11 @@ def test_rate_limited_requests_are_retried(start_cluster, tmp_path):
             container.ensure_container()
             container.close()
         elapsed = time.monotonic() - started
-        with open(f"{cluster.logs}/proxy.log", errors="replace") as f:
-            log = f.read()
-        limited = sum(" 498 " in line and "PUT /v1/AUTH_test/limited-" in line
-                      for line in log.splitlines())
-        assert limited > 0, "the cluster did not rate-limit: the test proves nothing"
-        created = sum(" 201 " in line and "PUT /v1/AUTH_test/limited-" in line
-                      for line in log.splitlines())
-        assert created == len(names)
+        created = wait_for_logged(cluster, "PUT /v1/AUTH_test/limited-", " 201 ",
+                                  count=len(names))
+        assert len(created) == len(names)
+        limited = logged(cluster, "PUT /v1/AUTH_test/limited-", " 498 ")
+        assert limited, "the cluster did not rate-limit: the test proves nothing"
         assert elapsed > 2, f"8 container PUTs at 2/s took {elapsed:.1f}s"
     finally:
         cluster.stop()

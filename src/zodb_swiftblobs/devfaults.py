@@ -13,19 +13,30 @@ of their path, and applies to the next *times* of them:
   ``Retry-After`` header) instead of passing the request on;
 - ``{"flip_body": true}`` inverts one byte in the middle of the request body
   on its way to the object server, which then stores (and hashes) the damaged
-  bytes.
+  bytes;
+- ``{"hold_until": "/some/file"}`` holds the request until that file exists
+  (at most HOLD_LIMIT seconds), then passes it on: a test can change the
+  cluster (stop a server, say) at exactly that point of a client's operation.
 
 The file is read again whenever it changes; rewriting it restarts the counts.
 Rules see requests as the proxy application gets them: a bulk delete arrives
-as one DELETE per object, a large object's download as its segments' GETs.
+as one DELETE per object, a large object's download as its segments' GETs,
+the check of a large object's manifest as one HEAD per segment.
+
+Every use of a rule is appended to ``faults.log`` beside the rules, as a JSON
+line (``time``, ``method``, ``path``, ``rule``: its index), before the request
+is answered or passed on: once a client has its answer, the line is there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 RULES_FILE = "faults.json"
+RECORD_FILE = "faults.log"
+HOLD_LIMIT = 300.0  # seconds
 
 
 class FaultMiddleware:
@@ -39,9 +50,13 @@ class FaultMiddleware:
 
     def __call__(self, environ: dict, start_response):
         """Answer with the fault of the first matching rule, or pass the request on."""
-        rule = self._take(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        rule = self._take(method, path)
         if rule is None:
             return self.app(environ, start_response)
+        self._record(method, path, rule)
+        if rule.get("hold_until"):
+            _hold_until(rule["hold_until"])
         if "status" in rule:
             headers = [("Content-Type", "text/plain"), ("Content-Length", "0")]
             if rule.get("retry_after") is not None:
@@ -64,13 +79,29 @@ class FaultMiddleware:
             with open(self.rules_path, encoding="utf-8") as f:
                 self._rules = json.load(f)
             self._version = version
-        for rule in self._rules:
+        for index, rule in enumerate(self._rules):
             if rule.get("times", 1) <= 0:
                 continue
             if rule.get("method", method) == method and rule.get("path", "") in path:
                 rule["times"] = rule.get("times", 1) - 1
-                return rule
+                return {**rule, "index": index}
         return None
+
+    def _record(self, method: str, path: str, rule: dict) -> None:
+        line = json.dumps({"time": time.time(), "method": method, "path": path,
+                           "rule": rule["index"]})
+        with open(os.path.join(os.path.dirname(self.rules_path), RECORD_FILE), "a",
+                  encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def _hold_until(release_path: str) -> None:
+    """Wait (letting the proxy's other requests run) until *release_path* exists."""
+    import eventlet  # only in the proxy's process, which runs on eventlet
+
+    give_up = time.monotonic() + HOLD_LIMIT
+    while not os.path.exists(release_path) and time.monotonic() < give_up:
+        eventlet.sleep(0.05)
 
 
 class _FlippingReader:

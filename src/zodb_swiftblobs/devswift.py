@@ -302,6 +302,17 @@ class DevSwift:
             json.dump(list(rules), f)
         os.replace(temporary, self.faults_path)
 
+    def faults_applied(self) -> list[dict]:
+        """Every use of a fault rule so far, oldest first (see
+        :mod:`zodb_swiftblobs.devfaults`): dicts of ``time``, ``method``,
+        ``path`` and ``rule`` (the rule's index)."""
+        try:
+            with open(os.path.join(self.directory, devfaults.RECORD_FILE),
+                      encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.endswith("\n")]
+        except FileNotFoundError:
+            return []
+
     def _signal(self, name: str, signum: int) -> None:
         pid = self._owned_pid(self.state, name)
         if not pid:

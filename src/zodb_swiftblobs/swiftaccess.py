@@ -54,6 +54,10 @@ MIB = 1 << 20
 GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
 RETRYABLE_STATUSES = frozenset({408, 429, 498})
+# No request waits less for its answer than this (or than the timeout, when
+# shorter), however little of its deadline is left: a client that gives up
+# sooner abandons requests that Swift still carries out after it has left.
+MIN_REQUEST_WAIT = 1.0
 UPLOAD_ATTEMPTS = 3  # uploads whose stored bytes differ from those sent are sent again
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
@@ -578,18 +582,23 @@ class SwiftContainer:
         if not isinstance(deadline, Deadline):
             deadline = Deadline(self.deadline if deadline is None else deadline)
         attempt, reauthenticated, last, last_txn = 0, False, "no attempt made", None
+        shortest_wait = min(timeout or self.timeout, MIN_REQUEST_WAIT)
         while True:
             attempt += 1
-            remaining = deadline.remaining()
+            wait_for_answer = min(timeout or self.timeout,
+                                  max(deadline.remaining(), shortest_wait))
             token, failure, wait = None, None, 0.0
             try:
-                url, token = self._tokens.current(max(remaining, 0.1))
+                url, token = self._tokens.current(wait_for_answer)
                 parsed, conn = self._http(url)
-                conn.requests_args["timeout"] = max(0.1, min(timeout or self.timeout, remaining))
+                conn.requests_args["timeout"] = wait_for_answer
                 return func(url, token, (parsed, conn))
             except ClientException as exc:
                 status, last_txn = exc.http_status, exc.transaction_id
                 last = f"status {status} {exc.http_reason or ''}".strip()
+                unavailable = _unavailable_segments(exc) if status == 400 else []
+                if unavailable:
+                    last += f": segments unavailable ({', '.join(unavailable)})"
                 if status == 401 and token is not None and not reauthenticated \
                         and self._tokens.invalidate(token):
                     reauthenticated = True
@@ -629,7 +638,7 @@ class SwiftContainer:
                 raise failure
             delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
             delay = max(delay * random.uniform(0.5, 1.0), wait)
-            if delay >= deadline.remaining():
+            if delay + shortest_wait > deadline.remaining():
                 raise TransientSwiftError(
                     f"gave up after {attempt} attempt(s) within the {deadline.seconds:.0f}s "
                     f"deadline; last error: {last}", operation=operation, name=name,
@@ -658,6 +667,8 @@ class SwiftContainer:
                                          transaction_id=txn)
         if status is not None and (status in RETRYABLE_STATUSES or status >= 500):
             return None
+        if status == 400 and _unavailable_segments(exc):
+            return None  # a large object's manifest whose segments could not be checked
         reason = exc.http_reason or exc.msg
         content = exc.http_response_content
         if isinstance(content, bytes):
@@ -1064,7 +1075,7 @@ class SwiftContainer:
                 if not future.cancelled():
                     future.exception()
             if manifest_sent and isinstance(exc, TransientSwiftError):
-                stored = self._manifest_stored(name, prefix)
+                stored = self._manifest_stored(name, prefix, limit)
                 if stored:
                     return StoredObject(name, size, None, True, None, _metadata_of(headers))
                 if stored is None:
@@ -1150,13 +1161,14 @@ class SwiftContainer:
                     f"says {segment['bytes']}")
         return None
 
-    def _manifest_stored(self, name: str, prefix: str) -> bool | None:
+    def _manifest_stored(self, name: str, prefix: str, limit: Deadline) -> bool | None:
         """Whether the manifest of this upload (segment *prefix*) is in Swift;
-        None when that cannot be told."""
+        None when that cannot be told within what is left of *limit* (one
+        attempt when nothing is)."""
         try:
             _, body = self._call("manifest check", name, lambda u, t, h: swift.get_object(
                 u, t, self.container, name, query_string="multipart-manifest=get",
-                http_conn=h))
+                http_conn=h), deadline=max(0.0, limit.remaining()))
             segments = json.loads(body)
         except NotFoundError:
             return False
@@ -1362,6 +1374,41 @@ def container_arguments(container: str, **options) -> tuple[Credentials, dict]:
     check_settings(container, **{name: settings[name] for name in _SETTINGS
                                  if name not in ("storage_policy", "encryption")})
     return credentials, options
+
+
+def _unavailable_segments(exc: ClientException) -> list[str]:
+    """The statuses of the segments that a Static Large Object's manifest PUT
+    could not check, when that is all that is wrong with it.
+
+    Swift checks (HEAD) every segment of a manifest it is given, and answers
+    400 listing each segment with a problem after ``Errors:`` (or, asked
+    for JSON, under ``"Errors"``): its status, such as ``503 Service
+    Unavailable`` when an object server is down, or a mismatch.  Empty when
+    the response is no such list or any problem is permanent (a segment
+    missing, or not what the manifest says).
+    """
+    content = exc.http_response_content
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    if not content:
+        return []
+    try:
+        problems = json.loads(content).get("Errors")
+    except (ValueError, AttributeError):
+        _, found, listed = content.partition("Errors:")
+        problems = [line.rsplit(", ", 1) for line in listed.splitlines() if line.strip()] \
+            if found else None
+    if not isinstance(problems, list) or not problems:
+        return []
+    statuses = []
+    for problem in problems:
+        if not isinstance(problem, list) or len(problem) != 2:
+            return []
+        code = str(problem[1]).split(" ", 1)[0]
+        if not code.isdigit() or not (int(code) in RETRYABLE_STATUSES or int(code) >= 500):
+            return []
+        statuses.append(str(problem[1]))
+    return sorted(set(statuses))
 
 
 def _retry_after(exc: ClientException) -> float:
