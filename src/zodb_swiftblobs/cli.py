@@ -413,13 +413,14 @@ def _demo_run(credentials: Credentials, container_name: str, work: str, count: i
           "(copied inside Swift)")
     listing = SwiftContainer(credentials, container_name)
 
-    def revisions() -> int:
-        return sum(1 for o in listing.list(prefix) if storage.key_layout.parse(o.name))
-    before = revisions()
+    def revisions() -> list:
+        return [o for o in listing.list(prefix) if storage.key_layout.parse(o.name)]
+    before = len(revisions())
     db.pack()
-    after = revisions()
-    print(f"packed: garbage collection removed {before - after} of {before} blob revisions "
-          "(those the pack dropped)")
+    scheduled = sum(1 for o in revisions() if o.marked_for_deletion is not None)
+    print(f"packed: garbage collection scheduled the deletion of {scheduled} of {before} "
+          "blob revisions (those the pack dropped) in a week, the gc grace period: a "
+          "database restored from an older backup gets them back with verify --repair")
     stats = storage.cache_stats()
     print("cache: " + ", ".join(f"{key} {value}" for key, value in sorted(stats.items())))
     removed = listing.delete_many(listing.list(prefix))
