@@ -40,8 +40,8 @@ def swift_http(devswift):
     """A raw client, to see what Swift holds (headers, segments) as it is."""
     settings = devswift.settings()
     url, token = swiftclient.get_auth(settings.auth_url, settings.user, settings.key)
-    return lambda method, container, name: getattr(swiftclient, f"{method}_object")(
-        url, token, container, name)
+    return lambda method, container, name, **options: getattr(
+        swiftclient, f"{method}_object")(url, token, container, name, **options)
 
 
 def write_config(devswift, tmp_path, container_name, cache, grace=GRACE):
@@ -186,3 +186,62 @@ def test_by_default_orphans_are_deleted_a_week_later(devswift, tmp_path, contain
     assert main(["gc", str(config), "--min-age", "0"]) == 0
     assert "scheduled for deletion in 604800s 0 (1 scheduled earlier)" in \
         capsys.readouterr().out
+
+
+def test_orphaned_segments_are_scheduled_once(devswift, tmp_path, container_name,
+                                              swift_container, swift_http):
+    """The segments of a large upload whose manifest never came (or went) are
+    scheduled for deletion too, and a later sweep leaves them as they are."""
+    storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                            tmp_path / "cache", gc_grace_period=3600)
+    db = ZODB.DB(storage)
+    store_blobs(db, kept=b"kept")
+    _, tid = blob_revision(db, "kept")
+    name = KeyLayout().key(b"\0" * 7 + b"\xf1", tid)
+    (tmp_path / "large").write_bytes(os.urandom(5 << 20))
+    swift_container.upload(name, str(tmp_path / "large"))
+    swift_container.delete(name, large=False)  # the manifest only
+    segments = segments_of(swift_container, name)
+    assert len(segments) == 5
+
+    report = storage.collect_garbage()
+    assert (report.orphan_segments, report.scheduled_segments, report.deleted_segments) == \
+        (5, 5, 0)
+    times = [delete_at(swift_http, swift_container.segment_container, s) for s in segments]
+    assert None not in times
+    report = storage.collect_garbage(grace_period=7200)
+    assert (report.orphan_segments, report.scheduled_segments) == (5, 0)
+    assert times == [delete_at(swift_http, swift_container.segment_container, s)
+                     for s in segments], "not pushed later"
+    db.close()
+
+
+def test_a_deep_verification_sees_schedules_listings_do_not_show(
+        devswift, tmp_path, container_name, swift_http, capsys):
+    """A deletion scheduled without the mark in the listing (its listing update
+    queued while a container server was down, or set by hand) escapes the
+    listing; reading every object finds it, and --repair cancels it keeping
+    the encryption metadata."""
+    config = write_config(devswift, tmp_path, container_name, "cache")
+    db = ZODB.config.databaseFromURL(str(config))
+    store_blobs(db, b=b"referenced")
+    name = KeyLayout().key(*blob_revision(db, "b"))
+    db.close()
+    metadata = {key: value for key, value in swift_http("head", container_name, name).items()
+                if key.startswith("x-object-meta-")}
+    assert metadata, "encrypted: the object has metadata to keep"
+    swift_http("post", container_name, name,
+               headers={**metadata, "X-Delete-At": str(int(time.time()) + 3600)})
+
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["scheduled"]) == (0, []), "no mark in the listing: not seen"
+    status, report = run(capsys, "verify", str(config), "--deep")
+    assert (status, report["scheduled"]) == (1, [name])
+    status, report = run(capsys, "verify", str(config), "--deep", "--repair")
+    assert (status, report["repaired"]) == (0, [name])
+    assert delete_at(swift_http, container_name, name) is None
+    db = ZODB.config.databaseFromURL(str(write_config(devswift, tmp_path, container_name,
+                                                      "fresh-cache")))
+    with db.transaction() as conn, conn.root()["b"].open() as f:
+        assert f.read() == b"referenced"
+    db.close()

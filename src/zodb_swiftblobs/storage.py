@@ -380,7 +380,9 @@ class SwiftBlobStorage:
         return self._shared.cache.temporary_directory
 
     def loadBlob(self, oid: bytes, serial: bytes) -> str:
-        """The path of a local copy of revision *serial* of blob *oid*."""
+        """The path of a local copy of revision *serial* of blob *oid*.  An
+        object scheduled for deletion is served only while the base has its
+        revision (a database restored from a backup); else POSKeyError."""
         commit = self._commit
         if commit is not None:
             staged = commit.staged_path(oid, serial)
@@ -388,10 +390,15 @@ class SwiftBlobStorage:
                 return staged
         shared = self._shared
         name = shared.keys.key(oid, serial)
+
+        def fetch(path: str) -> None:
+            stored = shared.container.download(name, path)
+            if stored.delete_at is not None and not revision_exists(self.base, oid, serial):
+                raise NotFoundError("scheduled for deletion by garbage collection",
+                                    operation="download", name=name)
         failure: Exception | None = None
         try:
-            return shared.cache.get(oid, serial,
-                                    lambda path: shared.container.download(name, path))
+            return shared.cache.get(oid, serial, fetch)
         except NotFoundError:
             failure = None
         except SwiftError as exc:
