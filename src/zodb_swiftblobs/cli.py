@@ -87,6 +87,14 @@ def _mib(nbytes: int) -> str:
     return f"{nbytes / MIB:.1f} MiB"
 
 
+def _duration_text(seconds: float) -> str:
+    """*seconds* as the duration options take them: 7d, 6h, 30m or 90s."""
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds // length:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _migrate(args: argparse.Namespace) -> int:
     section = swift_section(args.config, args.database)
     failure = None
@@ -212,19 +220,19 @@ def _gc(args: argparse.Namespace) -> int:
                                              progress=progress)
     finally:
         opened.close()
-    grace = report.grace_period
-    if grace:
-        verb = f"{'would schedule' if args.dry_run else 'scheduled'} for deletion in {grace:g}s"
+    if report.grace_period:
+        verb = "would schedule" if args.dry_run else "scheduled"
         count = report.orphans - report.already_scheduled if args.dry_run else report.scheduled
         segments = report.scheduled_segments
+        when = (f" for deletion in {_duration_text(report.grace_period)} "
+                f"({report.already_scheduled} scheduled earlier)")
     else:
         verb = "would delete" if args.dry_run else "deleted"
         count = report.orphans if args.dry_run else report.deleted
-        segments = report.deleted_segments
+        segments, when = report.deleted_segments, ""
     lines = [f"{'dry run: ' if args.dry_run else ''}{report.examined} objects examined, "
-             f"{report.orphans} orphans ({_mib(report.bytes)}), {verb} {count}"
-             + (f" ({report.already_scheduled} scheduled earlier)" if grace else "")
-             + f", {report.too_young} younger than {args.min_age:g}s kept, "
+             f"{report.orphans} orphans ({_mib(report.bytes)}), {verb} {count}{when}, "
+             f"{report.too_young} younger than {args.min_age:g}s kept, "
              f"in {report.seconds:.1f}s"]
     if report.orphan_segments:
         segments = report.orphan_segments if args.dry_run else segments

@@ -10,9 +10,10 @@ in bulk, or, with a grace period, schedules their deletion that much later
 the sweep finds its blobs still there: ``zodb-swiftblobs verify --repair``
 cancels the deletion of those it references.  An orphan found scheduled
 already is left as it is (its deletion is not pushed later).  Revisions newer
-than the last transaction committed when the sweep started are never touched: they may belong to commits still in progress, and
-neither are orphans younger than a minimum age, when one is given (commits in
-other processes that restore old transaction ids, such as migrations).
+than the last transaction committed when the sweep started are never touched:
+they may belong to commits still in progress, and neither are orphans younger
+than a minimum age, when one is given (commits in other processes that
+restore old transaction ids, such as migrations).
 """
 
 from __future__ import annotations
@@ -167,7 +168,6 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
     the main sweep apply (newer than *last_tid*, *protected*, younger than
     *min_age*: kept; with a grace period, scheduled for deletion)."""
     manifests: dict[str, set[str]] = {}
-
     grace_period = report.grace_period
 
     def delete(batch: list[str]) -> None:

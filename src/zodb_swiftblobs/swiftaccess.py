@@ -1170,8 +1170,9 @@ class SwiftContainer:
     def schedule_deletion(self, name: str, after: float, *,
                           container: str | None = None) -> int | None:
         """Have Swift delete object *name* of *container* (by default this
-        one; a large object with its segments) *after* seconds from now (X-Delete-At), unless it is scheduled already:
-        then return when (None: scheduled now).  The object keeps its metadata
+        one; a large object with its segments) *after* seconds from now
+        (X-Delete-At), unless it is scheduled already: then return when (None:
+        scheduled now).  The object keeps its metadata
         (a POST replaces it: it is sent again) and its content type gets the
         DELETION_MARK parameter, which listings show.  Segments are scheduled
         first: a large object is marked only once all its parts are."""

@@ -169,8 +169,8 @@ class _Checker:
             self._advance(0)
             return
         except Exception as exc:  # neither missing nor present: unchecked
-            self._record(name, None, f"{type(exc).__name__}: {exc}"
-                         if not isinstance(exc, SwiftError) else str(exc))
+            self._record(name, None, str(exc) if isinstance(exc, SwiftError)
+                         else f"{type(exc).__name__}: {exc}")
             self._advance(0)
             return
         with self.lock:
@@ -183,12 +183,13 @@ class _Checker:
         try:
             if stored.large:
                 problem = self.container.large_object_problem(stored.name)
+            scheduled = stored.delete_at is not None or stored.marked_for_deletion is not None
             if problem is None and self.deep:
                 received = self.container.check(stored.name)
                 if received.size != stored.size:
                     problem = f"{received.size} bytes, listed as {stored.size}"
-                stored = received
-            if stored.delete_at is not None or stored.marked_for_deletion is not None:
+                scheduled = scheduled or received.delete_at is not None
+            if scheduled:
                 self._scheduled(stored.name)
         except MissingKeyError as exc:
             unchecked = str(exc)
