@@ -11,6 +11,7 @@ import shutil
 import time
 
 import pytest
+import transaction
 import ZODB
 import ZODB.config
 from swiftclient import client as swiftclient
@@ -238,4 +239,35 @@ def test_a_deep_verification_sees_schedules_listings_do_not_show(
                                                       "fresh-cache")))
     with db.transaction() as conn, conn.root()["b"].open() as f:
         assert f.read() == b"referenced"
+    db.close()
+
+
+def test_undo_to_a_revision_scheduled_for_deletion_copies_no_schedule(
+        devswift, tmp_path, container_name, view, swift_http):
+    """In a restored database not repaired yet, undo brings back a revision
+    whose object is scheduled for deletion: the copy made for the undoing
+    transaction (a large object: its segments too) is not scheduled."""
+    storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                            tmp_path / "cache", gc_grace_period=3600,
+                            large_object_threshold=1 << 20, segment_size=256 << 10)
+    db = ZODB.DB(storage)
+    first = os.urandom(1_100_000)
+    store_blobs(db, big=first, small=b"first")
+    scheduled = [KeyLayout().key(*blob_revision(db, name)) for name in ("big", "small")]
+    store_blobs(db, big=os.urandom(1_000_000), small=b"second")
+    for name in scheduled:  # as the garbage collection before the restore did
+        assert view.schedule_deletion(name, 3600) is None
+    db.undo(db.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    copies = [KeyLayout().key(*blob_revision(db, name)) for name in ("big", "small")]
+    assert set(copies).isdisjoint(scheduled)
+    for name in copies:
+        assert delete_at(swift_http, container_name, name) is None
+        assert next(o for o in view.list(name)).marked_for_deletion is None
+    segments = segments_of(view, copies[0])
+    assert len(segments) == 5
+    for segment in segments:
+        assert delete_at(swift_http, view.segment_container, segment) is None
+    with db.transaction() as conn, conn.root()["big"].open() as f:
+        assert f.read() == first
     db.close()

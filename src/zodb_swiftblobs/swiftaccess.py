@@ -938,7 +938,8 @@ class SwiftContainer:
         """Copy object *source* to *destination* inside Swift (no bytes travel here).
 
         A large object gets copies of its segments, so that deleting either
-        object never breaks the other.
+        object never breaks the other.  A copy of an object scheduled for
+        deletion is not (Swift would copy the schedule).
         """
         stored = self.head(source, deadline=deadline)
         limit = self._transfer_deadline(stored.size, deadline)
@@ -946,6 +947,7 @@ class SwiftContainer:
             self._call("copy", source, lambda u, t, h: swift.copy_object(
                 u, t, self.container, source, destination=f"/{self.container}/{destination}",
                 http_conn=h), deadline=limit)
+            self._unschedule_copy(stored, destination)
             return replace(stored, name=destination)
         _, body = self._call("copy", source, lambda u, t, h: swift.get_object(
             u, t, self.container, source, query_string="multipart-manifest=get",
@@ -974,6 +976,7 @@ class SwiftContainer:
             self._remove_segments(destination, [f"{prefix}{i:08d}" for i, f in
                                                 enumerate(futures) if not f.cancelled()])
             raise
+        self._unschedule_copy(stored, destination)
         return replace(stored, name=destination)
 
     def _copy_segment(self, source_path: str, segment: str, limit: Deadline) -> None:
@@ -1217,6 +1220,11 @@ class SwiftContainer:
                 if segment_headers.get("x-delete-at"):
                     times.append(int(segment_headers["x-delete-at"]))
         return min(times, default=None)
+
+    def _unschedule_copy(self, source: StoredObject, copy: str) -> None:
+        """Cancel the deletion schedule that object *copy* got from *source*."""
+        if source.delete_at is not None or source.marked_for_deletion is not None:
+            self.cancel_deletion(copy)
 
     def _head_in(self, container: str, name: str) -> Mapping[str, str]:
         return self._call("head", name, lambda u, t, h: swift.head_object(
