@@ -116,10 +116,10 @@ class _HeldReader:
         return self._body.readline(*args)
 
     def _hold(self) -> None:
-        from eventlet import sleep  # the proxy's: its other requests go on meanwhile
-
         if self._held:
             return
+        from eventlet import sleep  # the proxy's: its other requests go on meanwhile
+
         self._held = True
         with open(f"{self._release}.held", "a", encoding="utf-8") as f:
             f.write("held\n")
