@@ -258,10 +258,11 @@ class Databases:
         return ZODB.DB(storage)
 
     def swift_storage(self, label: str, container: str, *, cache: str = "cache",
-                      cache_size: int = 100 << 30, prefix: str = "") -> SwiftBlobStorage:
+                      cache_size: int = 100 << 30, prefix: str = "",
+                      **options) -> SwiftBlobStorage:
         """SwiftBlobStorage over a FileStorage (reopened when *label* is reused),
-        with the cache directory *cache* (a new one is a cold cache)."""
-        options = {}
+        with the cache directory *cache* (a new one is a cold cache) and other
+        keyword *options* of SwiftBlobStorage."""
         if self.large_object_threshold:
             options.update(large_object_threshold=self.large_object_threshold)
         if self.segment_size:

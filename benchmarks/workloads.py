@@ -313,7 +313,7 @@ def orphans(bench: Bench, repetition: int) -> None:
             container = f"bench-w6-{uuid.uuid4().hex[:8]}"
             label = f"w6-{repetition}"
             commit_one_blob(databases.swift(label, container))
-            storage = databases.swift_storage(label, container)
+            storage = databases.swift_storage(label, container, gc_grace_period=0)
             try:
                 raw.populate(container, orphan_names(storage, count, 1 << 40))
                 db = ZODB.DB(storage)

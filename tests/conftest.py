@@ -191,10 +191,14 @@ def corrupt_on_disk(cluster, data):
 
 
 def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
-                 database="main"):
+                 database="main", gc_grace_period="0"):
     """A ZODB configuration file's text: database *database*, whose storage is
-    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*."""
+    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*.
+    Garbage collection deletes at once unless a *gc_grace_period* is given
+    (None: the default)."""
     settings = cluster.settings()
+    if gc_grace_period is not None:
+        extra = f"gc-grace-period {gc_grace_period}\n    {extra}"
     return f"""%import zodb_swiftblobs
 <zodb {database}>
   <swiftblobstorage>
@@ -283,9 +287,12 @@ def read(path):
 
 
 def swift_storage(cluster, base, container, cache_dir, **options):
-    """*base* wrapped in a SwiftBlobStorage on *cluster*, in *container*."""
+    """*base* wrapped in a SwiftBlobStorage on *cluster*, in *container*.
+    Garbage collection deletes at once (so that tests see what it removes)
+    unless a ``gc_grace_period`` is given."""
     from zodb_swiftblobs.storage import SwiftBlobStorage
 
+    options.setdefault("gc_grace_period", 0)
     credentials = credentials_for(cluster)
     return SwiftBlobStorage(base, container=container, cache_dir=str(cache_dir),
                             auth_url=credentials.auth_url, user=credentials.user,

@@ -6,6 +6,7 @@ visible.
 """
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import time
 
 import pytest
 import ZODB
+import ZODB.config
 from ZODB.Connection import TransactionMetaData
 from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
@@ -23,7 +25,8 @@ from ZODB.utils import p64, z64
 
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
                       in_background, logged, mint_token, proxy_log, read, sqlite_relstorage,
-                      store_blobs, swift_storage, wait_for, wait_for_logged)
+                      store_blobs, swift_config, swift_storage, wait_for, wait_for_logged)
+from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
@@ -559,3 +562,56 @@ def test_opening_keeps_the_staged_files_of_live_processes(cluster, tmp_path, con
     first.tpc_finish(txn)
     second.close()
     db.close()
+
+
+def wait_for_lines(path, count, timeout=60.0):
+    """Wait until the file *path* has *count* lines (generous: a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not reach {count} lines in {timeout:.0f}s")
+
+
+def test_verify_looks_up_what_a_lagging_listing_lacks(cluster, tmp_path, container_name,
+                                                      view, capsys):
+    """Blobs committed while the container server is down are in Swift, but
+    listed only once Swift's object updater has run (the embedded Swift runs
+    none): verify finds them by a HEAD, reports nothing missing, and says
+    that the listing lags.  The uploads are held once the proxy has looked the
+    container up, the container server is stopped, then they go on."""
+    config = tmp_path / "zodb.conf"
+    config.write_text(swift_config(cluster, container_name, tmp_path / "cache",
+                                   f"<filestorage>\n path {tmp_path / 'Data.fs'}\n"
+                                   "</filestorage>"))
+    db = ZODB.config.databaseFromURL(str(config))
+    store_blobs(db, listed=b"committed with every server up")
+    release, failures = tmp_path / "release", []
+
+    def commit():
+        try:
+            store_blobs(db, a=b"a" * 100, b=b"b" * 200, c=b"c" * 300)
+        except Exception as exc:  # re-raised below
+            failures.append(exc)
+    hold = {"method": "PUT", "path": f"/{container_name}/", "hold_body": str(release),
+            "times": 3}
+    with injected(cluster, hold):
+        committer = threading.Thread(target=commit)
+        committer.start()
+        wait_for_lines(tmp_path / "release.held", 3)
+        with server_fault(cluster, "container", "stopped"):
+            release.touch()
+            committer.join(120)
+    assert not committer.is_alive() and failures == []
+    unlisted = {KeyLayout().key(*blob_revision(db, name)) for name in "abc"}
+    db.close()
+    assert unlisted.isdisjoint(o.name for o in blob_objects(view)), "the listing lags"
+
+    status = main(["verify", str(config), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert (status, report["ok"], report["missing"]) == (0, True, [])
+    assert (report["referenced"], report["present"], report["listing_lag"]) == (4, 4, 3)
+    assert main(["verify", str(config), "--deep"]) == 0
+    output = capsys.readouterr().out
+    assert "listing lags: 3 objects" in output and "all is well" in output

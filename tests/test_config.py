@@ -175,6 +175,8 @@ BAD_SETTINGS = [
     ("create-container perhaps", "perhaps"),
     ("storage-policy no-such-policy", "no-such-policy"),
     ("encryption-key not-a-key", "encryption key"),
+    ("gc-grace-period -1", "grace period"),
+    ("gc-grace-period later", "later"),
 ]
 
 
@@ -213,7 +215,9 @@ def test_wrong_types_from_python_fail_clearly(devswift, tmp_path, container_name
             ("user", 42, "user must be text"),
             ("key", 42, "key must be text, not int (a secret)"),
             ("create_container", "yes", "create_container must be true or false"),
-            ("temp_url_key", "", "temp_url_key must be a non-empty text")]:
+            ("temp_url_key", "", "temp_url_key must be a non-empty text"),
+            ("gc_grace_period", float("inf"), "grace period must be a number of seconds"),
+            ("gc_grace_period", "7d", "grace period must be a number of seconds")]:
         with pytest.raises(ValueError) as info:
             SwiftBlobStorage(MappingStorage(), **{**base, option: value})
         assert message in str(info.value), option

@@ -119,9 +119,9 @@ def test_demo_runs_against_the_embedded_swift(tmp_path):
     assert "committed 6 blobs" in out and "Static Large Object" in out
     assert "read and verified 6 blobs through an empty cache" in out
     assert "undid the last transaction: 3 blobs" in out
-    assert "garbage collection removed 6 of 12 blob revisions" in out
+    assert "garbage collection scheduled the deletion of 6 of 12 blob revisions" in out
     assert "misses 9" in out
-    assert "removed the demo's 7 Swift objects" in out
+    assert "removed the demo's 13 Swift objects" in out
     assert "embedded Swift stopped" in out
     assert not DevSwift(str(tmp_path / "swift")).running()
 
@@ -134,4 +134,4 @@ def test_demo_uses_the_cluster_named_by_the_environment(devswift, tmp_path):
     assert "using the Swift named by the environment" in result.stdout
     assert devswift.settings().key not in result.stdout + result.stderr
     assert not os.path.exists(tmp_path / "unused")
-    assert "removed the demo's 5 Swift objects" in result.stdout
+    assert "removed the demo's 11 Swift objects" in result.stdout

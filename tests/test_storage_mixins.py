@@ -75,12 +75,15 @@ class TestSwiftFileStorageRecovery(
         return self.wrap(FileStorage("Dest.fs"), "dest")
 
 
-def test_external_gc(devswift, tmp_path, monkeypatch):
-    """ZODB's IExternalGC doctest: deleteObject, then pack, then the blob is gone."""
+@pytest.mark.parametrize("grace", [0, 3600])
+def test_external_gc(devswift, tmp_path, monkeypatch, grace):
+    """ZODB's IExternalGC doctest: deleteObject, then pack, then the blob is
+    gone (for the database at once, whether Swift deletes it now or later)."""
     monkeypatch.chdir(tmp_path)
     container = f"externalgc-{uuid.uuid4().hex[:10]}"
     suite = PackableStorage.IExternalGC_suite(lambda: swift_storage(
-        devswift, FileStorage("data.fs", pack_gc=False), container, "blobs"))
+        devswift, FileStorage("data.fs", pack_gc=False), container, "blobs",
+        gc_grace_period=grace))
     result = unittest.TestResult()
     suite.run(result)
     problems = [text for _, text in result.errors + result.failures]

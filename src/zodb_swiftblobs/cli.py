@@ -87,6 +87,14 @@ def _mib(nbytes: int) -> str:
     return f"{nbytes / MIB:.1f} MiB"
 
 
+def _duration_text(seconds: float) -> str:
+    """*seconds* as the duration options take them: 7d, 6h, 30m or 90s."""
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds // length:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _migrate(args: argparse.Namespace) -> int:
     section = swift_section(args.config, args.database)
     failure = None
@@ -170,19 +178,33 @@ def _migration_lines(report: MigrationReport) -> list[str]:
 def _verify(args: argparse.Namespace) -> int:
     opened, storage = open_swift_storage(args.config, args.database, read_only=True)
     try:
-        with Progress("verifying", unit="revisions") as progress:
-            report = verify(storage, deep=args.deep, jobs=args.jobs, progress=progress)
+        with Progress("repairing" if args.repair else "verifying",
+                      unit="revisions") as progress:
+            report = verify(storage, deep=args.deep, repair=args.repair, jobs=args.jobs,
+                            progress=progress)
     finally:
         opened.close()
     lines = [f"{report.referenced} blob revisions referenced by the database; "
              f"{report.present} in Swift ({_mib(report.bytes)}), {len(report.missing)} "
              f"missing, {len(report.corrupt)} corrupt"
              f"{' (sizes and checksums read)' if report.deep else ''}, "
+             f"{len(report.scheduled)} scheduled for deletion, "
              f"{len(report.orphans)} orphans, in {report.seconds:.1f}s"]
+    if report.listing_lag:
+        lines.append(f"the container listing lags: {report.listing_lag} objects are in "
+                     "Swift but not listed yet (written while a container server was "
+                     "down; Swift's object updater lists them later)")
     lines += _listed("missing", report.missing)
     lines += _listed("corrupt", report.corrupt)
     lines += _listed("not checked (Swift did not answer, or no key to decrypt them)",
                      report.unchecked)
+    if args.repair:
+        lines += _listed("scheduled for deletion, deletion cancelled", report.repaired)
+        lines += _listed("scheduled for deletion, NOT cancelled",
+                         sorted(set(report.scheduled) - set(report.repaired)))
+    else:
+        lines += _listed("scheduled for deletion by a garbage collection older than the "
+                         "database (verify --repair cancels their deletion)", report.scheduled)
     lines += _listed("orphans (the gc command removes them)", report.orphans)
     lines.append("all is well" if report.ok else "PROBLEMS FOUND")
     _output(args, dataclasses.asdict(report) | {"ok": report.ok}, lines)
@@ -194,17 +216,26 @@ def _gc(args: argparse.Namespace) -> int:
     try:
         with Progress("examining", unit="objects") as progress:
             report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age,
+                                             grace_period=args.grace_period,
                                              progress=progress)
     finally:
         opened.close()
-    verb = "would delete" if args.dry_run else "deleted"
-    count = report.orphans if args.dry_run else report.deleted
+    if report.grace_period:
+        verb = "would schedule" if args.dry_run else "scheduled"
+        count = report.orphans - report.already_scheduled if args.dry_run else report.scheduled
+        segments = report.scheduled_segments
+        when = (f" for deletion in {_duration_text(report.grace_period)} "
+                f"({report.already_scheduled} scheduled earlier)")
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        count = report.orphans if args.dry_run else report.deleted
+        segments, when = report.deleted_segments, ""
     lines = [f"{'dry run: ' if args.dry_run else ''}{report.examined} objects examined, "
-             f"{report.orphans} orphans ({_mib(report.bytes)}), {verb} {count}, "
+             f"{report.orphans} orphans ({_mib(report.bytes)}), {verb} {count}{when}, "
              f"{report.too_young} younger than {args.min_age:g}s kept, "
              f"in {report.seconds:.1f}s"]
     if report.orphan_segments:
-        segments = report.orphan_segments if args.dry_run else report.deleted_segments
+        segments = report.orphan_segments if args.dry_run else segments
         lines.append(f"orphaned large-object segments: {report.orphan_segments}, "
                      f"{verb} {segments}")
     _output(args, dataclasses.asdict(report) | {"dry_run": args.dry_run,
@@ -390,13 +421,14 @@ def _demo_run(credentials: Credentials, container_name: str, work: str, count: i
           "(copied inside Swift)")
     listing = SwiftContainer(credentials, container_name)
 
-    def revisions() -> int:
-        return sum(1 for o in listing.list(prefix) if storage.key_layout.parse(o.name))
-    before = revisions()
+    def revisions() -> list:
+        return [o for o in listing.list(prefix) if storage.key_layout.parse(o.name)]
+    before = len(revisions())
     db.pack()
-    after = revisions()
-    print(f"packed: garbage collection removed {before - after} of {before} blob revisions "
-          "(those the pack dropped)")
+    scheduled = sum(1 for o in revisions() if o.marked_for_deletion is not None)
+    print(f"packed: garbage collection scheduled the deletion of {scheduled} of {before} "
+          "blob revisions (those the pack dropped) in a week, the gc grace period: a "
+          "database restored from an older backup gets them back with verify --repair")
     stats = storage.cache_stats()
     print("cache: " + ", ".join(f"{key} {value}" for key, value in sorted(stats.items())))
     removed = listing.delete_many(listing.list(prefix))
@@ -445,20 +477,33 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "verify", _verify, "check that Swift holds every blob revision",
         "List the blob revisions the database references that Swift lacks (missing), "
         "holds wrong (corrupt: a large object's segment gone, or with --deep a size or "
-        "MD5 mismatch) or holds without need (orphans). Exit status 1 when anything is "
-        "missing or corrupt. The storage is opened read-only.")
+        "MD5 mismatch), is about to delete (scheduled for deletion by a garbage collection "
+        "the database, restored from a backup, predates) or holds without need (orphans). "
+        "Exit status 1 when anything is missing, corrupt or scheduled for deletion (and "
+        "not repaired). The storage is opened read-only.")
     check.add_argument("--deep", action="store_true",
                        help="read every object and check its size and MD5")
     check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
+    check.add_argument("--repair", action="store_true",
+                       help="cancel the deletion of referenced revisions that a garbage "
+                            "collection scheduled (after the database was restored from a "
+                            "backup older than it)")
 
     gc = _storage_command(
         commands, "gc", _gc, "delete orphaned blob objects without packing",
         "The garbage collection a pack runs, on its own: delete the objects of blob "
-        "revisions the database no longer has. The storage is opened read-only.")
+        "revisions the database no longer has, or schedule their deletion after the grace "
+        "period. The storage is opened read-only.")
     gc.add_argument("--dry-run", action="store_true", help="count orphans; delete nothing")
     gc.add_argument("--min-age", type=duration, default=3600.0,
                     help="spare orphans modified more recently than this (default 1h; "
                          "say 0, 90, 30m, 6h, 7d)")
+    gc.add_argument("--grace-period", "--gc-grace-period", dest="grace_period",
+                    type=duration, default=None,
+                    help="have Swift delete orphans this long after now, so that a "
+                         "database restored from an older backup finds its blobs (default: "
+                         "the configuration's gc-grace-period, 7d unless set; 0 deletes at "
+                         "once)")
 
     cache = _storage_command(
         commands, "cache", _cache, "show, prune or clear the local blob cache",

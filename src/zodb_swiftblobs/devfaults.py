@@ -17,6 +17,11 @@ of their path, and applies to the next *times* of them:
 - ``{"hold_until": "/some/file"}`` holds the request until that file exists
   (at most HOLD_LIMIT seconds), then passes it on: a test can change the
   cluster (stop a server, say) at exactly that point of a client's operation.
+- ``{"hold_body": "/some/release"}`` holds the request body back when the
+  proxy starts reading it (it has looked the container up and reached the
+  object server by then) until the file ``/some/release`` exists; each held
+  request first adds a line to ``/some/release.held``.  A test can so stop a
+  server in the middle of a request, at a known point.
 
 The file is read again whenever it changes; rewriting it restarts the counts.
 Rules see requests as the proxy application gets them: a bulk delete arrives
@@ -66,6 +71,8 @@ class FaultMiddleware:
         if rule.get("flip_body"):
             environ["wsgi.input"] = _FlippingReader(
                 environ["wsgi.input"], int(environ.get("CONTENT_LENGTH") or 0) // 2)
+        if rule.get("hold_body"):
+            environ["wsgi.input"] = _HeldReader(environ["wsgi.input"], rule["hold_body"])
         return self.app(environ, start_response)
 
     def _take(self, method: str, path: str) -> dict | None:
@@ -123,6 +130,32 @@ class _FlippingReader:
             index = self._offset - start
             data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1:]
         return data
+
+
+class _HeldReader:
+    """A request body held back, from its first read, until *release* exists."""
+
+    def __init__(self, body, release: str) -> None:
+        self._body, self._release, self._held = body, release, False
+
+    def read(self, *args) -> bytes:
+        self._hold()
+        return self._body.read(*args)
+
+    def readline(self, *args) -> bytes:
+        self._hold()
+        return self._body.readline(*args)
+
+    def _hold(self) -> None:
+        if self._held:
+            return
+        from eventlet import sleep  # the proxy's: its other requests go on meanwhile
+
+        self._held = True
+        with open(f"{self._release}.held", "a", encoding="utf-8") as f:
+            f.write("held\n")
+        while not os.path.exists(self._release):
+            sleep(0.02)
 
 
 def filter_factory(global_conf: dict, **local_conf: str):

@@ -5,17 +5,24 @@ in a history-free storage, deleted through IExternalGC), and aborted or
 crashed commits may have left objects that were never committed.  The sweep
 lists the container page by page (memory does not grow with the number of
 objects), asks the base whether each revision exists, and deletes the orphans
-in bulk.  Revisions newer than the last transaction committed when the sweep
-started are never touched: they may belong to commits still in progress, and
-neither are orphans younger than a minimum age, when one is given (commits in
-other processes that restore old transaction ids, such as migrations).
+in bulk, or, with a grace period, schedules their deletion that much later
+(Swift's X-Delete-At), so that a database restored from a backup made before
+the sweep finds its blobs still there: ``zodb-swiftblobs verify --repair``
+cancels the deletion of those it references.  An orphan found scheduled
+already is left as it is (its deletion is not pushed later).  Revisions newer
+than the last transaction committed when the sweep started are never touched:
+they may belong to commits still in progress, and neither are orphans younger
+than a minimum age, when one is given (commits in other processes that
+restore old transaction ids, such as migrations).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -29,6 +36,7 @@ from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+SCHEDULING_JOBS = 8  # objects whose deletion is scheduled at once (a HEAD and a POST each)
 
 
 @dataclass
@@ -42,6 +50,10 @@ class GarbageReport:
     bytes: int = 0
     orphan_segments: int = 0  # large objects' segments no manifest refers to
     deleted_segments: int = 0
+    grace_period: float = 0.0  # seconds between an orphan's finding and its deletion
+    scheduled: int = 0  # orphans whose deletion this sweep scheduled
+    already_scheduled: int = 0  # orphans found scheduled for deletion by an earlier sweep
+    scheduled_segments: int = 0
     seconds: float = 0.0
 
 
@@ -57,9 +69,10 @@ def revision_exists(base, oid: bytes, tid: bytes) -> bool:
 def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
                     last_tid: bytes, *, dry_run: bool = False,
                     protected: Collection[str] = (), min_age: float = 0.0,
-                    progress: Progress | None = None,
+                    grace_period: float = 0.0, progress: Progress | None = None,
                     before_deleting: Callable[[], None] | None = None) -> GarbageReport:
-    """Delete the objects under *keys* whose revision *base* no longer has.
+    """Delete the objects under *keys* whose revision *base* no longer has,
+    or with a *grace_period* (seconds), schedule their deletion that much later.
 
     Objects of revisions newer than *last_tid*, the *protected* names (those of
     commits in progress, which may restore old transaction ids), and orphans
@@ -68,11 +81,16 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     *progress* counts the objects examined.  *before_deleting* is called
     before each batch of deletions (and may raise to stop the sweep).
     """
-    report = GarbageReport()
+    require_grace_period(grace_period)
+    report = GarbageReport(grace_period=grace_period)
     started, now = time.monotonic(), time.time()
 
     def delete(batch: list[tuple[StoredObject, bytes, bytes]]) -> None:
-        report.deleted += container.delete_many(stored for stored, _, _ in batch)
+        if grace_period:
+            report.scheduled += _schedule(container, [stored.name for stored, _, _ in batch],
+                                          grace_period)
+        else:
+            report.deleted += container.delete_many(stored for stored, _, _ in batch)
         for _, oid, tid in batch:
             cache.discard(oid, tid)
     orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
@@ -92,6 +110,9 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
             continue
         report.orphans += 1
         report.bytes += stored.size
+        if grace_period and stored.marked_for_deletion is not None:
+            report.already_scheduled += 1
+            continue
         orphans.add((stored, oid, tid))
     orphans.flush()
     _sweep_segments(container, keys, last_tid, report, dry_run=dry_run,
@@ -99,12 +120,39 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
                     before_deleting=before_deleting)
     report.seconds = time.monotonic() - started
     log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
-             "%d deleted, %d younger than %gs kept, %d orphaned large-object segments "
-             "(%d deleted), in %.1fs", " (dry run)" if dry_run else "",
+             "%d deleted, %d scheduled for deletion in %gs (%d scheduled earlier), "
+             "%d younger than %gs kept, %d orphaned large-object segments "
+             "(%d deleted, %d scheduled), in %.1fs", " (dry run)" if dry_run else "",
              report.examined, report.orphans, report.bytes, report.deleted,
+             report.scheduled, grace_period, report.already_scheduled,
              report.too_young, min_age, report.orphan_segments, report.deleted_segments,
-             report.seconds)
+             report.scheduled_segments, report.seconds)
     return report
+
+
+def require_grace_period(seconds: float) -> None:
+    """ValueError unless *seconds* is a grace period: a finite number, 0 or more."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"the gc grace period must be a number of seconds, 0 or more "
+                         f"(0: delete at once), not {seconds!r}")
+
+
+def _schedule(container: SwiftContainer, names: list[str], grace_period: float, *,
+              segments: bool = False) -> int:
+    """Schedule the deletion of objects *names* (of the segment container, with
+    *segments*) *grace_period* seconds from now; how many were scheduled now
+    (not earlier).  Absent objects are skipped."""
+    where = container.segment_container if segments else None
+
+    def one(name: str) -> int:
+        try:
+            return 1 if container.schedule_deletion(name, grace_period,
+                                                    container=where) is None else 0
+        except NotFoundError:
+            return 0
+    with ThreadPoolExecutor(SCHEDULING_JOBS, thread_name_prefix="swift-gc") as pool:
+        return sum(pool.map(one, names))
 
 
 def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
@@ -118,12 +166,17 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
     manifest of its object (read from Swift, not from a listing that may lag
     behind) does not refer to it, or there is no such object.  The rules of
     the main sweep apply (newer than *last_tid*, *protected*, younger than
-    *min_age*: kept)."""
+    *min_age*: kept; with a grace period, scheduled for deletion)."""
     manifests: dict[str, set[str]] = {}
+    grace_period = report.grace_period
 
     def delete(batch: list[str]) -> None:
-        report.deleted_segments += container.delete_many(
-            batch, container=container.segment_container)
+        if grace_period:
+            report.scheduled_segments += _schedule(container, batch, grace_period,
+                                                   segments=True)
+        else:
+            report.deleted_segments += container.delete_many(
+                batch, container=container.segment_container)
     orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
 
     try:
@@ -141,7 +194,8 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
             if group in manifests[name]:
                 continue
             report.orphan_segments += 1
-            orphans.add(stored.name)
+            if not (grace_period and stored.marked_for_deletion is not None):
+                orphans.add(stored.name)
     except NotFoundError:
         pass  # no segment container: no large object was ever uploaded
     orphans.flush()

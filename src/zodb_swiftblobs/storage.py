@@ -38,7 +38,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from .bases import TidKnown, TidProbe, last_committed_tid
 from .cache import BlobCache, CacheDirectoryError
-from .gc import GarbageReport, collect_garbage, revision_exists
+from .gc import GarbageReport, collect_garbage, require_grace_period, revision_exists
 from .keys import KeyLayout
 from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwnership,
                         database_identity)
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 GIB = 1 << 30
 ABORT_DEADLINE = 10.0  # at most this (or the deadline) to delete an abort's uploads; else GC
 TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
+GC_GRACE_PERIOD = 7 * 24 * 3600.0  # a week: a nightly backup restored days after a mistake
 # The keyword arguments of SwiftBlobStorage that configure the Swift access layer.
 SWIFT_OPTIONS = (
     "auth_url", "user", "key", "auth_version", "project_name", "project_id",
@@ -79,13 +80,14 @@ class BlobCacheError(StorageError):
 
 def check_options(*, container: str, cache_dir: str | None, cache_size: int, prefix: str,
                   upload_concurrency: int, temp_url_key: str | None,
-                  create_container: bool, **others) -> None:
+                  create_container: bool, gc_grace_period: float, **others) -> None:
     """ValueError for a keyword argument of SwiftBlobStorage that it would
     refuse (all but *base* are given); nothing is opened or contacted."""
     if not cache_dir:
         raise ValueError("SwiftBlobStorage needs a cache_dir")
     require_positive("cache_size", cache_size)
     require_positive("upload_concurrency", upload_concurrency)
+    require_grace_period(gc_grace_period)
     if temp_url_key is not None and not (isinstance(temp_url_key, str) and temp_url_key):
         raise ValueError("temp_url_key must be a non-empty text when given")
     if not isinstance(create_container, bool):
@@ -149,8 +151,9 @@ class _Shared:
 
     def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
                  ownership: PrefixOwnership, upload_concurrency: int,
-                 temp_url_key: str | None) -> None:
+                 temp_url_key: str | None, gc_grace_period: float) -> None:
         self.container = container
+        self.gc_grace_period = gc_grace_period
         self.keys = keys
         self.cache = cache
         self.ownership = ownership
@@ -189,7 +192,9 @@ class SwiftBlobStorage:
     (from the ``ST_*``/``OS_*`` environment when none are given).
     *encryption_keys* (key texts; by default the ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS``
     environment variable) turn on encryption at rest (see
-    :mod:`zodb_swiftblobs.encryption`).
+    :mod:`zodb_swiftblobs.encryption`).  Garbage collection schedules the
+    deletion of orphans *gc_grace_period* seconds later (0: deletes them at
+    once), so that a database restored from a backup finds its blobs.
     """
 
     copied_methods = (
@@ -219,6 +224,7 @@ class SwiftBlobStorage:
                  segment_size: int = 256 << 20, temp_url_key: str | None = None,
                  create_container: bool = True,
                  encryption_keys: str | Sequence[str] | None = None,
+                 gc_grace_period: float = GC_GRACE_PERIOD,
                  _shared: _Shared | None = None) -> None:
         if ZODB.interfaces.IBlobStorage.providedBy(base):
             raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "
@@ -254,7 +260,7 @@ class SwiftBlobStorage:
                 raise failure
             try:
                 _shared = _Shared(swift_container, keys, cache, ownership, upload_concurrency,
-                                  temp_url_key)
+                                  temp_url_key, gc_grace_period)
             except BaseException:
                 swift_container.close()
                 raise
@@ -349,7 +355,9 @@ class SwiftBlobStorage:
         return self._shared.staging.directory
 
     def loadBlob(self, oid: bytes, serial: bytes) -> str:
-        """The path of a local copy of revision *serial* of blob *oid*."""
+        """The path of a local copy of revision *serial* of blob *oid*.  An
+        object scheduled for deletion is served only while the base has its
+        revision (a database restored from a backup); else POSKeyError."""
         commit = self._commit
         if commit is not None:
             staged = commit.staged_path(oid, serial)
@@ -357,10 +365,15 @@ class SwiftBlobStorage:
                 return staged
         shared = self._shared
         name = shared.keys.key(oid, serial)
+
+        def fetch(path: str) -> None:
+            stored = shared.container.download(name, path)
+            if stored.delete_at is not None and not revision_exists(self.base, oid, serial):
+                raise NotFoundError("scheduled for deletion by garbage collection",
+                                    operation="download", name=name)
         failure: Exception | None = None
         try:
-            return shared.cache.get(oid, serial,
-                                    lambda path: shared.container.download(name, path))
+            return shared.cache.get(oid, serial, fetch)
         except NotFoundError:
             failure = None
         except SwiftError as exc:
@@ -634,10 +647,12 @@ class SwiftBlobStorage:
         return result
 
     def collect_garbage(self, last_tid: bytes | None = None, *, dry_run: bool = False,
-                        min_age: float = 0.0, progress: Progress | None = None
-                        ) -> GarbageReport:
+                        min_age: float = 0.0, grace_period: float | None = None,
+                        progress: Progress | None = None) -> GarbageReport:
         """Delete objects of blob revisions the base no longer has, sparing
-        those modified less than *min_age* seconds ago (see :mod:`.gc`).
+        those modified less than *min_age* seconds ago (see :mod:`.gc`), or
+        schedule their deletion *grace_period* seconds later (by default the
+        storage's ``gc_grace_period``).
 
         Runs only in a prefix this database owns (claimed now if unclaimed),
         checked again before each batch of deletions.
@@ -652,7 +667,9 @@ class SwiftBlobStorage:
                 return collect_garbage(
                     shared.container, shared.keys, view, shared.cache,
                     last_tid or last_committed_tid(view), dry_run=dry_run,
-                    protected=shared.in_flight, min_age=min_age, progress=progress,
+                    protected=shared.in_flight, min_age=min_age,
+                    grace_period=shared.gc_grace_period if grace_period is None
+                    else grace_period, progress=progress,
                     before_deleting=lambda: shared.ownership.check(claim=False))
         except SwiftError as exc:
             failure = _storage_error(exc)

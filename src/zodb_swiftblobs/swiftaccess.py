@@ -64,6 +64,12 @@ TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-
 ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
 METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 ENCRYPTION_METADATA = "Swiftblobs-Encryption"  # the parameters of an encrypted object
+# The content-type parameter marking an object scheduled for deletion (its
+# value: when), so that container listings show the schedule.
+DELETION_MARK = "zodb-swiftblobs-delete-at"
+# Headers an object POST replaces besides X-Object-Meta-*: sent again with it.
+POST_REPLACED_HEADERS = ("content-disposition", "content-encoding", "content-language",
+                         "cache-control", "expires", "x-robots-tag")
 TLS_VERIFICATION = ("certificate verify", "hostname", "CERTIFICATE", "X509", "PEM", " crl ")
 # Network failures only: local file errors (a full disk) are not retried.  An
 # invalid URL is a RequestException too, but a permanent one (caught first).
@@ -334,6 +340,14 @@ class StoredObject:
     large: bool = False
     last_modified: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    delete_at: int | None = None  # when Swift deletes it (X-Delete-At), if scheduled
+
+    @property
+    def marked_for_deletion(self) -> int | None:
+        """When its content type (as a listing shows it) says it is scheduled
+        for deletion (see :meth:`SwiftContainer.schedule_deletion`)."""
+        return deletion_mark(self.content_type)
 
 
 # -- the access layer --------------------------------------------------------
@@ -962,7 +976,8 @@ class SwiftContainer:
         """Copy object *source* to *destination* inside Swift (no bytes travel here).
 
         A large object gets copies of its segments, so that deleting either
-        object never breaks the other.
+        object never breaks the other.  A copy of an object scheduled for
+        deletion is not (Swift would copy the schedule).
         """
         stored = self.head(source, deadline=deadline)
         limit = self._transfer_deadline(stored.size, deadline)
@@ -970,6 +985,7 @@ class SwiftContainer:
             self._call("copy", source, lambda u, t, h: swift.copy_object(
                 u, t, self.container, source, destination=f"/{self.container}/{destination}",
                 http_conn=h), deadline=limit)
+            self._unschedule_copy(stored, destination)
             return replace(stored, name=destination)
         _, body = self._call("copy", source, lambda u, t, h: swift.get_object(
             u, t, self.container, source, query_string="multipart-manifest=get",
@@ -998,6 +1014,7 @@ class SwiftContainer:
             self._remove_segments(destination, [f"{prefix}{i:08d}" for i, f in
                                                 enumerate(futures) if not f.cancelled()])
             raise
+        self._unschedule_copy(stored, destination)
         return replace(stored, name=destination)
 
     def _copy_segment(self, source_path: str, segment: str, limit: Deadline) -> None:
@@ -1190,6 +1207,90 @@ class SwiftContainer:
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
                 "size_bytes": length}
 
+    # -- scheduled deletion ----------------------------------------------------------
+
+    def schedule_deletion(self, name: str, after: float, *,
+                          container: str | None = None) -> int | None:
+        """Have Swift delete object *name* of *container* (by default this
+        one; a large object with its segments) *after* seconds from now
+        (X-Delete-At), unless it is scheduled already: then return when (None:
+        scheduled now).  The object keeps its metadata
+        (a POST replaces it: it is sent again) and its content type gets the
+        DELETION_MARK parameter, which listings show.  Segments are scheduled
+        first: a large object is marked only once all its parts are."""
+        container = container or self.container
+        at = math.ceil(time.time() + after)
+        headers = self._head_in(container, name)
+        if headers.get("x-delete-at"):
+            return int(headers["x-delete-at"])
+        if _is_large(headers):
+            for segment_container, segment in self._segment_paths(name):
+                segment_headers = self._head_in(segment_container, segment)
+                if not segment_headers.get("x-delete-at"):
+                    self._post_deletion(segment_container, segment, segment_headers, at)
+        self._post_deletion(container, name, headers, at)
+        return None
+
+    def cancel_deletion(self, name: str) -> bool:
+        """Cancel the scheduled deletion of object *name* and of its segments
+        (first: its mark stays until all are safe); whether any was scheduled.
+        NotFoundError when it is gone."""
+        headers = self._head_in(self.container, name)
+        cancelled = False
+        if _is_large(headers):
+            for container, segment in self._segment_paths(name):
+                segment_headers = self._head_in(container, segment)
+                if segment_headers.get("x-delete-at"):
+                    self._post_deletion(container, segment, segment_headers, None)
+                    cancelled = True
+        if headers.get("x-delete-at") or deletion_mark(headers.get("content-type")):
+            self._post_deletion(self.container, name, headers, None)
+            cancelled = True
+        return cancelled
+
+    def deletion_scheduled(self, name: str) -> int | None:
+        """When Swift deletes object *name* or (the earliest) one of its
+        segments; None when none is scheduled.  NotFoundError when it is gone."""
+        headers = self._head_in(self.container, name)
+        times = [int(headers["x-delete-at"])] if headers.get("x-delete-at") else []
+        if _is_large(headers):
+            for container, segment in self._segment_paths(name):
+                segment_headers = self._head_in(container, segment)
+                if segment_headers.get("x-delete-at"):
+                    times.append(int(segment_headers["x-delete-at"]))
+        return min(times, default=None)
+
+    def _unschedule_copy(self, source: StoredObject, copy: str) -> None:
+        """Cancel the deletion schedule that object *copy* got from *source*."""
+        if source.delete_at is not None or source.marked_for_deletion is not None:
+            self.cancel_deletion(copy)
+
+    def _head_in(self, container: str, name: str) -> Mapping[str, str]:
+        return self._call("head", name, lambda u, t, h: swift.head_object(
+            u, t, container, name, http_conn=h))
+
+    def _segment_paths(self, name: str) -> list[tuple[str, str]]:
+        """(container, name) of each segment of large object *name*."""
+        return [tuple(segment["name"].lstrip("/").split("/", 1))
+                for segment in self._manifest(name)]
+
+    def _post_deletion(self, container: str, name: str, headers: Mapping[str, str],
+                       at: int | None) -> None:
+        """Schedule the deletion of an object at *at* (None: cancel it) with a
+        POST that keeps what its *headers* (of a HEAD) say."""
+        content_type = _without_deletion_mark(headers.get("content-type")
+                                              or "application/octet-stream")
+        post = {key: value for key, value in headers.items()
+                if key.lower().startswith("x-object-meta-")
+                or key.lower() in POST_REPLACED_HEADERS}
+        if at is None:
+            post.update({"X-Remove-Delete-At": "1", "Content-Type": content_type})
+        else:
+            post.update({"X-Delete-At": str(at),
+                         "Content-Type": f"{content_type};{DELETION_MARK}={at}"})
+        self._call("deletion schedule", name, lambda u, t, h: swift.post_object(
+            u, t, container, name, headers=post, http_conn=h))
+
     # -- temporary URLs ---------------------------------------------------------------
 
     def temp_url_key(self) -> str | None:
@@ -1257,7 +1358,8 @@ class SwiftContainer:
                 large = "slo_etag" in entry
                 yield StoredObject(entry["name"], int(entry["bytes"]),
                                    None if large else entry.get("hash"), large,
-                                   entry.get("last_modified"))
+                                   entry.get("last_modified"),
+                                   content_type=entry.get("content_type"))
             marker = page[-1]["name"]
 
     def delete_many(self, objects: Iterable[str | StoredObject], *,
@@ -1656,7 +1758,26 @@ def _stored_object(name: str, headers: Mapping[str, str]) -> StoredObject:
     md5 = None if large else headers.get("etag", "").strip('"') or None
     metadata = {k[len("x-object-meta-"):]: v for k, v in headers.items()
                 if k.startswith("x-object-meta-")}
-    return StoredObject(name, size, md5, large, headers.get("last-modified"), metadata)
+    delete_at = headers.get("x-delete-at")
+    return StoredObject(name, size, md5, large, headers.get("last-modified"), metadata,
+                        headers.get("content-type"), int(delete_at) if delete_at else None)
+
+
+def deletion_mark(content_type: str | None) -> int | None:
+    """The time of deletion a content type marks (None: not marked)."""
+    for parameter in (content_type or "").split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == DELETION_MARK:
+            try:
+                return int(value.strip().strip('"'))
+            except ValueError:
+                return None
+    return None
+
+
+def _without_deletion_mark(content_type: str) -> str:
+    return ";".join(part for part in content_type.split(";")
+                    if part.partition("=")[0].strip().lower() != DELETION_MARK)
 
 
 def _manifest_spans(manifest: list[dict]) -> list[tuple[int, str | None]]:

@@ -2,9 +2,16 @@
 
 The database's records are read once (through the storage's iterator) to
 collect the blob revisions it references; those are merged, in object name
-order, with the container's listing.  A referenced revision without an
-object is *missing*; an object no revision references is an *orphan* (the
-garbage collector's business); a large object with a segment gone or of the
+order, with the container's listing.  A referenced revision the listing lacks
+is looked up directly (a listing lags behind objects written while a container
+server was down): without an object it is *missing*, with one it counts in
+``listing_lag``.  A referenced revision whose object is scheduled for deletion
+(by a garbage collection that ran before the database was restored from a
+backup) is *scheduled*; with ``repair`` its deletion is cancelled.  Objects
+are seen as scheduled by the mark their content type gets (shown in listings),
+confirmed by a HEAD; a deep verification sees every schedule, marked or not.
+An object no revision references is an *orphan* (the garbage collector's
+business); a large object with a segment gone or of the
 wrong size, or (with ``deep``) an object whose bytes do not match their
 size and MD5, or an encrypted object that fails authentication, is
 *corrupt*; an encrypted object whose key is not configured is *unchecked*.
@@ -40,12 +47,16 @@ class VerificationReport:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # Swift failed to answer
+    scheduled: list[str] = field(default_factory=list)  # referenced, yet to be deleted
+    repaired: list[str] = field(default_factory=list)   # of those, deletion cancelled
+    listing_lag: int = 0       # present objects the container listing lacks
     orphans: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.unchecked)
+        return not (self.missing or self.corrupt or self.unchecked
+                    or set(self.scheduled) - set(self.repaired))
 
 
 def referenced_revisions(storage) -> list[bytes]:
@@ -68,9 +79,10 @@ def referenced_revisions(storage) -> list[bytes]:
     return sorted(set(revisions))
 
 
-def verify(storage, *, deep: bool = False, jobs: int = 8,
+def verify(storage, *, deep: bool = False, repair: bool = False, jobs: int = 8,
            progress: Progress | None = None) -> VerificationReport:
-    """Check that *storage*'s container holds every blob revision it references."""
+    """Check that *storage*'s container holds every blob revision it references;
+    with *repair*, cancel the deletion of those scheduled for deletion."""
     report = VerificationReport(deep=deep)
     started = time.monotonic()
     container: SwiftContainer = storage.swift_container
@@ -80,7 +92,7 @@ def verify(storage, *, deep: bool = False, jobs: int = 8,
     report.referenced = len(revisions)
     if progress is not None:
         progress.total = len(revisions)
-    checker = _Checker(container, report, deep, jobs, progress)
+    checker = _Checker(container, report, deep, repair, jobs, progress)
     expected = (keys.key(revision[:8], revision[8:]) for revision in revisions)
     wanted = next(expected, None)
     try:
@@ -102,67 +114,119 @@ def verify(storage, *, deep: bool = False, jobs: int = 8,
     finally:
         checker.close()
     report.seconds = time.monotonic() - started
-    log.info("blob verification%s: %d revisions referenced, %d present, %d missing, "
-             "%d corrupt, %d unchecked, %d orphans, in %.1fs", " (deep)" if deep else "",
-             report.referenced, report.present, len(report.missing), len(report.corrupt),
-             len(report.unchecked), len(report.orphans), report.seconds)
+    log.info("blob verification%s: %d revisions referenced, %d present (%d not listed "
+             "yet), %d missing, %d corrupt, %d unchecked, %d scheduled for deletion (%d "
+             "cancelled), %d orphans, in %.1fs", " (deep)" if deep else "",
+             report.referenced, report.present, report.listing_lag, len(report.missing),
+             len(report.corrupt), len(report.unchecked), len(report.scheduled),
+             len(report.repaired), len(report.orphans), report.seconds)
     return report
 
 
 class _Checker:
-    """Checks present objects in parallel: large objects' segments, and with
-    *deep* every object's bytes (read through, and checked against its MD5)."""
+    """Checks objects in parallel: candidates for missing (looked up), large
+    objects' segments, objects marked as scheduled for deletion, and with
+    *deep* every object's bytes (read through, and checked against its MD5).
+    With *repair*, cancels the deletion of those scheduled."""
 
     def __init__(self, container: SwiftContainer, report: VerificationReport, deep: bool,
-                 jobs: int, progress: Progress | None) -> None:
+                 repair: bool, jobs: int, progress: Progress | None) -> None:
         self.container = container
         self.report = report
         self.deep = deep
+        self.repair = repair
         self.progress = progress
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="swift-verify")
         self.slots = threading.BoundedSemaphore(4 * jobs)
 
     def missing(self, name: str) -> None:
-        self.report.missing.append(name)
-        self._advance(0)
+        """Look up *name*, which the listing lacks."""
+        self._submit(self._look_up, name)
 
     def check(self, stored: StoredObject) -> None:
+        self._count_present(stored)
+        if not (self.deep or stored.large or stored.marked_for_deletion is not None):
+            self._advance(stored.size)
+            return
+        self._submit(self._check, stored)
+
+    def _submit(self, function, argument) -> None:
+        self.slots.acquire()
+        future: Future = self.pool.submit(function, argument)
+        future.add_done_callback(lambda _: self.slots.release())
+
+    def _count_present(self, stored: StoredObject) -> None:
         with self.lock:
             self.report.present += 1
             self.report.bytes += stored.size
-        if not (self.deep or stored.large):
-            self._advance(stored.size)
+
+    def _look_up(self, name: str) -> None:
+        try:
+            stored = self.container.head(name)
+        except NotFoundError:
+            with self.lock:
+                self.report.missing.append(name)
+            self._advance(0)
             return
-        self.slots.acquire()
-        future: Future = self.pool.submit(self._check, stored)
-        future.add_done_callback(lambda _: self.slots.release())
+        except Exception as exc:  # neither missing nor present: unchecked
+            self._record(name, None, str(exc) if isinstance(exc, SwiftError)
+                         else f"{type(exc).__name__}: {exc}")
+            self._advance(0)
+            return
+        with self.lock:
+            self.report.listing_lag += 1
+        self._count_present(stored)
+        self._check(stored)
 
     def _check(self, stored: StoredObject) -> None:
         problem, unchecked = None, None
         try:
             if stored.large:
                 problem = self.container.large_object_problem(stored.name)
+            scheduled = stored.delete_at is not None or stored.marked_for_deletion is not None
             if problem is None and self.deep:
                 received = self.container.check(stored.name)
                 if received.size != stored.size:
                     problem = f"{received.size} bytes, listed as {stored.size}"
+                scheduled = scheduled or received.delete_at is not None
+            if scheduled:
+                self._scheduled(stored.name)
         except MissingKeyError as exc:
             unchecked = str(exc)
         except (ChecksumMismatchError, DecryptionError) as exc:
             problem = str(exc)
-        except NotFoundError:
-            problem = "deleted during the verification"
+        except NotFoundError:  # expired (its deletion was scheduled), or deleted meanwhile
+            with self.lock:
+                self.report.present -= 1
+                self.report.bytes -= stored.size
+                self.report.missing.append(stored.name)
         except SwiftError as exc:
             unchecked = str(exc)
         except Exception as exc:  # a local failure: this object stays unchecked
             unchecked = f"{type(exc).__name__}: {exc}"
+        self._record(stored.name, problem, unchecked)
+        self._advance(stored.size)
+
+    def _scheduled(self, name: str) -> None:
+        """Confirm that *name* (or a segment of it) is scheduled for deletion
+        (the mark may be older than a cancellation), and with *repair*
+        cancel it."""
+        if self.container.deletion_scheduled(name) is None:
+            return
+        with self.lock:
+            self.report.scheduled.append(name)
+        if self.repair:
+            self.container.cancel_deletion(name)
+            with self.lock:
+                self.report.repaired.append(name)
+
+    def _record(self, name: str, problem: str | None, unchecked: str | None) -> None:
         with self.lock:
             if problem is not None:
-                self.report.corrupt.append(f"{stored.name}: {problem}")
+                self.report.corrupt.append(f"{name}: {problem}")
             if unchecked is not None:
-                self.report.unchecked.append(f"{stored.name}: {unchecked}")
-        self._advance(stored.size)
+                self.report.unchecked.append(f"{name}: {unchecked}")
 
     def _advance(self, nbytes: int) -> None:
         if self.progress is not None:
@@ -170,5 +234,6 @@ class _Checker:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        for found in (self.report.missing, self.report.corrupt, self.report.unchecked):
+        for found in (self.report.missing, self.report.corrupt, self.report.unchecked,
+                      self.report.scheduled, self.report.repaired):
             found.sort()
