@@ -3,7 +3,7 @@
 Layout under the cache directory::
 
     tmp/                      uncommitted blobs (ZODB) and staged commits
-    .evict.lock               held by the one process evicting
+    .evict.lock               the bytes cached; locked to admit or evict files
     .counters.json            hits, misses... of every process (see totals())
     <oid hex>/<tid hex>.blob  the committed file of one blob revision
     <oid hex>/.<tid hex>.lock held while that revision is fetched
@@ -12,19 +12,19 @@ Layout under the cache directory::
 Several threads and processes may share one cache directory.  A committed
 file only ever appears complete (it is written under a temporary name and
 renamed), is read-only, and is fetched once however many readers miss it at
-the same time.  A background thread evicts the least recently used files when
-the cache outgrows its budget; readers never wait for it.  A path returned by
-:meth:`BlobCache.get` may be evicted before the caller opens it: the caller
-then calls :meth:`BlobCache.get` again, which fetches the file again.
+the same time.  It enters the cache only once room was made for it: the
+process bringing it in evicts the least recently used files first, so the
+cache stays within its size (see :mod:`.cache_eviction`).  A path returned by
+:meth:`BlobCache.get` stays pinned for a while, so that its caller can open
+it; one evicted before the caller opens it is fetched again by the next
+:meth:`BlobCache.get`.
 
-Every committed file carries its size and CRC-32 in the extended attribute
-``user.zodb-swiftblobs`` (``v1 <size> <crc32 hex>``), set before the file
-appears.  Each hit compares the file's size with it; the checksum is checked
-the first time a process uses the file, and again whenever the file's inode,
-modification time or size changes.  A corrupt file is removed and fetched
-again.  On a file system without user extended attributes files are not
-verified.  A cache directory that cannot take a file (full, read-only, not
-permitted) raises :class:`CacheDirectoryError` and leaves nothing behind.
+Every committed file carries its revision, size and checksum
+(:mod:`.cache_integrity`); anything else at its path, or a file found
+corrupt, is removed and fetched again.  On a file system without user
+extended attributes files are not verified.  A cache directory that cannot
+take a file (full, read-only, not permitted) raises
+:class:`CacheDirectoryError` and leaves nothing behind.
 
 This module knows nothing of Swift: fetching is the caller's function.
 """
@@ -37,14 +37,17 @@ import fcntl
 import json
 import logging
 import os
-import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
+
+from ZODB.blob import rename_or_copy_blob
+
+from . import cache_integrity
+from .cache_eviction import (OPEN_FLAGS, Pins, committed_files, evict_least_recently_used,
+                             is_at, open_pinned, read_account, remove_committed_file, remove_entry,
+                             write_account)
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +56,10 @@ STAGED_FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 LOCK_FILE_MODE = 0o600
 EVICTION_TARGET = 0.9  # an eviction pass shrinks the cache to 90 % of its size
-OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
-COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
 COUNTERS = ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes", "corrupt")
 COUNTERS_SAVE_INTERVAL = 60.0  # seconds between merges of a process's counters into the file
-INTEGRITY_ATTRIBUTE = "user.zodb-swiftblobs"
-INTEGRITY_RECORD = re.compile(rb"v1 ([0-9]+) ([0-9a-f]{8})")
-CHECKSUM_BLOCK = 1 << 20
-VERIFIED_FILES_REMEMBERED = 32768  # per process; beyond, the oldest are verified again
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NOT_PERMITTED = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-# The committed files this process verified or wrote: path -> (inode, mtime, size).
-_verified: dict[str, tuple[int, int, int]] = {}
-_verified_lock = threading.Lock()
 
 
 class CacheDirectoryError(Exception):
@@ -87,27 +80,20 @@ class CacheDirectoryError(Exception):
 
 
 class BlobCache:
-    """Committed blob files in *directory*, at most about *size* bytes of them.
+    """Committed blob files in *directory*, at most *size* bytes of them (but
+    for the files just handed out to readers, see :mod:`.cache_eviction`)."""
 
-    Eviction runs in a background thread once the bytes added since the last
-    pass exceed *check_fraction* of *size*, so the cache may briefly exceed
-    its size by that much.
-    """
-
-    def __init__(self, directory: str, size: int, *, check_fraction: float = 0.1) -> None:
+    def __init__(self, directory: str, size: int) -> None:
         if size <= 0:
             raise ValueError(f"blob cache size must be positive, not {size!r}")
-        if not 0 < check_fraction <= 1:
-            raise ValueError(f"check_fraction must be in (0, 1], not {check_fraction!r}")
         self.directory = os.path.abspath(directory)
         self.size = size
-        self.check_fraction = check_fraction
         self.temporary_directory = os.path.join(self.directory, "tmp")
         os.makedirs(os.path.dirname(self.directory), exist_ok=True)
         for path in (self.directory, self.temporary_directory):
             _make_private_directory(path)
             _check_usable(path)
-        self.verifies = _supports_integrity_records(self.temporary_directory)
+        self.verifies = cache_integrity.supports_integrity_records(self.temporary_directory)
         if not self.verifies:
             log.warning("blob cache %s: its file system does not support user extended "
                         "attributes; cached files cannot be verified", self.directory)
@@ -116,11 +102,8 @@ class BlobCache:
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._unsaved = dict.fromkeys(COUNTERS, 0)  # counted, not yet in the counters file
         self._saved_at = time.monotonic()
-        self._state_lock = threading.Lock()  # guards the counters and the fields below
-        self._bytes_since_eviction = 0
-        self._eviction_thread: threading.Thread | None = None
-        self._eviction_wanted = threading.Event()
-        self._closed = False
+        self._state_lock = threading.Lock()  # guards the counters
+        self._pins = Pins(size)
 
     def path(self, oid: bytes, tid: bytes) -> str:
         """The path of the committed file of blob revision (*oid*, *tid*)."""
@@ -134,7 +117,9 @@ class BlobCache:
         beside it must be named ``<temporary_path>.*``); the cache then
         publishes it.  However many threads and processes miss the same
         revision at once, only one of them fetches it; the others wait and
-        share the result.  A cached file found corrupt is fetched again.
+        share the result.  A cached file found corrupt, or anything else at
+        its path, is removed and fetched again.  The file returned is pinned:
+        no eviction removes it for a while (see :class:`.cache_eviction.Pins`).
 
         An OSError, from *fetch* too (it writes into the cache directory),
         raises :class:`CacheDirectoryError`; any other exception from *fetch*
@@ -142,8 +127,7 @@ class BlobCache:
         """
         path = self.path(oid, tid)
         while True:
-            status = _mark_used(path)
-            if status is not None and self._is_intact(path, status, under_lock=False):
+            if self._pin_if_intact(oid, tid, path, under_lock=False):
                 self._count(hits=1)
                 return path
             try:
@@ -158,7 +142,6 @@ class BlobCache:
                 self._count(hits=1)  # published while this reader waited for the lock
                 return path
             self._count(misses=1, bytes_downloaded=size)
-            self._added(size)
             return path
 
     def _fetch_under_lock(self, oid: bytes, tid: bytes, path: str,
@@ -168,13 +151,12 @@ class BlobCache:
         the lock could not be taken yet."""
         directory = os.path.dirname(path)
         lock_path = f"{directory}/.{tid.hex()}.lock"
-        lock = _lock_revision(lock_path)
+        lock = self._lock_revision(lock_path)
         if lock is None:
             return None
         try:
-            status = _mark_used(path)
-            intact = status is not None and self._is_intact(path, status, under_lock=True)
-            size = -1 if intact else self._download(path, fetch)
+            intact = self._pin_if_intact(oid, tid, path, under_lock=True)
+            size = -1 if intact else self._download(oid, tid, path, fetch)
         except BaseException:
             _release_revision(lock_path, lock)
             with contextlib.suppress(OSError):  # used by other readers, or removed meanwhile
@@ -183,53 +165,100 @@ class BlobCache:
         _release_revision(lock_path, lock)
         return size
 
-    def _is_intact(self, path: str, status: os.stat_result, *, under_lock: bool) -> bool:
-        """Whether the committed file at *path* (whose status is *status*) is intact.
+    def _pin_if_intact(self, oid: bytes, tid: bytes, path: str, *, under_lock: bool) -> bool:
+        """Whether an intact committed file of (*oid*, *tid*) is at *path*; if so
+        it is marked used and pinned.
 
-        Holding the revision's lock, a corrupt file is removed (with a warning
-        and a count): the caller fetches it again.  A file that disappears
-        meanwhile is not intact.
+        Holding the revision's lock, whatever else is there is removed (with a
+        warning and a count): the caller fetches the file again.
         """
-        if not self.verifies or _verified.get(path) == _identity(status):
-            return True
-        try:
-            problem = _verify(path)
-        except FileNotFoundError:
-            return False
+        descriptor, problem = open_pinned(path)
+        if descriptor is not None:
+            if self.verifies:
+                problem = cache_integrity.problem(descriptor, path, oid, tid)
+            if problem is None:
+                status = _mark_used(descriptor)
+                self._pins.keep(path, descriptor, status.st_size)
+                return True
+            os.close(descriptor)
         if problem is None or not under_lock:
-            return problem is None
-        if _remove_committed_file(path):
+            return False
+        if remove_entry(path):
             log.warning("blob cache %s: %s is corrupt (%s); fetching it again",
                         self.directory, path, problem)
             self._count(corrupt=1)
         return False
 
+    def _lock_revision(self, lock_path: str) -> int | None:
+        """Lock the revision's lock file; return the descriptor holding the lock,
+        or None when the caller must look again (the file was just created or
+        replaced, or something that is not a lock file was removed from its path).
+
+        A lock file exists only while a reader holds or awaits it: its holder
+        removes it before unlocking (:func:`_release_revision`).  A waiter that
+        then gets the lock of the removed file sees that the file at *lock_path*
+        is no longer the one it holds, and gives up; so two holders never hold
+        different files at the same path.  Lock files left by a crashed process
+        are harmless: the lock died with the process, and the next reader
+        removes the file.
+        """
+        try:
+            lock = os.open(lock_path, OPEN_FLAGS | os.O_CREAT, LOCK_FILE_MODE)
+        except FileNotFoundError:
+            _make_private_directory(os.path.dirname(lock_path))  # new oid, or just evicted
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.ELOOP):
+                raise
+            lock = None
+        if lock is not None and cache_integrity.non_file_kind(os.fstat(lock).st_mode) is None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if is_at(os.fstat(lock), lock_path):
+                    return lock
+            except BaseException:
+                os.close(lock)
+                raise
+            os.close(lock)
+            return None
+        if lock is not None:
+            os.close(lock)
+        kind = cache_integrity.non_file_kind(os.lstat(lock_path).st_mode)
+        if remove_entry(lock_path):
+            log.warning("blob cache %s: removed %s at the lock path %s", self.directory,
+                        kind, lock_path)
+        return None
+
     def publish(self, source: str, oid: bytes, tid: bytes) -> str:
         """Move the staged file *source* into the cache as (*oid*, *tid*); return its path.
 
         *source* must be on the cache's file system (in :attr:`temporary_directory`);
-        the file appears at its final path complete, in one rename.  An
-        OSError raises :class:`CacheDirectoryError`.
+        the file appears at its final path complete, in one rename, once room
+        was made for it.  An OSError raises :class:`CacheDirectoryError`.
         """
         path = self.path(oid, tid)
-        try:
-            status = self._seal(source)
+
+        def rename() -> None:
             while True:
                 try:
                     os.replace(source, path)
-                    break
+                    return
                 except FileNotFoundError:
                     if not os.path.exists(source):
                         raise
                     _make_private_directory(os.path.dirname(path))
+        try:
+            descriptor, status = self._seal(source, oid, tid)
+            try:
+                self._admit(status.st_size, rename)
+            finally:
+                os.close(descriptor)
         except OSError as exc:
             raise CacheDirectoryError(self.directory, f"publish revision {tid.hex()} of "
                                       f"blob {oid.hex()}", exc) from exc
         if self.verifies:
-            _remember_intact(path, status)
-        size = status.st_size
-        log.debug("published %s (%d bytes)", path, size)
-        self._added(size)
+            cache_integrity.remember_intact(path, status)
+        log.debug("published %s (%d bytes)", path, status.st_size)
         return path
 
     def stage(self, source: str, path: str) -> None:
@@ -237,9 +266,6 @@ class BlobCache:
         :attr:`temporary_directory` as ZODB does (copying it if it is on
         another file system), readable and writable by the owner alone.  An
         OSError raises :class:`CacheDirectoryError`, leaving no part of *path*."""
-        # Imported here: the eviction child runs this module without ZODB.
-        from ZODB.blob import rename_or_copy_blob
-
         try:
             rename_or_copy_blob(source, path, chmod=False)
             os.chmod(path, STAGED_FILE_MODE)
@@ -250,7 +276,7 @@ class BlobCache:
     def discard(self, oid: bytes, tid: bytes) -> bool:
         """Remove the cached file of (*oid*, *tid*); return whether there was one."""
         path = self.path(oid, tid)
-        removed = _remove_committed_file(path)
+        removed = remove_committed_file(path)
         if removed:
             log.debug("discarded %s", path)
         return removed
@@ -317,84 +343,80 @@ class BlobCache:
             size, size), wait=True) or (0, 0)
 
     def clear(self) -> tuple[int, int]:
-        """Remove every committed file (readers fetch them again); return (files,
-        bytes) removed.  Fetches in progress and uncommitted blobs stay."""
+        """Remove every committed file but those pinned by readers (readers
+        fetch them again); return (files, bytes) removed.  Fetches in progress
+        and uncommitted blobs stay."""
         return self._under_eviction_lock(lambda: self._evict_least_recently_used(
             0, 0, spare_recently_used=False), wait=True) or (0, 0)
 
-    def evict(self, *, in_child: bool = False) -> int:
+    def evict(self) -> int:
         """Run one eviction pass now; return the number of files removed.
 
         If the committed files total more than :attr:`size` bytes, remove the
         least recently used ones (oldest access time first) until they total
-        at most 90 % of it.  Files used since the pass listed them are spared.
-        Only one process evicts at a time: if another one is evicting, return
-        0 at once.  Fetches in progress, their lock files and
-        :attr:`temporary_directory` are never touched.
-
-        With *in_child* (what the background eviction does), the pass runs in
-        a child Python process: it walks the whole cache, and in a thread of
-        this process it would compete with readers for the GIL.  When no child
-        can be started it runs here.
+        at most 90 % of it.  Files used since the pass listed them, and pinned
+        ones, are spared.  Only one process evicts at a time: if another one
+        is evicting (or admitting a file), return 0 at once.  Fetches in
+        progress, their lock files and :attr:`temporary_directory` are never
+        touched.  Files entering the cache run such passes as needed.
         """
-        if in_child:
-            removed = self._evict_in_child()
-            if removed is not None:
-                return removed
         removed = self._under_eviction_lock(lambda: self._evict_least_recently_used(
             self.size, self.size * EVICTION_TARGET), wait=False)
         return removed[0] if removed else 0
 
-    def _evict_in_child(self) -> int | None:
-        """One eviction pass in a child process (see :func:`_main`); None if
-        none could be run."""
-        if not sys.executable:
-            return None
-        command = [sys.executable, "-I", "-S", os.path.abspath(__file__), self.directory,
-                   str(self.size)]
-        try:
-            completed = subprocess.run(command, capture_output=True, text=True, check=False)
-            result = json.loads(completed.stdout) if completed.returncode == 0 else "failed"
-        except (OSError, ValueError) as exc:
-            completed, result = None, f"{type(exc).__name__}: {exc}"
-        if isinstance(result, str):
-            reason = completed.stderr.strip()[-300:] if completed is not None else result
-            log.warning("blob cache %s: the eviction process failed (%s); evicting in this "
-                        "process", self.directory, reason)
-            return None
-        if result is None:
-            return 0  # another process is evicting
-        self._record_eviction(*result)
-        return result[0]
-
-    def _under_eviction_lock(self, evict: Callable[[], tuple[int, int]], *,
+    def _under_eviction_lock(self, evict: Callable[[], tuple[int, int, int]], *,
                              wait: bool) -> tuple[int, int] | None:
-        """Run *evict* holding the lock that lets one process evict at a time;
-        None if another process holds it and *wait* is false."""
-        lock = self._open_shared_file(self._evict_lock_path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
+        """Run the pass *evict* holding the lock that lets one process evict at a
+        time, and write down the bytes that remain; return (files, bytes)
+        removed, or None if another process holds the lock and *wait* is false."""
+        with self._account(wait=wait) as account:
+            if account is None:
                 log.debug("blob cache %s: another process is evicting", self.directory)
                 return None
-            return evict()
+            removed, removed_bytes, remaining = evict()
+            write_account(account, remaining)
+            return removed, removed_bytes
+
+    @contextlib.contextmanager
+    def _account(self, *, wait: bool = True):
+        """Hold the eviction lock; yield the descriptor of the account (see
+        :mod:`.cache_eviction`), or None if another process holds it and
+        *wait* is false."""
+        account = self._open_shared_file(self._evict_lock_path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(account, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield None
+                return
+            yield account
         finally:
-            os.close(lock)
+            os.close(account)
+
+    def _admit(self, size: int, place: Callable[[], None]) -> None:
+        """Make room for a file of *size* bytes, then *place* it in the cache,
+        under the eviction lock."""
+        with self._account() as account:
+            total = read_account(account)
+            if total is None or total + size > self.size:
+                total = self._evict_least_recently_used(
+                    self.size - size, self.size * EVICTION_TARGET - size)[2]
+            write_account(account, total + size)  # first: a crash may only overstate it
+            try:
+                place()
+            except BaseException:
+                write_account(account, total)
+                raise
 
     def close(self) -> None:
-        """Stop the background eviction and save the counters; the cached files
-        stay.  Idempotent."""
-        with self._state_lock:
-            self._closed = True
-            thread = self._eviction_thread
-        self._eviction_wanted.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        """Release the pins of this process and save the counters; the cached
+        files stay.  Idempotent."""
+        self._pins.release_all()
         self.save_counters()
 
-    def _download(self, path: str, fetch: Callable[[str], object]) -> int:
-        """Fetch into a new temporary file beside *path*, then publish it there.
+    def _download(self, oid: bytes, tid: bytes, path: str,
+                  fetch: Callable[[str], object]) -> int:
+        """Fetch into a new temporary file beside *path*, then publish it there, pinned.
 
         The caller holds the revision's lock, so no other fetch of it is in
         progress: temporary files of it are left by fetchers that died, and go.
@@ -404,87 +426,52 @@ class BlobCache:
         temporary_path = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             fetch(temporary_path)
-            status = self._seal(temporary_path)
-            os.replace(temporary_path, path)
+            descriptor, status = self._seal(temporary_path, oid, tid)
+            try:
+                self._admit(status.st_size, lambda: os.replace(temporary_path, path))
+            except BaseException:
+                os.close(descriptor)
+                raise
         except BaseException:
             _remove_partial(temporary_path)
             raise
         if self.verifies:
-            _remember_intact(path, status)
+            cache_integrity.remember_intact(path, status)
+        self._pins.keep(path, descriptor, status.st_size)
         log.debug("fetched %s (%d bytes)", path, status.st_size)
         return status.st_size
 
-    def _seal(self, path: str) -> os.stat_result:
-        """Record the size and checksum of the complete file *path* (unless
-        this file system cannot), make it read-only; return its status."""
-        if self.verifies:
-            with open(path, "rb", buffering=0) as f:
-                checksum = _checksum(f)
-                size = os.fstat(f.fileno()).st_size
-                os.setxattr(f.fileno(), INTEGRITY_ATTRIBUTE,
-                            b"v1 %d %08x" % (size, checksum))
-        os.chmod(path, FILE_MODE)  # after the attribute: a user may not set one on it then
-        return os.stat(path)
+    def _seal(self, path: str, oid: bytes, tid: bytes) -> tuple[int, os.stat_result]:
+        """Record the revision, size and checksum of the complete file *path*
+        as (*oid*, *tid*) (unless this file system cannot), make it read-only;
+        return a descriptor pinning it and its status."""
+        descriptor = os.open(path, OPEN_FLAGS)
+        try:
+            if self.verifies:
+                cache_integrity.seal(descriptor, oid, tid)
+            os.fchmod(descriptor, FILE_MODE)  # after the record: a user may not set one then
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+            return descriptor, os.fstat(descriptor)
+        except BaseException:
+            os.close(descriptor)
+            raise
 
     def _evict_least_recently_used(self, limit: float, target: float, *,
-                                   spare_recently_used: bool = True) -> tuple[int, int]:
+                                   spare_recently_used: bool = True) -> tuple[int, int, int]:
         """If the committed files total more than *limit* bytes, remove the least
-        recently used until they total at most *target*; return (files, bytes)."""
-        removed, removed_bytes, total = self._remove_least_recently_used(
-            limit, target, spare_recently_used)
-        self._record_eviction(removed, removed_bytes, total)
-        return removed, removed_bytes
-
-    def _record_eviction(self, removed: int, removed_bytes: int, remaining: int) -> None:
+        recently used until they total at most *target*; return (files, bytes)
+        removed and the bytes that remain.  The caller holds the eviction lock."""
+        removed, removed_bytes, remaining = evict_least_recently_used(
+            self._committed_files(), limit, target, spare_recently_used=spare_recently_used)
         self._count(evictions=removed, evicted_bytes=removed_bytes)
         if removed:
             log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
                      self.directory, removed, removed_bytes, remaining)
-
-    def _remove_least_recently_used(self, limit: float, target: float,
-                                    spare_recently_used: bool) -> tuple[int, int, int]:
-        """The pass itself: (files, bytes) removed and the bytes that remain."""
-        files = self._committed_files()
-        total = sum(size for _, size, _ in files)
-        if total <= limit:
-            return 0, 0, total
-        removed = removed_bytes = 0
-        for accessed, size, path in sorted(files):
-            if total <= target:
-                break
-            try:
-                if spare_recently_used and os.stat(path).st_atime_ns != accessed:
-                    continue  # used since it was listed
-            except FileNotFoundError:
-                total -= size  # removed meanwhile, by discard() for instance
-                continue
-            if _remove_committed_file(path):
-                log.debug("evicted %s (%d bytes)", path, size)
-                removed += 1
-                removed_bytes += size
-            total -= size
-        return removed, removed_bytes, total
+        return removed, removed_bytes, remaining
 
     def _committed_files(self) -> list[tuple[int, int, str]]:
         """(access time in ns, size, path) of every committed file on disk."""
-        with os.scandir(self.directory) as entries:
-            oid_directories = [entry.path for entry in entries
-                               if OID_DIRECTORY_NAME.fullmatch(entry.name)]
-        files = []
-        for directory in oid_directories:
-            try:
-                with os.scandir(directory) as entries:
-                    candidates = [entry for entry in entries
-                                  if COMMITTED_FILE_NAME.fullmatch(entry.name)]
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # removed meanwhile, or not one of ours
-            for entry in candidates:
-                try:
-                    status = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # evicted meanwhile by another process
-                files.append((status.st_atime_ns, status.st_size, entry.path))
-        return files
+        return committed_files(self.directory)
 
     def _open_shared_file(self, path: str, flags: int) -> int:
         """Open (creating it if need be) a file every process of the cache uses.
@@ -509,31 +496,6 @@ class BlobCache:
         if due:
             self.save_counters()
 
-    def _added(self, size: int) -> None:
-        """Account for *size* new bytes; wake the eviction thread when enough were added."""
-        with self._state_lock:
-            self._bytes_since_eviction += size
-            if self._closed or self._bytes_since_eviction <= self.check_fraction * self.size:
-                return
-            if self._eviction_thread is None:
-                self._eviction_thread = threading.Thread(
-                    target=self._run_evictions, name="zodb-swiftblobs-eviction", daemon=True)
-                self._eviction_thread.start()
-        self._eviction_wanted.set()
-
-    def _run_evictions(self) -> None:
-        """The background thread: one eviction pass per wake-up, until closed."""
-        while True:
-            self._eviction_wanted.wait()
-            self._eviction_wanted.clear()
-            with self._state_lock:
-                if self._closed:
-                    return
-                self._bytes_since_eviction = 0
-            try:
-                self.evict(in_child=True)
-            except Exception:
-                log.exception("blob cache %s: eviction failed", self.directory)
 
 
 def _make_private_directory(path: str) -> None:
@@ -553,101 +515,22 @@ def _check_usable(path: str) -> None:
                                             " permission", path)
 
 
-def _mark_used(path: str) -> os.stat_result | None:
-    """Set the access time of *path* to now (its modification time stays);
-    return its status, or None if it is missing.
+def _mark_used(descriptor: int) -> os.stat_result:
+    """Set the access time of the file open as *descriptor* to now (its
+    modification time stays); return its status.
 
     Eviction goes by access times, which this sets explicitly, so it works on
     file systems mounted with ``noatime`` or ``relatime`` too.  On a file
     system that became read-only the file is still used: only its access
     time stays.
     """
+    status = os.fstat(descriptor)
     try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        return None
-    try:
-        os.utime(path, ns=(time.time_ns(), status.st_mtime_ns))
-    except FileNotFoundError:
-        return None
+        os.utime(descriptor, ns=(time.time_ns(), status.st_mtime_ns))
     except OSError as exc:
         if exc.errno not in NOT_PERMITTED:
             raise
     return status
-
-
-def _identity(status: os.stat_result) -> tuple[int, int, int]:
-    """What changes when a committed file is replaced, rewritten or truncated
-    (not its ctime: marking a file used changes that)."""
-    return status.st_ino, status.st_mtime_ns, status.st_size
-
-
-def _checksum(f) -> int:
-    """The CRC-32 of the rest of the unbuffered binary file *f*."""
-    checksum = 0
-    block = bytearray(CHECKSUM_BLOCK)
-    view = memoryview(block)
-    while count := f.readinto(block):
-        checksum = zlib.crc32(view[:count], checksum)
-    return checksum
-
-
-def _verify(path: str) -> str | None:
-    """What is wrong with the committed file *path*, or None if it is intact
-    (and then remembered as such).  FileNotFoundError if it is gone."""
-    try:
-        f = open(path, "rb", buffering=0)
-    except FileNotFoundError:
-        raise  # gone, which is not corruption: the caller fetches it
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    with f:
-        status = os.fstat(f.fileno())
-        try:
-            record = INTEGRITY_RECORD.fullmatch(os.getxattr(f.fileno(), INTEGRITY_ATTRIBUTE))
-        except OSError as exc:
-            if exc.errno == errno.ENODATA:
-                return "no size and checksum recorded"
-            return f"unreadable record: {exc.strerror}"
-        if record is None:
-            return "malformed record"
-        size, checksum = int(record[1]), int(record[2], 16)
-        if status.st_size != size:
-            return f"{status.st_size} bytes, {size} recorded"
-        try:
-            if _checksum(f) != checksum:
-                return "checksum mismatch"
-        except OSError as exc:
-            return f"unreadable: {exc.strerror}"
-    _remember_intact(path, status)
-    return None
-
-
-def _remember_intact(path: str, status: os.stat_result) -> None:
-    """Note that the committed file at *path*, with *status*, is intact."""
-    with _verified_lock:
-        _verified.pop(path, None)
-        if len(_verified) >= VERIFIED_FILES_REMEMBERED:
-            del _verified[next(iter(_verified))]
-        _verified[path] = _identity(status)
-
-
-def _supports_integrity_records(directory: str) -> bool:
-    """Whether files in *directory* can carry user extended attributes (a
-    probe file tells; any other failure is taken as support)."""
-    probe = f"{directory}/.xattr-probe-{uuid.uuid4().hex}"
-    try:
-        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, LOCK_FILE_MODE)
-    except OSError:
-        return True
-    try:
-        os.setxattr(descriptor, INTEGRITY_ATTRIBUTE, b"probe")
-    except OSError as exc:
-        return exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
-    finally:
-        os.close(descriptor)
-        os.unlink(probe)
-    return True
 
 
 def _remove_partial(path: str) -> None:
@@ -657,51 +540,14 @@ def _remove_partial(path: str) -> None:
         os.unlink(path)
 
 
-def _lock_revision(lock_path: str) -> int | None:
-    """Lock the revision's lock file; return the descriptor holding the lock,
-    or None when the caller must look again (the file was just created or replaced).
-
-    A lock file exists only while a reader holds or awaits it: its holder
-    removes it before unlocking (:func:`_release_revision`).  A waiter that
-    then gets the lock of the removed file sees that the file at *lock_path*
-    is no longer the one it holds, and gives up; so two holders never hold
-    different files at the same path.  Lock files left by a crashed process
-    are harmless: the lock died with the process, and the next reader
-    removes the file.
-    """
-    try:
-        lock = os.open(lock_path, os.O_RDONLY | os.O_CREAT, LOCK_FILE_MODE)
-    except FileNotFoundError:
-        _make_private_directory(os.path.dirname(lock_path))  # new oid, or just evicted
-        return None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _is_file_at(lock, lock_path):
-            return lock
-    except BaseException:
-        os.close(lock)
-        raise
-    os.close(lock)
-    return None
-
-
 def _release_revision(lock_path: str, lock: int) -> None:
     """Remove the lock file, still locked, then unlock it (a lock file that
-    cannot be removed is harmless: see :func:`_lock_revision`)."""
+    cannot be removed is harmless: see :meth:`BlobCache._lock_revision`)."""
     try:
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
     finally:
         os.close(lock)
-
-
-def _is_file_at(descriptor: int, path: str) -> bool:
-    held = os.fstat(descriptor)
-    try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
 
 
 def _remove_abandoned_downloads(directory: str, name: str) -> None:
@@ -713,39 +559,5 @@ def _remove_abandoned_downloads(directory: str, name: str) -> None:
         abandoned = [entry.path for entry in entries if entry.name.startswith(".")
                      and entry.name.lstrip(".").startswith(f"{name}.")]
     for path in abandoned:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        log.debug("removed %s, left by a fetch that died", path)
-
-
-def _remove_committed_file(path: str) -> bool:
-    """Remove *path* and its oid directory if that is now empty; False if *path* was missing.
-
-    Removing a directory races with readers about to create files in it;
-    they create it again (see :func:`_lock_revision` and :meth:`BlobCache.publish`).
-    """
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    with contextlib.suppress(OSError):  # not empty, or removed meanwhile
-        os.rmdir(os.path.dirname(path))
-    return True
-
-
-def _main(directory: str, size: str) -> None:
-    """The child process of :meth:`BlobCache.evict`: one pass, at a lower CPU
-    priority; prints [files, bytes, remaining bytes], or null when another
-    process is evicting.  It counts nothing itself: its parent does."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
-    cache = BlobCache(directory, int(size))
-    result = cache._under_eviction_lock(lambda: cache._remove_least_recently_used(
-        cache.size, cache.size * EVICTION_TARGET, True), wait=False)
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    _main(*sys.argv[1:])
+        if remove_entry(path):
+            log.debug("removed %s, left by a fetch that died", path)
