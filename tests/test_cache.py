@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import child_environment, corrupt_cached_file, mounted, read
+import zodb_swiftblobs.cache
+from zodb_swiftblobs import cache_eviction
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
 
 MIB = 1 << 20
@@ -435,6 +437,17 @@ def test_a_returned_path_survives_an_eviction_from_another_process(make_cache, v
     assert len(calls) == 2
 
 
+def test_pins_last_a_while_then_go(make_cache, monkeypatch):
+    cache = make_cache(size=MIB)
+    first = cache.get(OID, ident(1), writer(b"first"))
+    second = cache.get(OID, ident(2), writer(b"second"))
+    assert evict_in_process(cache.directory) == (0, 0)
+    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 0.0)
+    third = cache.get(OID, ident(3), writer(b"third"))  # all older pins are due now
+    assert evict_in_process(cache.directory) == (2, 11)
+    assert [os.path.exists(path) for path in (first, second, third)] == [False, False, True]
+
+
 def test_a_process_keeps_its_newest_pins_within_a_share_of_the_cache(make_cache):
     cache = make_cache(size=MIB)  # its pins: 5 % of it, 52 KiB, but always the newest
     paths = [cache.get(OID, ident(n), writer(bytes([n]) * (20 * KIB))) for n in range(5)]
@@ -496,7 +509,7 @@ def test_a_damaged_file_is_fetched_again_at_the_next_hit(make_cache, caplog, dam
         os.removexattr(path, "user.zodb-swiftblobs")
     else:
         record = os.getxattr(path, "user.zodb-swiftblobs")
-        os.setxattr(path, "user.zodb-swiftblobs", b"v1 12 not-a-checksum"
+        os.setxattr(path, "user.zodb-swiftblobs", b"v2 12 not-a-checksum"
                     if damage == "malformed record" else record.replace(b"07 ", b"08 ", 1))
     calls = []
     assert cache.get(OID, TID, writer(data, calls)) == path
@@ -506,6 +519,18 @@ def test_a_damaged_file_is_fetched_again_at_the_next_hit(make_cache, caplog, dam
     assert (stats["hits"], stats["misses"], stats["corrupt"]) == (0, 2, 1)
     assert cache.get(OID, TID, _never) == path
     assert cache.stats()["hits"] == 1
+
+
+def test_a_file_cached_by_an_earlier_version_is_fetched_again_quietly(make_cache, caplog):
+    cache = make_cache()
+    path = cache.get(OID, TID, writer(b"cached"))
+    os.setxattr(path, "user.zodb-swiftblobs", b"v1 6 %08x" % zlib.crc32(b"cached"))
+    calls = []
+    assert cache.get(OID, TID, writer(b"cached", calls)) == path
+    assert len(calls) == 1
+    assert os.getxattr(path, "user.zodb-swiftblobs").startswith(b"v2 ")
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert cache.stats()["corrupt"] == 0
 
 
 def test_damage_keeping_size_and_mtime_is_found_by_the_next_process(make_cache):
@@ -755,7 +780,7 @@ def test_files_entering_a_full_cache_make_room_first(make_cache, caplog, via):
     assert [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
 
 
-@pytest.mark.parametrize("account", [b"99999999", b"garbage", None])
+@pytest.mark.parametrize("account", [b"99999999 9", b"garbage", None])
 def test_the_account_of_cached_bytes_is_corrected_by_the_next_pass(make_cache, tmp_path,
                                                                    account):
     """Files removed behind the cache's back (or a process that died between
@@ -769,8 +794,38 @@ def test_the_account_of_cached_bytes_is_corrected_by_the_next_pass(make_cache, t
         account_path.write_bytes(account)
     cache = make_cache(size=MIB)
     cache.publish(stage(cache, b"y" * (10 * KIB)), OID, ident(100))
-    assert int(account_path.read_bytes()) == cache.stats()["size"] == 910 * KIB
+    assert account_path.read_bytes() == b"%d 10" % (910 * KIB)
+    assert cache.stats()["size"] == 910 * KIB
     assert cache.stats()["evictions"] == 0
+
+
+def test_a_pass_over_many_files_runs_in_a_child_process(make_cache, tmp_path, monkeypatch):
+    """It walks the whole cache: in this process it would hold readers up on the GIL."""
+    fill(tmp_path / "cache", 15, oid=ident)
+    cache = make_cache(size=MIB)
+    assert cache.evict() == 6  # in this process: it does not know how many files there are
+    fill(tmp_path / "cache", 15, oid=lambda n: ident(100 + n))
+    monkeypatch.setattr(zodb_swiftblobs.cache, "IN_PROCESS_FILES", 3)
+
+    def not_here(*args, **options):
+        raise AssertionError("the pass ran in this process")
+    monkeypatch.setattr(zodb_swiftblobs.cache, "evict_least_recently_used", not_here)
+    assert cache.prune(5 * 100 * KIB) == (19, 19 * 100 * KIB)
+    assert cache.stats()["evictions"] == 25, "the child's pass is counted here"
+    cache.publish(stage(cache, b"y" * (600 * KIB)), OID, TID)  # and it makes room
+    assert cache.stats()["size"] == 600 * KIB + 3 * 100 * KIB <= cache.size
+    assert cache.stats()["evictions"] == 27
+
+
+def test_eviction_falls_back_to_this_process_without_a_child(make_cache, tmp_path,
+                                                             monkeypatch, caplog):
+    fill(tmp_path / "cache", 15, oid=ident)
+    cache = make_cache(size=MIB)
+    monkeypatch.setattr(zodb_swiftblobs.cache, "IN_PROCESS_FILES", 5)
+    (tmp_path / "cache" / ".evict.lock").write_bytes(b"%d 15" % (15 * 100 * KIB))
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    assert cache.evict() == 6
+    assert "the eviction process failed" in caplog.text
 
 
 def test_stats_count_what_happened(make_cache):

@@ -45,21 +45,20 @@ from collections.abc import Callable
 from ZODB.blob import rename_or_copy_blob
 
 from . import cache_integrity
-from .cache_eviction import (OPEN_FLAGS, Pins, committed_files, evict_least_recently_used,
-                             is_at, open_pinned, read_account, remove_committed_file, remove_entry,
-                             write_account)
+from .cache_entries import (LOCK_FILE_MODE, NOT_PERMITTED, OPEN_FLAGS, lock_revision,
+                            make_private_directory, mark_used, open_pinned, release_revision,
+                            remove_abandoned_downloads, remove_committed_file, remove_entry)
+from .cache_eviction import (IN_PROCESS_FILES, Pins, committed_files, evict_in_child,
+                             evict_least_recently_used, read_account, write_account)
 
 log = logging.getLogger(__name__)
 
 FILE_MODE = 0o400  # read-only, readable by the owner alone, like its directory
 STAGED_FILE_MODE = 0o600
-DIRECTORY_MODE = 0o700
-LOCK_FILE_MODE = 0o600
 EVICTION_TARGET = 0.9  # an eviction pass shrinks the cache to 90 % of its size
 COUNTERS = ("hits", "misses", "bytes_downloaded", "evictions", "evicted_bytes", "corrupt")
 COUNTERS_SAVE_INTERVAL = 60.0  # seconds between merges of a process's counters into the file
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-NOT_PERMITTED = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class CacheDirectoryError(Exception):
@@ -91,7 +90,7 @@ class BlobCache:
         self.temporary_directory = os.path.join(self.directory, "tmp")
         os.makedirs(os.path.dirname(self.directory), exist_ok=True)
         for path in (self.directory, self.temporary_directory):
-            _make_private_directory(path)
+            make_private_directory(path)
             _check_usable(path)
         self.verifies = cache_integrity.supports_integrity_records(self.temporary_directory)
         if not self.verifies:
@@ -151,18 +150,18 @@ class BlobCache:
         the lock could not be taken yet."""
         directory = os.path.dirname(path)
         lock_path = f"{directory}/.{tid.hex()}.lock"
-        lock = self._lock_revision(lock_path)
+        lock = lock_revision(lock_path)
         if lock is None:
             return None
         try:
             intact = self._pin_if_intact(oid, tid, path, under_lock=True)
             size = -1 if intact else self._download(oid, tid, path, fetch)
         except BaseException:
-            _release_revision(lock_path, lock)
+            release_revision(lock_path, lock)
             with contextlib.suppress(OSError):  # used by other readers, or removed meanwhile
                 os.rmdir(directory)
             raise
-        _release_revision(lock_path, lock)
+        release_revision(lock_path, lock)
         return size
 
     def _pin_if_intact(self, oid: bytes, tid: bytes, path: str, *, under_lock: bool) -> bool:
@@ -177,57 +176,19 @@ class BlobCache:
             if self.verifies:
                 problem = cache_integrity.problem(descriptor, path, oid, tid)
             if problem is None:
-                status = _mark_used(descriptor)
+                status = mark_used(descriptor)
                 self._pins.keep(path, descriptor, status.st_size)
                 return True
             os.close(descriptor)
-        if problem is None or not under_lock:
+        if problem is None or not under_lock or not remove_entry(path):
             return False
-        if remove_entry(path):
+        if problem == cache_integrity.EARLIER_RECORD:
+            log.debug("%s was cached by an earlier version; fetching it again", path)
+        else:
             log.warning("blob cache %s: %s is corrupt (%s); fetching it again",
                         self.directory, path, problem)
             self._count(corrupt=1)
         return False
-
-    def _lock_revision(self, lock_path: str) -> int | None:
-        """Lock the revision's lock file; return the descriptor holding the lock,
-        or None when the caller must look again (the file was just created or
-        replaced, or something that is not a lock file was removed from its path).
-
-        A lock file exists only while a reader holds or awaits it: its holder
-        removes it before unlocking (:func:`_release_revision`).  A waiter that
-        then gets the lock of the removed file sees that the file at *lock_path*
-        is no longer the one it holds, and gives up; so two holders never hold
-        different files at the same path.  Lock files left by a crashed process
-        are harmless: the lock died with the process, and the next reader
-        removes the file.
-        """
-        try:
-            lock = os.open(lock_path, OPEN_FLAGS | os.O_CREAT, LOCK_FILE_MODE)
-        except FileNotFoundError:
-            _make_private_directory(os.path.dirname(lock_path))  # new oid, or just evicted
-            return None
-        except OSError as exc:
-            if exc.errno not in (errno.EISDIR, errno.ELOOP):
-                raise
-            lock = None
-        if lock is not None and cache_integrity.non_file_kind(os.fstat(lock).st_mode) is None:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if is_at(os.fstat(lock), lock_path):
-                    return lock
-            except BaseException:
-                os.close(lock)
-                raise
-            os.close(lock)
-            return None
-        if lock is not None:
-            os.close(lock)
-        kind = cache_integrity.non_file_kind(os.lstat(lock_path).st_mode)
-        if remove_entry(lock_path):
-            log.warning("blob cache %s: removed %s at the lock path %s", self.directory,
-                        kind, lock_path)
-        return None
 
     def publish(self, source: str, oid: bytes, tid: bytes) -> str:
         """Move the staged file *source* into the cache as (*oid*, *tid*); return its path.
@@ -246,7 +207,7 @@ class BlobCache:
                 except FileNotFoundError:
                     if not os.path.exists(source):
                         raise
-                    _make_private_directory(os.path.dirname(path))
+                    make_private_directory(os.path.dirname(path))
         try:
             descriptor, status = self._seal(source, oid, tid)
             try:
@@ -339,15 +300,14 @@ class BlobCache:
     def prune(self, size: int) -> tuple[int, int]:
         """Evict least recently used files until the cache holds at most *size*
         bytes, waiting for an eviction in progress; return (files, bytes) removed."""
-        return self._under_eviction_lock(lambda: self._evict_least_recently_used(
-            size, size), wait=True) or (0, 0)
+        return self._under_eviction_lock(size, size, wait=True) or (0, 0)
 
     def clear(self) -> tuple[int, int]:
         """Remove every committed file but those pinned by readers (readers
         fetch them again); return (files, bytes) removed.  Fetches in progress
         and uncommitted blobs stay."""
-        return self._under_eviction_lock(lambda: self._evict_least_recently_used(
-            0, 0, spare_recently_used=False), wait=True) or (0, 0)
+        return self._under_eviction_lock(0, 0, wait=True,
+                                         spare_recently_used=False) or (0, 0)
 
     def evict(self) -> int:
         """Run one eviction pass now; return the number of files removed.
@@ -360,21 +320,24 @@ class BlobCache:
         progress, their lock files and :attr:`temporary_directory` are never
         touched.  Files entering the cache run such passes as needed.
         """
-        removed = self._under_eviction_lock(lambda: self._evict_least_recently_used(
-            self.size, self.size * EVICTION_TARGET), wait=False)
+        removed = self._under_eviction_lock(self.size, self.size * EVICTION_TARGET,
+                                            wait=False)
         return removed[0] if removed else 0
 
-    def _under_eviction_lock(self, evict: Callable[[], tuple[int, int, int]], *,
-                             wait: bool) -> tuple[int, int] | None:
-        """Run the pass *evict* holding the lock that lets one process evict at a
-        time, and write down the bytes that remain; return (files, bytes)
-        removed, or None if another process holds the lock and *wait* is false."""
+    def _under_eviction_lock(self, limit: float, target: float, *, wait: bool,
+                             spare_recently_used: bool = True) -> tuple[int, int] | None:
+        """Run a pass (see :meth:`_evict_least_recently_used`) holding the lock
+        that lets one process evict at a time, and write down the bytes and
+        files that remain; return (files, bytes) removed, or None if another
+        process holds the lock and *wait* is false."""
         with self._account(wait=wait) as account:
             if account is None:
                 log.debug("blob cache %s: another process is evicting", self.directory)
                 return None
-            removed, removed_bytes, remaining = evict()
-            write_account(account, remaining)
+            _, files = read_account(account) or (None, 0)
+            removed, removed_bytes, remaining, files = self._evict_least_recently_used(
+                limit, target, spare_recently_used=spare_recently_used, files=files)
+            write_account(account, remaining, files)
             return removed, removed_bytes
 
     @contextlib.contextmanager
@@ -397,15 +360,15 @@ class BlobCache:
         """Make room for a file of *size* bytes, then *place* it in the cache,
         under the eviction lock."""
         with self._account() as account:
-            total = read_account(account)
+            total, files = read_account(account) or (None, 0)
             if total is None or total + size > self.size:
-                total = self._evict_least_recently_used(
-                    self.size - size, self.size * EVICTION_TARGET - size)[2]
-            write_account(account, total + size)  # first: a crash may only overstate it
+                total, files = self._evict_least_recently_used(
+                    self.size - size, self.size * EVICTION_TARGET - size, files=files)[2:]
+            write_account(account, total + size, files + 1)  # first: a crash may only overstate
             try:
                 place()
             except BaseException:
-                write_account(account, total)
+                write_account(account, total, files)
                 raise
 
     def close(self) -> None:
@@ -422,7 +385,7 @@ class BlobCache:
         progress: temporary files of it are left by fetchers that died, and go.
         """
         directory, name = os.path.split(path)
-        _remove_abandoned_downloads(directory, name)
+        remove_abandoned_downloads(directory, name)
         temporary_path = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             fetch(temporary_path)
@@ -457,17 +420,30 @@ class BlobCache:
             raise
 
     def _evict_least_recently_used(self, limit: float, target: float, *,
-                                   spare_recently_used: bool = True) -> tuple[int, int, int]:
+                                   spare_recently_used: bool = True,
+                                   files: int = 0) -> tuple[int, int, int, int]:
         """If the committed files total more than *limit* bytes, remove the least
         recently used until they total at most *target*; return (files, bytes)
-        removed and the bytes that remain.  The caller holds the eviction lock."""
-        removed, removed_bytes, remaining = evict_least_recently_used(
-            self._committed_files(), limit, target, spare_recently_used=spare_recently_used)
+        removed and the bytes and files that remain.  The caller holds the
+        eviction lock.  A cache of more than :data:`.cache_eviction.IN_PROCESS_FILES`
+        *files* (as last counted) is walked in a child process."""
+        result = None
+        if files > IN_PROCESS_FILES:
+            result = evict_in_child(self.directory, limit, target,
+                                    spare_recently_used=spare_recently_used)
+            if isinstance(result, str):
+                log.warning("blob cache %s: the eviction process failed (%s); evicting in "
+                            "this process", self.directory, result)
+                result = None
+        if result is None:
+            result = evict_least_recently_used(self._committed_files(), limit, target,
+                                               spare_recently_used=spare_recently_used)
+        removed, removed_bytes, remaining, _ = result
         self._count(evictions=removed, evicted_bytes=removed_bytes)
         if removed:
             log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
                      self.directory, removed, removed_bytes, remaining)
-        return removed, removed_bytes, remaining
+        return result
 
     def _committed_files(self) -> list[tuple[int, int, str]]:
         """(access time in ns, size, path) of every committed file on disk."""
@@ -498,39 +474,12 @@ class BlobCache:
 
 
 
-def _make_private_directory(path: str) -> None:
-    """Create *path* with mode 0o700 unless it exists (an existing one keeps its mode)."""
-    try:
-        os.mkdir(path, DIRECTORY_MODE)
-    except FileExistsError:
-        return
-    os.chmod(path, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
-
-
 def _check_usable(path: str) -> None:
     if not os.path.isdir(path):
         raise NotADirectoryError(errno.ENOTDIR, "blob cache directory is not a directory", path)
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "blob cache directory needs read, write and search"
                                             " permission", path)
-
-
-def _mark_used(descriptor: int) -> os.stat_result:
-    """Set the access time of the file open as *descriptor* to now (its
-    modification time stays); return its status.
-
-    Eviction goes by access times, which this sets explicitly, so it works on
-    file systems mounted with ``noatime`` or ``relatime`` too.  On a file
-    system that became read-only the file is still used: only its access
-    time stays.
-    """
-    status = os.fstat(descriptor)
-    try:
-        os.utime(descriptor, ns=(time.time_ns(), status.st_mtime_ns))
-    except OSError as exc:
-        if exc.errno not in NOT_PERMITTED:
-            raise
-    return status
 
 
 def _remove_partial(path: str) -> None:
@@ -540,24 +489,3 @@ def _remove_partial(path: str) -> None:
         os.unlink(path)
 
 
-def _release_revision(lock_path: str, lock: int) -> None:
-    """Remove the lock file, still locked, then unlock it (a lock file that
-    cannot be removed is harmless: see :meth:`BlobCache._lock_revision`)."""
-    try:
-        with contextlib.suppress(OSError):
-            os.unlink(lock_path)
-    finally:
-        os.close(lock)
-
-
-def _remove_abandoned_downloads(directory: str, name: str) -> None:
-    """Remove the temporary files in *directory* of fetches of *name* whose
-    fetchers died: ``.<name>.<random>.tmp``, and what a fetch function made
-    beside it (hidden files named after it, such as ``..<name>.<random>.tmp.<random>.part``
-    of :meth:`SwiftContainer.download <zodb_swiftblobs.swiftaccess.SwiftContainer.download>`)."""
-    with os.scandir(directory) as entries:
-        abandoned = [entry.path for entry in entries if entry.name.startswith(".")
-                     and entry.name.lstrip(".").startswith(f"{name}.")]
-    for path in abandoned:
-        if remove_entry(path):
-            log.debug("removed %s, left by a fetch that died", path)

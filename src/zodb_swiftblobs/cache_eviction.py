@@ -2,17 +2,20 @@
 pins on the files just handed out, and least-recently-used eviction.
 
 The account is the content of the cache's ``.evict.lock``: the bytes its
-committed files total, as far as the processes sharing it know.  A file
+committed files total and their number, as far as the processes sharing it
+know.  A file
 enters the cache only under that file's lock (``flock``), after room was
-made for it, and the account grows by its size at once; an eviction pass,
-under the same lock, lists the files and writes down the exact total.  So
-whatever the number of processes, the committed files never total more than
-the cache's size, unless the files pinned leave no room.
+made for it, and the account grows by its size before it appears (a crash
+can only make it overstate); an eviction pass, under the same lock, lists the
+files and writes down the exact total.  So whatever the number of processes,
+the committed files never total more than the cache's size, unless the
+files pinned leave no room.
 
-A pin is a shared ``flock`` on a committed file, held by the process that
-has just handed out its path (:meth:`Pins.keep`) so that its caller can open
-it: eviction takes an exclusive ``flock`` (without waiting) on each file
-before it removes it, and spares the pinned ones.
+A pin is a shared ``flock`` on a committed file (see
+:func:`.cache_entries.open_pinned`), held by the process that has just
+handed out its path (:meth:`Pins.keep`) so that its caller can open it:
+eviction takes an exclusive ``flock`` (without waiting) on each file before
+it removes it, and spares the pinned ones.
 """
 
 from __future__ import annotations
@@ -20,24 +23,26 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
-import shutil
-import stat
+import subprocess
+import sys
 import threading
 import time
 
-from .cache_integrity import non_file_kind
+from .cache_entries import OPEN_FLAGS, is_at, remove_committed_file
 
 log = logging.getLogger("zodb_swiftblobs.cache")
 
 OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
 COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
+ACCOUNT = re.compile(rb"([0-9]+) ([0-9]+)")  # bytes, files
+IN_PROCESS_FILES = 2000  # a pass over more files runs in a child process
 PIN_SECONDS = 10.0  # a file handed out stays pinned that long...
 PINNED_SHARE = 0.05  # ...while the pins of a process total at most this share of the cache
 PINS_PER_PROCESS = 64  # ...and are no more than this many; its newest one always stays
-OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class Pins:
@@ -83,83 +88,15 @@ class Pins:
             self._bytes -= held[2]
 
 
-def open_pinned(path: str) -> tuple[int | None, str | None]:
-    """Open the regular file at *path* with a shared flock on it (a pin):
-    ``(descriptor, None)``; ``(None, None)`` if nothing is there (or it was
-    removed or replaced meanwhile); ``(None, what is there instead)``."""
-    try:
-        descriptor = os.open(path, OPEN_FLAGS)
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, _opening_problem(path, exc)
-    try:
-        status = os.fstat(descriptor)
-        kind = non_file_kind(status.st_mode)
-        if kind is None:
-            fcntl.flock(descriptor, fcntl.LOCK_SH)
-            if is_at(status, path):
-                return descriptor, None
-    except BaseException:
-        os.close(descriptor)
-        raise
-    os.close(descriptor)
-    return None, kind
+def read_account(descriptor: int) -> tuple[int, int] | None:
+    """The bytes and files recorded in the account open as *descriptor*; None if unknown."""
+    account = ACCOUNT.fullmatch(os.pread(descriptor, 64, 0))
+    return (int(account[1]), int(account[2])) if account else None
 
 
-def _opening_problem(path: str, error: OSError) -> str:
-    """What is at *path*, which could not be opened (with *error*), if not a regular file."""
-    try:
-        kind = non_file_kind(os.lstat(path).st_mode)
-    except OSError:
-        kind = None
-    return kind or f"unreadable: {error.strerror}"
-
-
-def is_at(status: os.stat_result, path: str) -> bool:
-    """Whether the file of *status* is (still) the one at *path*."""
-    try:
-        current = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (current.st_dev, current.st_ino) == (status.st_dev, status.st_ino)
-
-
-def remove_entry(path: str) -> bool:
-    """Remove whatever is at *path* (a directory with its content, without
-    following links); False if nothing was there."""
-    try:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def remove_committed_file(path: str) -> bool:
-    """Remove *path* and its oid directory if that is now empty; False if *path* was missing.
-
-    Removing a directory races with readers about to create files in it;
-    they create it again.
-    """
-    if not remove_entry(path):
-        return False
-    with contextlib.suppress(OSError):  # not empty, or removed meanwhile
-        os.rmdir(os.path.dirname(path))
-    return True
-
-
-def read_account(descriptor: int) -> int | None:
-    """The bytes recorded in the account open as *descriptor*; None if unknown."""
-    text = os.pread(descriptor, 32, 0)
-    return int(text) if text.isdigit() else None
-
-
-def write_account(descriptor: int, total: int) -> None:
+def write_account(descriptor: int, total: int, files: int) -> None:
     os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, b"%d" % max(total, 0), 0)
+    os.pwrite(descriptor, b"%d %d" % (max(total, 0), max(files, 0)), 0)
 
 
 def committed_files(directory: str) -> list[tuple[int, int, str]]:
@@ -186,16 +123,17 @@ def committed_files(directory: str) -> list[tuple[int, int, str]]:
 
 def evict_least_recently_used(files: list[tuple[int, int, str]], limit: float,
                               target: float, *,
-                              spare_recently_used: bool) -> tuple[int, int, int]:
+                              spare_recently_used: bool) -> tuple[int, int, int, int]:
     """If the committed *files* (listed by :func:`committed_files`) total more
     than *limit* bytes, remove the least recently used until they total at
     most *target*, sparing pinned files (and, with *spare_recently_used*,
-    files used since they were listed); return (files, bytes) removed and the
-    bytes that remain."""
+    files used since they were listed); return (files, bytes) removed and
+    the bytes and files that remain."""
     total = sum(size for _, size, _ in files)
     if total <= limit:
-        return 0, 0, total
+        return 0, 0, total, len(files)
     removed = removed_bytes = 0
+    remaining = len(files)
     for accessed, size, path in sorted(files):
         if total <= target:
             break
@@ -207,7 +145,8 @@ def evict_least_recently_used(files: list[tuple[int, int, str]], limit: float,
             removed += 1
             removed_bytes += size
         total -= size  # removed, by this pass or meanwhile by another process
-    return removed, removed_bytes, total
+        remaining -= 1
+    return removed, removed_bytes, total, remaining
 
 
 def _evict(path: str, accessed: int | None) -> str:
@@ -232,3 +171,35 @@ def _evict(path: str, accessed: int | None) -> str:
         return "removed" if remove_committed_file(path) else "gone"
     finally:
         os.close(descriptor)
+
+
+def evict_in_child(directory: str, limit: float, target: float, *,
+                   spare_recently_used: bool) -> tuple[int, int, int, int] | str:
+    """:func:`evict_least_recently_used` over the cache *directory*, in a child
+    Python process at a lower CPU priority: a pass over many files would hold
+    up the other threads of this one on the GIL.  The caller holds the
+    eviction lock, and the child respects the pins of every process.  Returns
+    what the pass returns, or why no child could run it."""
+    if not sys.executable:
+        return "no Python executable"
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); "
+              "from zodb_swiftblobs.cache_eviction import _child; _child(*sys.argv[2:])")
+    command = [sys.executable, "-I", "-S", "-c", script, package_parent, directory,
+               repr(limit), repr(target), str(int(spare_recently_used))]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode:
+            return completed.stderr.strip()[-300:]
+        return tuple(json.loads(completed.stdout))
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _child(directory: str, limit: str, target: str, spare_recently_used: str) -> None:
+    """The child process of :func:`evict_in_child`: prints the pass's result."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    print(json.dumps(evict_least_recently_used(
+        committed_files(directory), float(limit), float(target),
+        spare_recently_used=spare_recently_used == "1")))

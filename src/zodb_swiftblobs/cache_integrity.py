@@ -23,7 +23,9 @@ import zlib
 
 INTEGRITY_ATTRIBUTE = "user.zodb-swiftblobs"
 INTEGRITY_RECORD = re.compile(rb"v2 ([0-9a-f]{16}) ([0-9a-f]{16}) ([0-9]+) ([0-9a-f]{8})")
+EARLIER_RECORD_FORMAT = re.compile(rb"v1 [0-9]+ [0-9a-f]{8}")  # before it named the revision
 CHECKSUM_BLOCK = 1 << 20
+EARLIER_RECORD = "a record of an earlier version, without the revision"
 VERIFIED_FILES_REMEMBERED = 32768  # per process; beyond, the oldest are verified again
 PROBE_MODE = 0o600
 
@@ -45,16 +47,18 @@ def seal(descriptor: int, oid: bytes, tid: bytes) -> os.stat_result:
 def problem(descriptor: int, path: str, oid: bytes, tid: bytes) -> str | None:
     """What is wrong with the file open as *descriptor* (a regular file found
     at *path*) as the committed file of (*oid*, *tid*), or None if nothing is
-    (and then it is remembered as intact)."""
+    (and then it is remembered as intact).  A file cached by an earlier
+    version is :data:`EARLIER_RECORD`: not corrupt, but not to be trusted."""
     status = os.fstat(descriptor)
     try:
-        record = INTEGRITY_RECORD.fullmatch(os.getxattr(descriptor, INTEGRITY_ATTRIBUTE))
+        text = os.getxattr(descriptor, INTEGRITY_ATTRIBUTE)
     except OSError as exc:
         if exc.errno == errno.ENODATA:
             return "no revision, size and checksum recorded"
         return f"unreadable record: {exc.strerror}"
+    record = INTEGRITY_RECORD.fullmatch(text)
     if record is None:
-        return "malformed record"
+        return EARLIER_RECORD if EARLIER_RECORD_FORMAT.fullmatch(text) else "malformed record"
     recorded_oid, recorded_tid = bytes.fromhex(record[1].decode()), bytes.fromhex(
         record[2].decode())
     if (recorded_oid, recorded_tid) != (oid, tid):
