@@ -282,3 +282,35 @@ def test_a_non_file_at_a_cached_blobs_path_or_lock_path_is_removed(devswift, tmp
     assert where == "blob" or not os.path.exists(in_the_way)
     read, stats, _ = read_in_new_process(devswift, data_fs, cache_dir, container_name)
     assert read == data and (stats["misses"], stats["corrupt"]) == (0, 0)
+
+
+def clear_in_new_process(cache_dir):
+    """``BlobCache.clear()`` of *cache_dir* in a new process: its (files, bytes) as text."""
+    clear = ("import sys; from zodb_swiftblobs.cache import BlobCache; "
+             "print(*BlobCache(sys.argv[1], 1).clear())")
+    cleared = subprocess.run([sys.executable, "-c", clear, str(cache_dir)],
+                             capture_output=True, text=True, env=child_environment(),
+                             timeout=120)
+    assert cleared.returncode == 0, cleared.stderr[-3000:]
+    return cleared.stdout.split()
+
+
+def test_a_path_load_blob_returned_survives_a_clear_from_another_process(devswift, tmp_path,
+                                                                         container_name):
+    """As a ZEO server opens the path after loadBlob: an operator's
+    ``zodb-swiftblobs cache clear`` (or another process's eviction) in between
+    leaves it."""
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    data = os.urandom(50_000)
+    oid, serial = commit_elsewhere(devswift, data_fs, container_name, cache_dir,
+                                   {"blob": data})["blob"]
+    storage = swift_storage(devswift, FileStorage(data_fs, read_only=True), container_name,
+                            cache_dir)
+    try:
+        path = storage.loadBlob(oid, serial)
+        assert clear_in_new_process(cache_dir) == ["0", "0"]
+        with open(path, "rb") as f:
+            assert f.read() == data
+    finally:
+        storage.close()
+    assert clear_in_new_process(cache_dir) == ["1", str(len(data))]  # closed: not pinned

@@ -1,11 +1,12 @@
 """Several processes (Zope instances on one host) sharing one cache directory.
 
-Each process commits new revisions of its own blobs and reads everybody's,
-for a bounded time, through one small cache that is evicting all the time
-(blobs of up to a fifth of it: their history does not fit).  Every read is
-checked against the log of what was committed at that exact revision: no torn,
-missing or wrong-revision file may ever be read, and the cache's size, sampled
-every 0.3 s, stays within its bound.
+Each process commits new revisions of its own blobs and reads everybody's
+(and earlier revisions of its own), for a bounded time, through one small
+cache that is evicting all the time (blobs of up to a fifth of it: their
+history does not fit).  Every read is checked against the log of what was
+committed at that exact revision: no torn, missing or wrong-revision file may
+ever be read, and the cache's size, sampled every 0.3 s, stays within its
+bound.
 """
 
 import hashlib
@@ -28,7 +29,7 @@ SAMPLE_INTERVAL = 0.3
 CACHE_SIZE = 2_000_000
 BOUND = 1.5 * CACHE_SIZE  # never above it
 USUAL_BOUND = 1.2 * CACHE_SIZE  # nor above this one in more than 5 % of the samples
-
+HISTORY_READS = 2  # earlier revisions of its own blob each process reads in each round
 
 
 def content(name, counter):
@@ -46,7 +47,8 @@ from relstorage.storage import RelStorage
 from zodb_swiftblobs.storage import SwiftBlobStorage
 from ZODB.POSException import ConflictError
 """ + inspect.getsource(content) + """
-worker, directory, container, auth_url, user, key, processes, seconds, cache_size = sys.argv[1:]
+(worker, directory, container, auth_url, user, key, processes, seconds, cache_size,
+ history_reads) = sys.argv[1:]
 options = Options(keep_history=True)
 storage = SwiftBlobStorage(
     RelStorage(Sqlite3Adapter(directory + "/db", {}, options=options), options=options),
@@ -72,6 +74,7 @@ while time.monotonic() < until:
         blob = conn.root()[mine]
         blob._p_activate()
         committed.append([mine, blob._p_serial.hex(), counter])
+        oid = blob._p_oid
     for name in random.sample(["blob%d" % i for i in range(int(processes))], int(processes)):
         with db.transaction() as conn:
             blob = conn.root()[name]
@@ -80,6 +83,11 @@ while time.monotonic() < until:
                 data = f.read()
             reads.append([name, blob._p_serial.hex(), data.split(b":")[1].decode(),
                           data == content(name, int(data.split(b":")[1]))])
+    for name, serial, _ in random.choices(committed, k=int(history_reads)):  # mostly misses
+        with storage.openCommittedBlobFile(oid, bytes.fromhex(serial)) as f:
+            data = f.read()
+        reads.append([name, serial, data.split(b":")[1].decode(),
+                      data == content(name, int(data.split(b":")[1]))])
 stats = storage.cache_stats()
 db.close()
 print(json.dumps({"committed": committed, "reads": reads, "stats": stats}))
@@ -106,7 +114,7 @@ def test_processes_sharing_a_small_cache_never_read_wrong_bytes(devswift, tmp_pa
     workers = [subprocess.Popen(
         [sys.executable, "-c", WORKER, str(worker), str(tmp_path), container_name,
          credentials.auth_url, credentials.user, credentials.key, str(PROCESSES),
-         str(SECONDS), str(CACHE_SIZE)],
+         str(SECONDS), str(CACHE_SIZE), str(HISTORY_READS)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
         for worker in range(PROCESSES)]
     samples = []
@@ -125,7 +133,8 @@ def test_processes_sharing_a_small_cache_never_read_wrong_bytes(devswift, tmp_pa
             revisions[(name, serial)] = counter
     reads = [read for result in results for read in result["reads"]]
     assert all(len(result["committed"]) >= 3 for result in results), "too few rounds"
-    assert len(reads) == PROCESSES * sum(len(result["committed"]) for result in results)
+    assert len(reads) == (PROCESSES + HISTORY_READS) * sum(
+        len(result["committed"]) for result in results)
     for name, serial, counter, intact in reads:
         assert intact, f"torn or foreign bytes read for {name} at {serial}"
         assert revisions[(name, serial)] == int(counter), \
