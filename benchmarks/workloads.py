@@ -383,8 +383,8 @@ def eviction(bench: Bench, repetition: int) -> None:
         without = _latencies(storage, hot, lambda: time.monotonic() < deadline)
         evictor = BlobCache(directory, size)
         result = {}
-        thread = threading.Thread(  # what the background eviction does
-            target=lambda: result.update(removed=evictor.evict(in_child=True)))
+        thread = threading.Thread(  # what a reader making room does (in a child process)
+            target=lambda: result.update(removed=evictor.evict()))
         with Stopwatch() as watch:
             thread.start()
             during = _latencies(storage, hot, thread.is_alive)

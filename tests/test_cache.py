@@ -18,7 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import awaited_locks, corrupt_cached_file, mounted, read, wait_for
+from conftest import (awaited_locks, child_environment, corrupt_cached_file, mounted, read,
+                      wait_for)
+import zodb_swiftblobs.cache
+from zodb_swiftblobs import cache_eviction
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
 
 MIB = 1 << 20
@@ -170,10 +173,10 @@ def test_rejects_an_unwritable_directory(tmp_path):
         subprocess.run(undo, check=True)
 
 
-@pytest.mark.parametrize("size, options", [(0, {}), (-1, {}), (MIB, {"check_fraction": 0})])
-def test_rejects_bad_sizes(tmp_path, size, options):
+@pytest.mark.parametrize("size", [0, -1])
+def test_rejects_bad_sizes(tmp_path, size):
     with pytest.raises(ValueError):
-        BlobCache(str(tmp_path), size, **options)
+        BlobCache(str(tmp_path), size)
 
 
 # Fetching and publishing
@@ -409,16 +412,56 @@ def test_reader_waiting_for_a_failed_fetch_fetches_itself(make_cache):
     assert len(calls) == 1
 
 
-def test_file_evicted_before_it_is_opened_is_fetched_again(make_cache):
+def evict_in_process(directory, size=1):
+    """Evict as another process would, down to *size*: the (files, bytes) it removed."""
+    script = ("import sys; from zodb_swiftblobs.cache import BlobCache; "
+              "cache = BlobCache(sys.argv[1], int(sys.argv[2])); print(*cache.prune(0))")
+    evicted = subprocess.run([sys.executable, "-c", script, directory, str(size)],
+                             capture_output=True, text=True, env=child_environment(),
+                             timeout=WAIT * 3)
+    assert evicted.returncode == 0, evicted.stderr[-3000:]
+    return tuple(int(number) for number in evicted.stdout.split())
+
+
+@pytest.mark.parametrize("via", ["fetched", "hit"])
+def test_a_returned_path_survives_an_eviction_from_another_process(make_cache, via):
     cache = make_cache()
     calls = []
     path = cache.get(OID, TID, writer(b"data", calls))
-    assert make_cache(cache.directory, size=1).evict() == 1  # as another process would
+    if via == "hit":
+        cache.close()  # the fetch's pin goes: the hit's pin is the one that keeps the file
+        assert cache.get(OID, TID, _never) == path
+    assert evict_in_process(cache.directory) == (0, 0)
+    assert read(path) == b"data"
+    cache.close()  # released: now an eviction removes it, and the next get fetches it again
+    assert evict_in_process(cache.directory) == (1, 4)
     with pytest.raises(FileNotFoundError):
         open(path, "rb")
     assert cache.get(OID, TID, writer(b"data", calls)) == path
     assert read(path) == b"data"
     assert len(calls) == 2
+
+
+def test_pins_last_a_while_then_go(make_cache, monkeypatch):
+    cache = make_cache(size=MIB)
+    first = cache.get(OID, ident(1), writer(b"first"))
+    second = cache.get(OID, ident(2), writer(b"second"))
+    assert evict_in_process(cache.directory) == (0, 0)
+    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 0.0)
+    third = cache.get(OID, ident(3), writer(b"third"))  # all older pins are due now
+    assert evict_in_process(cache.directory) == (2, 11)
+    assert [os.path.exists(path) for path in (first, second, third)] == [False, False, True]
+
+
+def test_a_process_keeps_its_newest_pins_within_a_share_of_the_cache(make_cache):
+    cache = make_cache(size=MIB)  # its pins: 5 % of it, 52 KiB, but always the newest
+    paths = [cache.get(OID, ident(n), writer(bytes([n]) * (20 * KIB))) for n in range(5)]
+    big = cache.get(ident(8), TID, writer(b"big" * (30 * KIB)))
+    assert evict_in_process(cache.directory) == (5, 5 * 20 * KIB)
+    assert read(big) == b"big" * (30 * KIB)
+    paths = [cache.get(OID, ident(n), writer(bytes([n]) * (20 * KIB))) for n in range(5)]
+    assert evict_in_process(cache.directory) == (4, 3 * 30 * KIB + 3 * 20 * KIB)
+    assert [os.path.exists(path) for path in [big, *paths]] == [False] * 4 + [True] * 2
 
 
 def test_discard_removes_only_that_revision(make_cache):
@@ -440,9 +483,11 @@ def test_committed_files_carry_their_size_and_checksum(make_cache):
     cache = make_cache()
     fetched = cache.get(OID, ident(1), writer(b"fetched"))
     published = cache.publish(stage(cache, b"published!"), OID, ident(2))
-    assert os.getxattr(fetched, "user.zodb-swiftblobs") == b"v1 7 %08x" % zlib.crc32(b"fetched")
+    assert os.getxattr(fetched, "user.zodb-swiftblobs") == \
+        b"v2 %s %s 7 %08x" % (OID.hex().encode(), ident(1).hex().encode(), zlib.crc32(b"fetched"))
     assert os.getxattr(published, "user.zodb-swiftblobs") == \
-        b"v1 10 %08x" % zlib.crc32(b"published!")
+        b"v2 %s %s 10 %08x" % (OID.hex().encode(), ident(2).hex().encode(),
+                               zlib.crc32(b"published!"))
 
 
 def only_warning(caplog):
@@ -450,19 +495,27 @@ def only_warning(caplog):
     return warning.getMessage()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "rewritten"])
+@pytest.mark.parametrize("damage", ["truncated", "rewritten", "no record", "malformed record",
+                                    "record of another revision"])
 def test_a_damaged_file_is_fetched_again_at_the_next_hit(make_cache, caplog, damage):
-    """A truncation changes the size, a rewrite the modification time: the
-    next hit sees it, whoever verified the file before."""
+    """A truncation changes the size, a rewrite the modification time, and
+    the record is read at each hit: the next hit sees it, whoever verified
+    the file before."""
     cache = make_cache()
     data = b"intact" * 1000
     path = cache.get(OID, TID, writer(data))
     if damage == "truncated":
         os.chmod(path, 0o600)
         os.truncate(path, 1000)
-    else:
+    elif damage == "rewritten":
         corrupt_cached_file(path)
         os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns + 10**9))
+    elif damage == "no record":
+        os.removexattr(path, "user.zodb-swiftblobs")
+    else:
+        record = os.getxattr(path, "user.zodb-swiftblobs")
+        os.setxattr(path, "user.zodb-swiftblobs", b"v2 12 not-a-checksum"
+                    if damage == "malformed record" else record.replace(b"07 ", b"08 ", 1))
     calls = []
     assert cache.get(OID, TID, writer(data, calls)) == path
     assert len(calls) == 1 and read(path) == data
@@ -473,16 +526,22 @@ def test_a_damaged_file_is_fetched_again_at_the_next_hit(make_cache, caplog, dam
     assert cache.stats()["hits"] == 1
 
 
-@pytest.mark.parametrize("damage", ["flipped bytes", "no record", "malformed record"])
-def test_damage_keeping_size_and_mtime_is_found_by_the_next_process(make_cache, caplog, damage):
+def test_a_file_cached_by_an_earlier_version_is_fetched_again_quietly(make_cache, caplog):
+    cache = make_cache()
+    path = cache.get(OID, TID, writer(b"cached"))
+    os.setxattr(path, "user.zodb-swiftblobs", b"v1 6 %08x" % zlib.crc32(b"cached"))
+    calls = []
+    assert cache.get(OID, TID, writer(b"cached", calls)) == path
+    assert len(calls) == 1
+    assert os.getxattr(path, "user.zodb-swiftblobs").startswith(b"v2 ")
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert cache.stats()["corrupt"] == 0
+
+
+def test_damage_keeping_size_and_mtime_is_found_by_the_next_process(make_cache):
     cache = make_cache()
     path = cache.get(OID, TID, writer(PROCESS_DATA))
-    if damage == "flipped bytes":
-        corrupt_cached_file(path)
-    elif damage == "no record":
-        os.removexattr(path, "user.zodb-swiftblobs")
-    else:
-        os.setxattr(path, "user.zodb-swiftblobs", b"v1 12 not-a-checksum")
+    corrupt_cached_file(path)
     # This process checked the file when it wrote it and does not read it again.
     assert cache.get(OID, TID, _never) == path
     outcomes, fetches = get_in_processes(cache.directory, 1)
@@ -508,8 +567,8 @@ def test_a_file_found_corrupt_is_checked_again_under_the_lock(tmp_path):
     process fetched it again: that good file stays."""
 
     class RacedCache(BlobCache):
-        def _is_intact(self, path, status, *, under_lock):
-            intact = super()._is_intact(path, status, under_lock=under_lock)
+        def _pin_if_intact(self, oid, tid, path, *, under_lock):
+            intact = super()._pin_if_intact(oid, tid, path, under_lock=under_lock)
             if races and not under_lock:
                 races.pop()()
             return intact
@@ -589,7 +648,7 @@ def test_a_read_only_cache_directory_serves_hits_and_refuses_the_rest(tmp_path):
             assert (tmp_path / "uncommitted").exists()
             remount("rw")
             assert committed_paths(cache) == [path]
-            assert sorted(os.listdir(cache.directory)) == [OID.hex(), "tmp"]
+            assert sorted(os.listdir(cache.directory)) == [".evict.lock", OID.hex(), "tmp"]
             assert os.listdir(cache.temporary_directory) == []
         finally:
             cache.close()
@@ -597,13 +656,25 @@ def test_a_read_only_cache_directory_serves_hits_and_refuses_the_rest(tmp_path):
 
 # Eviction
 
-def test_evict_removes_least_recently_used_down_to_90_percent(make_cache):
+def fill(directory, count, data=b"x" * (100 * KIB), oid=lambda n: OID, seconds_ago=None):
+    """Publish *count* files into the cache *directory* (through a cache large
+    enough to hold them all); return their paths."""
+    cache = BlobCache(str(directory), 1 << 40)
+    try:
+        paths = [cache.publish(stage(cache, data(n) if callable(data) else data), oid(n),
+                               ident(n)) for n in range(count)]
+    finally:
+        cache.close()
+    if seconds_ago is not None:
+        for n, path in enumerate(paths):
+            backdate(path, seconds_ago(n))
+    return paths
+
+
+def test_evict_removes_least_recently_used_down_to_90_percent(make_cache, tmp_path):
+    paths = fill(tmp_path / "cache", 50, data=lambda n: bytes([n]) * (100 * KIB),
+                 oid=lambda n: ident(n // 5), seconds_ago=lambda n: 1050 - n)
     cache = make_cache(size=MIB)
-    cache.close()  # no background eviction: this test evicts by itself
-    paths = [cache.publish(stage(cache, bytes([n]) * (100 * KIB)), ident(n // 5), ident(n))
-             for n in range(50)]
-    for age, path in enumerate(reversed(paths)):
-        backdate(path, 1000 + age)  # used in publishing order, long ago
     staged = stage(cache, b"uncommitted")
     for n in range(5):  # the oldest files, used again now
         assert cache.get(ident(n // 5), ident(n), writer(b"not fetched")) == paths[n]
@@ -624,11 +695,9 @@ def test_evict_removes_least_recently_used_down_to_90_percent(make_cache):
     assert cache.evict() == 0  # within bounds already
 
 
-def test_evict_spares_fetches_in_progress(make_cache):
+def test_evict_spares_fetches_in_progress(make_cache, tmp_path):
+    fill(tmp_path / "cache", 20, seconds_ago=lambda n: 100)
     cache = make_cache(size=MIB)
-    cache.close()
-    for n in range(20):
-        backdate(cache.publish(stage(cache, b"x" * (100 * KIB)), OID, ident(n)), 100)
     fetching, finish = threading.Event(), threading.Event()
     in_progress = []
 
@@ -660,44 +729,48 @@ def test_evict_tolerates_files_removed_or_used_after_listing(tmp_path):
                 races.pop()()
             return files
 
+    paths = fill(tmp_path / "cache", 5, data=b"x" * 300, seconds_ago=lambda n: 200 - n)
     races = []
     cache = RacedCache(str(tmp_path / "cache"), 1000)
-    cache.close()  # no background eviction: this test evicts by itself
-    paths = [cache.publish(stage(cache, b"x" * 300), OID, ident(n)) for n in range(5)]
-    for age, path in enumerate(reversed(paths)):
-        backdate(path, 100 + age)
 
     def race():
         os.unlink(paths[0])
         assert cache.get(OID, ident(1), writer(b"not fetched")) == paths[1]
 
     races.append(race)
-    assert cache.evict() == 1  # 1500 bytes, less 300 gone, less 300 evicted: 900 <= 90 %
+    try:
+        assert cache.evict() == 1  # 1500 bytes, less 300 gone, less 300 evicted: 900 <= 90 %
+    finally:
+        cache.close()
     assert committed_paths(cache) == sorted([paths[1], paths[3], paths[4]])
 
 
-def test_only_one_process_evicts_at_a_time(make_cache):
+def test_only_one_process_evicts_at_a_time(make_cache, tmp_path):
+    """An evictor holds up files entering the cache, never readers of cached ones."""
+    paths = fill(tmp_path / "cache", 12, seconds_ago=lambda n: 100 - n)
     cache = make_cache(size=MIB)
-    cache.close()
-    for n in range(12):
-        backdate(cache.publish(stage(cache, b"x" * (100 * KIB)), OID, ident(n)), 100 - n)
     other_evictor = os.open(f"{cache.directory}/.evict.lock", os.O_RDONLY | os.O_CREAT)
-    try:
-        fcntl.flock(other_evictor, fcntl.LOCK_EX)
-        started = time.monotonic()
-        assert cache.evict() == 0
-        assert time.monotonic() - started < 1
-        assert cache.stats()["entries"] == 12
-        # Readers and commits do not wait for the evictor.
-        cache.get(OID, ident(100), writer(b"fetched"))
-        cache.publish(stage(cache, b"committed"), OID, ident(101))
-    finally:
-        os.close(other_evictor)
-    assert cache.evict() == 3
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            fcntl.flock(other_evictor, fcntl.LOCK_EX)
+            started = time.monotonic()
+            assert cache.evict() == 0
+            assert time.monotonic() - started < WAIT
+            assert cache.stats()["entries"] == 12
+            assert cache.get(OID, ident(5), _never) == paths[5]
+            missing = pool.submit(cache.get, OID, ident(100), writer(b"fetched"))
+            wait_until_blocked_on(f"{cache.directory}/.evict.lock")
+            assert not missing.done()
+        finally:
+            os.close(other_evictor)
+        assert read(missing.result(WAIT)) == b"fetched"
+    stats = cache.stats()
+    assert (stats["entries"], stats["evictions"]) == (10, 3)  # 9 of 100 KiB and the new one
+    assert not any(os.path.exists(path) for path in paths[:3])
 
 
 @pytest.mark.parametrize("via", ["publish", "get"])
-def test_background_thread_evicts_by_itself(make_cache, caplog, via):
+def test_files_entering_a_full_cache_make_room_first(make_cache, caplog, via):
     caplog.set_level(logging.INFO, logger="zodb_swiftblobs.cache")
     cache = make_cache(size=MIB)
     for n in range(50):
@@ -706,69 +779,71 @@ def test_background_thread_evicts_by_itself(make_cache, caplog, via):
             cache.publish(stage(cache, data), ident(n), TID)
         else:
             cache.get(ident(n), TID, writer(data))
-    deadline = time.monotonic() + WAIT
-    while cache.stats()["size"] > cache.size:
-        assert time.monotonic() < deadline, "the background thread did not evict"
-        time.sleep(0.01)
-    cache.close()
+        assert cache.stats()["size"] <= cache.size
     stats = cache.stats()
-    assert stats["size"] <= cache.size
-    assert stats["evictions"] == 50 - stats["entries"]
-    summaries = [record for record in caplog.records if record.levelno == logging.INFO]
-    assert summaries
-    assert {record.threadName for record in summaries} == {"zodb-swiftblobs-eviction"}
+    assert stats["evictions"] == 50 - stats["entries"] > 0
+    assert [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
 
 
-def test_background_eviction_runs_in_a_child_process(make_cache, monkeypatch):
-    """A pass walks the whole cache; in a thread it would hold readers up on the GIL."""
+@pytest.mark.parametrize("account", [b"99999999 9", b"garbage", None])
+def test_the_account_of_cached_bytes_is_corrected_by_the_next_pass(make_cache, tmp_path,
+                                                                   account):
+    """Files removed behind the cache's back (or a process that died between
+    counting a file and bringing it in) make it overstate the bytes, which the
+    next pass corrects without removing anything; it is rebuilt if unreadable."""
+    fill(tmp_path / "cache", 9, seconds_ago=lambda n: 100 - n)
+    account_path = tmp_path / "cache" / ".evict.lock"
+    if account is None:
+        account_path.unlink()
+    else:
+        account_path.write_bytes(account)
     cache = make_cache(size=MIB)
-    cache.close()  # this test evicts by itself
-    for n in range(15):
-        cache.publish(stage(cache, b"x" * (100 * KIB)), ident(n), TID)
+    cache.publish(stage(cache, b"y" * (10 * KIB)), OID, ident(100))
+    assert account_path.read_bytes() == b"%d 10" % (910 * KIB)
+    assert cache.stats()["size"] == 910 * KIB
+    assert cache.stats()["evictions"] == 0
 
-    def not_here(*args):
+
+def test_a_pass_over_many_files_runs_in_a_child_process(make_cache, tmp_path, monkeypatch):
+    """It walks the whole cache: in this process it would hold readers up on the GIL."""
+    fill(tmp_path / "cache", 15, oid=ident)
+    cache = make_cache(size=MIB)
+    assert cache.evict() == 6  # in this process: it does not know how many files there are
+    fill(tmp_path / "cache", 15, oid=lambda n: ident(100 + n))
+    monkeypatch.setattr(zodb_swiftblobs.cache, "IN_PROCESS_FILES", 3)
+
+    def not_here(*args, **options):
         raise AssertionError("the pass ran in this process")
-    monkeypatch.setattr(BlobCache, "_remove_least_recently_used", not_here)
-    assert cache.evict(in_child=True) == 6  # 9 of 100 KiB fit in 90 % of 1 MiB
-    assert cache.stats()["evictions"] == 6, "the child's pass is counted here"
+    monkeypatch.setattr(zodb_swiftblobs.cache, "evict_least_recently_used", not_here)
+    assert cache.prune(5 * 100 * KIB) == (19, 19 * 100 * KIB)
+    assert cache.stats()["evictions"] == 25, "the child's pass is counted here"
+    cache.publish(stage(cache, b"y" * (600 * KIB)), OID, TID)  # and it makes room
+    assert cache.stats()["size"] == 600 * KIB + 3 * 100 * KIB <= cache.size
+    assert cache.stats()["evictions"] == 27
 
 
-def test_eviction_falls_back_to_this_process_without_a_child(make_cache, monkeypatch, caplog):
+def test_eviction_falls_back_to_this_process_without_a_child(make_cache, tmp_path,
+                                                             monkeypatch, caplog):
+    fill(tmp_path / "cache", 15, oid=ident)
     cache = make_cache(size=MIB)
-    cache.close()
-    for n in range(15):
-        cache.publish(stage(cache, b"x" * (100 * KIB)), ident(n), TID)
+    monkeypatch.setattr(zodb_swiftblobs.cache, "IN_PROCESS_FILES", 5)
+    (tmp_path / "cache" / ".evict.lock").write_bytes(b"%d 15" % (15 * 100 * KIB))
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    assert cache.evict(in_child=True) == 6
+    assert cache.evict() == 6
     assert "the eviction process failed" in caplog.text
-
-
-def test_close_stops_the_background_thread(make_cache):
-    cache = make_cache(size=MIB)
-    cache.publish(stage(cache, b"x" * (200 * KIB)), OID, TID)  # over 10 %: starts it
-    threads = [thread for thread in threading.enumerate()
-               if thread.name == "zodb-swiftblobs-eviction"]
-    assert len(threads) == 1
-    cache.close()
-    cache.close()
-    assert not threads[0].is_alive()
-    assert read(cache.path(OID, TID)) == b"x" * (200 * KIB)
 
 
 def test_stats_count_what_happened(make_cache):
     cache = make_cache(size=1000)
-    cache.close()
     first = cache.get(OID, ident(1), writer(b"a" * 400))
     second = cache.get(OID, ident(2), writer(b"b" * 400))
     for _ in range(2):
         cache.get(OID, ident(1), writer(b"not fetched"))
     cache.get(OID, ident(2), writer(b"not fetched"))
-    cache.publish(stage(cache, b"c" * 400), OID, ident(3))
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=0,
-                                 evicted_bytes=0, corrupt=0, size=1200, entries=3)
-    backdate(second, 100)
-    assert cache.evict() == 1
-    assert not os.path.exists(second) and os.path.exists(first)
+                                 evicted_bytes=0, corrupt=0, size=800, entries=2)
+    cache.publish(stage(cache, b"c" * 400), OID, ident(3))  # the least recently used goes
+    assert not os.path.exists(first) and os.path.exists(second)
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=1,
                                  evicted_bytes=400, corrupt=0, size=800, entries=2)
 

@@ -289,3 +289,95 @@ def test_a_download_killed_midway_leaves_nothing_once_read_again(devswift, tmp_p
     finally:
         storage.close()
     assert os.listdir(directory) == [f"{serial.hex()}.blob"], "the killed fetch's files went"
+
+
+@pytest.mark.parametrize("tampering", ["copy keeping its attributes", "hard link",
+                                       "symbolic link"])
+def test_another_revisions_file_at_a_cached_path_is_never_served(devswift, tmp_path,
+                                                                  container_name, tampering):
+    """The cached file of one revision replaced by (a copy of, a link to) the
+    intact file of another revision of the same size: it is fetched again."""
+    cache_dir = tmp_path / "cache"
+    storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                            cache_dir)
+    db = ZODB.DB(storage)
+    first, second = os.urandom(100_000), os.urandom(100_000)
+    try:
+        oid, serial = commit_blob(db, "first", first)  # into the cache at commit: no GET
+        other = cached_path(cache_dir, *commit_blob(db, "second", second))
+        path = cached_path(cache_dir, oid, serial)
+        os.unlink(path)
+        if tampering == "hard link":
+            os.link(other, path)
+        elif tampering == "symbolic link":
+            os.symlink(other, path)
+        else:
+            shutil.copy2(other, path)
+            assert os.getxattr(path, "user.zodb-swiftblobs") == \
+                os.getxattr(other, "user.zodb-swiftblobs")
+        assert read_blob(db, "first") == first
+        assert downloads(devswift, container_name, oid, serial, expected=1) == 1
+        assert read_blob(db, "second") == second
+        assert storage.cache_stats()["corrupt"] == 1
+        assert os.path.isfile(path) and not os.path.islink(path)
+        assert not os.path.samefile(path, other)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("thing", ["directory", "FIFO"])
+@pytest.mark.parametrize("where", ["blob", "lock"])
+def test_a_non_file_at_a_cached_blobs_path_or_lock_path_is_removed(devswift, tmp_path,
+                                                                   container_name, where,
+                                                                   thing):
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    data = os.urandom(50_000)
+    oid, serial = commit_elsewhere(devswift, data_fs, container_name, cache_dir,
+                                   {"blob": data})["blob"]
+    path = cached_path(cache_dir, oid, serial)
+    os.unlink(path)
+    in_the_way = path if where == "blob" else f"{os.path.dirname(path)}/.{serial.hex()}.lock"
+    if thing == "directory":
+        os.makedirs(f"{in_the_way}/inside")
+    else:
+        os.mkfifo(in_the_way)
+    read, stats, stderr = read_in_new_process(devswift, data_fs, cache_dir, container_name)
+    assert read == data
+    assert in_the_way in stderr
+    assert stats["misses"] == 1
+    assert os.path.isfile(path)
+    assert where == "blob" or not os.path.exists(in_the_way)
+    read, stats, _ = read_in_new_process(devswift, data_fs, cache_dir, container_name)
+    assert read == data and (stats["misses"], stats["corrupt"]) == (0, 0)
+
+
+def clear_in_new_process(cache_dir):
+    """``BlobCache.clear()`` of *cache_dir* in a new process: its (files, bytes) as text."""
+    clear = ("import sys; from zodb_swiftblobs.cache import BlobCache; "
+             "print(*BlobCache(sys.argv[1], 1).clear())")
+    cleared = subprocess.run([sys.executable, "-c", clear, str(cache_dir)],
+                             capture_output=True, text=True, env=child_environment(),
+                             timeout=120)
+    assert cleared.returncode == 0, cleared.stderr[-3000:]
+    return cleared.stdout.split()
+
+
+def test_a_path_load_blob_returned_survives_a_clear_from_another_process(devswift, tmp_path,
+                                                                         container_name):
+    """As a ZEO server opens the path after loadBlob: an operator's
+    ``zodb-swiftblobs cache clear`` (or another process's eviction) in between
+    leaves it."""
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    data = os.urandom(50_000)
+    oid, serial = commit_elsewhere(devswift, data_fs, container_name, cache_dir,
+                                   {"blob": data})["blob"]
+    storage = swift_storage(devswift, FileStorage(data_fs, read_only=True), container_name,
+                            cache_dir)
+    try:
+        path = storage.loadBlob(oid, serial)
+        assert clear_in_new_process(cache_dir) == ["0", "0"]
+        with open(path, "rb") as f:
+            assert f.read() == data
+    finally:
+        storage.close()
+    assert clear_in_new_process(cache_dir) == ["1", str(len(data))]  # closed: not pinned

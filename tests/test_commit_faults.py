@@ -24,7 +24,7 @@ from ZODB.POSException import POSKeyError
 from ZODB.utils import p64, z64
 
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
-                      in_background, logged, mint_token, proxy_log, read, sqlite_relstorage,
+                      in_background, logged, mint_token, read, sqlite_relstorage,
                       store_blobs, swift_config, swift_storage, wait_for, wait_for_logged)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout

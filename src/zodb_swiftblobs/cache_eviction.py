@@ -1,0 +1,205 @@
+"""Keeping the blob cache within its size: the shared account of its bytes,
+pins on the files just handed out, and least-recently-used eviction.
+
+The account is the content of the cache's ``.evict.lock``: the bytes its
+committed files total and their number, as far as the processes sharing it
+know.  A file
+enters the cache only under that file's lock (``flock``), after room was
+made for it, and the account grows by its size before it appears (a crash
+can only make it overstate); an eviction pass, under the same lock, lists the
+files and writes down the exact total.  So whatever the number of processes,
+the committed files never total more than the cache's size, unless the
+files pinned leave no room.
+
+A pin is a shared ``flock`` on a committed file (see
+:func:`.cache_entries.open_pinned`), held by the process that has just
+handed out its path (:meth:`Pins.keep`) so that its caller can open it:
+eviction takes an exclusive ``flock`` (without waiting) on each file before
+it removes it, and spares the pinned ones.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+from .cache_entries import OPEN_FLAGS, is_at, remove_committed_file
+
+log = logging.getLogger("zodb_swiftblobs.cache")
+
+OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
+COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
+ACCOUNT = re.compile(rb"([0-9]+) ([0-9]+)")  # bytes, files
+IN_PROCESS_FILES = 2000  # a pass over more files runs in a child process
+PIN_SECONDS = 10.0  # a file handed out stays pinned that long...
+PINNED_SHARE = 0.05  # ...while the pins of a process total at most this share of the cache
+PINS_PER_PROCESS = 64  # ...and are no more than this many; its newest one always stays
+
+
+class Pins:
+    """The committed files this process has just handed out, pinned.
+
+    Each stays pinned for :data:`PIN_SECONDS`, or until the process has
+    handed out more than :data:`PINNED_SHARE` of *cache_size* (or
+    :data:`PINS_PER_PROCESS` files) since; the newest stays until the next
+    one, or :meth:`release_all`.
+    """
+
+    def __init__(self, cache_size: int) -> None:
+        self.budget = PINNED_SHARE * cache_size
+        self._held: collections.OrderedDict[str, tuple[float, int, int]] = \
+            collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def keep(self, path: str, descriptor: int, size: int) -> None:
+        """Keep the pin *descriptor* (holding a shared flock on the file at
+        *path*, of *size* bytes) and release those that are due."""
+        now = time.monotonic()
+        with self._lock:
+            self._release(path)
+            self._held[path] = (now, descriptor, size)
+            self._bytes += size
+            while len(self._held) > 1:
+                pinned_at, _, _ = next(iter(self._held.values()))
+                if (now - pinned_at < PIN_SECONDS and self._bytes <= self.budget
+                        and len(self._held) <= PINS_PER_PROCESS):
+                    break
+                self._release(next(iter(self._held)))
+
+    def release_all(self) -> None:
+        with self._lock:
+            while self._held:
+                self._release(next(iter(self._held)))
+
+    def _release(self, path: str) -> None:
+        held = self._held.pop(path, None)
+        if held is not None:
+            os.close(held[1])
+            self._bytes -= held[2]
+
+
+def read_account(descriptor: int) -> tuple[int, int] | None:
+    """The bytes and files recorded in the account open as *descriptor*; None if unknown."""
+    account = ACCOUNT.fullmatch(os.pread(descriptor, 64, 0))
+    return (int(account[1]), int(account[2])) if account else None
+
+
+def write_account(descriptor: int, total: int, files: int) -> None:
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, b"%d %d" % (max(total, 0), max(files, 0)), 0)
+
+
+def committed_files(directory: str) -> list[tuple[int, int, str]]:
+    """(access time in ns, size, path) of every committed file in the cache *directory*."""
+    with os.scandir(directory) as entries:
+        oid_directories = [entry.path for entry in entries
+                           if OID_DIRECTORY_NAME.fullmatch(entry.name)]
+    files = []
+    for oid_directory in oid_directories:
+        try:
+            with os.scandir(oid_directory) as entries:
+                candidates = [entry for entry in entries
+                              if COMMITTED_FILE_NAME.fullmatch(entry.name)]
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed meanwhile, or not one of ours
+        for entry in candidates:
+            try:
+                status = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # evicted meanwhile by another process
+            files.append((status.st_atime_ns, status.st_size, entry.path))
+    return files
+
+
+def evict_least_recently_used(files: list[tuple[int, int, str]], limit: float,
+                              target: float, *,
+                              spare_recently_used: bool) -> tuple[int, int, int, int]:
+    """If the committed *files* (listed by :func:`committed_files`) total more
+    than *limit* bytes, remove the least recently used until they total at
+    most *target*, sparing pinned files (and, with *spare_recently_used*,
+    files used since they were listed); return (files, bytes) removed and
+    the bytes and files that remain."""
+    total = sum(size for _, size, _ in files)
+    if total <= limit:
+        return 0, 0, total, len(files)
+    removed = removed_bytes = 0
+    remaining = len(files)
+    for accessed, size, path in sorted(files):
+        if total <= target:
+            break
+        outcome = _evict(path, accessed if spare_recently_used else None)
+        if outcome == "spared":
+            continue
+        if outcome == "removed":
+            log.debug("evicted %s (%d bytes)", path, size)
+            removed += 1
+            removed_bytes += size
+        total -= size  # removed, by this pass or meanwhile by another process
+        remaining -= 1
+    return removed, removed_bytes, total, remaining
+
+
+def _evict(path: str, accessed: int | None) -> str:
+    """Remove the committed file *path* unless it is pinned or (if *accessed*
+    is given) was used since; "removed", "spared" or "gone"."""
+    try:
+        descriptor = os.open(path, OPEN_FLAGS)
+    except FileNotFoundError:
+        return "gone"
+    except OSError:
+        return "removed" if remove_committed_file(path) else "gone"  # not a file of ours
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "spared"  # pinned
+        status = os.fstat(descriptor)
+        if accessed is not None and status.st_atime_ns != accessed:
+            return "spared"
+        if not is_at(status, path):
+            return "gone"
+        return "removed" if remove_committed_file(path) else "gone"
+    finally:
+        os.close(descriptor)
+
+
+def evict_in_child(directory: str, limit: float, target: float, *,
+                   spare_recently_used: bool) -> tuple[int, int, int, int] | str:
+    """:func:`evict_least_recently_used` over the cache *directory*, in a child
+    Python process at a lower CPU priority: a pass over many files would hold
+    up the other threads of this one on the GIL.  The caller holds the
+    eviction lock, and the child respects the pins of every process.  Returns
+    what the pass returns, or why no child could run it."""
+    if not sys.executable:
+        return "no Python executable"
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); "
+              "from zodb_swiftblobs.cache_eviction import _child; _child(*sys.argv[2:])")
+    command = [sys.executable, "-I", "-S", "-c", script, package_parent, directory,
+               repr(limit), repr(target), str(int(spare_recently_used))]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode:
+            return completed.stderr.strip()[-300:]
+        return tuple(json.loads(completed.stdout))
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _child(directory: str, limit: str, target: str, spare_recently_used: str) -> None:
+    """The child process of :func:`evict_in_child`: prints the pass's result."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    print(json.dumps(evict_least_recently_used(
+        committed_files(directory), float(limit), float(target),
+        spare_recently_used=spare_recently_used == "1")))
