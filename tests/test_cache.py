@@ -443,6 +443,7 @@ def test_a_returned_path_survives_an_eviction_from_another_process(make_cache, v
 
 
 def test_pins_last_a_while_then_go(make_cache, monkeypatch):
+    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 3600.0)  # however slow the machine
     cache = make_cache(size=MIB)
     first = cache.get(OID, ident(1), writer(b"first"))
     second = cache.get(OID, ident(2), writer(b"second"))
@@ -453,7 +454,8 @@ def test_pins_last_a_while_then_go(make_cache, monkeypatch):
     assert [os.path.exists(path) for path in (first, second, third)] == [False, False, True]
 
 
-def test_a_process_keeps_its_newest_pins_within_a_share_of_the_cache(make_cache):
+def test_a_process_keeps_its_newest_pins_within_a_share_of_the_cache(make_cache, monkeypatch):
+    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 3600.0)  # however slow the machine
     cache = make_cache(size=MIB)  # its pins: 5 % of it, 52 KiB, but always the newest
     paths = [cache.get(OID, ident(n), writer(bytes([n]) * (20 * KIB))) for n in range(5)]
     big = cache.get(ident(8), TID, writer(b"big" * (30 * KIB)))
