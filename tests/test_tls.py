@@ -1,5 +1,6 @@
 """TLS options against the embedded Swift behind a TLS-terminating forwarder."""
 
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -48,8 +49,13 @@ class TLSForwarder:
         self.context.load_cert_chain(cert, key)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.sockets, self.threads = [], []
+        self._start(self._accept)
+
+    def _start(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
 
     def _accept(self):
         while True:
@@ -57,7 +63,7 @@ class TLSForwarder:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            self._start(self._serve, client)
 
     def _serve(self, client):
         try:
@@ -67,7 +73,7 @@ class TLSForwarder:
             return
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
         self.sockets += [secure, upstream]
-        threading.Thread(target=self._pipe, args=(upstream, secure), daemon=True).start()
+        self._start(self._pipe, upstream, secure)
         self._pipe(secure, upstream)
 
     @staticmethod
@@ -85,8 +91,17 @@ class TLSForwarder:
                     pass
 
     def close(self):
-        self.listener.close()
-        for sock in self.sockets:
+        """Wake every thread (shutdown), wait for them, then close the sockets.
+        A socket closed while a thread still reads or writes it frees its
+        descriptor for reuse, and the thread's next write would land in
+        whatever file or pipe got that number."""
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in self.threads), "a forwarder hangs"
+        for sock in [self.listener, *self.sockets]:
             sock.close()
 
 
