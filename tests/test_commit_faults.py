@@ -99,17 +99,6 @@ def stage_new_blob(storage, txn, template_oid, template_serial, path, data):
     return oid
 
 
-def wait_for_object(view, name, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return view.head(name)
-        except NotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def staged_files(storage):
     return [name for name in os.listdir(storage.temporaryDirectory())
             if name.startswith("commit-")]
@@ -128,7 +117,9 @@ def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mod
     storage.tpc_begin(txn)
     uploaded = stage_new_blob(storage, txn, kept_oid, kept_serial, tmp_path / "a", b"a" * 5000)
     uploaded_name = keys.key(uploaded, storage.base._tid)
-    wait_for_object(view, uploaded_name)  # its upload is done: it will be an orphan
+    # Its upload is done (the proxy logs a request once it has answered; the
+    # object alone can be stored before the answer): it will be an orphan.
+    wait_for_logged(cluster, f"PUT /v1/AUTH_test/{container_name}/{uploaded_name} ")
     with server_fault(cluster, "proxy", mode):
         failed = stage_new_blob(storage, txn, kept_oid, kept_serial, tmp_path / "b", b"b" * 5000)
         failed_name = keys.key(failed, storage.base._tid)

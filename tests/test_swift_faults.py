@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -51,8 +52,9 @@ def test_proxy_down_fails_within_the_deadline_then_recovers(cluster, container, 
             with pytest.raises(TransientSwiftError) as info:
                 operation()
             elapsed = time.monotonic() - started
-            assert 1 < elapsed < 4.5, f"gave up after {elapsed:.1f}s, deadline 3s"
-            assert "ConnectionError" in str(info.value) and "attempt" in str(info.value)
+            assert elapsed < 4.5, f"gave up after {elapsed:.1f}s, deadline 3s"
+            assert "ConnectionError" in str(info.value)
+            assert int(re.search(r"gave up after (\d+) attempt", str(info.value)).group(1)) > 1
             assert_no_secret(cluster, str(info.value))
         assert not (tmp_path / "out").exists()
     finally:
