@@ -297,7 +297,10 @@ def test_mysql_and_oracle_databases_are_named_without_credentials():
         "RelStorage MySQL database 'zodb' on socket /run/mysqld.sock"
     oracle = database_identity(unconnected_relstorage(
         OracleAdapter, _user="zope", _password="s3cret", _dsn="db.example:1521/ZODB"))
-    assert oracle == "RelStorage Oracle db.example:1521/ZODB"
+    assert oracle == "RelStorage Oracle schema 'ZOPE' in db.example:1521/ZODB"
+    assert oracle != database_identity(unconnected_relstorage(
+        OracleAdapter, _user="other", _password="s3cret", _dsn="db.example:1521/ZODB")), \
+        "two schemas (two databases) on one Oracle instance"
 
 
 # Owners as versions before marker format 2 wrote them (adapters' descriptions).
@@ -322,7 +325,7 @@ def test_markers_of_the_older_format_name_the_same_database(owner, dsn):
         "RelStorage MySQL database 'zodb' on db.example:3306"
     assert legacy_identity("RelStorage OracleAdapter, history preserving, user='zope', "
                            "dsn='db.example:1521/ZODB', twophase=False") == \
-        "RelStorage Oracle db.example:1521/ZODB"
+        "RelStorage Oracle schema 'ZOPE' in db.example:1521/ZODB"
     for unchanged in ("FileStorage /srv/Data.fs", "RelStorage sqlite /srv/db",
                       "RelStorage main-db"):
         assert legacy_identity(unchanged) == unchanged

@@ -87,13 +87,14 @@ def mysql_identity(params: Mapping[str, object]) -> str:
     return f"MySQL database {database!r} on {server}"
 
 
-def oracle_identity(dsn: str | None) -> str:
-    """The Oracle database of a DSN (a TNS name, an Easy Connect string or a
-    connect descriptor), without the credentials a connect string may carry."""
+def oracle_identity(dsn: str | None, user: str | None = None) -> str:
+    """The Oracle schema of *user* (where RelStorage keeps one database's tables)
+    in the database of a DSN (a TNS name, an Easy Connect string or a connect
+    descriptor), without the credentials a connect string may carry."""
     text = "".join((dsn or "").split())
     if "@" in text and "(" not in text:
         text = text.rsplit("@", 1)[1]
-    return f"Oracle {text}"
+    return f"Oracle schema {(user or '').upper()!r} in {text}"
 
 
 def legacy_identity(owner: str, environ: Mapping[str, str] | None = None) -> str:
@@ -108,7 +109,8 @@ def legacy_identity(owner: str, environ: Mapping[str, str] | None = None) -> str
     elif owner.startswith("RelStorage MySQLAdapter,"):
         return f"RelStorage {mysql_identity(_legacy_settings(owner))}"
     elif owner.startswith("RelStorage OracleAdapter,"):
-        return f"RelStorage {oracle_identity(_legacy_settings(owner).get('dsn'))}"
+        settings = _legacy_settings(owner)
+        return f"RelStorage {oracle_identity(settings.get('dsn'), settings.get('user'))}"
     return owner
 
 

@@ -87,7 +87,7 @@ def _adapter_identity(adapter) -> str:
     if kind.startswith("MySQL") and hasattr(adapter, "_params"):
         return mysql_identity(adapter._params)
     if kind.startswith("Oracle") and hasattr(adapter, "_dsn"):
-        return oracle_identity(adapter._dsn)
+        return oracle_identity(adapter._dsn, getattr(adapter, "_user", None))
     return without_secrets(str(adapter))
 
 
