@@ -6,12 +6,14 @@ has passed."""
 
 import base64
 import json
+import logging
 import os
 import shutil
 import time
 
 import pytest
 import transaction
+import ZODB.POSException
 import ZODB
 import ZODB.config
 from swiftclient import client as swiftclient
@@ -25,34 +27,52 @@ from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
 from zodb_swiftblobs.verify import referenced_revisions
 
-GRACE = 15  # seconds: room for a verification and a repair on a loaded machine
+HOUR = 3600  # a grace period nothing in a test outlasts, however slow the machine
+SHORT = 3  # seconds: a grace period a test waits out, to see Swift delete
 KEY = base64.b64encode(b"k" * 32).decode()
 WEEK = 7 * 24 * 3600
 
 
+@pytest.fixture(scope="module")
+def faulty_swift(start_cluster):
+    """A cluster of this module's own with fault injection in its proxy; each
+    test leaves its fault rules cleared."""
+    cluster = start_cluster("gc-grace-faults", faults=True)
+    yield cluster
+    cluster.stop()
+
+
+def view_of(cluster, container_name):
+    return SwiftContainer(credentials_for(cluster), container_name, encryption=None)
+
+
 @pytest.fixture
 def view(devswift, container_name):
-    view = SwiftContainer(credentials_for(devswift), container_name, encryption=None)
+    view = view_of(devswift, container_name)
     yield view
     view.close()
 
 
-@pytest.fixture
-def swift_http(devswift):
+def raw_client(cluster):
     """A raw client, to see what Swift holds (headers, segments) as it is."""
-    settings = devswift.settings()
+    settings = cluster.settings()
     url, token = swiftclient.get_auth(settings.auth_url, settings.user, settings.key)
     return lambda method, container, name, **options: getattr(
         swiftclient, f"{method}_object")(url, token, container, name, **options)
 
 
-def write_config(devswift, tmp_path, container_name, cache, grace=GRACE):
+@pytest.fixture
+def swift_http(devswift):
+    return raw_client(devswift)
+
+
+def write_config(cluster, tmp_path, container_name, cache, grace=HOUR, extra=""):
     path = tmp_path / f"{cache}.conf"
     path.write_text(swift_config(
-        devswift, container_name, tmp_path / cache,
+        cluster, container_name, tmp_path / cache,
         f"<filestorage>\n path {tmp_path / 'Data.fs'}\n</filestorage>",
-        extra=f"encryption-key {KEY}\n large-object-threshold 1MB\n segment-size 256KB",
-        gc_grace_period=grace))
+        extra=f"encryption-key {KEY}\n large-object-threshold 1MB\n segment-size 256KB\n"
+              f" {extra}", gc_grace_period=grace))
     return path
 
 
@@ -80,72 +100,206 @@ def gone(swift_http, container, name):
     return False
 
 
-def test_a_database_restored_from_a_backup_gets_its_blobs_back(
-        devswift, tmp_path, container_name, view, swift_http, capsys):
-    config = write_config(devswift, tmp_path, container_name, "cache")
-    db = ZODB.config.databaseFromURL(str(config))
-    keys, expected = KeyLayout(), {}
+def schedules(swift_http, view, name):
+    """The X-Delete-At of object *name* and of each of its segments (None:
+    not scheduled)."""
+    return [delete_at(swift_http, view.container, name)] + [
+        delete_at(swift_http, view.segment_container, segment)
+        for segment in segments_of(view, name)]
 
-    def commit(**blobs):
-        store_blobs(db, **blobs)
-        for name, data in blobs.items():
-            expected[keys.key(*blob_revision(db, name))] = data
-    commit(small=os.urandom(2000), big=os.urandom(1_500_000))
-    old = {name: keys.key(*blob_revision(db, name)) for name in ("small", "big")}
-    commit(small=os.urandom(3000), big=os.urandom(1_200_000))
-    db.close()
-    shutil.copy(tmp_path / "Data.fs", tmp_path / "backup.fs")  # last night's backup
-    backed_up = dict(expected)
-    db = ZODB.config.databaseFromURL(str(config))
-    commit(late=os.urandom(1_100_000))
-    late = keys.key(*blob_revision(db, "late"))
-    commit(late=b"replaced")
-    db.pack()  # the mistake is made, the site packed: three revisions are orphans
-    db.close()
 
-    for segment in segments_of(view, old["big"]):
-        assert delete_at(swift_http, view.segment_container, segment) is not None
-
+def restore(tmp_path):
+    """Put last night's backup of Data.fs back in place."""
     os.remove(tmp_path / "Data.fs.index")
-    shutil.copy(tmp_path / "backup.fs", tmp_path / "Data.fs")  # the restore
-    status, report = run(capsys, "verify", str(config))
-    assert (status, report["ok"], report["missing"]) == (1, False, [])
-    assert report["scheduled"] == sorted(old.values())
-    assert main(["verify", str(config)]) == 1
-    assert "verify --repair cancels their deletion" in capsys.readouterr().out
-    status, report = run(capsys, "verify", str(config), "--repair")
-    assert (status, report["ok"], report["repaired"]) == (0, True, sorted(old.values()))
-    status, report = run(capsys, "verify", str(config))
-    assert (status, report["scheduled"], report["repaired"]) == (0, [], [])
-    for segment in segments_of(view, old["big"]):
-        assert delete_at(swift_http, view.segment_container, segment) is None
-    assert next(o for o in view.list(old["big"])).marked_for_deletion is None
+    shutil.copy(tmp_path / "backup.fs", tmp_path / "Data.fs")
 
-    stored = next(o for o in view.list(late))  # the genuine orphan stays scheduled
-    scheduled = delete_at(swift_http, container_name, late)
-    assert stored.marked_for_deletion == scheduled is not None, "listings show the schedule"
-    segments = segments_of(view, late)
-    assert len(segments) >= 4
-    last = max([scheduled] + [delete_at(swift_http, view.segment_container, segment)
-                              for segment in segments])
-    while time.time() < last + 2:  # Swift answers 404 once X-Delete-At has passed
-        time.sleep(0.5)
-    deadline = time.monotonic() + 60
-    while not gone(swift_http, container_name, late) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert gone(swift_http, container_name, late), "the genuine orphan is gone"
-    assert all(gone(swift_http, view.segment_container, segment) for segment in segments)
 
+def check_blobs(devswift, tmp_path, container_name, expected):
+    """Every blob revision the database references is *expected*'s, read
+    through an empty cache."""
+    keys = KeyLayout()
     db = ZODB.config.databaseFromURL(str(write_config(devswift, tmp_path, container_name,
                                                       "fresh-cache")))
     try:
         revisions = referenced_revisions(db.storage)
-        assert {keys.key(r[:8], r[8:]) for r in revisions} == set(backed_up)
+        assert {keys.key(r[:8], r[8:]) for r in revisions} == set(expected)
         for revision in revisions:
             with open(db.storage.loadBlob(revision[:8], revision[8:]), "rb") as f:
-                assert f.read() == backed_up[keys.key(revision[:8], revision[8:])]
+                assert f.read() == expected[keys.key(revision[:8], revision[8:])]
     finally:
         db.close()
+
+
+class Site:
+    """A database whose blob revisions are recorded as they are committed."""
+
+    def __init__(self, config):
+        self.config, self.keys, self.expected = config, KeyLayout(), {}
+        self.db = ZODB.config.databaseFromURL(str(config))
+
+    def commit(self, **blobs):
+        store_blobs(self.db, **blobs)
+        for name, data in blobs.items():
+            self.expected[self.key(name)] = data
+
+    def key(self, name):
+        return self.keys.key(*blob_revision(self.db, name))
+
+
+def restored_site(devswift, tmp_path, container_name, **options):
+    """A site packed (a grace period of an hour) after last night's backup,
+    then restored from it: the backup's revisions of blobs "small" and "big"
+    (large), replaced after the backup, are orphans the pack scheduled for
+    deletion, referenced again; "late" (large), committed after the backup,
+    is a genuine orphan.  Returns the configuration, the backup's revisions'
+    object names, late's, and the blobs of the backup."""
+    config = write_config(devswift, tmp_path, container_name, "cache", **options)
+    site = Site(config)
+    site.commit(small=os.urandom(2000), big=os.urandom(1_500_000))
+    old = sorted(site.key(name) for name in ("small", "big"))
+    site.db.close()
+    shutil.copy(tmp_path / "Data.fs", tmp_path / "backup.fs")  # last night's backup
+    backed_up = dict(site.expected)
+    site.db = ZODB.config.databaseFromURL(str(config))
+    site.commit(small=os.urandom(3000), big=os.urandom(1_200_000))
+    site.commit(late=os.urandom(1_100_000))
+    late = site.key("late")
+    site.commit(late=b"replaced")
+    site.db.pack()  # the mistake is made, the site packed: three revisions are orphans
+    site.db.close()
+    view = view_of(devswift, container_name)
+    try:
+        for name in old:
+            assert None not in schedules(raw_client(devswift), view, name)
+    finally:
+        view.close()
+    restore(tmp_path)
+    return config, old, late, backed_up
+
+
+def test_a_database_restored_from_a_backup_gets_its_blobs_back(
+        devswift, tmp_path, container_name, view, swift_http, capsys):
+    config, old, late, backed_up = restored_site(devswift, tmp_path, container_name)
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["ok"], report["missing"]) == (1, False, [])
+    assert report["scheduled"] == old
+    assert main(["verify", str(config)]) == 1
+    assert "verify --repair cancels their deletion" in capsys.readouterr().out
+    status, report = run(capsys, "verify", str(config), "--repair")
+    assert (status, report["ok"], report["repaired"]) == (0, True, old)
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["scheduled"], report["repaired"]) == (0, [], [])
+    for name in old:
+        assert set(schedules(swift_http, view, name)) == {None}
+        assert next(o for o in view.list(name)).marked_for_deletion is None
+    stored = next(o for o in view.list(late))  # the genuine orphan stays scheduled
+    assert stored.marked_for_deletion == delete_at(swift_http, container_name, late) \
+        is not None, "listings show the schedule"
+
+    site = Site(write_config(devswift, tmp_path, container_name, "cache", grace=SHORT))
+    site.commit(fresh=os.urandom(1_100_000))  # a genuine orphan of the restored site
+    fresh = site.key("fresh")
+    site.commit(fresh=b"replaced")
+    current = site.key("fresh")
+    site.db.pack()
+    site.db.close()
+    segments = segments_of(view, fresh)
+    assert len(segments) >= 4
+    last = max(schedules(swift_http, view, fresh))
+    while time.time() < last + 2:  # Swift answers 404 once X-Delete-At has passed
+        time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while not gone(swift_http, container_name, fresh) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert gone(swift_http, container_name, fresh), "the genuine orphan is gone"
+    assert all(gone(swift_http, view.segment_container, segment) for segment in segments)
+    check_blobs(devswift, tmp_path, container_name, backed_up | {current: b"replaced"})
+
+
+def test_the_nightly_pack_after_a_restore_cancels_the_deletion_of_its_blobs(
+        devswift, tmp_path, container_name, view, swift_http, capsys, caplog):
+    """Nobody ran verify --repair after the restore: the next garbage
+    collection cancels the deletion of the revisions the database references
+    (segments too), and says so in one warning."""
+    config, old, late, backed_up = restored_site(devswift, tmp_path, container_name)
+    status, report = run(capsys, "gc", str(config), "--dry-run")
+    assert (status, report["rescued"]) == (0, 2)
+    assert all(None not in schedules(swift_http, view, name) for name in old), "a dry run"
+    site = Site(config)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zodb_swiftblobs.gc"):
+        site.db.pack()
+    site.db.close()
+    for name in old:
+        assert set(schedules(swift_http, view, name)) == {None}
+        assert next(o for o in view.list(name)).marked_for_deletion is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 revisions the database references" in warnings[0] \
+        and "restored from a backup" in warnings[0]
+    assert delete_at(swift_http, container_name, late) is not None, "an orphan stays scheduled"
+    status, report = run(capsys, "gc", str(config), "--min-age", "0")
+    assert (status, report["rescued"]) == (0, 0)
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["scheduled"]) == (0, [])
+    check_blobs(devswift, tmp_path, container_name, backed_up)
+
+
+@pytest.mark.parametrize("refused", ["manifest", "third segment"])
+def test_a_schedule_cut_short_shows_on_the_manifest_and_is_cancelled_whole(
+        faulty_swift, tmp_path, container_name, capsys, refused):
+    """Swift refuses a POST of the garbage collection that schedules a large
+    object's deletion (a process killed there leaves the same): whatever part
+    was scheduled shows on the manifest, so that after a restore verify
+    reports it and --repair cancels every part, segments included."""
+    config = write_config(faulty_swift, tmp_path, container_name, "cache", extra="deadline 2")
+    view, swift_http = view_of(faulty_swift, container_name), raw_client(faulty_swift)
+    site = Site(config)
+    site.commit(big=os.urandom(1_500_000))
+    old = site.key("big")
+    shutil.copy(tmp_path / "Data.fs", tmp_path / "backup.fs")
+    backed_up = dict(site.expected)
+    site.commit(big=os.urandom(1_200_000))
+    segments = segments_of(view, old)
+    assert len(segments) == 6
+    path = f"/{container_name}/{old}" if refused == "manifest" else f"/{segments[2]}"
+    faulty_swift.inject_faults({"method": "POST", "path": path, "status": 503,
+                                "times": 100000})
+    try:
+        with pytest.raises(ZODB.POSException.StorageError):
+            site.db.pack()
+    finally:
+        faulty_swift.inject_faults()
+        site.db.close()
+    scheduled = [at is not None for at in schedules(swift_http, view, old)]
+    assert scheduled == {"manifest": [False] * 7,
+                         "third segment": [True] * 3 + [False] * 4}[refused]
+    restore(tmp_path)
+    status, report = run(capsys, "verify", str(config), "--deep", "--repair")
+    reported = [old] if any(scheduled) else []
+    assert (status, report["scheduled"], report["repaired"]) == (0, reported, reported)
+    assert set(schedules(swift_http, view, old)) == {None}
+    view.close()
+    check_blobs(faulty_swift, tmp_path, container_name, backed_up)
+
+
+def test_verify_sees_segments_scheduled_under_a_manifest_that_is_not(
+        devswift, tmp_path, container_name, view, swift_http, capsys):
+    """Segments scheduled for deletion under a manifest that is not (left by
+    a garbage collection of an earlier release, which scheduled segments
+    first, cut short) are found, and --repair cancels their deletion."""
+    config = write_config(devswift, tmp_path, container_name, "cache")
+    site = Site(config)
+    site.commit(big=os.urandom(1_100_000))
+    name = site.key("big")
+    site.db.close()
+    for segment in segments_of(view, name)[:2]:
+        assert view.schedule_deletion(segment, HOUR, container=view.segment_container) is None
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["scheduled"]) == (1, [name])
+    status, report = run(capsys, "verify", str(config), "--deep", "--repair")
+    assert (status, report["scheduled"], report["repaired"]) == (0, [name], [name])
+    assert set(schedules(swift_http, view, name)) == {None}
+    check_blobs(devswift, tmp_path, container_name, site.expected)
 
 
 def test_a_grace_period_of_zero_deletes_at_once(devswift, tmp_path, container_name, view):

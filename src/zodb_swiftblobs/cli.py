@@ -238,6 +238,10 @@ def _gc(args: argparse.Namespace) -> int:
         segments = report.orphan_segments if args.dry_run else segments
         lines.append(f"orphaned large-object segments: {report.orphan_segments}, "
                      f"{verb} {segments}")
+    if report.rescued:
+        lines.append(f"referenced revisions scheduled for deletion (a database restored "
+                     f"from a backup?): {report.rescued}, deletion "
+                     f"{'to be cancelled' if args.dry_run else 'cancelled'}")
     _output(args, dataclasses.asdict(report) | {"dry_run": args.dry_run,
                                                 "min_age": args.min_age}, lines)
     return 0

@@ -8,7 +8,9 @@ objects), asks the base whether each revision exists, and deletes the orphans
 in bulk, or, with a grace period, schedules their deletion that much later
 (Swift's X-Delete-At), so that a database restored from a backup made before
 the sweep finds its blobs still there: ``zodb-swiftblobs verify --repair``
-cancels the deletion of those it references.  An orphan found scheduled
+cancels the deletion of those it references, and so does the next sweep (it
+*rescues* each revision the base has whose object the listing shows marked
+for deletion).  An orphan found scheduled
 already is left as it is (its deletion is not pushed later).  Revisions newer
 than the last transaction committed when the sweep started are never touched:
 they may belong to commits still in progress, and neither are orphans younger
@@ -36,7 +38,7 @@ from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
 log = logging.getLogger(__name__)
 
 BATCH = 1000
-SCHEDULING_JOBS = 8  # objects whose deletion is scheduled at once (a HEAD and a POST each)
+SCHEDULING_JOBS = 8  # objects whose deletion is scheduled or cancelled at once
 
 
 @dataclass
@@ -54,6 +56,7 @@ class GarbageReport:
     scheduled: int = 0  # orphans whose deletion this sweep scheduled
     already_scheduled: int = 0  # orphans found scheduled for deletion by an earlier sweep
     scheduled_segments: int = 0
+    rescued: int = 0  # revisions the base has, found scheduled: deletion cancelled
     seconds: float = 0.0
 
 
@@ -77,7 +80,10 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     Objects of revisions newer than *last_tid*, the *protected* names (those of
     commits in progress, which may restore old transaction ids), and orphans
     modified less than *min_age* seconds ago (counted as ``too_young``) are
-    kept.  With *dry_run*, orphans are counted but nothing is deleted.
+    kept.  Revisions *base* has whose object is marked for deletion (a
+    database restored from a backup older than an earlier sweep) get their
+    deletion cancelled (``rescued``).  With *dry_run*, orphans and revisions
+    to rescue are counted but nothing is deleted or cancelled.
     *progress* counts the objects examined.  *before_deleting* is called
     before each batch of deletions (and may raise to stop the sweep).
     """
@@ -95,6 +101,10 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
             cache.discard(oid, tid)
     orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
 
+    def rescue(batch: list[str]) -> None:
+        report.rescued += _each_object(container.cancel_deletion, batch)
+    rescues = _BatchDeleter(rescue, dry_run=dry_run, before_deleting=None)
+
     for stored in container.list(keys.prefix):
         revision = keys.parse(stored.name)
         if revision is None:
@@ -103,7 +113,13 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         if progress is not None:
             progress.advance(1, stored.size)
         oid, tid = revision
-        if tid > last_tid or stored.name in protected or revision_exists(base, oid, tid):
+        if tid > last_tid or stored.name in protected:
+            continue
+        if revision_exists(base, oid, tid):
+            if stored.marked_for_deletion is not None:
+                rescues.add(stored.name)
+                if dry_run:
+                    report.rescued += 1
             continue
         if _younger(stored, min_age, now):
             report.too_young += 1
@@ -115,6 +131,7 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
             continue
         orphans.add((stored, oid, tid))
     orphans.flush()
+    rescues.flush()
     _sweep_segments(container, keys, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
@@ -122,11 +139,18 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
     log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
              "%d deleted, %d scheduled for deletion in %gs (%d scheduled earlier), "
              "%d younger than %gs kept, %d orphaned large-object segments "
-             "(%d deleted, %d scheduled), in %.1fs", " (dry run)" if dry_run else "",
+             "(%d deleted, %d scheduled), %d referenced revisions rescued, in %.1fs",
+             " (dry run)" if dry_run else "",
              report.examined, report.orphans, report.bytes, report.deleted,
              report.scheduled, grace_period, report.already_scheduled,
              report.too_young, min_age, report.orphan_segments, report.deleted_segments,
-             report.scheduled_segments, report.seconds)
+             report.scheduled_segments, report.rescued, report.seconds)
+    if report.rescued:
+        log.warning("blob garbage collection%s: %d revisions the database references were "
+                    "scheduled for deletion (most likely the database was restored from a "
+                    "backup older than an earlier garbage collection): their deletion %s",
+                    " (dry run)" if dry_run else "", report.rescued,
+                    "is to be cancelled" if dry_run else "was cancelled")
     return report
 
 
@@ -144,11 +168,16 @@ def _schedule(container: SwiftContainer, names: list[str], grace_period: float, 
     *segments*) *grace_period* seconds from now; how many were scheduled now
     (not earlier).  Absent objects are skipped."""
     where = container.segment_container if segments else None
+    return _each_object(lambda name: container.schedule_deletion(
+        name, grace_period, container=where) is None, names)
 
+
+def _each_object(change: Callable[[str], bool], names: list[str]) -> int:
+    """Apply *change* to each of objects *names*, several at a time; for how
+    many it returned true (absent objects are skipped)."""
     def one(name: str) -> int:
         try:
-            return 1 if container.schedule_deletion(name, grace_period,
-                                                    container=where) is None else 0
+            return 1 if change(name) else 0
         except NotFoundError:
             return 0
     with ThreadPoolExecutor(SCHEDULING_JOBS, thread_name_prefix="swift-gc") as pool:

@@ -1102,14 +1102,18 @@ class SwiftContainer:
         log.debug("uploaded %r as a large object of %d segments", name, len(ranges))
         return StoredObject(name, size, None, True, None, _metadata_of(headers))
 
-    def large_object_problem(self, name: str) -> str | None:
+    def examine_large_object(self, name: str) -> tuple[str | None, int | None]:
         """What is wrong with large object *name* (a segment missing, or of
-        another size than its manifest says); None when all is in place."""
+        another size than its manifest says; None when all is in place), and
+        when Swift deletes the first of its segments scheduled for deletion
+        (None: none is), which its manifest need not show."""
+        problem, deletions = None, []
         for segment in self._manifest(name):
-            problem = self._segment_problem(segment)
-            if problem is not None:
-                return problem
-        return None
+            segment_problem, delete_at = self._segment_state(segment)
+            problem = problem or segment_problem
+            if delete_at is not None:
+                deletions.append(delete_at)
+        return problem, min(deletions, default=None)
 
     def holds_file(self, name: str, path: str, stored: StoredObject | None = None) -> bool:
         """Whether object *name* holds exactly the content of the file at *path*,
@@ -1166,17 +1170,22 @@ class SwiftContainer:
         return json.loads(body)
 
     def _segment_problem(self, segment: dict) -> str | None:
+        return self._segment_state(segment)[0]
+
+    def _segment_state(self, segment: dict) -> tuple[str | None, int | None]:
+        """What is wrong with a manifest's *segment* (None: nothing), and when
+        Swift deletes it (None: not scheduled)."""
         container, _, segment_name = segment["name"].lstrip("/").partition("/")
         try:
-            headers = self._call("head", segment_name, lambda u, t, h: swift.head_object(
-                u, t, container, segment_name, http_conn=h))
+            headers = self._head_in(container, segment_name)
         except NotFoundError:
-            return f"its segment {segment['name']} is missing"
+            return f"its segment {segment['name']} is missing", None
+        delete_at = int(headers["x-delete-at"]) if headers.get("x-delete-at") else None
         size = int(headers.get("content-length", -1))
         if size != int(segment["bytes"]):
             return (f"its segment {segment['name']} has {size} bytes, its manifest "
-                    f"says {segment['bytes']}")
-        return None
+                    f"says {segment['bytes']}"), delete_at
+        return None, delete_at
 
     def _manifest_stored(self, name: str, prefix: str, limit: Deadline) -> bool | None:
         """Whether the manifest of this upload (segment *prefix*) is in Swift;
@@ -1216,19 +1225,21 @@ class SwiftContainer:
         (X-Delete-At), unless it is scheduled already: then return when (None:
         scheduled now).  The object keeps its metadata
         (a POST replaces it: it is sent again) and its content type gets the
-        DELETION_MARK parameter, which listings show.  Segments are scheduled
-        first: a large object is marked only once all its parts are."""
+        DELETION_MARK parameter, which listings show.  A large object is
+        marked first, its segments after: a schedule cut short (a failure, a
+        process killed) always shows on the object, and cancelling it cancels
+        whatever part of it was done."""
         container = container or self.container
         at = math.ceil(time.time() + after)
         headers = self._head_in(container, name)
         if headers.get("x-delete-at"):
             return int(headers["x-delete-at"])
+        self._post_deletion(container, name, headers, at)
         if _is_large(headers):
             for segment_container, segment in self._segment_paths(name):
                 segment_headers = self._head_in(segment_container, segment)
                 if not segment_headers.get("x-delete-at"):
                     self._post_deletion(segment_container, segment, segment_headers, at)
-        self._post_deletion(container, name, headers, at)
         return None
 
     def cancel_deletion(self, name: str) -> bool:

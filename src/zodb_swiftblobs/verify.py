@@ -9,7 +9,9 @@ server was down): without an object it is *missing*, with one it counts in
 (by a garbage collection that ran before the database was restored from a
 backup) is *scheduled*; with ``repair`` its deletion is cancelled.  Objects
 are seen as scheduled by the mark their content type gets (shown in listings),
-confirmed by a HEAD; a deep verification sees every schedule, marked or not.
+confirmed by a HEAD; a large object also when one of its segments (each
+looked at) is scheduled; a deep verification sees every schedule, marked or
+not.
 An object no revision references is an *orphan* (the garbage collector's
 business); a large object with a segment gone or of the
 wrong size, or (with ``deep``) an object whose bytes do not match their
@@ -182,9 +184,10 @@ class _Checker:
     def _check(self, stored: StoredObject) -> None:
         problem, unchecked = None, None
         try:
-            if stored.large:
-                problem = self.container.large_object_problem(stored.name)
             scheduled = stored.delete_at is not None or stored.marked_for_deletion is not None
+            if stored.large:
+                problem, segments_delete_at = self.container.examine_large_object(stored.name)
+                scheduled = scheduled or segments_delete_at is not None
             if problem is None and self.deep:
                 received = self.container.check(stored.name)
                 if received.size != stored.size:
