@@ -82,12 +82,11 @@ def last_committed_tid(base) -> bytes:
     """
     if not isinstance(base, ZODB.FileStorage.FileStorage):
         return base.lastTransaction()
-    with base._lock:  # a pack in this process may swap the file meanwhile
+    with base._files.get() as f:  # as FileStorage's load: no writer (nor pack) meanwhile
         end = base._pos
         if end <= FILE_HEADER:
             return z64
-        with base._files.get() as f:
-            f.seek(end - TRANSACTION_LENGTH)
-            start = end - TRANSACTION_LENGTH - u64(f.read(TRANSACTION_LENGTH))
-            f.seek(start)
-            return f.read(8)
+        f.seek(end - TRANSACTION_LENGTH)
+        start = end - TRANSACTION_LENGTH - u64(f.read(TRANSACTION_LENGTH))
+        f.seek(start)
+        return f.read(8)
