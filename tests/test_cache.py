@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import (awaited_locks, child_environment, corrupt_cached_file, mounted, read,
-                      wait_for)
+from conftest import (awaited_locks, child_environment, corrupt_cached_file, make_non_file,
+                      mounted, read, wait_for)
 import zodb_swiftblobs.cache
 from zodb_swiftblobs import cache_eviction
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
@@ -332,6 +332,20 @@ def test_lock_file_left_by_a_fetcher_that_died_after_publishing(make_cache):
     assert read(cache.path(OID, TID)) == b"published"
     assert not os.path.exists(lock_path)
     assert (cache.stats()["hits"], cache.stats()["misses"]) == (1, 0)
+
+
+@pytest.mark.parametrize("kind", ["directory", "FIFO", "socket", "dangling link"])
+def test_a_non_file_at_the_eviction_lock_is_replaced_with_a_warning(make_cache, kind, caplog):
+    cache = make_cache()
+    lock_path = os.path.join(cache.directory, ".evict.lock")
+    make_non_file(lock_path, kind)
+    with caplog.at_level(logging.WARNING, logger="zodb_swiftblobs"):
+        assert read(cache.get(OID, TID, writer(b"fetched"))) == b"fetched"
+        assert read(cache.get(ident(8), TID, writer(b"also fetched"))) == b"also fetched"
+    assert [record.levelname for record in caplog.records] == ["WARNING"], caplog.text
+    assert lock_path in caplog.text
+    assert stat.S_ISREG(os.lstat(lock_path).st_mode)
+    assert not os.path.lexists(os.path.join(cache.directory, "nowhere"))
 
 
 def test_fetch_removes_temporary_files_of_fetchers_that_died(make_cache):

@@ -43,8 +43,8 @@ from collections.abc import Callable
 from ZODB.blob import rename_or_copy_blob
 
 from . import cache_integrity
-from .cache_entries import (LOCK_FILE_MODE, NOT_PERMITTED, OPEN_FLAGS, lock_revision,
-                            make_private_directory, mark_used, open_pinned, release_revision,
+from .cache_entries import (NOT_PERMITTED, OPEN_FLAGS, lock_revision, make_private_directory,
+                            mark_used, open_pinned, open_shared_file, release_revision,
                             remove_abandoned_downloads, remove_committed_file, remove_entry)
 from .cache_eviction import (IN_PROCESS_FILES, Pins, committed_files, evict_in_child,
                              evict_least_recently_used, read_account, write_account)
@@ -410,18 +410,9 @@ class BlobCache:
         return committed_files(self.directory)
 
     def _open_shared_file(self, path: str, flags: int) -> int:
-        """Open (creating it if need be) a file every process of the cache uses.
-
-        One that root creates (an operator's ``zodb-swiftblobs cache`` beside
-        a site running as another user) is given the cache directory's owner,
-        or the site could no longer open it.
-        """
-        descriptor = os.open(path, flags | os.O_CREAT, LOCK_FILE_MODE)
-        if os.geteuid() == 0:
-            owner = os.stat(self.directory)
-            if os.fstat(descriptor).st_uid != owner.st_uid:
-                os.fchown(descriptor, owner.st_uid, owner.st_gid)
-        return descriptor
+        """Open (creating it if need be) a file every process of the cache uses
+        (see :func:`.cache_entries.open_shared_file`)."""
+        return open_shared_file(path, flags, self.directory)
 
     def _count(self, **increments: int) -> None:
         self.counters.count(**increments)
