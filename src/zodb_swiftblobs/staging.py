@@ -24,6 +24,11 @@ So a process killed (SIGKILL, a crash, a power cut) leaves its files until
 the next storage opens the cache directory, and a live storage's files are
 never touched.  A storage that closes leaves its lock file (unlocked) if its
 directory is not empty, for the next sweep.
+
+Lock files and directories that root creates (an operator's command) are
+given the cache directory's owner, so that a site running as that user can
+use and sweep them; a lock file the sweep may not open is skipped (said in
+one warning).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import os
 import shutil
 import tempfile
 import uuid
+
+from .cache_entries import give_to_owner_of
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,11 @@ class StagingArea:
         else:
             self.directory = self._process_directory(self.token)
             os.mkdir(self.directory, DIRECTORY_MODE)
+            directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                give_to_owner_of(directory, self.lock_directory)
+            finally:
+                os.close(directory)
         removed += self._sweep_process_directories()
         if removed:
             log.info("removed %d temporary files and directories left in %s by processes "
@@ -78,6 +90,7 @@ class StagingArea:
         # from being remounted read-only.
         descriptor = os.open(temporary, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
+            give_to_owner_of(descriptor, self.lock_directory)
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             os.replace(temporary, final)
         except BaseException:
@@ -99,6 +112,7 @@ class StagingArea:
             log.debug("cannot open %s (%s): using a temporary directory of its own", path, exc)
             return None
         try:
+            give_to_owner_of(descriptor, self.lock_directory)
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(descriptor)
@@ -133,37 +147,54 @@ class StagingArea:
 
     def _sweep_process_directories(self) -> int:
         """Remove the directories of storages that died or closed; return how
-        many files and directories were in them."""
+        many files and directories were in them.  A lock file this process may
+        not open (one of another user) is skipped, said in one warning."""
         with os.scandir(self.lock_directory) as entries:
             tokens = [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
                       if entry.name.startswith(LOCK_PREFIX)
                       and entry.name.endswith(LOCK_SUFFIX)]
-        return sum(self._sweep_dead(token) for token in tokens if token != self.token)
+        removed, unopened = 0, []
+        for token in tokens:
+            if token == self.token:
+                continue
+            try:
+                removed += self._sweep_dead(token)
+            except OSError as exc:
+                unopened.append(exc)
+        if unopened:
+            log.warning("cannot open %d lock file(s) of other storages in %s (%s: %s); their "
+                        "temporary files stay", len(unopened), self.lock_directory,
+                        unopened[0].filename, unopened[0].strerror)
+        return removed
 
     def _sweep_dead(self, token: str) -> int:
+        """Remove the directory of the storage *token* if it died or closed;
+        return how many files and directories were in it.  An OSError opening
+        its lock file (but its absence) is raised."""
         lock_path = self._lock_path(token)
         try:
-            descriptor = os.open(lock_path, os.O_RDONLY)
+            descriptor = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return 0
         try:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0  # its process is alive
-            directory = self._process_directory(token)
-            try:
-                removed = len(os.listdir(directory))
-            except FileNotFoundError:
-                removed = 0
-            else:
-                if not _remove(directory):
-                    return 0  # tried again by the next sweep
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
-            return removed
+            if not _is_held(descriptor):
+                return self._remove_dead(token, lock_path)
+            return 0
         finally:
             os.close(descriptor)
+
+    def _remove_dead(self, token: str, lock_path: str) -> int:
+        directory = self._process_directory(token)
+        try:
+            removed = len(os.listdir(directory))
+        except FileNotFoundError:
+            removed = 0
+        else:
+            if not _remove(directory):
+                return 0  # tried again by the next sweep
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        return removed
 
     def close(self) -> None:
         """Give up the locks.  Temporary files still there (uncommitted blobs of
@@ -181,6 +212,16 @@ class StagingArea:
                 os.unlink(self._lock_path(self.token))
         os.close(self._lock)
         self._lock = None
+
+
+def _is_held(descriptor: int) -> bool:
+    """Whether another open file holds a lock on the file open as *descriptor*
+    (taking, if not, an exclusive lock that ends with *descriptor*)."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
 
 
 def _remove(path: str) -> bool:
