@@ -2,6 +2,7 @@
 and savepoints of killed processes are swept, a live process's never (real
 processes killed with SIGKILL, the real local Swift)."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import ZODB
@@ -16,6 +18,7 @@ from ZODB.blob import Blob
 from ZODB.MappingStorage import MappingStorage
 
 from conftest import child_environment, credentials_for, swift_storage
+from zodb_swiftblobs.staging import StagingArea
 
 WAIT = 120  # seconds: the bound of every wait in these tests
 
@@ -249,3 +252,39 @@ def test_an_operators_command_run_as_root_leaves_files_the_site_can_use():
             if operator.process.returncode is None:
                 operator.kill()
         shutil.rmtree(base)
+
+
+def test_the_files_of_a_live_storage_of_an_earlier_release_are_kept(tmp_path):
+    """A storage of an earlier release holds its lock file but keeps its
+    staged files, uncommitted blobs and savepoints in tmp itself."""
+    cache_dir, tmp = str(tmp_path), str(tmp_path / "tmp")
+    os.mkdir(tmp, 0o700)
+
+    def lock_file(token):
+        return os.open(os.path.join(cache_dir, f".staging-{token}.lock"),
+                       os.O_RDONLY | os.O_CREAT, 0o600)
+
+    alive, dead = "0123456789abcdef", "fedcba9876543210"
+    earlier_release = lock_file(alive)
+    fcntl.flock(earlier_release, fcntl.LOCK_EX)
+    os.close(lock_file(dead))
+    two_hours_ago = time.time() - 7200
+    for name, old in [(f"commit-{alive}-aaaa-0001.blob", True),
+                      (f"commit-{dead}-bbbb-0001.blob", False), ("BUCyoung", False),
+                      ("BUCold", True), ("savepointsYoung", False), ("savepointsOld", True)]:
+        path = os.path.join(tmp, name)
+        if name.startswith("savepoints"):
+            os.mkdir(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(b"data")
+        if old:
+            os.utime(path, (two_hours_ago, two_hours_ago))
+    try:
+        StagingArea(tmp, cache_dir).close()
+        assert sorted(os.listdir(tmp)) == sorted([
+            f"commit-{alive}-aaaa-0001.blob", "BUCyoung", "savepointsYoung"])
+    finally:
+        os.close(earlier_release)
+    StagingArea(tmp, cache_dir).close()
+    assert os.listdir(tmp) == [], "once that storage is gone, all of it goes"

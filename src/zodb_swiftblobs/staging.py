@@ -17,7 +17,11 @@ removes what dead storages left:
 
 - when it takes ``.temporary-directory.lock``, everything in ``tmp`` but
   hidden files and the ``process-*`` directories: the previous holder died
-  or closed its storage, and nobody else writes there;
+  or closed its storage.  But a storage of an earlier release (which holds
+  its ``.staging-<token>.lock`` but has no directory of its own) may still
+  write there: the staged files ``commit-<token>-*`` of a storage whose lock
+  file is held stay, and while such a storage is alive, so does anything
+  else modified in the last hour (:data:`SAFE_AGE`);
 - the ``process-<token>`` directory of every lock file nobody holds.
 
 So a process killed (SIGKILL, a crash, a power cut) leaves its files until
@@ -37,8 +41,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 
 from .cache_entries import give_to_owner_of
@@ -49,6 +55,8 @@ LOCK_PREFIX = ".staging-"
 LOCK_SUFFIX = ".lock"
 SHARED_DIRECTORY_LOCK = ".temporary-directory.lock"
 PROCESS_DIRECTORY_PREFIX = "process-"
+STAGED_FILE_NAME = re.compile(r"commit-([0-9a-f]+)-")  # the token of its storage
+SAFE_AGE = 3600.0  # seconds: files of storages of an earlier release stay that long
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 
@@ -120,13 +128,60 @@ class StagingArea:
         return descriptor
 
     def _sweep_shared_directory(self) -> int:
-        """Remove what the previous user of *temporary_root* left there (all but
-        hidden files and the directories of other storages); return how many
-        files and directories went."""
+        """Remove what earlier users of *temporary_root* left there; return how
+        many files and directories went.
+
+        Hidden files and the directories of other storages stay, and so do the
+        staged files (``commit-<token>-*``) of live storages.  While a live
+        storage may write into *temporary_root* itself (one of an earlier
+        release, which has no directory of its own, or one opening just now),
+        other files stay too until they are :data:`SAFE_AGE` seconds old: they
+        may be its uncommitted blobs and savepoints.
+        """
+        live = self._live_tokens()
+        writing_here = any(not os.path.lexists(self._process_directory(token))
+                           for token in live)
+        oldest_kept = time.time() - SAFE_AGE
+        leftovers = []
         with os.scandir(self.temporary_root) as entries:
-            leftovers = [entry.path for entry in entries if not entry.name.startswith(
-                (".", PROCESS_DIRECTORY_PREFIX))]
+            for entry in entries:
+                if entry.name.startswith((".", PROCESS_DIRECTORY_PREFIX)):
+                    continue
+                staged = STAGED_FILE_NAME.match(entry.name)
+                if staged is not None:
+                    if staged[1] in live:
+                        continue
+                elif writing_here and _modified(entry) > oldest_kept:
+                    continue
+                leftovers.append(entry.path)
         return sum(_remove(path) for path in leftovers)
+
+    def _live_tokens(self) -> set[str]:
+        """The tokens of the other storages whose lock files are held (or
+        cannot be opened, so may be)."""
+        live = set()
+        for token in self._other_tokens():
+            try:
+                descriptor = os.open(self._lock_path(token),
+                                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                live.add(token)
+                continue
+            try:
+                if _is_held(descriptor):
+                    live.add(token)
+            finally:
+                os.close(descriptor)
+        return live
+
+    def _other_tokens(self) -> list[str]:
+        """The tokens of the lock files of other storages in *lock_directory*."""
+        with os.scandir(self.lock_directory) as entries:
+            return [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
+                    if entry.name.startswith(LOCK_PREFIX) and entry.name.endswith(LOCK_SUFFIX)
+                    and entry.name != f"{LOCK_PREFIX}{self.token}{LOCK_SUFFIX}"]
 
     def _lock_path(self, token: str) -> str:
         return os.path.join(self.lock_directory, f"{LOCK_PREFIX}{token}{LOCK_SUFFIX}")
@@ -149,14 +204,8 @@ class StagingArea:
         """Remove the directories of storages that died or closed; return how
         many files and directories were in them.  A lock file this process may
         not open (one of another user) is skipped, said in one warning."""
-        with os.scandir(self.lock_directory) as entries:
-            tokens = [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
-                      if entry.name.startswith(LOCK_PREFIX)
-                      and entry.name.endswith(LOCK_SUFFIX)]
         removed, unopened = 0, []
-        for token in tokens:
-            if token == self.token:
-                continue
+        for token in self._other_tokens():
             try:
                 removed += self._sweep_dead(token)
             except OSError as exc:
@@ -212,6 +261,14 @@ class StagingArea:
                 os.unlink(self._lock_path(self.token))
         os.close(self._lock)
         self._lock = None
+
+
+def _modified(entry: os.DirEntry) -> float:
+    """When the file or directory *entry* was last modified (now if it is gone)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return time.time()
 
 
 def _is_held(descriptor: int) -> bool:
