@@ -3,6 +3,7 @@
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -348,3 +349,27 @@ def corrupt_cached_file(path):
         f.write(damaged)
     os.chmod(path, status.st_mode & 0o7777)
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+def make_non_file(path, kind):
+    """Put *kind* ("directory", "FIFO", "socket" or "dangling link") at *path*.
+
+    A socket is bound by its name relative to its directory (a socket's path
+    is limited to 107 bytes) and closed: its file stays, and opening it fails
+    with ENXIO."""
+    if kind == "directory":
+        os.makedirs(os.path.join(path, "inside"))
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "socket":
+        directory, here = os.path.dirname(path), os.getcwd()
+        with socket.socket(socket.AF_UNIX) as bound:
+            os.chdir(directory)
+            try:
+                bound.bind(os.path.basename(path))
+            finally:
+                os.chdir(here)
+    elif kind == "dangling link":
+        os.symlink(os.path.join(os.path.dirname(path), "nowhere"), path)
+    else:
+        raise ValueError(kind)

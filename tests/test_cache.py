@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import (awaited_locks, child_environment, corrupt_cached_file, mounted, read,
-                      wait_for)
+from conftest import (awaited_locks, child_environment, corrupt_cached_file, make_non_file,
+                      mounted, read, wait_for)
 import zodb_swiftblobs.cache
 from zodb_swiftblobs import cache_eviction
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
@@ -332,6 +332,20 @@ def test_lock_file_left_by_a_fetcher_that_died_after_publishing(make_cache):
     assert read(cache.path(OID, TID)) == b"published"
     assert not os.path.exists(lock_path)
     assert (cache.stats()["hits"], cache.stats()["misses"]) == (1, 0)
+
+
+@pytest.mark.parametrize("kind", ["directory", "FIFO", "socket", "dangling link"])
+def test_a_non_file_at_the_eviction_lock_is_replaced_with_a_warning(make_cache, kind, caplog):
+    cache = make_cache()
+    lock_path = os.path.join(cache.directory, ".evict.lock")
+    make_non_file(lock_path, kind)
+    with caplog.at_level(logging.WARNING, logger="zodb_swiftblobs"):
+        assert read(cache.get(OID, TID, writer(b"fetched"))) == b"fetched"
+        assert read(cache.get(ident(8), TID, writer(b"also fetched"))) == b"also fetched"
+    assert [record.levelname for record in caplog.records] == ["WARNING"], caplog.text
+    assert lock_path in caplog.text
+    assert stat.S_ISREG(os.lstat(lock_path).st_mode)
+    assert not os.path.lexists(os.path.join(cache.directory, "nowhere"))
 
 
 def test_fetch_removes_temporary_files_of_fetchers_that_died(make_cache):
@@ -772,19 +786,51 @@ def test_only_one_process_evicts_at_a_time(make_cache, tmp_path):
 
 
 @pytest.mark.parametrize("via", ["publish", "get"])
-def test_files_entering_a_full_cache_make_room_first(make_cache, caplog, via):
-    caplog.set_level(logging.INFO, logger="zodb_swiftblobs.cache")
+def test_files_entering_a_full_cache_make_room(make_cache, caplog, via):
+    """First if fetched; right after, in a thread of its own, if published."""
+    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.cache")
     cache = make_cache(size=MIB)
     for n in range(50):
         data = b"x" * (100 * KIB)
         if via == "publish":
             cache.publish(stage(cache, data), ident(n), TID)
+            cache._background_pass.join()
         else:
             cache.get(ident(n), TID, writer(data))
         assert cache.stats()["size"] <= cache.size
     stats = cache.stats()
     assert stats["evictions"] == 50 - stats["entries"] > 0
-    assert [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    passes = [record for record in caplog.records if " files (" in record.getMessage()]
+    assert passes and {record.levelno for record in passes} == {logging.DEBUG}, \
+        "a pass is counted and shown by the cache command, not logged at INFO"
+    assert {record.threadName == threading.current_thread().name for record in passes} == \
+        {via == "get"}
+
+
+def test_publishing_never_waits_for_the_eviction_lock(make_cache, tmp_path):
+    """It is called in tpc_finish, holding the base's commit lock: the file
+    enters at once, and a pass corrects the account once the lock is free."""
+    fill(tmp_path / "cache", 10, seconds_ago=lambda n: 100 - n)
+    cache = make_cache(size=MIB)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; "
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+         "print('held', flush=True); sys.stdin.readline()",
+         f"{cache.directory}/.evict.lock"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            assert holder.stdout.readline() == "held\n"
+            published = pool.submit(cache.publish, stage(cache, b"y" * (100 * KIB)), OID, TID)
+            assert read(published.result(WAIT)) == b"y" * (100 * KIB)
+            assert holder.poll() is None, "published while the other process held the lock"
+        finally:
+            holder.communicate("release\n", timeout=WAIT)
+    cache._background_pass.join()
+    stats = cache.stats()
+    assert stats["size"] <= cache.size and stats["evictions"] == 2
+    assert (tmp_path / "cache" / ".evict.lock").read_bytes() == \
+        b"%d %d" % (stats["size"], stats["entries"])
 
 
 @pytest.mark.parametrize("account", [b"99999999 9", b"garbage", None])
@@ -801,6 +847,7 @@ def test_the_account_of_cached_bytes_is_corrected_by_the_next_pass(make_cache, t
         account_path.write_bytes(account)
     cache = make_cache(size=MIB)
     cache.publish(stage(cache, b"y" * (10 * KIB)), OID, ident(100))
+    cache._background_pass.join()
     assert account_path.read_bytes() == b"%d 10" % (910 * KIB)
     assert cache.stats()["size"] == 910 * KIB
     assert cache.stats()["evictions"] == 0
@@ -820,6 +867,7 @@ def test_a_pass_over_many_files_runs_in_a_child_process(make_cache, tmp_path, mo
     assert cache.prune(5 * 100 * KIB) == (19, 19 * 100 * KIB)
     assert cache.stats()["evictions"] == 25, "the child's pass is counted here"
     cache.publish(stage(cache, b"y" * (600 * KIB)), OID, TID)  # and it makes room
+    cache._background_pass.join()
     assert cache.stats()["size"] == 600 * KIB + 3 * 100 * KIB <= cache.size
     assert cache.stats()["evictions"] == 27
 
@@ -845,6 +893,7 @@ def test_stats_count_what_happened(make_cache):
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=0,
                                  evicted_bytes=0, corrupt=0, size=800, entries=2)
     cache.publish(stage(cache, b"c" * 400), OID, ident(3))  # the least recently used goes
+    cache._background_pass.join()
     assert not os.path.exists(first) and os.path.exists(second)
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=1,
                                  evicted_bytes=400, corrupt=0, size=800, entries=2)

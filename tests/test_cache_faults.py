@@ -15,7 +15,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import POSKeyError
 
 from conftest import (blob_objects, child_environment, corrupt_cached_file, credentials_for,
-                      mounted, swift_storage, wait_for_logged)
+                      make_non_file, mounted, swift_storage, wait_for_logged)
 from test_storage import commit_blob, read_blob
 from zodb_swiftblobs.storage import BlobCacheError
 from zodb_swiftblobs.swiftaccess import SwiftContainer
@@ -325,7 +325,7 @@ def test_another_revisions_file_at_a_cached_path_is_never_served(devswift, tmp_p
         db.close()
 
 
-@pytest.mark.parametrize("thing", ["directory", "FIFO"])
+@pytest.mark.parametrize("thing", ["directory", "FIFO", "socket"])
 @pytest.mark.parametrize("where", ["blob", "lock"])
 def test_a_non_file_at_a_cached_blobs_path_or_lock_path_is_removed(devswift, tmp_path,
                                                                    container_name, where,
@@ -337,10 +337,7 @@ def test_a_non_file_at_a_cached_blobs_path_or_lock_path_is_removed(devswift, tmp
     path = cached_path(cache_dir, oid, serial)
     os.unlink(path)
     in_the_way = path if where == "blob" else f"{os.path.dirname(path)}/.{serial.hex()}.lock"
-    if thing == "directory":
-        os.makedirs(f"{in_the_way}/inside")
-    else:
-        os.mkfifo(in_the_way)
+    make_non_file(in_the_way, thing)
     read, stats, stderr = read_in_new_process(devswift, data_fs, cache_dir, container_name)
     assert read == data
     assert in_the_way in stderr

@@ -14,7 +14,7 @@ import pytest
 import ZODB
 from ZODB.FileStorage import FileStorage
 
-from conftest import child_environment, credentials_for, swift_storage
+from conftest import child_environment, credentials_for, make_non_file, swift_storage
 from test_storage import commit_blob
 from zodb_swiftblobs.cache import BlobCache
 from zodb_swiftblobs.counters import COUNTERS, MalformedCounters, parse_counters
@@ -49,6 +49,8 @@ def make_malformed(path, kind):
             f.write("x")
     elif kind == "a FIFO":
         os.mkfifo(path)
+    elif kind == "a socket":
+        make_non_file(path, "socket")
     elif kind == "a dangling link":
         os.symlink(os.path.join(os.path.dirname(path), "nowhere"), path)
     else:
@@ -56,7 +58,7 @@ def make_malformed(path, kind):
             f.write(MALFORMED[kind])
 
 
-KINDS = [*MALFORMED, "an empty directory", "a directory with files", "a FIFO",
+KINDS = [*MALFORMED, "an empty directory", "a directory with files", "a FIFO", "a socket",
          "a dangling link"]
 
 

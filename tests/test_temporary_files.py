@@ -2,17 +2,23 @@
 and savepoints of killed processes are swept, a live process's never (real
 processes killed with SIGKILL, the real local Swift)."""
 
+import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 
+import pytest
 import ZODB
 from ZODB.blob import Blob
 from ZODB.MappingStorage import MappingStorage
 
 from conftest import child_environment, credentials_for, swift_storage
+from zodb_swiftblobs.staging import StagingArea
 
 WAIT = 120  # seconds: the bound of every wait in these tests
 
@@ -163,3 +169,122 @@ def test_a_closed_storages_leftovers_are_swept_by_the_next_one(devswift, tmp_pat
             [f".staging-{third._shared.staging.token}.lock"]
     finally:
         third.close()
+
+
+STAGING = """
+import json, logging, os, sys
+from zodb_swiftblobs.staging import StagingArea
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+cache_dir = sys.argv[1]
+area = StagingArea(os.path.join(cache_dir, "tmp"), cache_dir)
+descriptor, path = area.new_file()
+os.close(descriptor)
+print(json.dumps({"directory": area.directory, "file": path}), flush=True)
+if sys.argv[2] == "stay":
+    sys.stdin.readline()
+area.close()
+"""
+SITE_USER = 65534  # nobody
+
+
+class StagingProcess:
+    """A process with a staging area in *cache_dir* (as a storage opening it
+    has), as root or as *user*; with *stay*, it stays until killed."""
+
+    def __init__(self, cache_dir, *, user=None, stay=False):
+        command = [sys.executable, "-c", STAGING, str(cache_dir), "stay" if stay else "go"]
+        if user is not None:
+            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
+                       *command]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True,
+                                        env=child_environment())
+        line = self.process.stdout.readline()
+        if not stay:
+            self.process.wait(timeout=WAIT)
+        self.stderr = "" if stay else self.process.stderr.read()
+        assert line, self.stderr[-3000:]
+        reported = json.loads(line)
+        self.directory, self.file = reported["directory"], reported["file"]
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(timeout=WAIT)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="an operator's command runs as root")
+def test_an_operators_command_run_as_root_leaves_files_the_site_can_use():
+    """Lock files and directories root creates belong to the cache directory's
+    owner; a lock file the site may not open (an earlier release's) is skipped."""
+    base = tempfile.mkdtemp(prefix="root-staging-")
+    operators = []
+    try:
+        os.chmod(base, 0o755)
+        cache_dir = os.path.join(base, "cache")
+        os.mkdir(cache_dir, 0o700)
+        os.mkdir(os.path.join(cache_dir, "tmp"), 0o700)
+        for path in (cache_dir, os.path.join(cache_dir, "tmp")):
+            os.chown(path, SITE_USER, SITE_USER)
+        operators = [StagingProcess(cache_dir, stay=True) for _ in range(2)]
+        unopenable = os.path.join(cache_dir, ".staging-0123456789abcdef.lock")
+        os.close(os.open(unopenable, os.O_RDONLY | os.O_CREAT, 0o600))
+        assert operators[0].directory == os.path.join(cache_dir, "tmp")
+        assert operators[1].directory != operators[0].directory
+
+        site = StagingProcess(cache_dir, user=SITE_USER)
+        assert [path for path in (operators[0].file, operators[1].file)
+                if os.path.exists(path)] == [operators[0].file, operators[1].file]
+        warnings = [line for line in site.stderr.splitlines() if line.startswith("WARNING")]
+        assert len(warnings) == 1 and "cannot open 1 lock file" in warnings[0], site.stderr
+
+        for operator in operators:
+            operator.kill()
+        site = StagingProcess(cache_dir, user=SITE_USER)
+        assert site.directory == os.path.join(cache_dir, "tmp")
+        assert not os.path.exists(operators[0].file)
+        assert not os.path.exists(operators[1].directory)
+        assert sorted(name for name in os.listdir(cache_dir) if name.startswith(".staging-")) \
+            == [os.path.basename(unopenable)]
+    finally:
+        for operator in operators:
+            if operator.process.returncode is None:
+                operator.kill()
+        shutil.rmtree(base)
+
+
+def test_the_files_of_a_live_storage_of_an_earlier_release_are_kept(tmp_path):
+    """A storage of an earlier release holds its lock file but keeps its
+    staged files, uncommitted blobs and savepoints in tmp itself."""
+    cache_dir, tmp = str(tmp_path), str(tmp_path / "tmp")
+    os.mkdir(tmp, 0o700)
+
+    def lock_file(token):
+        return os.open(os.path.join(cache_dir, f".staging-{token}.lock"),
+                       os.O_RDONLY | os.O_CREAT, 0o600)
+
+    alive, dead = "0123456789abcdef", "fedcba9876543210"
+    earlier_release = lock_file(alive)
+    fcntl.flock(earlier_release, fcntl.LOCK_EX)
+    os.close(lock_file(dead))
+    two_hours_ago = time.time() - 7200
+    for name, old in [(f"commit-{alive}-aaaa-0001.blob", True),
+                      (f"commit-{dead}-bbbb-0001.blob", False), ("BUCyoung", False),
+                      ("BUCold", True), ("savepointsYoung", False), ("savepointsOld", True)]:
+        path = os.path.join(tmp, name)
+        if name.startswith("savepoints"):
+            os.mkdir(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(b"data")
+        if old:
+            os.utime(path, (two_hours_ago, two_hours_ago))
+    try:
+        StagingArea(tmp, cache_dir).close()
+        assert sorted(os.listdir(tmp)) == sorted([
+            f"commit-{alive}-aaaa-0001.blob", "BUCyoung", "savepointsYoung"])
+    finally:
+        os.close(earlier_release)
+    StagingArea(tmp, cache_dir).close()
+    assert os.listdir(tmp) == [], "once that storage is gone, all of it goes"

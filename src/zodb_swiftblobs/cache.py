@@ -43,11 +43,12 @@ from collections.abc import Callable
 from ZODB.blob import rename_or_copy_blob
 
 from . import cache_integrity
-from .cache_entries import (LOCK_FILE_MODE, NOT_PERMITTED, OPEN_FLAGS, lock_revision,
-                            make_private_directory, mark_used, open_pinned, release_revision,
+from .cache_entries import (NOT_PERMITTED, OPEN_FLAGS, lock_revision, make_private_directory,
+                            mark_used, open_pinned, open_shared_file, release_revision,
                             remove_abandoned_downloads, remove_committed_file, remove_entry)
-from .cache_eviction import (IN_PROCESS_FILES, Pins, committed_files, evict_in_child,
-                             evict_least_recently_used, read_account, write_account)
+from .cache_eviction import (IN_PROCESS_FILES, BackgroundPass, Pins, committed_files,
+                             evict_in_child, evict_least_recently_used, read_account,
+                             write_account)
 from .counters import CacheCounters
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class BlobCache:
         self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
         self.counters = CacheCounters(self.directory, self._open_shared_file)
         self._pins = Pins(size)
+        self._background_pass = BackgroundPass(
+            lambda: self._under_eviction_lock(self.size, self.size * EVICTION_TARGET, wait=True),
+            f"blob cache eviction {self.directory}")
 
     def path(self, oid: bytes, tid: bytes) -> str:
         """The path of the committed file of blob revision (*oid*, *tid*)."""
@@ -187,8 +191,10 @@ class BlobCache:
         """Move the staged file *source* into the cache as (*oid*, *tid*); return its path.
 
         *source* must be on the cache's file system (in :attr:`temporary_directory`);
-        the file appears at its final path complete, in one rename, once room
-        was made for it.  An OSError raises :class:`CacheDirectoryError`.
+        the file appears at its final path complete, in one rename.  This
+        never waits for a lock nor runs an eviction pass (it is called in
+        ``tpc_finish``): room is made afterwards, by a pass in a thread of
+        its own.  An OSError raises :class:`CacheDirectoryError`.
         """
         path = self.path(oid, tid)
 
@@ -204,7 +210,7 @@ class BlobCache:
         try:
             descriptor, status = self._seal(source, oid, tid)
             try:
-                self._admit(status.st_size, rename)
+                self._admit(status.st_size, rename, wait=False)
             finally:
                 os.close(descriptor)
         except OSError as exc:
@@ -316,14 +322,27 @@ class BlobCache:
         finally:
             os.close(account)
 
-    def _admit(self, size: int, place: Callable[[], None]) -> None:
+    def _admit(self, size: int, place: Callable[[], None], *, wait: bool = True) -> None:
         """Make room for a file of *size* bytes, then *place* it in the cache,
-        under the eviction lock."""
-        with self._account() as account:
-            total, files = read_account(account) or (None, 0)
+        under the eviction lock.
+
+        Unless *wait*, neither wait for that lock nor evict: *place* it at once
+        and leave the room to make, or the account to correct (if another
+        process holds the lock), to a pass in a thread of its own.
+        """
+        with self._account(wait=wait) as account:
+            known = None if account is None else read_account(account)
+            if known is None and not wait:
+                place()
+                self._background_pass.request()
+                return
+            total, files = known or (None, 0)
             if total is None or total + size > self.size:
-                total, files = self._evict_least_recently_used(
-                    self.size - size, self.size * EVICTION_TARGET - size, files=files)[2:]
+                if wait:
+                    total, files = self._evict_least_recently_used(
+                        self.size - size, self.size * EVICTION_TARGET - size, files=files)[2:]
+                else:
+                    self._background_pass.request()
             write_account(account, total + size, files + 1)  # first: a crash may only overstate
             try:
                 place()
@@ -334,6 +353,7 @@ class BlobCache:
     def close(self) -> None:
         """Release the pins of this process and save the counters; the cached
         files stay.  Idempotent."""
+        self._background_pass.join()
         self._pins.release_all()
         self.counters.close()
 
@@ -401,7 +421,7 @@ class BlobCache:
         removed, removed_bytes, remaining, _ = result
         self._count(evictions=removed, evicted_bytes=removed_bytes)
         if removed:
-            log.info("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
+            log.debug("blob cache %s: evicted %d files (%d bytes); %d bytes remain",
                      self.directory, removed, removed_bytes, remaining)
         return result
 
@@ -410,18 +430,9 @@ class BlobCache:
         return committed_files(self.directory)
 
     def _open_shared_file(self, path: str, flags: int) -> int:
-        """Open (creating it if need be) a file every process of the cache uses.
-
-        One that root creates (an operator's ``zodb-swiftblobs cache`` beside
-        a site running as another user) is given the cache directory's owner,
-        or the site could no longer open it.
-        """
-        descriptor = os.open(path, flags | os.O_CREAT, LOCK_FILE_MODE)
-        if os.geteuid() == 0:
-            owner = os.stat(self.directory)
-            if os.fstat(descriptor).st_uid != owner.st_uid:
-                os.fchown(descriptor, owner.st_uid, owner.st_gid)
-        return descriptor
+        """Open (creating it if need be) a file every process of the cache uses
+        (see :func:`.cache_entries.open_shared_file`)."""
+        return open_shared_file(path, flags, self.directory)
 
     def _count(self, **increments: int) -> None:
         self.counters.count(**increments)

@@ -140,10 +140,9 @@ def lock_revision(lock_path: str) -> int | None:
     except FileNotFoundError:
         make_private_directory(os.path.dirname(lock_path))  # new oid, or just evicted
         return None
-    except OSError as exc:
-        if exc.errno not in (errno.EISDIR, errno.ELOOP):
+    except OSError:
+        if not remove_non_file(lock_path):
             raise
-        _remove_what_is_in_the_way(lock_path)
         return None
     try:
         status = os.fstat(lock)
@@ -155,18 +154,59 @@ def lock_revision(lock_path: str) -> int | None:
         os.close(lock)
         raise
     os.close(lock)
-    if non_file_kind(status.st_mode) is not None:
-        _remove_what_is_in_the_way(lock_path)
+    remove_non_file(lock_path)
     return None
 
 
-def _remove_what_is_in_the_way(lock_path: str) -> None:
+def remove_non_file(path: str) -> bool:
+    """Remove what is at *path* if it is not a regular file (a directory, a
+    FIFO, a socket, a symbolic link, a device), with a warning naming it;
+    return whether something was removed."""
     try:
-        kind = non_file_kind(os.lstat(lock_path).st_mode)
+        kind = non_file_kind(os.lstat(path).st_mode)
     except FileNotFoundError:
-        return
-    if kind is not None and remove_entry(lock_path):
-        log.warning("blob cache: removed %s at the lock path %s", kind, lock_path)
+        return False
+    if kind is None or not remove_entry(path):
+        return False
+    log.warning("blob cache: removed %s at %s, where the cache keeps a file", kind, path)
+    return True
+
+
+def open_shared_file(path: str, flags: int, owner_of: str) -> int:
+    """Open the regular file at *path* with *flags* (creating it if need be),
+    whatever is there instead being removed first (see :func:`remove_non_file`).
+
+    One that root creates (an operator's command beside a site running as
+    another user) is given the owner of the directory *owner_of*, or the
+    site could no longer open it.
+    """
+    flags |= os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # no waiting on a FIFO
+    while True:
+        try:
+            descriptor = os.open(path, flags, LOCK_FILE_MODE)
+        except OSError:
+            if not remove_non_file(path):
+                raise
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(descriptor).st_mode):
+                os.set_blocking(descriptor, True)
+                give_to_owner_of(descriptor, owner_of)
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
+        remove_non_file(path)
+
+
+def give_to_owner_of(descriptor: int, directory: str) -> None:
+    """Give the file or directory open as *descriptor* the owner of *directory*
+    if this process runs as root (else it already has that owner, or cannot change it)."""
+    if os.geteuid() == 0:
+        owner = os.stat(directory)
+        if os.fstat(descriptor).st_uid != owner.st_uid:
+            os.fchown(descriptor, owner.st_uid, owner.st_gid)
 
 
 def release_revision(lock_path: str, lock: int) -> None:

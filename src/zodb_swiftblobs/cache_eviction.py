@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from .cache_entries import OPEN_FLAGS, is_at, remove_committed_file
 
@@ -86,6 +87,45 @@ class Pins:
         if held is not None:
             os.close(held[1])
             self._bytes -= held[2]
+
+
+class BackgroundPass:
+    """Eviction passes run, on request, in a thread of their own: *run* makes
+    one.  A request during a pass makes another one after it."""
+
+    def __init__(self, run: Callable[[], object], name: str) -> None:
+        self._run = run
+        self._name = name
+        self._lock = threading.Lock()  # guards the fields below
+        self._requested = False
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            self._requested = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run_requested, name=self._name,
+                                                daemon=True)
+                self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the passes requested so far."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run_requested(self) -> None:
+        while True:
+            with self._lock:
+                if not self._requested:
+                    self._thread = None
+                    return
+                self._requested = False
+            try:
+                self._run()
+            except Exception:
+                log.exception("blob cache: an eviction pass failed")
 
 
 def read_account(descriptor: int) -> tuple[int, int] | None:

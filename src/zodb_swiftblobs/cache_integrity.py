@@ -34,14 +34,12 @@ _verified: dict[str, tuple[int, int, int, int]] = {}
 _verified_lock = threading.Lock()
 
 
-def seal(descriptor: int, oid: bytes, tid: bytes) -> os.stat_result:
+def seal(descriptor: int, oid: bytes, tid: bytes) -> None:
     """Record the revision, size and checksum of the complete file open as
-    *descriptor* in its extended attribute; return its status."""
-    status = os.fstat(descriptor)
-    record = b"v2 %s %s %d %08x" % (oid.hex().encode(), tid.hex().encode(), status.st_size,
-                                     _checksum(descriptor))
+    *descriptor* in its extended attribute."""
+    record = b"v2 %s %s %d %08x" % (oid.hex().encode(), tid.hex().encode(),
+                                     os.fstat(descriptor).st_size, _checksum(descriptor))
     os.setxattr(descriptor, INTEGRITY_ATTRIBUTE, record)
-    return status
 
 
 def problem(descriptor: int, path: str, oid: bytes, tid: bytes) -> str | None:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import fcntl
 import json
 import logging
 import os
-import shutil
 import stat
 import threading
 import weakref
@@ -65,7 +63,8 @@ class CacheCounters:
     """This process's counters of the cache in *directory*, and their totals.
 
     *open_shared_file(path, flags)* opens (creating it if need be) a file
-    that every process of the cache uses, and returns its descriptor.
+    that every process of the cache uses, and returns its descriptor; it
+    replaces, with a warning, anything but a regular file at its path.
     """
 
     def __init__(self, directory: str, open_shared_file: Callable[[str, int], int]) -> None:
@@ -158,7 +157,7 @@ class CacheCounters:
     def _merge(self, pending: dict[str, int]) -> dict[str, int]:
         """Under the file's lock, add *pending* to the totals in the file
         (replacing a malformed one); return the new totals."""
-        descriptor = self._open_regular_file()
+        descriptor = self._open_shared_file(self.path, os.O_RDWR)
         with os.fdopen(descriptor, "r+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             data = f.read(MAX_FILE_SIZE + 1)
@@ -192,29 +191,6 @@ class CacheCounters:
                 return parse_counters(f.read(MAX_FILE_SIZE))
             except (OSError, MalformedCounters):
                 return dict.fromkeys(COUNTERS, 0)
-
-    def _open_regular_file(self) -> int:
-        """Open the counters file for reading and writing, replacing (with a
-        warning) anything but a regular file at its path."""
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK  # no link, no waiting on a FIFO
-        try:
-            descriptor = self._open_shared_file(self.path, flags)
-        except OSError as exc:
-            if exc.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
-                raise
-        else:
-            if stat.S_ISREG(os.fstat(descriptor).st_mode):
-                os.set_blocking(descriptor, True)
-                return descriptor
-            os.close(descriptor)
-        log.warning("blob cache %s: %s was not a regular file; replacing it",
-                    self.directory, self.path)
-        if os.path.isdir(self.path) and not os.path.islink(self.path):
-            shutil.rmtree(self.path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        return self._open_shared_file(self.path, flags & ~os.O_NONBLOCK)
 
 
 @atexit.register

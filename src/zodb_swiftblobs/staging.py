@@ -17,13 +17,22 @@ removes what dead storages left:
 
 - when it takes ``.temporary-directory.lock``, everything in ``tmp`` but
   hidden files and the ``process-*`` directories: the previous holder died
-  or closed its storage, and nobody else writes there;
+  or closed its storage.  But a storage of an earlier release (which holds
+  its ``.staging-<token>.lock`` but has no directory of its own) may still
+  write there: the staged files ``commit-<token>-*`` of a storage whose lock
+  file is held stay, and while such a storage is alive, so does anything
+  else modified in the last hour (:data:`SAFE_AGE`);
 - the ``process-<token>`` directory of every lock file nobody holds.
 
 So a process killed (SIGKILL, a crash, a power cut) leaves its files until
 the next storage opens the cache directory, and a live storage's files are
 never touched.  A storage that closes leaves its lock file (unlocked) if its
 directory is not empty, for the next sweep.
+
+Lock files and directories that root creates (an operator's command) are
+given the cache directory's owner, so that a site running as that user can
+use and sweep them; a lock file the sweep may not open is skipped (said in
+one warning).
 """
 
 from __future__ import annotations
@@ -32,9 +41,13 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
+
+from .cache_entries import give_to_owner_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +55,8 @@ LOCK_PREFIX = ".staging-"
 LOCK_SUFFIX = ".lock"
 SHARED_DIRECTORY_LOCK = ".temporary-directory.lock"
 PROCESS_DIRECTORY_PREFIX = "process-"
+STAGED_FILE_NAME = re.compile(r"commit-([0-9a-f]+)-")  # the token of its storage
+SAFE_AGE = 3600.0  # seconds: files of storages of an earlier release stay that long
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
 
@@ -64,6 +79,11 @@ class StagingArea:
         else:
             self.directory = self._process_directory(self.token)
             os.mkdir(self.directory, DIRECTORY_MODE)
+            directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                give_to_owner_of(directory, self.lock_directory)
+            finally:
+                os.close(directory)
         removed += self._sweep_process_directories()
         if removed:
             log.info("removed %d temporary files and directories left in %s by processes "
@@ -78,6 +98,7 @@ class StagingArea:
         # from being remounted read-only.
         descriptor = os.open(temporary, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
+            give_to_owner_of(descriptor, self.lock_directory)
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             os.replace(temporary, final)
         except BaseException:
@@ -99,6 +120,7 @@ class StagingArea:
             log.debug("cannot open %s (%s): using a temporary directory of its own", path, exc)
             return None
         try:
+            give_to_owner_of(descriptor, self.lock_directory)
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(descriptor)
@@ -106,13 +128,60 @@ class StagingArea:
         return descriptor
 
     def _sweep_shared_directory(self) -> int:
-        """Remove what the previous user of *temporary_root* left there (all but
-        hidden files and the directories of other storages); return how many
-        files and directories went."""
+        """Remove what earlier users of *temporary_root* left there; return how
+        many files and directories went.
+
+        Hidden files and the directories of other storages stay, and so do the
+        staged files (``commit-<token>-*``) of live storages.  While a live
+        storage may write into *temporary_root* itself (one of an earlier
+        release, which has no directory of its own, or one opening just now),
+        other files stay too until they are :data:`SAFE_AGE` seconds old: they
+        may be its uncommitted blobs and savepoints.
+        """
+        live = self._live_tokens()
+        writing_here = any(not os.path.lexists(self._process_directory(token))
+                           for token in live)
+        oldest_kept = time.time() - SAFE_AGE
+        leftovers = []
         with os.scandir(self.temporary_root) as entries:
-            leftovers = [entry.path for entry in entries if not entry.name.startswith(
-                (".", PROCESS_DIRECTORY_PREFIX))]
+            for entry in entries:
+                if entry.name.startswith((".", PROCESS_DIRECTORY_PREFIX)):
+                    continue
+                staged = STAGED_FILE_NAME.match(entry.name)
+                if staged is not None:
+                    if staged[1] in live:
+                        continue
+                elif writing_here and _modified(entry) > oldest_kept:
+                    continue
+                leftovers.append(entry.path)
         return sum(_remove(path) for path in leftovers)
+
+    def _live_tokens(self) -> set[str]:
+        """The tokens of the other storages whose lock files are held (or
+        cannot be opened, so may be)."""
+        live = set()
+        for token in self._other_tokens():
+            try:
+                descriptor = os.open(self._lock_path(token),
+                                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                live.add(token)
+                continue
+            try:
+                if _is_held(descriptor):
+                    live.add(token)
+            finally:
+                os.close(descriptor)
+        return live
+
+    def _other_tokens(self) -> list[str]:
+        """The tokens of the lock files of other storages in *lock_directory*."""
+        with os.scandir(self.lock_directory) as entries:
+            return [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
+                    if entry.name.startswith(LOCK_PREFIX) and entry.name.endswith(LOCK_SUFFIX)
+                    and entry.name != f"{LOCK_PREFIX}{self.token}{LOCK_SUFFIX}"]
 
     def _lock_path(self, token: str) -> str:
         return os.path.join(self.lock_directory, f"{LOCK_PREFIX}{token}{LOCK_SUFFIX}")
@@ -133,37 +202,48 @@ class StagingArea:
 
     def _sweep_process_directories(self) -> int:
         """Remove the directories of storages that died or closed; return how
-        many files and directories were in them."""
-        with os.scandir(self.lock_directory) as entries:
-            tokens = [entry.name[len(LOCK_PREFIX):-len(LOCK_SUFFIX)] for entry in entries
-                      if entry.name.startswith(LOCK_PREFIX)
-                      and entry.name.endswith(LOCK_SUFFIX)]
-        return sum(self._sweep_dead(token) for token in tokens if token != self.token)
+        many files and directories were in them.  A lock file this process may
+        not open (one of another user) is skipped, said in one warning."""
+        removed, unopened = 0, []
+        for token in self._other_tokens():
+            try:
+                removed += self._sweep_dead(token)
+            except OSError as exc:
+                unopened.append(exc)
+        if unopened:
+            log.warning("cannot open %d lock file(s) of other storages in %s (%s: %s); their "
+                        "temporary files stay", len(unopened), self.lock_directory,
+                        unopened[0].filename, unopened[0].strerror)
+        return removed
 
     def _sweep_dead(self, token: str) -> int:
+        """Remove the directory of the storage *token* if it died or closed;
+        return how many files and directories were in it.  An OSError opening
+        its lock file (but its absence) is raised."""
         lock_path = self._lock_path(token)
         try:
-            descriptor = os.open(lock_path, os.O_RDONLY)
+            descriptor = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return 0
         try:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0  # its process is alive
-            directory = self._process_directory(token)
-            try:
-                removed = len(os.listdir(directory))
-            except FileNotFoundError:
-                removed = 0
-            else:
-                if not _remove(directory):
-                    return 0  # tried again by the next sweep
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
-            return removed
+            if not _is_held(descriptor):
+                return self._remove_dead(token, lock_path)
+            return 0
         finally:
             os.close(descriptor)
+
+    def _remove_dead(self, token: str, lock_path: str) -> int:
+        directory = self._process_directory(token)
+        try:
+            removed = len(os.listdir(directory))
+        except FileNotFoundError:
+            removed = 0
+        else:
+            if not _remove(directory):
+                return 0  # tried again by the next sweep
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        return removed
 
     def close(self) -> None:
         """Give up the locks.  Temporary files still there (uncommitted blobs of
@@ -181,6 +261,24 @@ class StagingArea:
                 os.unlink(self._lock_path(self.token))
         os.close(self._lock)
         self._lock = None
+
+
+def _modified(entry: os.DirEntry) -> float:
+    """When the file or directory *entry* was last modified (now if it is gone)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def _is_held(descriptor: int) -> bool:
+    """Whether another open file holds a lock on the file open as *descriptor*
+    (taking, if not, an exclusive lock that ends with *descriptor*)."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
 
 
 def _remove(path: str) -> bool:
