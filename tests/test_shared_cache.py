@@ -90,7 +90,8 @@ while time.monotonic() < until:
                       data == content(name, int(data.split(b":")[1]))])
 stats = storage.cache_stats()
 db.close()
-print(json.dumps({"committed": committed, "reads": reads, "stats": stats}))
+with open(directory + "/result-" + worker + ".json", "w") as f:
+    json.dump({"committed": committed, "reads": reads, "stats": stats}, f)
 """
 
 
@@ -110,22 +111,26 @@ def test_processes_sharing_a_small_cache_never_read_wrong_bytes(devswift, tmp_pa
             initial[(f"blob{i}", blob._p_serial.hex())] = 0
     db.close()
 
+    # Results and errors go to files: a worker writing more than a pipe holds
+    # would wait for a reader that only reads once every worker has ended.
     environment = child_environment()
-    workers = [subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(worker), str(tmp_path), container_name,
-         credentials.auth_url, credentials.user, credentials.key, str(PROCESSES),
-         str(SECONDS), str(CACHE_SIZE), str(HISTORY_READS)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-        for worker in range(PROCESSES)]
+    workers = []
+    for worker in range(PROCESSES):
+        with open(tmp_path / f"errors-{worker}", "w") as errors:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(worker), str(tmp_path), container_name,
+                 credentials.auth_url, credentials.user, credentials.key, str(PROCESSES),
+                 str(SECONDS), str(CACHE_SIZE), str(HISTORY_READS)],
+                stdout=subprocess.DEVNULL, stderr=errors, env=environment))
     samples = []
     while any(process.poll() is None for process in workers):
         samples.append(cached_bytes(tmp_path / "shared-cache"))
         time.sleep(SAMPLE_INTERVAL)
     results = []
-    for process in workers:
-        out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err[-3000:]
-        results.append(json.loads(out))
+    for worker, process in enumerate(workers):
+        assert process.wait(timeout=240) == 0, \
+            (tmp_path / f"errors-{worker}").read_text()[-3000:]
+        results.append(json.loads((tmp_path / f"result-{worker}.json").read_text()))
 
     revisions = dict(initial)
     for result in results:
