@@ -149,13 +149,10 @@ class _HeldReader:
     def _hold(self) -> None:
         if self._held:
             return
-        from eventlet import sleep  # the proxy's: its other requests go on meanwhile
-
         self._held = True
         with open(f"{self._release}.held", "a", encoding="utf-8") as f:
             f.write("held\n")
-        while not os.path.exists(self._release):
-            sleep(0.02)
+        _hold_until(self._release)
 
 
 def filter_factory(global_conf: dict, **local_conf: str):

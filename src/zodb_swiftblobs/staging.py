@@ -42,12 +42,11 @@ import fcntl
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 import uuid
 
-from .cache_entries import give_to_owner_of
+from .cache_entries import give_to_owner_of, remove_entry
 
 log = logging.getLogger(__name__)
 
@@ -286,12 +285,7 @@ def _remove(path: str) -> bool:
     A failure is logged, never raised: a sweep must not keep a storage from
     opening."""
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+        remove_entry(path)
     except OSError as exc:
         log.warning("cannot remove %s, left by a process that died: %s", path, exc)
         return False
