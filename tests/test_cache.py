@@ -21,7 +21,7 @@ import pytest
 from conftest import (awaited_locks, child_environment, corrupt_cached_file, make_non_file,
                       mounted, read, wait_for)
 import zodb_swiftblobs.cache
-from zodb_swiftblobs import cache_eviction
+from zodb_swiftblobs import cache_pins
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
 
 MIB = 1 << 20
@@ -456,28 +456,100 @@ def test_a_returned_path_survives_an_eviction_from_another_process(make_cache, v
     assert len(calls) == 2
 
 
-def test_pins_last_a_while_then_go(make_cache, monkeypatch):
-    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 3600.0)  # however slow the machine
+def test_returned_paths_stay_pinned_until_their_caller_opens_them(make_cache):
+    """However many paths a process hands out before its callers open them,
+    however big (a ZEO server opens each when its turn to be sent comes)."""
     cache = make_cache(size=MIB)
-    first = cache.get(OID, ident(1), writer(b"first"))
-    second = cache.get(OID, ident(2), writer(b"second"))
+    contents = [bytes([n]) * (400 * KIB) for n in range(4)]  # 1.6 MiB in a 1 MiB cache
+    paths = [cache.get(OID, ident(n), writer(data)) for n, data in enumerate(contents)]
     assert evict_in_process(cache.directory) == (0, 0)
-    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 0.0)
-    third = cache.get(OID, ident(3), writer(b"third"))  # all older pins are due now
-    assert evict_in_process(cache.directory) == (2, 11)
-    assert [os.path.exists(path) for path in (first, second, third)] == [False, False, True]
+    assert [read(path) for path in paths] == contents
+    other = cache.get(ident(8), TID, writer(b"other"))  # this thread opened them: they go
+    assert evict_in_process(cache.directory) == (4, 4 * 400 * KIB)
+    assert read(other) == b"other"
 
 
-def test_a_process_keeps_its_newest_pins_within_a_share_of_the_cache(make_cache, monkeypatch):
-    monkeypatch.setattr(cache_eviction, "PIN_SECONDS", 3600.0)  # however slow the machine
-    cache = make_cache(size=MIB)  # its pins: 5 % of it, 52 KiB, but always the newest
-    paths = [cache.get(OID, ident(n), writer(bytes([n]) * (20 * KIB))) for n in range(5)]
-    big = cache.get(ident(8), TID, writer(b"big" * (30 * KIB)))
-    assert evict_in_process(cache.directory) == (5, 5 * 20 * KIB)
-    assert read(big) == b"big" * (30 * KIB)
-    paths = [cache.get(OID, ident(n), writer(bytes([n]) * (20 * KIB))) for n in range(5)]
-    assert evict_in_process(cache.directory) == (4, 3 * 30 * KIB + 3 * 20 * KIB)
-    assert [os.path.exists(path) for path in [big, *paths]] == [False] * 4 + [True] * 2
+def test_the_path_zodb_gets_for_a_loaded_blob_goes_once_the_blob_is_read(make_cache):
+    """ZODB asks for the path when it loads a blob object, then reads through
+    openCommittedBlobFile, which asks again and opens the file at once."""
+    cache = make_cache()
+    path = cache.get(OID, ident(1), writer(b"loaded"))
+    assert cache.get(OID, ident(1), _never, handed_out=False) == path
+    assert read(path) == b"loaded"
+    cache.get(OID, ident(2), writer(b"next"))
+    assert evict_in_process(cache.directory) == (1, 6)
+
+
+def test_in_a_zodb_process_a_path_not_opened_goes_at_its_threads_next(make_cache):
+    """ZODB asks for a path each time it loads a blob object, and seldom opens
+    it: such a path stays only until its thread asks for another one."""
+    cache = make_cache()
+    cache.limit_unopened_pins()
+    first = cache.get(OID, ident(1), writer(b"first"))
+    other_threads = threading.Thread(target=cache.get, args=(OID, ident(2), writer(b"other")))
+    other_threads.start()
+    other_threads.join()
+    assert evict_in_process(cache.directory) == (0, 0)
+    cache.get(OID, ident(3), writer(b"third"))
+    assert evict_in_process(cache.directory) == (1, 5)
+    assert not os.path.exists(first)
+
+
+def test_a_path_handed_out_twice_stays_until_opened_twice(make_cache):
+    cache = make_cache()
+    path = cache.get(OID, ident(1), writer(b"twice"))
+    assert cache.get(OID, ident(1), _never) == path
+    assert read(path) == b"twice"
+    cache.get(OID, ident(2), writer(b"second"))
+    assert evict_in_process(cache.directory) == (0, 0)  # one caller has not opened it yet
+    assert read(path) == b"twice"
+    cache.get(OID, ident(3), writer(b"third"))
+    assert evict_in_process(cache.directory) == (1, 5)
+
+
+def test_a_path_opened_in_another_thread_goes_a_while_after(make_cache, monkeypatch):
+    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 3600.0)  # however slow the machine
+    cache = make_cache()
+    path = cache.get(OID, ident(1), writer(b"first"))
+    opener = threading.Thread(target=read, args=(path,))
+    opener.start()
+    opener.join()
+    cache.get(OID, ident(2), writer(b"second"))
+    assert evict_in_process(cache.directory) == (0, 0)  # its opener may not be done yet
+    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 0.0)
+    cache.get(OID, ident(3), writer(b"third"))
+    assert evict_in_process(cache.directory) == (1, 5)  # the two never opened stay
+    assert not os.path.exists(path)
+
+
+def test_pins_of_a_process_that_goes_idle_go_once_due(make_cache, monkeypatch):
+    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 0.0)  # the reaper: every second
+    cache = make_cache()
+    path = cache.get(OID, ident(1), writer(b"idle"))
+    opener = threading.Thread(target=read, args=(path,))
+    opener.start()
+    opener.join()
+    deadline = time.monotonic() + WAIT * 3
+    while evict_in_process(cache.directory) != (1, 4):  # nothing more is handed out
+        assert time.monotonic() < deadline, "the pin of an opened file stayed"
+
+
+def test_a_path_never_opened_stays_pinned_for_a_limited_time(make_cache, monkeypatch):
+    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 3600.0)  # no reaper meanwhile
+    monkeypatch.setattr(cache_pins, "PIN_LIMIT", 0.0)
+    cache = make_cache()
+    cache.get(OID, ident(1), writer(b"first"))
+    second = cache.get(OID, ident(2), writer(b"second"))  # the first pin is due now
+    assert evict_in_process(cache.directory) == (1, 5)
+    assert read(second) == b"second"
+
+
+def test_a_process_holds_a_limited_number_of_pins(make_cache, monkeypatch):
+    monkeypatch.setattr(cache_pins, "PINS_PER_PROCESS", 3)
+    cache = make_cache()
+    paths = [cache.get(OID, ident(n), writer(b"%d" % n)) for n in range(5)]
+    assert evict_in_process(cache.directory) == (2, 2)  # the oldest two went
+    assert [os.path.exists(path) for path in paths] == [False] * 2 + [True] * 3
 
 
 def test_discard_removes_only_that_revision(make_cache):
@@ -583,8 +655,8 @@ def test_a_file_found_corrupt_is_checked_again_under_the_lock(tmp_path):
     process fetched it again: that good file stays."""
 
     class RacedCache(BlobCache):
-        def _pin_if_intact(self, oid, tid, path, *, under_lock):
-            intact = super()._pin_if_intact(oid, tid, path, under_lock=under_lock)
+        def _pin_if_intact(self, oid, tid, path, handed_out, *, under_lock):
+            intact = super()._pin_if_intact(oid, tid, path, handed_out, under_lock=under_lock)
             if races and not under_lock:
                 races.pop()()
             return intact
@@ -796,7 +868,7 @@ def test_files_entering_a_full_cache_make_room(make_cache, caplog, via):
             cache.publish(stage(cache, data), ident(n), TID)
             cache._background_pass.join()
         else:
-            cache.get(ident(n), TID, writer(data))
+            read(cache.get(ident(n), TID, writer(data)))
         assert cache.stats()["size"] <= cache.size
     stats = cache.stats()
     assert stats["evictions"] == 50 - stats["entries"] > 0
@@ -884,12 +956,14 @@ def test_eviction_falls_back_to_this_process_without_a_child(make_cache, tmp_pat
 
 
 def test_stats_count_what_happened(make_cache):
-    cache = make_cache(size=1000)
+    cache = make_cache(size=1000)  # its readers open what it returns
     first = cache.get(OID, ident(1), writer(b"a" * 400))
+    read(first)
     second = cache.get(OID, ident(2), writer(b"b" * 400))
+    read(second)
     for _ in range(2):
-        cache.get(OID, ident(1), writer(b"not fetched"))
-    cache.get(OID, ident(2), writer(b"not fetched"))
+        read(cache.get(OID, ident(1), writer(b"not fetched")))
+    read(cache.get(OID, ident(2), writer(b"not fetched")))
     assert cache.stats() == dict(hits=3, misses=2, bytes_downloaded=800, evictions=0,
                                  evicted_bytes=0, corrupt=0, size=800, entries=2)
     cache.publish(stage(cache, b"c" * 400), OID, ident(3))  # the least recently used goes

@@ -378,3 +378,48 @@ def test_a_path_load_blob_returned_survives_a_clear_from_another_process(devswif
     finally:
         storage.close()
     assert clear_in_new_process(cache_dir) == ["1", str(len(data))]  # closed: not pinned
+
+
+def test_paths_load_blob_returned_stay_until_opened_however_big(devswift, tmp_path,
+                                                                container_name):
+    """A ZEO server hands out the paths of several clients' blobs before it
+    opens the first (each is sent when its turn comes): blobs of 40 % of the
+    cache each stay through another process's clear until opened, and go once
+    they were."""
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    blobs = {f"big{n}": os.urandom(400_000) for n in range(3)}
+    revisions = commit_elsewhere(devswift, data_fs, container_name, cache_dir,
+                                 {**blobs, "small": b"small"})
+    storage = swift_storage(devswift, FileStorage(data_fs, read_only=True), container_name,
+                            cache_dir, cache_size=1_000_000)
+    try:
+        paths = {name: storage.loadBlob(*revisions[name]) for name in blobs}
+        assert clear_in_new_process(cache_dir) == ["1", "5"]  # only the small one went
+        for name, path in paths.items():
+            with open(path, "rb") as f:
+                assert f.read() == blobs[name], name
+        storage.loadBlob(*revisions["small"])  # this thread opened the big ones: they go
+        assert clear_in_new_process(cache_dir) == ["3", "1200000"]
+    finally:
+        storage.close()
+
+
+def test_in_a_zodb_process_blobs_loaded_and_not_read_are_not_held(devswift, tmp_path,
+                                                                  container_name):
+    """ZODB asks for the path of each blob object it loads, read or not (a
+    Plone listing loads many): a path not opened stays pinned only until its
+    thread asks for another, or the cache would keep them all."""
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    blobs = {f"big{n}": os.urandom(400_000) for n in range(3)}
+    commit_elsewhere(devswift, data_fs, container_name, cache_dir, {**blobs, "small": b"small"})
+    db = ZODB.DB(swift_storage(devswift, FileStorage(data_fs, read_only=True),
+                               container_name, cache_dir, cache_size=1_000_000))
+    try:
+        with db.transaction() as conn:
+            for name in blobs:
+                conn.root()[name]._p_activate()
+            assert clear_in_new_process(cache_dir) == ["3", "800005"]  # all but the last
+        for name, data in blobs.items():
+            assert read_blob(db, name) == data
+    finally:
+        db.close()

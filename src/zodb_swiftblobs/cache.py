@@ -16,9 +16,9 @@ renamed), is read-only, and is fetched once however many readers miss it at
 the same time.  It enters the cache only once room was made for it: the
 process bringing it in evicts the least recently used files first, so the
 cache stays within its size (see :mod:`.cache_eviction`).  A path returned by
-:meth:`BlobCache.get` stays pinned for a while, so that its caller can open
-it; one evicted before the caller opens it is fetched again by the next
-:meth:`BlobCache.get`.
+:meth:`BlobCache.get` stays pinned until its caller has opened it (see
+:mod:`.cache_pins`); once open, the file stays readable whatever eviction
+does.
 
 Every committed file carries its revision, size and checksum
 (:mod:`.cache_integrity`); anything else at its path, or a file found
@@ -46,9 +46,10 @@ from . import cache_integrity
 from .cache_entries import (NOT_PERMITTED, OPEN_FLAGS, lock_revision, make_private_directory,
                             mark_used, open_pinned, open_shared_file, release_revision,
                             remove_abandoned_downloads, remove_committed_file, remove_entry)
-from .cache_eviction import (IN_PROCESS_FILES, BackgroundPass, Pins, committed_files,
+from .cache_eviction import (IN_PROCESS_FILES, BackgroundPass, committed_files,
                              evict_in_child, evict_least_recently_used, read_account,
                              write_account)
+from .cache_pins import Pins
 from .counters import CacheCounters
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class CacheDirectoryError(Exception):
 
 class BlobCache:
     """Committed blob files in *directory*, at most *size* bytes of them (but
-    for the files just handed out to readers, see :mod:`.cache_eviction`)."""
+    for the files handed out to readers that have not opened them yet, see
+    :mod:`.cache_pins`)."""
 
     def __init__(self, directory: str, size: int) -> None:
         if size <= 0:
@@ -96,7 +98,7 @@ class BlobCache:
                         "attributes; cached files cannot be verified", self.directory)
         self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
         self.counters = CacheCounters(self.directory, self._open_shared_file)
-        self._pins = Pins(size)
+        self._pins = Pins()
         self._background_pass = BackgroundPass(
             lambda: self._under_eviction_lock(self.size, self.size * EVICTION_TARGET, wait=True),
             f"blob cache eviction {self.directory}")
@@ -105,7 +107,8 @@ class BlobCache:
         """The path of the committed file of blob revision (*oid*, *tid*)."""
         return f"{self.directory}/{oid.hex()}/{tid.hex()}.blob"
 
-    def get(self, oid: bytes, tid: bytes, fetch: Callable[[str], object]) -> str:
+    def get(self, oid: bytes, tid: bytes, fetch: Callable[[str], object], *,
+            handed_out: bool = True) -> str:
         """Return the path of the cached file of (*oid*, *tid*), fetching it on a miss.
 
         On a miss, ``fetch(temporary_path)`` must write the complete file at
@@ -115,7 +118,8 @@ class BlobCache:
         revision at once, only one of them fetches it; the others wait and
         share the result.  A cached file found corrupt, or anything else at
         its path, is removed and fetched again.  The file returned is pinned:
-        no eviction removes it for a while (see :class:`.cache_eviction.Pins`).
+        no eviction removes it until it is opened (see :mod:`.cache_pins`),
+        by the caller it is *handed_out* to, else by this thread right away.
 
         An OSError, from *fetch* too (it writes into the cache directory),
         raises :class:`CacheDirectoryError`; any other exception from *fetch*
@@ -123,11 +127,11 @@ class BlobCache:
         """
         path = self.path(oid, tid)
         while True:
-            if self._pin_if_intact(oid, tid, path, under_lock=False):
+            if self._pin_if_intact(oid, tid, path, handed_out, under_lock=False):
                 self._count(hits=1)
                 return path
             try:
-                size = self._fetch_under_lock(oid, tid, path, fetch)
+                size = self._fetch_under_lock(oid, tid, path, fetch, handed_out)
             except OSError as exc:
                 raise CacheDirectoryError(
                     self.directory, f"store revision {tid.hex()} of blob {oid.hex()}",
@@ -141,7 +145,7 @@ class BlobCache:
             return path
 
     def _fetch_under_lock(self, oid: bytes, tid: bytes, path: str,
-                          fetch: Callable[[str], object]) -> int | None:
+                          fetch: Callable[[str], object], handed_out: bool) -> int | None:
         """Under the revision's lock, fetch (*oid*, *tid*) unless an intact file
         is there now; return the bytes fetched, -1 if none were needed, None if
         the lock could not be taken yet."""
@@ -151,8 +155,8 @@ class BlobCache:
         if lock is None:
             return None
         try:
-            intact = self._pin_if_intact(oid, tid, path, under_lock=True)
-            size = -1 if intact else self._download(oid, tid, path, fetch)
+            intact = self._pin_if_intact(oid, tid, path, handed_out, under_lock=True)
+            size = -1 if intact else self._download(oid, tid, path, fetch, handed_out)
         except BaseException:
             release_revision(lock_path, lock)
             with contextlib.suppress(OSError):  # used by other readers, or removed meanwhile
@@ -161,7 +165,8 @@ class BlobCache:
         release_revision(lock_path, lock)
         return size
 
-    def _pin_if_intact(self, oid: bytes, tid: bytes, path: str, *, under_lock: bool) -> bool:
+    def _pin_if_intact(self, oid: bytes, tid: bytes, path: str, handed_out: bool, *,
+                       under_lock: bool) -> bool:
         """Whether an intact committed file of (*oid*, *tid*) is at *path*; if so
         it is marked used and pinned.
 
@@ -173,8 +178,8 @@ class BlobCache:
             if self.verifies:
                 problem = cache_integrity.problem(descriptor, path, oid, tid)
             if problem is None:
-                status = mark_used(descriptor)
-                self._pins.keep(path, descriptor, status.st_size)
+                mark_used(descriptor)
+                self._pins.keep(path, descriptor, handed_out=handed_out)
                 return True
             os.close(descriptor)
         if problem is None or not under_lock or not remove_entry(path):
@@ -350,6 +355,13 @@ class BlobCache:
                 write_account(account, total, files)
                 raise
 
+    def limit_unopened_pins(self) -> None:
+        """Paths are handed out to a ZODB database, which asks for one each
+        time it loads a blob object and seldom opens it: from now on, release
+        those not opened once their thread asks for another (see
+        :mod:`.cache_pins`)."""
+        self._pins.limit_unopened()
+
     def close(self) -> None:
         """Release the pins of this process and save the counters; the cached
         files stay.  Idempotent."""
@@ -358,7 +370,7 @@ class BlobCache:
         self.counters.close()
 
     def _download(self, oid: bytes, tid: bytes, path: str,
-                  fetch: Callable[[str], object]) -> int:
+                  fetch: Callable[[str], object], handed_out: bool) -> int:
         """Fetch into a new temporary file beside *path*, then publish it there, pinned.
 
         The caller holds the revision's lock, so no other fetch of it is in
@@ -380,7 +392,7 @@ class BlobCache:
             raise
         if self.verifies:
             cache_integrity.remember_intact(path, status)
-        self._pins.keep(path, descriptor, status.st_size)
+        self._pins.keep(path, descriptor, handed_out=handed_out)
         log.debug("fetched %s (%d bytes)", path, status.st_size)
         return status.st_size
 

@@ -36,9 +36,9 @@ def make_private_directory(path: str) -> None:
     os.chmod(path, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
 
 
-def mark_used(descriptor: int) -> os.stat_result:
+def mark_used(descriptor: int) -> None:
     """Set the access time of the file open as *descriptor* to now (its
-    modification time stays); return its status.
+    modification time stays).
 
     Eviction goes by access times, which this sets explicitly, so it works on
     file systems mounted with ``noatime`` or ``relatime`` too.  On a file
@@ -51,7 +51,6 @@ def mark_used(descriptor: int) -> os.stat_result:
     except OSError as exc:
         if exc.errno not in NOT_PERMITTED:
             raise
-    return status
 
 
 def open_pinned(path: str) -> tuple[int | None, str | None]:

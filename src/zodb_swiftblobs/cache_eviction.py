@@ -1,26 +1,23 @@
-"""Keeping the blob cache within its size: the shared account of its bytes,
-pins on the files just handed out, and least-recently-used eviction.
+"""Keeping the blob cache within its size: the shared account of its bytes
+and least-recently-used eviction.
 
 The account is the content of the cache's ``.evict.lock``: the bytes its
 committed files total and their number, as far as the processes sharing it
-know.  A file
-enters the cache only under that file's lock (``flock``), after room was
-made for it, and the account grows by its size before it appears (a crash
-can only make it overstate); an eviction pass, under the same lock, lists the
-files and writes down the exact total.  So whatever the number of processes,
+know.  A file enters the cache only under that file's lock (``flock``),
+after room was made for it, and the account grows by its size before it
+appears (a crash can only make it overstate); an eviction pass, under the
+same lock, lists the files and writes down the exact total.  So whatever the number of processes,
 the committed files never total more than the cache's size, unless the
 files pinned leave no room.
 
-A pin is a shared ``flock`` on a committed file (see
-:func:`.cache_entries.open_pinned`), held by the process that has just
-handed out its path (:meth:`Pins.keep`) so that its caller can open it:
-eviction takes an exclusive ``flock`` (without waiting) on each file before
-it removes it, and spares the pinned ones.
+Eviction takes an exclusive ``flock`` (without waiting) on each file before
+it removes it, and spares those pinned (a shared ``flock`` held by the
+process that handed out the path, until its caller opened it: see
+:mod:`.cache_pins`).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import json
@@ -30,7 +27,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 from .cache_entries import OPEN_FLAGS, is_at, remove_committed_file
@@ -41,52 +37,6 @@ OID_DIRECTORY_NAME = re.compile(r"[0-9a-f]+")
 COMMITTED_FILE_NAME = re.compile(r"[0-9a-f]+\.blob")
 ACCOUNT = re.compile(rb"([0-9]+) ([0-9]+)")  # bytes, files
 IN_PROCESS_FILES = 2000  # a pass over more files runs in a child process
-PIN_SECONDS = 10.0  # a file handed out stays pinned that long...
-PINNED_SHARE = 0.05  # ...while the pins of a process total at most this share of the cache
-PINS_PER_PROCESS = 64  # ...and are no more than this many; its newest one always stays
-
-
-class Pins:
-    """The committed files this process has just handed out, pinned.
-
-    Each stays pinned for :data:`PIN_SECONDS`, or until the process has
-    handed out more than :data:`PINNED_SHARE` of *cache_size* (or
-    :data:`PINS_PER_PROCESS` files) since; the newest stays until the next
-    one, or :meth:`release_all`.
-    """
-
-    def __init__(self, cache_size: int) -> None:
-        self.budget = PINNED_SHARE * cache_size
-        self._held: collections.OrderedDict[str, tuple[float, int, int]] = \
-            collections.OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def keep(self, path: str, descriptor: int, size: int) -> None:
-        """Keep the pin *descriptor* (holding a shared flock on the file at
-        *path*, of *size* bytes) and release those that are due."""
-        now = time.monotonic()
-        with self._lock:
-            self._release(path)
-            self._held[path] = (now, descriptor, size)
-            self._bytes += size
-            while len(self._held) > 1:
-                pinned_at, _, _ = next(iter(self._held.values()))
-                if (now - pinned_at < PIN_SECONDS and self._bytes <= self.budget
-                        and len(self._held) <= PINS_PER_PROCESS):
-                    break
-                self._release(next(iter(self._held)))
-
-    def release_all(self) -> None:
-        with self._lock:
-            while self._held:
-                self._release(next(iter(self._held)))
-
-    def _release(self, path: str) -> None:
-        held = self._held.pop(path, None)
-        if held is not None:
-            os.close(held[1])
-            self._bytes -= held[2]
 
 
 class BackgroundPass:

@@ -29,6 +29,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 import ZODB.blob
 import ZODB.DemoStorage
 import ZODB.interfaces
+import ZODB.mvccadapter
 import ZODB.serialize
 from ZODB.blob import is_blob_record
 import transaction.interfaces
@@ -306,6 +307,8 @@ class SwiftBlobStorage:
 
     def registerDB(self, db) -> None:
         self._db = db
+        if isinstance(db, ZODB.mvccadapter.MVCCAdapter):  # a ZODB database's, over this
+            self._shared.cache.limit_unopened_pins()
 
     def invalidateCache(self) -> None:
         if self._db is not None:
@@ -329,6 +332,7 @@ class SwiftBlobStorage:
     # -- MVCC bases (RelStorage) -------------------------------------------------------
 
     def new_instance(self) -> SwiftBlobStorage:
+        self._shared.cache.limit_unopened_pins()  # for a ZODB database's connection
         return SwiftBlobStorage(self.base.new_instance(), _shared=self._shared)
 
     def before_instance(self, before: bytes) -> SwiftBlobStorage:
@@ -358,6 +362,11 @@ class SwiftBlobStorage:
         """The path of a local copy of revision *serial* of blob *oid*.  An
         object scheduled for deletion is served only while the base has its
         revision (a database restored from a backup); else POSKeyError."""
+        return self._local_copy(oid, serial, handed_out=True)
+
+    def _local_copy(self, oid: bytes, serial: bytes, *, handed_out: bool) -> str:
+        """loadBlob's path, for a caller that opens it later (*handed_out*)
+        or this thread right away."""
         commit = self._commit
         if commit is not None:
             staged = commit.staged_path(oid, serial)
@@ -373,7 +382,7 @@ class SwiftBlobStorage:
                                     operation="download", name=name)
         failure: Exception | None = None
         try:
-            return shared.cache.get(oid, serial, fetch)
+            return shared.cache.get(oid, serial, fetch, handed_out=handed_out)
         except NotFoundError:
             failure = None
         except SwiftError as exc:
@@ -391,7 +400,7 @@ class SwiftBlobStorage:
     def openCommittedBlobFile(self, oid: bytes, serial: bytes, blob=None):
         """Open a committed blob revision for reading (fetched again if evicted)."""
         for attempt in (1, 2):
-            path = self.loadBlob(oid, serial)
+            path = self._local_copy(oid, serial, handed_out=False)
             try:
                 if blob is None:
                     return open(path, "rb")
