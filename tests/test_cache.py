@@ -691,6 +691,23 @@ def test_without_extended_attributes_files_are_served_unverified(tmp_path, caplo
             cache.close()
 
 
+def test_on_a_platform_without_extended_attributes_files_are_served_unverified(
+        tmp_path, caplog, monkeypatch):
+    """As on macOS, whose os module has no setxattr nor getxattr."""
+    for name in ("setxattr", "getxattr"):
+        monkeypatch.delattr(os, name)
+    cache = BlobCache(str(tmp_path / "cache"), MIB)
+    try:
+        assert "cached files cannot be verified" in only_warning(caplog)
+        path = cache.get(OID, TID, writer(b"fetched"))
+        published = cache.publish(stage(cache, b"published"), OID, ident(2))
+        assert cache.get(OID, TID, _never) == path
+        assert (read(path), read(published)) == (b"fetched", b"published")
+        assert cache.stats()["entries"] == 2
+    finally:
+        cache.close()
+
+
 # Full and read-only cache directories
 
 def test_a_full_cache_directory_is_a_clear_error_and_keeps_nothing(tmp_path):

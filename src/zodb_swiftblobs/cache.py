@@ -94,8 +94,9 @@ class BlobCache:
             _check_usable(path)
         self.verifies = cache_integrity.supports_integrity_records(self.temporary_directory)
         if not self.verifies:
-            log.warning("blob cache %s: its file system does not support user extended "
-                        "attributes; cached files cannot be verified", self.directory)
+            log.warning("blob cache %s: its file system (or this platform) does not support "
+                        "user extended attributes; cached files cannot be verified",
+                        self.directory)
         self._evict_lock_path = os.path.join(self.directory, ".evict.lock")
         self.counters = CacheCounters(self.directory, self._open_shared_file)
         self._pins = Pins()

@@ -94,8 +94,11 @@ def non_file_kind(mode: int) -> str | None:
 
 
 def supports_integrity_records(directory: str) -> bool:
-    """Whether files in *directory* can carry user extended attributes (a
-    probe file tells; any other failure is taken as support)."""
+    """Whether files in *directory* can carry user extended attributes: not
+    on a platform without them (macOS, BSD), else a probe file tells (any
+    other failure is taken as support)."""
+    if not hasattr(os, "setxattr"):
+        return False
     probe = f"{directory}/.xattr-probe-{uuid.uuid4().hex}"
     try:
         descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PROBE_MODE)
