@@ -20,8 +20,8 @@ import pytest
 
 from conftest import (awaited_locks, child_environment, corrupt_cached_file, make_non_file,
                       mounted, read, wait_for)
-import zodb_swiftblobs.cache
-from zodb_swiftblobs import cache_pins
+import zodb_swiftblobs.cache.lookup
+from zodb_swiftblobs.cache import pins
 from zodb_swiftblobs.cache import BlobCache, CacheDirectoryError
 
 MIB = 1 << 20
@@ -508,7 +508,7 @@ def test_a_path_handed_out_twice_stays_until_opened_twice(make_cache):
 
 
 def test_a_path_opened_in_another_thread_goes_a_while_after(make_cache, monkeypatch):
-    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 3600.0)  # however slow the machine
+    monkeypatch.setattr(pins, "RELEASE_AFTER_OPEN", 3600.0)  # however slow the machine
     cache = make_cache()
     path = cache.get(OID, ident(1), writer(b"first"))
     opener = threading.Thread(target=read, args=(path,))
@@ -516,14 +516,14 @@ def test_a_path_opened_in_another_thread_goes_a_while_after(make_cache, monkeypa
     opener.join()
     cache.get(OID, ident(2), writer(b"second"))
     assert evict_in_process(cache.directory) == (0, 0)  # its opener may not be done yet
-    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 0.0)
+    monkeypatch.setattr(pins, "RELEASE_AFTER_OPEN", 0.0)
     cache.get(OID, ident(3), writer(b"third"))
     assert evict_in_process(cache.directory) == (1, 5)  # the two never opened stay
     assert not os.path.exists(path)
 
 
 def test_pins_of_a_process_that_goes_idle_go_once_due(make_cache, monkeypatch):
-    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 0.0)  # the reaper: every second
+    monkeypatch.setattr(pins, "RELEASE_AFTER_OPEN", 0.0)  # the reaper: every second
     cache = make_cache()
     path = cache.get(OID, ident(1), writer(b"idle"))
     opener = threading.Thread(target=read, args=(path,))
@@ -535,8 +535,8 @@ def test_pins_of_a_process_that_goes_idle_go_once_due(make_cache, monkeypatch):
 
 
 def test_a_path_never_opened_stays_pinned_for_a_limited_time(make_cache, monkeypatch):
-    monkeypatch.setattr(cache_pins, "RELEASE_AFTER_OPEN", 3600.0)  # no reaper meanwhile
-    monkeypatch.setattr(cache_pins, "PIN_LIMIT", 0.0)
+    monkeypatch.setattr(pins, "RELEASE_AFTER_OPEN", 3600.0)  # no reaper meanwhile
+    monkeypatch.setattr(pins, "PIN_LIMIT", 0.0)
     cache = make_cache()
     cache.get(OID, ident(1), writer(b"first"))
     second = cache.get(OID, ident(2), writer(b"second"))  # the first pin is due now
@@ -545,7 +545,7 @@ def test_a_path_never_opened_stays_pinned_for_a_limited_time(make_cache, monkeyp
 
 
 def test_a_process_holds_a_limited_number_of_pins(make_cache, monkeypatch):
-    monkeypatch.setattr(cache_pins, "PINS_PER_PROCESS", 3)
+    monkeypatch.setattr(pins, "PINS_PER_PROCESS", 3)
     cache = make_cache()
     paths = [cache.get(OID, ident(n), writer(b"%d" % n)) for n in range(5)]
     assert evict_in_process(cache.directory) == (2, 2)  # the oldest two went
@@ -948,11 +948,11 @@ def test_a_pass_over_many_files_runs_in_a_child_process(make_cache, tmp_path, mo
     cache = make_cache(size=MIB)
     assert cache.evict() == 6  # in this process: it does not know how many files there are
     fill(tmp_path / "cache", 15, oid=lambda n: ident(100 + n))
-    monkeypatch.setattr(zodb_swiftblobs.cache, "IN_PROCESS_FILES", 3)
+    monkeypatch.setattr(zodb_swiftblobs.cache.lookup, "IN_PROCESS_FILES", 3)
 
     def not_here(*args, **options):
         raise AssertionError("the pass ran in this process")
-    monkeypatch.setattr(zodb_swiftblobs.cache, "evict_least_recently_used", not_here)
+    monkeypatch.setattr(zodb_swiftblobs.cache.lookup, "evict_least_recently_used", not_here)
     assert cache.prune(5 * 100 * KIB) == (19, 19 * 100 * KIB)
     assert cache.stats()["evictions"] == 25, "the child's pass is counted here"
     cache.publish(stage(cache, b"y" * (600 * KIB)), OID, TID)  # and it makes room
@@ -965,7 +965,7 @@ def test_eviction_falls_back_to_this_process_without_a_child(make_cache, tmp_pat
                                                              monkeypatch, caplog):
     fill(tmp_path / "cache", 15, oid=ident)
     cache = make_cache(size=MIB)
-    monkeypatch.setattr(zodb_swiftblobs.cache, "IN_PROCESS_FILES", 5)
+    monkeypatch.setattr(zodb_swiftblobs.cache.lookup, "IN_PROCESS_FILES", 5)
     (tmp_path / "cache" / ".evict.lock").write_bytes(b"%d 15" % (15 * 100 * KIB))
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     assert cache.evict() == 6

@@ -17,7 +17,7 @@ from ZODB.FileStorage import FileStorage
 from conftest import child_environment, credentials_for, make_non_file, swift_storage
 from test_storage import commit_blob
 from zodb_swiftblobs.cache import BlobCache
-from zodb_swiftblobs.counters import COUNTERS, MalformedCounters, parse_counters
+from zodb_swiftblobs.cache.counters import COUNTERS, MalformedCounters, parse_counters
 
 OID, TID = b"\0" * 8, b"\1" * 8
 WAIT = 120  # seconds: the bound of every wait in these tests
@@ -150,7 +150,7 @@ def test_the_cache_command_survives_a_malformed_counters_file(tmp_path, kind):
 READER = """
 import sys, ZODB
 from ZODB.FileStorage import FileStorage
-from zodb_swiftblobs import counters
+from zodb_swiftblobs.cache import counters
 from zodb_swiftblobs.storage import SwiftBlobStorage
 
 data_fs, cache_dir, container, auth_url, user, key, then = sys.argv[1:]

@@ -46,7 +46,7 @@ import tempfile
 import time
 import uuid
 
-from .cache_entries import give_to_owner_of, remove_entry
+from .cache.entries import give_to_owner_of, remove_entry
 
 log = logging.getLogger(__name__)
 

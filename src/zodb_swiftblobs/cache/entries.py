@@ -17,7 +17,7 @@ import shutil
 import stat
 import time
 
-from .cache_integrity import non_file_kind
+from .integrity import non_file_kind
 
 log = logging.getLogger("zodb_swiftblobs.cache")
 

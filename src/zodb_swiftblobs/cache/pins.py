@@ -5,7 +5,7 @@ later: a ZEO server queues the file behind what the client's connection is
 still sending, and opens it only when its turn comes.  Until then no
 eviction, in any process sharing the cache, may remove it.  A pin is a
 shared ``flock`` on the file, held through a descriptor of this process (see
-:func:`.cache_entries.open_pinned`); eviction spares flocked files.
+:func:`.entries.open_pinned`); eviction spares flocked files.
 
 A pin lasts until each caller it was handed out to has opened the file: an
 audit hook (:pep:`578`) sees each ``open()`` of the path in this process.

@@ -13,7 +13,7 @@ files pinned leave no room.
 Eviction takes an exclusive ``flock`` (without waiting) on each file before
 it removes it, and spares those pinned (a shared ``flock`` held by the
 process that handed out the path, until its caller opened it: see
-:mod:`.cache_pins`).
+:mod:`.pins`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from .cache_entries import OPEN_FLAGS, is_at, remove_committed_file
+from .entries import OPEN_FLAGS, is_at, remove_committed_file
 
 log = logging.getLogger("zodb_swiftblobs.cache")
 
@@ -172,9 +172,9 @@ def evict_in_child(directory: str, limit: float, target: float, *,
     what the pass returns, or why no child could run it."""
     if not sys.executable:
         return "no Python executable"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = ("import sys; sys.path.insert(0, sys.argv[1]); "
-              "from zodb_swiftblobs.cache_eviction import _child; _child(*sys.argv[2:])")
+              "from zodb_swiftblobs.cache.eviction import _child; _child(*sys.argv[2:])")
     command = [sys.executable, "-I", "-S", "-c", script, package_parent, directory,
                repr(limit), repr(target), str(int(spare_recently_used))]
     try:

@@ -3,7 +3,7 @@
 Layout under the cache directory::
 
     tmp/                      uncommitted blobs (ZODB) and staged commits
-                              (see :mod:`.staging`)
+                              (see :mod:`zodb_swiftblobs.staging`)
     .evict.lock               the bytes cached; locked to admit or evict files
     .counters.json            hits, misses... of every process (see :mod:`.counters`)
     <oid hex>/<tid hex>.blob  the committed file of one blob revision
@@ -15,13 +15,13 @@ file only ever appears complete (it is written under a temporary name and
 renamed), is read-only, and is fetched once however many readers miss it at
 the same time.  It enters the cache only once room was made for it: the
 process bringing it in evicts the least recently used files first, so the
-cache stays within its size (see :mod:`.cache_eviction`).  A path returned by
+cache stays within its size (see :mod:`.eviction`).  A path returned by
 :meth:`BlobCache.get` stays pinned until its caller has opened it (see
-:mod:`.cache_pins`); once open, the file stays readable whatever eviction
+:mod:`.pins`); once open, the file stays readable whatever eviction
 does.
 
 Every committed file carries its revision, size and checksum
-(:mod:`.cache_integrity`); anything else at its path, or a file found
+(:mod:`.integrity`); anything else at its path, or a file found
 corrupt, is removed and fetched again.  On a file system without user
 extended attributes files are not verified.  A cache directory that cannot
 take a file (full, read-only, not permitted) raises
@@ -42,14 +42,14 @@ from collections.abc import Callable
 
 from ZODB.blob import rename_or_copy_blob
 
-from . import cache_integrity
-from .cache_entries import (NOT_PERMITTED, OPEN_FLAGS, lock_revision, make_private_directory,
+from . import integrity
+from .entries import (NOT_PERMITTED, OPEN_FLAGS, lock_revision, make_private_directory,
                             mark_used, open_pinned, open_shared_file, release_revision,
                             remove_abandoned_downloads, remove_committed_file, remove_entry)
-from .cache_eviction import (IN_PROCESS_FILES, BackgroundPass, committed_files,
+from .eviction import (IN_PROCESS_FILES, BackgroundPass, committed_files,
                              evict_in_child, evict_least_recently_used, read_account,
                              write_account)
-from .cache_pins import Pins
+from .pins import Pins
 from .counters import CacheCounters
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class CacheDirectoryError(Exception):
 class BlobCache:
     """Committed blob files in *directory*, at most *size* bytes of them (but
     for the files handed out to readers that have not opened them yet, see
-    :mod:`.cache_pins`)."""
+    :mod:`.pins`)."""
 
     def __init__(self, directory: str, size: int) -> None:
         if size <= 0:
@@ -92,7 +92,7 @@ class BlobCache:
         for path in (self.directory, self.temporary_directory):
             make_private_directory(path)
             _check_usable(path)
-        self.verifies = cache_integrity.supports_integrity_records(self.temporary_directory)
+        self.verifies = integrity.supports_integrity_records(self.temporary_directory)
         if not self.verifies:
             log.warning("blob cache %s: its file system (or this platform) does not support "
                         "user extended attributes; cached files cannot be verified",
@@ -119,7 +119,7 @@ class BlobCache:
         revision at once, only one of them fetches it; the others wait and
         share the result.  A cached file found corrupt, or anything else at
         its path, is removed and fetched again.  The file returned is pinned:
-        no eviction removes it until it is opened (see :mod:`.cache_pins`),
+        no eviction removes it until it is opened (see :mod:`.pins`),
         by the caller it is *handed_out* to, else by this thread right away.
 
         An OSError, from *fetch* too (it writes into the cache directory),
@@ -177,7 +177,7 @@ class BlobCache:
         descriptor, problem = open_pinned(path)
         if descriptor is not None:
             if self.verifies:
-                problem = cache_integrity.problem(descriptor, path, oid, tid)
+                problem = integrity.problem(descriptor, path, oid, tid)
             if problem is None:
                 mark_used(descriptor)
                 self._pins.keep(path, descriptor, handed_out=handed_out)
@@ -185,7 +185,7 @@ class BlobCache:
             os.close(descriptor)
         if problem is None or not under_lock or not remove_entry(path):
             return False
-        if problem == cache_integrity.EARLIER_RECORD:
+        if problem == integrity.EARLIER_RECORD:
             log.debug("%s was cached by an earlier version; fetching it again", path)
         else:
             log.warning("blob cache %s: %s is corrupt (%s); fetching it again",
@@ -223,7 +223,7 @@ class BlobCache:
             raise CacheDirectoryError(self.directory, f"publish revision {tid.hex()} of "
                                       f"blob {oid.hex()}", exc) from exc
         if self.verifies:
-            cache_integrity.remember_intact(path, status)
+            integrity.remember_intact(path, status)
         log.debug("published %s (%d bytes)", path, status.st_size)
         return path
 
@@ -315,7 +315,7 @@ class BlobCache:
     @contextlib.contextmanager
     def _account(self, *, wait: bool = True):
         """Hold the eviction lock; yield the descriptor of the account (see
-        :mod:`.cache_eviction`), or None if another process holds it and
+        :mod:`.eviction`), or None if another process holds it and
         *wait* is false."""
         account = self._open_shared_file(self._evict_lock_path, os.O_RDWR)
         try:
@@ -360,7 +360,7 @@ class BlobCache:
         """Paths are handed out to a ZODB database, which asks for one each
         time it loads a blob object and seldom opens it: from now on, release
         those not opened once their thread asks for another (see
-        :mod:`.cache_pins`)."""
+        :mod:`.pins`)."""
         self._pins.limit_unopened()
 
     def close(self) -> None:
@@ -392,7 +392,7 @@ class BlobCache:
             _remove_partial(temporary_path)
             raise
         if self.verifies:
-            cache_integrity.remember_intact(path, status)
+            integrity.remember_intact(path, status)
         self._pins.keep(path, descriptor, handed_out=handed_out)
         log.debug("fetched %s (%d bytes)", path, status.st_size)
         return status.st_size
@@ -404,7 +404,7 @@ class BlobCache:
         descriptor = os.open(path, OPEN_FLAGS)
         try:
             if self.verifies:
-                cache_integrity.seal(descriptor, oid, tid)
+                integrity.seal(descriptor, oid, tid)
             os.fchmod(descriptor, FILE_MODE)  # after the record: a user may not set one then
             fcntl.flock(descriptor, fcntl.LOCK_SH)
             return descriptor, os.fstat(descriptor)
@@ -418,7 +418,7 @@ class BlobCache:
         """If the committed files total more than *limit* bytes, remove the least
         recently used until they total at most *target*; return (files, bytes)
         removed and the bytes and files that remain.  The caller holds the
-        eviction lock.  A cache of more than :data:`.cache_eviction.IN_PROCESS_FILES`
+        eviction lock.  A cache of more than :data:`.eviction.IN_PROCESS_FILES`
         *files* (as last counted) is walked in a child process."""
         result = None
         if files > IN_PROCESS_FILES:
@@ -444,7 +444,7 @@ class BlobCache:
 
     def _open_shared_file(self, path: str, flags: int) -> int:
         """Open (creating it if need be) a file every process of the cache uses
-        (see :func:`.cache_entries.open_shared_file`)."""
+        (see :func:`.entries.open_shared_file`)."""
         return open_shared_file(path, flags, self.directory)
 
     def _count(self, **increments: int) -> None:
