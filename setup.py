@@ -13,6 +13,9 @@ KEYSTONE = ["python-keystoneclient >= 4.0", "keystoneauth1 >= 4.0"]
 # A real Keystone for the tests of Keystone v3 authentication.
 DEVKEYSTONE = ["keystone", "keystonemiddleware"]
 ENCRYPTION = ["cryptography >= 41"]
+# bases.py reads RelStorage's private names (_tpc_phase._lock_and_move, _adapter,
+# _options), found from RelStorage 3.4 to 4.3; a new major version may rename them.
+RELSTORAGE = ["RelStorage >= 3.4, < 5"]
 
 setup(
     name="zodb-swiftblobs",
@@ -51,10 +54,10 @@ setup(
         "devswift": DEVSWIFT,
         "keystone": KEYSTONE,
         "encryption": ENCRYPTION,
-        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + ENCRYPTION + [
+        "relstorage": RELSTORAGE,
+        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + ENCRYPTION + RELSTORAGE + [
             "pytest >= 7",
             "zope.testing",
-            "RelStorage",
             "ZEO",
             "Zope",       # to read zope.conf files with Zope's own schema
             "zodburi",

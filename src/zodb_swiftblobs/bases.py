@@ -3,17 +3,23 @@
 ZODB has no public way to ask a storage for the id of the transaction it is
 committing, nor, for a FileStorage opened read-only beside a writing process,
 for its last *committed* transaction.  Each supported base keeps these
-somewhere known; this module is the only one that looks there.
+somewhere known; this module is the only one that looks there (the
+RelStorage names it reads exist from RelStorage 3.4 on: see setup.py).  It also
+knows how to ask a base for one revision and for its current state.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from enum import Enum
+from typing import Any
 
 import ZODB.BaseStorage
 import ZODB.DemoStorage
 import ZODB.FileStorage
 import ZODB.MappingStorage
+from ZODB.POSException import POSKeyError
 from ZODB.utils import u64, z64
 
 TRANSACTION_LENGTH = 8  # FileStorage repeats each transaction's length after it
@@ -41,7 +47,7 @@ class TidProbe:
 
     def __init__(self, base) -> None:
         self.base = base
-        if type(base).__module__.startswith("relstorage."):
+        if is_relstorage(base):
             self.known = TidKnown.AT_VOTE
         elif isinstance(base, ZODB.DemoStorage.DemoStorage):
             self.known = TidProbe(base.changes).known
@@ -90,3 +96,80 @@ def last_committed_tid(base) -> bytes:
         start = end - TRANSACTION_LENGTH - u64(f.read(TRANSACTION_LENGTH))
         f.seek(start)
         return f.read(8)
+
+
+def is_relstorage(base) -> bool:
+    """Whether *base* is a RelStorage."""
+    return type(base).__module__.startswith("relstorage.")
+
+
+class RelStorageSettings:
+    """What the RelStorage *base* says of its database: the input of its identity.
+
+    RelStorage keeps its adapter and options private, and the adapters their
+    connection settings (a setting an adapter lacks is None).
+    """
+
+    def __init__(self, base) -> None:
+        self._adapter = base._adapter
+        self._options = base._options
+
+    @property
+    def name(self) -> str | None:
+        """The ``name`` option."""
+        return getattr(self._options, "name", None) or None
+
+    @property
+    def data_dir(self) -> str | None:
+        """SQLite's directory."""
+        return getattr(self._adapter, "data_dir", None) or None
+
+    @property
+    def adapter_kind(self) -> str:
+        return type(self._adapter).__name__
+
+    @property
+    def dsn(self) -> str | None:
+        """PostgreSQL's and Oracle's connection string."""
+        return getattr(self._adapter, "_dsn", None)
+
+    @property
+    def params(self) -> Any:
+        """MySQL's connection parameters."""
+        return getattr(self._adapter, "_params", None)
+
+    @property
+    def user(self) -> str | None:
+        """Oracle's user."""
+        return getattr(self._adapter, "_user", None)
+
+    def adapter_text(self) -> str:
+        """The adapter's own description."""
+        return str(self._adapter)
+
+
+def revision_exists(base, oid: bytes, tid: bytes) -> bool:
+    """Whether the base storage still has revision *tid* of object *oid*."""
+    try:
+        base.loadSerial(oid, tid)
+    except POSKeyError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def current_view(base) -> Iterator[Any]:
+    """*base* as it is now.  Each instance of an MVCC base (RelStorage) sees
+    the snapshot it last polled, which for the instance a DB was opened with
+    may be long ago: a new instance, polled, is used (for the last transaction
+    and every existence check alike: one snapshot)."""
+    new_instance = getattr(base, "new_instance", None)
+    if new_instance is None:
+        yield base
+        return
+    instance = new_instance()
+    try:
+        instance.poll_invalidations()
+        yield instance
+    finally:
+        instance.release()

@@ -28,8 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ZODB.POSException import POSKeyError
-
+from .bases import revision_exists
 from .cache import BlobCache
 from .keys import KeyLayout
 from .progress import Progress
@@ -58,15 +57,6 @@ class GarbageReport:
     scheduled_segments: int = 0
     rescued: int = 0  # revisions the base has, found scheduled: deletion cancelled
     seconds: float = 0.0
-
-
-def revision_exists(base, oid: bytes, tid: bytes) -> bool:
-    """Whether the base storage still has revision *tid* of object *oid*."""
-    try:
-        base.loadSerial(oid, tid)
-    except POSKeyError:
-        return False
-    return True
 
 
 def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,

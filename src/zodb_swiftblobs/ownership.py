@@ -33,6 +33,7 @@ import ZODB.FileStorage
 import ZODB.MappingStorage
 from ZODB.POSException import StorageError
 
+from .bases import RelStorageSettings, is_relstorage
 from .databases import legacy_identity, mysql_identity, oracle_identity, postgresql_identity
 from .keys import KeyLayout
 from .swiftaccess import NotFoundError, PermanentSwiftError, SwiftContainer
@@ -59,7 +60,7 @@ def database_identity(base) -> str:
         return database_identity(base.base)
     if isinstance(base, ZODB.FileStorage.FileStorage):
         return f"FileStorage {os.path.realpath(base.getName())}"
-    if type(base).__module__.startswith("relstorage."):
+    if is_relstorage(base):
         return _relstorage_identity(base)
     if isinstance(base, ZODB.MappingStorage.MappingStorage):
         return (f"{type(base).__name__} in memory, process {os.getpid()} on "
@@ -68,27 +69,25 @@ def database_identity(base) -> str:
 
 
 def _relstorage_identity(base) -> str:
-    adapter = base._adapter
-    data_dir = getattr(adapter, "data_dir", None)
-    if data_dir:
-        return f"RelStorage sqlite {os.path.realpath(data_dir)}"
-    name = getattr(base._options, "name", None)
-    if name:
-        return f"RelStorage {name}"
-    return f"RelStorage {_adapter_identity(adapter)}"
+    settings = RelStorageSettings(base)
+    if settings.data_dir:
+        return f"RelStorage sqlite {os.path.realpath(settings.data_dir)}"
+    if settings.name:
+        return f"RelStorage {settings.name}"
+    return f"RelStorage {_adapter_identity(settings)}"
 
 
-def _adapter_identity(adapter) -> str:
+def _adapter_identity(settings: RelStorageSettings) -> str:
     """The database server and database of a RelStorage adapter, from the
     connection settings RelStorage gave it."""
-    kind = type(adapter).__name__
-    if kind.startswith("PostgreSQL") and hasattr(adapter, "_dsn"):
-        return postgresql_identity(adapter._dsn)
-    if kind.startswith("MySQL") and hasattr(adapter, "_params"):
-        return mysql_identity(adapter._params)
-    if kind.startswith("Oracle") and hasattr(adapter, "_dsn"):
-        return oracle_identity(adapter._dsn, getattr(adapter, "_user", None))
-    return without_secrets(str(adapter))
+    kind = settings.adapter_kind
+    if kind.startswith("PostgreSQL") and settings.dsn is not None:
+        return postgresql_identity(settings.dsn)
+    if kind.startswith("MySQL") and settings.params is not None:
+        return mysql_identity(settings.params)
+    if kind.startswith("Oracle") and settings.dsn is not None:
+        return oracle_identity(settings.dsn, settings.user)
+    return without_secrets(settings.adapter_text())
 
 
 def without_secrets(text: str) -> str:

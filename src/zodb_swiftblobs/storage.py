@@ -37,9 +37,9 @@ from ZODB.POSException import POSKeyError, StorageError
 from ZODB.utils import cp
 from zope.interface import directlyProvides, implementer, providedBy
 
-from .bases import TidKnown, TidProbe, last_committed_tid
+from .bases import TidKnown, TidProbe, current_view, last_committed_tid, revision_exists
 from .cache import BlobCache, CacheDirectoryError
-from .gc import GarbageReport, collect_garbage, require_grace_period, revision_exists
+from .gc import GarbageReport, collect_garbage, require_grace_period
 from .keys import KeyLayout
 from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwnership,
                         database_identity)
@@ -648,7 +648,7 @@ class SwiftBlobStorage:
         """
         if kwargs.get("gc", 0) is None:
             del kwargs["gc"]
-        with self._current_view() as view:
+        with current_view(self.base) as view:
             last = last_committed_tid(view)
         result = self.base.pack(pack_time, referencesf, *args, **kwargs)
         if not (kwargs.get("prepack_only") or kwargs.get("check_refs")):
@@ -672,7 +672,7 @@ class SwiftBlobStorage:
         shared = self._shared
         try:
             shared.ownership.check(claim=not dry_run)
-            with self._current_view() as view:
+            with current_view(self.base) as view:
                 return collect_garbage(
                     shared.container, shared.keys, view, shared.cache,
                     last_tid or last_committed_tid(view), dry_run=dry_run,
@@ -683,23 +683,6 @@ class SwiftBlobStorage:
         except SwiftError as exc:
             failure = _storage_error(exc)
         raise failure
-
-    @contextlib.contextmanager
-    def _current_view(self):
-        """The base as it is now.  Each instance of an MVCC base (RelStorage)
-        sees the snapshot it last polled, which for the instance a DB was
-        opened with may be long ago: a new instance, polled, is used (for the
-        last transaction and every existence check alike: one snapshot)."""
-        new_instance = getattr(self.base, "new_instance", None)
-        if new_instance is None:
-            yield self.base
-            return
-        instance = new_instance()
-        try:
-            instance.poll_invalidations()
-            yield instance
-        finally:
-            instance.release()
 
     def copyTransactionsFrom(self, other) -> None:
         """Copy every transaction of *other*, its blobs going to Swift under
