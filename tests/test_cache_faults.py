@@ -17,7 +17,7 @@ from ZODB.POSException import POSKeyError
 from conftest import (blob_objects, child_environment, corrupt_cached_file, credentials_for,
                       make_non_file, mounted, swift_storage, wait_for_logged)
 from test_storage import commit_blob, read_blob
-from zodb_swiftblobs.storage import BlobCacheError
+from zodb_swiftblobs import BlobCacheError
 from zodb_swiftblobs.swiftaccess import SwiftContainer
 
 MIB = 1 << 20
@@ -44,7 +44,7 @@ UNWRITABLE = """
 import json, os, sys, ZODB
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
-from zodb_swiftblobs.storage import BlobCacheError, SwiftBlobStorage
+from zodb_swiftblobs import BlobCacheError, SwiftBlobStorage
 
 data_fs, cache_dir, container, auth_url, user, key, oid, serial = sys.argv[1:]
 uncached = bytes.fromhex(oid), bytes.fromhex(serial)

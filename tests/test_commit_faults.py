@@ -28,7 +28,7 @@ from conftest import (blob_objects, blob_revision, child_environment, credential
                       store_blobs, swift_config, swift_storage, wait_for, wait_for_logged)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.storage import SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs import SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
                                          NotFoundError, SwiftContainer, TransientSwiftError)
 
@@ -216,7 +216,7 @@ def test_segments_a_failed_large_upload_could_not_remove_are_collected(
     groups = {o.name.rsplit("/", 1)[0] + "/" for o in segments.list()}
     assert groups == view.segment_groups(kept_name), "only the kept object's segments stay"
     segments.close()
-    storage._shared.cache.clear()
+    storage.cache.clear()
     assert blob_bytes(db, "kept") == kept
     db.close()
 
@@ -253,7 +253,7 @@ def test_object_server_down_while_a_manifest_is_checked(cluster, tmp_path, conta
     wait_for_logged(cluster, "HEAD ", segments, " 503 ")  # a check met the server down
     wait_for_logged(cluster, *manifest_puts, " 400 ")  # and Swift refused the manifest
     if outage == "short":
-        storage._shared.cache.clear()
+        storage.cache.clear()
         assert blob_bytes(db, "large") == data
     else:
         with db.transaction() as conn:
@@ -297,7 +297,7 @@ def test_cold_read_with_the_proxy_down(cluster, tmp_path, container_name):
     db, storage = open_db(cluster, tmp_path, container_name)
     store_blobs(db, cached=b"in the cache", cold=b"only in Swift")
     cold = blob_revision(db, "cold")
-    storage._shared.cache.discard(*cold)
+    storage.cache.discard(*cold)
     with server_fault(cluster, "proxy", "stopped"):
         assert blob_bytes(db, "cached") == b"in the cache"
         started = time.monotonic()
@@ -306,7 +306,7 @@ def test_cold_read_with_the_proxy_down(cluster, tmp_path, container_name):
         elapsed = time.monotonic() - started
         assert not isinstance(info.value, POSKeyError)
         assert elapsed < DEADLINE + SLACK, f"gave up after {elapsed:.1f}s"
-        assert not os.path.exists(storage._shared.cache.path(*cold))
+        assert not os.path.exists(storage.cache.path(*cold))
     assert blob_bytes(db, "cold") == b"only in Swift"
     db.close()
 
@@ -341,7 +341,7 @@ def test_container_server_down(cluster, tmp_path, container_name, view):
     view.upload(orphan, str(tmp_path / "orphan"))
     with server_fault(cluster, "container", "stopped"):
         store_blobs(db, kept=b"written while the container server is down")
-        storage._shared.cache.clear()
+        storage.cache.clear()
         assert blob_bytes(db, "kept") == b"written while the container server is down"
         with pytest.raises(SwiftTransientError, match="503"):
             storage.collect_garbage()
@@ -349,7 +349,7 @@ def test_container_server_down(cluster, tmp_path, container_name, view):
     assert storage.collect_garbage().deleted == 1, "the orphan was garbage all along"
     with pytest.raises(NotFoundError):
         view.head(orphan)
-    storage._shared.cache.clear()
+    storage.cache.clear()
     assert blob_bytes(db, "kept") == b"written while the container server is down"
     db.close()
 
@@ -367,7 +367,7 @@ def test_rate_limiting_is_waited_out(cluster, tmp_path, container_name, status):
     assert len([r for r in cluster.faults_applied()
                 if f"/{container_name}/" in r["path"]]) == 2, "refused twice, sent a third time"
     assert elapsed >= 2, "Retry-After was not honoured"
-    storage._shared.cache.clear()
+    storage.cache.clear()
     assert blob_bytes(db, "kept") == b"after two refusals"
     name = storage.key_layout.key(*blob_revision(db, "kept"))
     with injected(cluster, {**rule, "method": "GET", "times": 1000}):
@@ -392,7 +392,7 @@ def test_bytes_damaged_on_the_way_are_sent_again(cluster, tmp_path, container_na
     assert len(wait_for_logged(cluster, f"PUT /v1/AUTH_test/{container_name}/{name} ",
                                count=2)) == 2, "sent again once"
     expected = read(storage.loadBlob(oid, serial))
-    storage._shared.cache.clear()
+    storage.cache.clear()
     assert read(storage.loadBlob(oid, serial)) == expected
     with injected(cluster, {**rule, "times": 1000}):
         with pytest.raises(SwiftStorageError, match="MD5"):
@@ -527,7 +527,7 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
     with pytest.raises(POSKeyError):
         storage.loadSerial(oid, voted_tid)  # the killed transaction is not committed
     assert blob_revision(db, "kept") == (oid, serial)
-    storage._shared.cache.clear()
+    storage.cache.clear()
     assert blob_bytes(db, "kept") == b"committed"
     store_blobs(db, later=b"a later transaction")
     report = storage.collect_garbage()

@@ -13,7 +13,7 @@ from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import StorageError
 
 from zodb_swiftblobs.config import OPTIONS
-from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError
+from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError
 
 
 def section_values(text):
@@ -32,7 +32,7 @@ def test_every_keyword_argument_is_a_key_with_the_same_default():
     """)
     parameters = inspect.signature(SwiftBlobStorage.__init__).parameters
     assert OPTIONS and set(OPTIONS) == {
-        name for name in parameters if name not in ("self", "base", "_shared")}
+        name for name in parameters if name not in ("self", "base")}
     for name in OPTIONS:
         expected = parameters[name].default
         if name == "cache_dir":

@@ -25,7 +25,7 @@ from zodb_swiftblobs.encryption import (CHUNK_SIZE, ENVIRONMENT_VARIABLE, Decryp
                                         Keyring, key_id, parse_key)
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.ownership import EncryptionRequiredError
-from zodb_swiftblobs.storage import SwiftStorageError
+from zodb_swiftblobs import SwiftStorageError
 from zodb_swiftblobs.swiftaccess import MissingKeyError, SwiftContainer, file_md5
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()

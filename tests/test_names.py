@@ -120,7 +120,7 @@ def test_accepted_names_round_trip_exactly(devswift, tmp_path):
         assert len([s for s in view.list(prefix, container=view.segment_container)
                     if s.name.startswith(large_key)]) == 3
 
-        storage._shared.cache.clear()
+        storage.cache.clear()
         with db.transaction() as conn:
             assert conn.root()["small"].open().read() == b"first"
             assert conn.root()["large"].open().read() == first

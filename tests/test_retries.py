@@ -12,7 +12,7 @@ from ZODB.blob import Blob
 from ZODB.MappingStorage import MappingStorage
 
 from conftest import credentials_for, logged, mint_token, swift_storage, wait_for_logged
-from zodb_swiftblobs.storage import SwiftTransientError
+from zodb_swiftblobs import SwiftTransientError
 from zodb_swiftblobs.swiftaccess import AuthenticationError, Credentials, SwiftContainer
 
 

@@ -17,7 +17,7 @@ from ZODB.blob import Blob
 
 from conftest import assert_secret_free, mint_token, swift_config
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs.storage import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swiftaccess import AuthenticationError, Credentials, SwiftContainer
 
 ENCRYPTION_KEY = base64.b64encode(b"k" * 16 + os.urandom(16)).decode()
@@ -74,7 +74,7 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
         blob = conn.root()["small"]
         blob._p_activate()
         oid = blob._p_oid
-    storage._shared.cache.clear()
+    storage.cache.clear()
     with db.transaction() as conn:
         conn.root()["small"].open().close()
     texts += [repr(storage), repr(storage.swift_container),
@@ -83,7 +83,7 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     cluster.stop_server("proxy")
     try:
         serial = storage.load(oid)[1]
-        storage._shared.cache.discard(oid, serial)  # read just now: clear() would spare it
+        storage.cache.discard(oid, serial)  # read just now: clear() would spare it
         failing(SwiftTransientError, "download .* gave up",
                 lambda: storage.loadBlob(oid, serial))
         def commit():
@@ -129,7 +129,7 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     secrets.append("not-a-key-" + ENCRYPTION_KEY[:20])
 
     logged = caplog.text + "\n".join(str(record.args) for record in caplog.records)
-    assert {"zodb_swiftblobs.storage", "zodb_swiftblobs.swiftaccess"} <= \
+    assert {"zodb_swiftblobs.commit", "zodb_swiftblobs.swiftaccess"} <= \
         {record.name for record in caplog.records}, "the session logged too little"
     for secret in secrets:
         assert secret not in logged, "a secret was logged"

@@ -31,7 +31,7 @@ def test_a_pack_without_a_segment_container_logs_no_swiftclient_line(devswift, t
         assert len(blob_objects(view)) == 1, "the pack's garbage collection ran"
         report = storage.collect_garbage()
         assert report.examined == 1
-        storage._shared.cache.clear()
+        storage.cache.clear()
         with db.transaction() as conn:
             assert conn.root()["doc"].open().read() == b"second"
         assert swiftclient_lines(caplog) == []

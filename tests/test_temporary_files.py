@@ -166,7 +166,7 @@ def test_a_closed_storages_leftovers_are_swept_by_the_next_one(devswift, tmp_pat
         assert existing(leftovers) == []
         assert os.listdir(third.temporaryDirectory()) == []
         assert [name for name in os.listdir(cache_dir) if name.startswith(".staging-")] == \
-            [f".staging-{third._shared.staging.token}.lock"]
+            [f".staging-{third._resources.staging.token}.lock"]
     finally:
         third.close()
 

@@ -1,15 +1,27 @@
 """Keep ZODB blobs in OpenStack Swift.
 
-``from zodb_swiftblobs import SwiftBlobStorage`` gives the storage wrapper
-(imported on first use, so that tools such as the embedded Swift's servers
-do not load ZODB).
+``from zodb_swiftblobs import SwiftBlobStorage`` gives the storage wrapper, and
+the errors it raises are importable from here too (each imported on first use,
+so that tools such as the embedded Swift's servers do not load ZODB).
 """
 
-__all__ = ["SwiftBlobStorage"]
+from importlib import import_module
+
+# Each public name, and the module that defines it.
+_EXPORTS = {
+    "SwiftBlobStorage": "storage",
+    "SwiftTransientError": "errors",
+    "SwiftStorageError": "errors",
+    "BlobCacheError": "errors",
+    "ForeignPrefixError": "ownership",
+    "EncryptionRequiredError": "ownership",
+}
+
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "SwiftBlobStorage":
-        from .storage import SwiftBlobStorage
-        return SwiftBlobStorage
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)

@@ -2,29 +2,16 @@
 
 Records go to the wrapped (base) storage; blob files go to a Swift container,
 one object per blob revision (see :mod:`zodb_swiftblobs.keys`), with a local
-cache for reads (:mod:`zodb_swiftblobs.cache`).
-
-Two-phase commit: ``storeBlob`` stores the record in the base and moves the
-blob file to a staging name in its temporary directory (in the cache's
-``tmp``: see :mod:`zodb_swiftblobs.staging`).  Each blob is
-uploaded as soon as the transaction id is known (at ``tpc_begin`` for
-FileStorage, MappingStorage and DemoStorage; after the base has voted for
-RelStorage), in a bounded pool and concurrently with the rest of the commit.
-``tpc_vote`` waits for the uploads and fails if one failed, so the
-transaction aborts cleanly.  ``tpc_finish`` only renames staged files into
-the cache.  ``tpc_abort`` deletes what the transaction uploaded.
+cache for reads (:mod:`zodb_swiftblobs.cache`).  Each transaction's blob work
+(staging, uploads during the commit, the vote's wait, publishing into the
+cache, an abort's clean-up) is a :class:`zodb_swiftblobs.commit.BlobCommit`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import logging
-import os
-import time
-from base64 import decodebytes
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 import ZODB.blob
 import ZODB.DemoStorage
@@ -32,27 +19,21 @@ import ZODB.interfaces
 import ZODB.mvccadapter
 import ZODB.serialize
 from ZODB.blob import is_blob_record
-import transaction.interfaces
 from ZODB.POSException import POSKeyError, StorageError
-from ZODB.utils import cp
 from zope.interface import directlyProvides, implementer, providedBy
 
 from .bases import TidKnown, TidProbe, current_view, last_committed_tid, revision_exists
-from .cache import BlobCache, CacheDirectoryError
+from .cache import BlobCache
+from .commit import BlobCommit, revisions_undo_restores
+from .copying import copy_transactions_with_blobs
+from .errors import SwiftStorageError, SwiftTransientError, raises_storage_errors
 from .gc import GarbageReport, collect_garbage, require_grace_period
 from .keys import KeyLayout
-from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwnership,
-                        database_identity)
 from .progress import Progress
-from .staging import StagingArea
-from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError, TransientSwiftError,
-                          container_arguments, open_container, require_positive)
-
-log = logging.getLogger(__name__)
+from .resources import SharedResources
+from .swiftaccess import NotFoundError, SwiftContainer, container_arguments, require_positive
 
 GIB = 1 << 30
-ABORT_DEADLINE = 10.0  # at most this (or the deadline) to delete an abort's uploads; else GC
-TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
 GC_GRACE_PERIOD = 7 * 24 * 3600.0  # a week: a nightly backup restored days after a mistake
 # The keyword arguments of SwiftBlobStorage that configure the Swift access layer.
 SWIFT_OPTIONS = (
@@ -63,20 +44,6 @@ SWIFT_OPTIONS = (
     "storage_policy", "deadline", "timeout", "large_object_threshold", "segment_size",
     "encryption_keys",
 )
-
-
-class SwiftTransientError(StorageError, transaction.interfaces.TransientError):
-    """Swift could not be reached in time; the operation may succeed later
-    (``transaction``'s retry loops retry it, as ZEO's ClientDisconnected)."""
-
-
-class SwiftStorageError(StorageError):
-    """Swift refused an operation (authentication, checksum, configuration)."""
-
-
-class BlobCacheError(StorageError):
-    """The local blob cache could not take a file: its disk is full or
-    read-only, or permissions forbid it (the message says which, and where)."""
 
 
 def check_options(*, container: str, cache_dir: str | None, cache_size: int, prefix: str,
@@ -100,84 +67,8 @@ def check_options(*, container: str, cache_dir: str | None, cache_size: int, pre
 
 def option_names() -> list[str]:
     """The names of SwiftBlobStorage's settings: its keyword arguments but *base*."""
-    return [name for name, parameter in
-            inspect.signature(SwiftBlobStorage.__init__).parameters.items()
-            if name not in ("self", "base") and not name.startswith("_")]
-
-
-def _storage_error(error: SwiftError) -> StorageError:
-    if isinstance(error, TransientSwiftError):
-        return SwiftTransientError(str(error))
-    return SwiftStorageError(str(error))
-
-
-class _Commit:
-    """The blob work of one transaction."""
-
-    def __init__(self, transaction, staging_prefix: str) -> None:
-        self.transaction = transaction
-        self.tid: bytes | None = None
-        self.staging_prefix = staging_prefix
-        self.staged: dict[bytes, tuple[str, bytes | None]] = {}   # oid -> (path, serial)
-        self.copies: dict[bytes, str] = {}                         # oid -> source key
-        self.work: dict[bytes, Future] = {}                        # oid -> upload or copy
-        self.names: set[str] = set()                               # objects it writes
-
-    def staged_path(self, oid: bytes, serial: bytes) -> str | None:
-        entry = self.staged.get(oid)
-        if entry is None:
-            return None
-        path, own_serial = entry
-        return path if (own_serial or self.tid) == serial else None
-
-    def staging_path(self, oid: bytes) -> str:
-        """Where the blob file of *oid* waits for the end of the transaction."""
-        return f"{self.staging_prefix}{oid.hex()}.blob"
-
-    def unstage(self, oid: bytes) -> None:
-        """Forget the staged file of *oid* (its upload must be settled), and remove it."""
-        path, _ = self.staged.pop(oid, (None, None))
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-    def remove_staging(self) -> None:
-        """Remove the staged files not moved into the cache."""
-        for oid in list(self.staged):
-            self.unstage(oid)
-
-
-class _Shared:
-    """What all instances of one wrapped database share (MVCC instances)."""
-
-    def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
-                 ownership: PrefixOwnership, upload_concurrency: int,
-                 temp_url_key: str | None, gc_grace_period: float) -> None:
-        self.container = container
-        self.gc_grace_period = gc_grace_period
-        self.keys = keys
-        self.cache = cache
-        self.ownership = ownership
-        self.staging = StagingArea(cache.temporary_directory, cache.directory)
-        self.configured_temp_url_key = temp_url_key
-        self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
-        self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
-        self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
-
-    def swift_temp_url_key(self) -> str | None:
-        """The TempURL key set in Swift, read again after TEMP_URL_KEY_TTL seconds
-        (so that a key rotated in Swift is picked up)."""
-        read_at, key = self._swift_temp_url_key
-        if time.monotonic() - read_at > TEMP_URL_KEY_TTL:
-            key = self.container.temp_url_key()
-            self._swift_temp_url_key = (time.monotonic(), key)
-        return key
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        self.staging.close()
-        self.cache.close()
-        self.container.close()
+    return [name for name in inspect.signature(SwiftBlobStorage.__init__).parameters
+            if name not in ("self", "base")]
 
 
 @implementer(ZODB.interfaces.IStorageWrapper, ZODB.interfaces.IBlobStorage)
@@ -206,8 +97,8 @@ class SwiftBlobStorage:
         "poll_invalidations", "sync",
     )
 
-    def __init__(self, base, container: str = "zodb-blobs", cache_dir: str | None = None,
-                 cache_size: int = 10 * GIB, prefix: str = "", *,
+    def __init__(self, base: Any, container: str = "zodb-blobs",
+                 cache_dir: str | None = None, cache_size: int = 10 * GIB, prefix: str = "", *,
                  auth_url: str | None = None, user: str | None = None,
                  key: str | None = None, auth_version: str | None = None,
                  project_name: str | None = None, project_id: str | None = None,
@@ -225,48 +116,34 @@ class SwiftBlobStorage:
                  segment_size: int = 256 << 20, temp_url_key: str | None = None,
                  create_container: bool = True,
                  encryption_keys: str | Sequence[str] | None = None,
-                 gc_grace_period: float = GC_GRACE_PERIOD,
-                 _shared: _Shared | None = None) -> None:
+                 gc_grace_period: float = GC_GRACE_PERIOD) -> None:
+        options = dict(locals())  # every argument but self and base is an option
+        del options["self"], options["base"]
+        self._wrap(base)
+        check_options(**options)
+        swift_options = {name: options.pop(name) for name in SWIFT_OPTIONS}
+        self._attach(SharedResources.open(base, swift_options, **options), root=True)
+
+    @classmethod
+    def _sharing(cls, base, resources: SharedResources) -> SwiftBlobStorage:
+        """Another instance of the database of *resources*, around *base*."""
+        instance = cls.__new__(cls)
+        instance._wrap(base)
+        instance._attach(resources, root=False)
+        return instance
+
+    def _wrap(self, base) -> None:
         if ZODB.interfaces.IBlobStorage.providedBy(base):
             raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "
                              "without a blob directory to wrap it in SwiftBlobStorage")
         self.base = base
         self._probe = TidProbe(base)
-        self._root = _shared is None
-        if _shared is None:
-            arguments = locals()
-            check_options(**{name: arguments[name] for name in option_names()})
-            keys = KeyLayout(prefix)  # local settings first: no network for their errors
-            cache = BlobCache(cache_dir, cache_size)
-            swift_container = open_container(
-                container, **{name: arguments[name] for name in SWIFT_OPTIONS})
-            read_only = base.isReadOnly()
-            ownership = PrefixOwnership(swift_container, keys, database_identity(base),
-                                        encrypts=swift_container.encryption is not None)
-            failure = None
-            try:
-                swift_container.ensure_container(create=create_container and not read_only)
-                ownership.check(claim=not read_only)
-            except NotFoundError:
-                why = "a storage opened read-only does not create it" if read_only \
-                    else "create-container is off"
-                failure = SwiftStorageError(
-                    f"Swift container {container!r} does not exist ({why})")
-            except SwiftError as exc:
-                failure = _storage_error(exc)
-            except (ForeignPrefixError, EncryptionRequiredError) as exc:
-                failure = exc
-            if failure is not None:
-                swift_container.close()
-                raise failure
-            try:
-                _shared = _Shared(swift_container, keys, cache, ownership, upload_concurrency,
-                                  temp_url_key, gc_grace_period)
-            except BaseException:
-                swift_container.close()
-                raise
-        self._shared = _shared
-        self._commit: _Commit | None = None
+
+    def _attach(self, resources: SharedResources, *, root: bool) -> None:
+        base = self.base
+        self._resources = resources
+        self._root = root
+        self._commit: BlobCommit | None = None
         self._db = None
         for name in self.copied_methods:
             method = getattr(base, name, None)
@@ -283,42 +160,47 @@ class SwiftBlobStorage:
             # registered with (for zc.zlibstorage); it would copy no blobs here.
             vars(self).pop("copyTransactionsFrom", None)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.base, name)
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __repr__(self) -> str:
-        return (f"<SwiftBlobStorage {self._shared.container.container!r} "
-                f"prefix={self._shared.keys.prefix!r} around {self.base!r}>")
+        return (f"<SwiftBlobStorage {self._resources.container.container!r} "
+                f"prefix={self._resources.keys.prefix!r} around {self.base!r}>")
 
     @property
     def swift_container(self) -> SwiftContainer:
         """The Swift container holding the blobs."""
-        return self._shared.container
+        return self._resources.container
 
     @property
     def key_layout(self) -> KeyLayout:
         """The names of the blob revisions' objects in the container."""
-        return self._shared.keys
+        return self._resources.keys
+
+    @property
+    def cache(self) -> BlobCache:
+        """The local cache of blob files (shared by all instances of the database)."""
+        return self._resources.cache
 
     # -- IStorageWrapper ------------------------------------------------------------
 
-    def registerDB(self, db) -> None:
+    def registerDB(self, db: Any) -> None:
         self._db = db
         if isinstance(db, ZODB.mvccadapter.MVCCAdapter):  # a ZODB database's, over this
-            self._shared.cache.limit_unopened_pins()
+            self._resources.cache.limit_unopened_pins()
 
     def invalidateCache(self) -> None:
         if self._db is not None:
             self._db.invalidateCache()
 
-    def invalidate(self, transaction_id: bytes, oids, version: str = "") -> None:
+    def invalidate(self, transaction_id: bytes, oids: Any, version: str = "") -> None:
         if self._db is not None:
             self._db.invalidate(transaction_id, oids)
 
-    def references(self, record: bytes, oids=None):
+    def references(self, record: bytes, oids: list[bytes] | None = None) -> list[bytes]:
         if self._db is not None:
             return self._db.references(record, oids)
         return ZODB.serialize.referencesf(record, oids)
@@ -332,11 +214,11 @@ class SwiftBlobStorage:
     # -- MVCC bases (RelStorage) -------------------------------------------------------
 
     def new_instance(self) -> SwiftBlobStorage:
-        self._shared.cache.limit_unopened_pins()  # for a ZODB database's connection
-        return SwiftBlobStorage(self.base.new_instance(), _shared=self._shared)
+        self._resources.cache.limit_unopened_pins()  # for a ZODB database's connection
+        return self._sharing(self.base.new_instance(), self._resources)
 
     def before_instance(self, before: bytes) -> SwiftBlobStorage:
-        return SwiftBlobStorage(self.base.before_instance(before), _shared=self._shared)
+        return self._sharing(self.base.before_instance(before), self._resources)
 
     def release(self) -> None:
         release = getattr(self.base, "release", None)  # only MVCC bases have it
@@ -350,13 +232,13 @@ class SwiftBlobStorage:
             self.base.close()
         finally:
             if self._root:
-                self._shared.close()
+                self._resources.close()
 
     # -- reading blobs ---------------------------------------------------------------
 
     def temporaryDirectory(self) -> str:
         """Where ZODB puts uncommitted blobs (see :mod:`zodb_swiftblobs.staging`)."""
-        return self._shared.staging.directory
+        return self._resources.staging.directory
 
     def loadBlob(self, oid: bytes, serial: bytes) -> str:
         """The path of a local copy of revision *serial* of blob *oid*.  An
@@ -368,36 +250,39 @@ class SwiftBlobStorage:
         """loadBlob's path, for a caller that opens it later (*handed_out*)
         or this thread right away."""
         commit = self._commit
-        if commit is not None:
-            staged = commit.staged_path(oid, serial)
-            if staged is not None:
-                return staged
-        shared = self._shared
-        name = shared.keys.key(oid, serial)
+        staged = commit.staged_path(oid, serial) if commit is not None else None
+        if staged is not None:
+            return staged
+        path = self._cached(oid, serial, handed_out)
+        if path is not None:
+            return path
+        if not revision_exists(self.base, oid, serial):
+            raise POSKeyError(oid, serial)
+        raise SwiftTransientError(
+            f"the database has revision {serial.hex()} of blob {oid.hex()}, but Swift "
+            f"has no object {self._resources.keys.key(oid, serial)!r} (not visible yet, "
+            "or lost)")
+
+    @raises_storage_errors
+    def _cached(self, oid: bytes, serial: bytes, handed_out: bool) -> str | None:
+        """The cached copy of a blob revision, downloaded if need be; None when
+        Swift has no object for it (or only one scheduled for deletion whose
+        revision the base no longer has)."""
+        resources = self._resources
+        name = resources.keys.key(oid, serial)
 
         def fetch(path: str) -> None:
-            stored = shared.container.download(name, path)
+            stored = resources.container.download(name, path)
             if stored.delete_at is not None and not revision_exists(self.base, oid, serial):
                 raise NotFoundError("scheduled for deletion by garbage collection",
                                     operation="download", name=name)
-        failure: Exception | None = None
         try:
-            return shared.cache.get(oid, serial, fetch, handed_out=handed_out)
+            return resources.cache.get(oid, serial, fetch, handed_out=handed_out)
         except NotFoundError:
-            failure = None
-        except SwiftError as exc:
-            failure = _storage_error(exc)
-        except CacheDirectoryError as exc:
-            failure = BlobCacheError(str(exc))
-        if failure is None:
-            if not revision_exists(self.base, oid, serial):
-                raise POSKeyError(oid, serial)
-            failure = SwiftTransientError(
-                f"the database has revision {serial.hex()} of blob {oid.hex()}, but Swift "
-                f"has no object {name!r} (not visible yet, or lost)")
-        raise failure
+            return None
 
-    def openCommittedBlobFile(self, oid: bytes, serial: bytes, blob=None):
+    def openCommittedBlobFile(self, oid: bytes, serial: bytes,
+                              blob: ZODB.blob.Blob | None = None) -> IO[bytes]:
         """Open a committed blob revision for reading (fetched again if evicted)."""
         for attempt in (1, 2):
             path = self._local_copy(oid, serial, handed_out=False)
@@ -409,6 +294,7 @@ class SwiftBlobStorage:
                 if attempt == 2:
                     raise
 
+    @raises_storage_errors
     def blob_url(self, oid: bytes, serial: bytes | None = None, *, method: str = "GET",
                  expires: int = 3600, filename: str | None = None) -> str:
         """A Swift TempURL for revision *serial* (by default the current one) of
@@ -424,162 +310,80 @@ class SwiftBlobStorage:
             data = self.base.loadSerial(oid, serial)
         if not is_blob_record(self.untransform_record_data(data)):
             raise POSKeyError(oid, serial)
-        shared = self._shared
-        try:
-            key = shared.configured_temp_url_key or shared.swift_temp_url_key()
-            if key is None:
-                raise SwiftStorageError(
-                    f"no TempURL key: configure temp-url-key, or set Temp-URL-Key on "
-                    f"container {shared.container.container!r} or on its account")
-            return shared.container.temp_url(shared.keys.key(oid, serial), key=key,
-                                             method=method, seconds=expires,
-                                             filename=filename)
-        except SwiftError as exc:
-            failure = _storage_error(exc)
-        raise failure
+        resources = self._resources
+        key = resources.configured_temp_url_key or resources.swift_temp_url_key()
+        if key is None:
+            raise SwiftStorageError(
+                f"no TempURL key: configure temp-url-key, or set Temp-URL-Key on "
+                f"container {resources.container.container!r} or on its account")
+        return resources.container.temp_url(resources.keys.key(oid, serial), key=key,
+                                            method=method, seconds=expires,
+                                            filename=filename)
 
     def cache_stats(self) -> dict[str, int]:
         """Counters of the local cache: hits, misses, bytes downloaded, evictions..."""
-        return self._shared.cache.stats()
+        return self._resources.cache.stats()
 
     # -- two-phase commit --------------------------------------------------------------
 
-    def tpc_begin(self, transaction, tid: bytes | None = None, status: str = " ") -> None:
+    def tpc_begin(self, transaction: Any, tid: bytes | None = None,
+                  status: str = " ") -> None:
         if tid is None and status == " ":
             self.base.tpc_begin(transaction)
         else:
             self.base.tpc_begin(transaction, tid, status)
-        commit = _Commit(transaction, self._shared.staging.commit_prefix())
-        try:
-            if tid is not None or self._probe.known is TidKnown.AT_BEGIN:
-                commit.tid = tid or self._probe.tid()
-        except BaseException:
-            commit.remove_staging()
-            raise
-        self._commit = commit
+        if tid is None and self._probe.known is TidKnown.AT_BEGIN:
+            tid = self._probe.tid()
+        self._commit = BlobCommit(transaction, self._resources, tid)
 
-    def _current(self, transaction) -> _Commit:
+    def _current(self, transaction: Any) -> BlobCommit:
         commit = self._commit
         if commit is None or commit.transaction is not transaction:
             raise StorageError("blob stored outside of the storage's current transaction")
         return commit
 
+    def _committing(self, transaction: Any) -> BlobCommit | None:
+        commit = self._commit
+        return commit if commit is not None and commit.transaction is transaction else None
+
     def storeBlob(self, oid: bytes, oldserial: bytes, data: bytes, blobfilename: str,
-                  version: str, transaction) -> None:
+                  version: str, transaction: Any) -> None:
         assert not version, "versions are not supported"
         self.base.store(oid, oldserial, data, "", transaction)
-        self._stage(oid, None, blobfilename, transaction)
+        self._current(transaction).stage(oid, None, blobfilename)
 
     def restoreBlob(self, oid: bytes, serial: bytes, data: bytes, blobfilename: str,
-                    prev_txn, transaction) -> None:
+                    prev_txn: bytes | None, transaction: Any) -> None:
         self.base.restore(oid, serial, data, "", prev_txn, transaction)
-        self._stage(oid, serial, blobfilename, transaction)
+        self._current(transaction).stage(oid, serial, blobfilename)
 
-    def _stage(self, oid: bytes, serial: bytes | None, blobfilename: str, transaction) -> None:
-        commit = self._current(transaction)
-        staged = commit.staging_path(oid)
-        self._settle(commit, oid)  # an earlier upload of this oid may still read the file
-        try:
-            self._shared.cache.stage(blobfilename, staged)
-        except CacheDirectoryError as exc:
-            raise BlobCacheError(str(exc)) from exc
-        commit.staged[oid] = (staged, serial)
-        commit.copies.pop(oid, None)
-        if commit.tid is not None:
-            self._start(commit, oid)
-
-    @staticmethod
-    def _settle(commit: _Commit, oid: bytes) -> None:
-        """Wait for the earlier upload or copy of *oid* in this transaction, if any:
-        two requests for one object name must not race."""
-        previous = commit.work.pop(oid, None)
-        if previous is not None:
-            wait([previous])
-
-    def _start(self, commit: _Commit, oid: bytes) -> None:
-        """Start the upload (or server-side copy) of one blob of *commit*."""
-        shared = self._shared
-        self._settle(commit, oid)
-        if oid in commit.staged:
-            path, serial = commit.staged[oid]
-            name = shared.keys.key(oid, serial or commit.tid)
-            work = shared.pool.submit(shared.container.upload, name, path)
-        else:
-            name = shared.keys.key(oid, commit.tid)
-            work = shared.pool.submit(shared.container.copy, commit.copies[oid], name)
-        commit.work[oid] = work
-        commit.names.add(name)
-        shared.in_flight.add(name)
-
-    def undo(self, transaction_id, transaction):
+    def undo(self, transaction_id: bytes, transaction: Any) -> Any:
         """Undo through the base; each blob revision the undo brings back is
         copied inside Swift to the undoing transaction's id."""
         result = self.base.undo(transaction_id, transaction)
         commit = self._current(transaction)
-        undone = decodebytes(transaction_id + b"\n") if len(transaction_id) != 8 \
-            else transaction_id
-        def is_blob(data: bytes | None) -> bool:
-            # Records as the base keeps them: wrappers above may transform them.
-            return bool(data) and is_blob_record(self.untransform_record_data(data))
-
-        for undone_transaction in self.base.iterator(undone, undone):
-            for record in undone_transaction:
-                if record.data and not is_blob(record.data):
-                    continue
-                try:
-                    before = self.base.loadBefore(record.oid, undone)
-                except POSKeyError:
-                    before = None  # the revision before was itself an undone creation
-                if before is None or not is_blob(before[0]):
-                    continue  # undoing a creation brings no blob back
-                commit.copies[record.oid] = self._shared.keys.key(record.oid, before[1])
-                self._settle(commit, record.oid)
-                commit.unstage(record.oid)
-                if commit.tid is not None:
-                    self._start(commit, record.oid)
+        for oid, serial in revisions_undo_restores(self.base, transaction_id,
+                                                   self.untransform_record_data):
+            commit.copy_undone(oid, serial)
         return result
 
-    def tpc_vote(self, transaction):
+    def tpc_vote(self, transaction: Any) -> Any:
         result = self.base.tpc_vote(transaction)
-        commit = self._commit
-        if commit is not None and commit.transaction is transaction:
-            if commit.tid is None and (commit.staged or commit.copies):
-                commit.tid = self._probe.tid()
-                for oid in list(commit.staged) + list(commit.copies):
-                    self._start(commit, oid)
-            self._wait(commit)
+        commit = self._committing(transaction)
+        if commit is not None:
+            commit.vote(self._probe.tid)
         return result
 
-    def _wait(self, commit: _Commit) -> None:
-        """Wait for every upload and copy; raise the first failure.  After a
-        failure, uploads not started yet are cancelled: the vote fails within
-        about one deadline however many blobs wait in the queue."""
-        wait(commit.work.values(), return_when=FIRST_EXCEPTION)
-        for future in commit.work.values():
-            future.cancel()  # does nothing to the finished and the running
-        wait(commit.work.values())
-        failures = [future.exception() for future in commit.work.values()
-                    if not future.cancelled() and future.exception() is not None]
-        if failures:
-            cancelled = sum(future.cancelled() for future in commit.work.values())
-            log.warning("%d of %d blob uploads failed (%d cancelled before they started); "
-                        "the transaction aborts", len(failures), len(commit.work), cancelled)
-            error = failures[0]
-            if isinstance(error, SwiftError):
-                raise _storage_error(error)
-            raise SwiftStorageError(f"blob upload failed: {type(error).__name__}: {error}")
-
-    def tpc_finish(self, transaction, func=lambda tid: None):
-        commit = self._commit
-        if commit is not None and commit.transaction is not transaction:
-            commit = None
+    def tpc_finish(self, transaction: Any,
+                   func: Callable[[bytes], None] = lambda tid: None) -> bytes:
+        commit = self._committing(transaction)
 
         def finished(tid: bytes) -> None:
             # Called while the base still holds its commit lock: the blobs are
             # in the cache, and the commit's state gone, before any other
             # thread learns of the new transaction.
             if commit is not None:
-                self._publish(commit, tid)
+                commit.finish(tid)
                 self._end(commit)
             func(tid)
 
@@ -589,58 +393,30 @@ class SwiftBlobStorage:
             if commit is not None:
                 self._end(commit)
 
-    def _publish(self, commit: _Commit, tid: bytes) -> None:
-        """Move the committed blobs into the cache (local renames only; a
-        failure here costs a download later, never the commit)."""
-        cache = self._shared.cache
-        for oid, (path, serial) in commit.staged.items():
-            try:
-                cache.publish(path, oid, serial or tid)
-            except Exception as exc:
-                log.warning("could not move committed blob %s into the cache (%s); it will "
-                            "be downloaded when read", oid.hex(), exc)
-
-    def tpc_abort(self, transaction) -> None:
+    def tpc_abort(self, transaction: Any) -> None:
         """Abort; what the transaction put into Swift is deleted before the base
         releases its commit lock (the next transaction may reuse the tid)."""
-        commit = self._commit
-        if commit is None or commit.transaction is not transaction:
+        commit = self._committing(transaction)
+        if commit is None:
             self.base.tpc_abort(transaction)
             return
         try:
-            self._discard(commit)
+            commit.abort()
         finally:
             try:
                 self.base.tpc_abort(transaction)
             finally:
                 self._end(commit)
 
-    def _discard(self, commit: _Commit) -> None:
-        """Remove what an aborted transaction put into Swift."""
-        for future in commit.work.values():
-            future.cancel()
-        wait(commit.work.values())
-        uploaded = [future.result() for future in commit.work.values()
-                    if not future.cancelled() and future.exception() is None]
-        if not uploaded:
-            return
-        try:
-            container = self._shared.container
-            container.delete_many(uploaded, deadline=min(ABORT_DEADLINE, container.deadline))
-        except SwiftError as exc:
-            log.warning("could not delete %d objects of an aborted transaction (%s); "
-                        "the next pack's garbage collection will", len(uploaded), exc)
-
-    def _end(self, commit: _Commit) -> None:
-        commit.remove_staging()
-        self._shared.in_flight.difference_update(commit.names)
-        commit.staged.clear()
+    def _end(self, commit: BlobCommit) -> None:
+        commit.end()
         if self._commit is commit:
             self._commit = None
 
     # -- pack and copy -----------------------------------------------------------------
 
-    def pack(self, pack_time, referencesf, *args, **kwargs):
+    def pack(self, pack_time: float, referencesf: Callable[..., Any], *args: Any,
+             **kwargs: Any) -> Any:
         """Pack the base, then delete the Swift objects of revisions it dropped.
 
         Extra arguments go to the base's pack (``gc`` for FileStorage,
@@ -655,6 +431,7 @@ class SwiftBlobStorage:
             self.collect_garbage(last)
         return result
 
+    @raises_storage_errors
     def collect_garbage(self, last_tid: bytes | None = None, *, dry_run: bool = False,
                         min_age: float = 0.0, grace_period: float | None = None,
                         progress: Progress | None = None) -> GarbageReport:
@@ -669,48 +446,18 @@ class SwiftBlobStorage:
         if isinstance(self.base, ZODB.DemoStorage.DemoStorage):
             raise SwiftStorageError("no blob garbage collection over a DemoStorage: its "
                                     "blobs may be those of the storage it is layered on")
-        shared = self._shared
-        try:
-            shared.ownership.check(claim=not dry_run)
-            with current_view(self.base) as view:
-                return collect_garbage(
-                    shared.container, shared.keys, view, shared.cache,
-                    last_tid or last_committed_tid(view), dry_run=dry_run,
-                    protected=shared.in_flight, min_age=min_age,
-                    grace_period=shared.gc_grace_period if grace_period is None
-                    else grace_period, progress=progress,
-                    before_deleting=lambda: shared.ownership.check(claim=False))
-        except SwiftError as exc:
-            failure = _storage_error(exc)
-        raise failure
+        resources = self._resources
+        resources.ownership.check(claim=not dry_run)
+        with current_view(self.base) as view:
+            return collect_garbage(
+                resources.container, resources.keys, view, resources.cache,
+                last_tid or last_committed_tid(view), dry_run=dry_run,
+                protected=resources.in_flight, min_age=min_age,
+                grace_period=resources.gc_grace_period if grace_period is None
+                else grace_period, progress=progress,
+                before_deleting=lambda: resources.ownership.check(claim=False))
 
-    def copyTransactionsFrom(self, other) -> None:
+    def copyTransactionsFrom(self, other: Any) -> None:
         """Copy every transaction of *other*, its blobs going to Swift under
         their original transaction ids (what zodbconvert does)."""
-        for copied in other.iterator():
-            self.tpc_begin(copied, copied.tid, copied.status)
-            try:
-                self._copy_records(other, copied)
-                self.tpc_vote(copied)
-            except BaseException:
-                self.tpc_abort(copied)
-                raise
-            self.tpc_finish(copied)
-
-    def _copy_records(self, other, copied) -> None:
-        for record in copied:
-            blobfilename = None
-            if is_blob_record(record.data):
-                try:
-                    blobfilename = other.loadBlob(record.oid, record.tid)
-                except POSKeyError:
-                    pass
-            if blobfilename is None:
-                self.restore(record.oid, record.tid, record.data, "",
-                             record.data_txn, copied)
-                continue
-            fd, name = self._shared.staging.new_file()
-            with os.fdopen(fd, "wb") as target, open(blobfilename, "rb") as source:
-                cp(source, target)
-            self.restoreBlob(record.oid, record.tid, record.data, name,
-                             record.data_txn, copied)
+        copy_transactions_with_blobs(self, other, self._resources.staging)

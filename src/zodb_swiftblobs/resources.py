@@ -1,0 +1,87 @@
+"""What all instances of one wrapped database share (an MVCC base's instances):
+the container, the object names, the cache, the ownership marker, the
+staging area and the upload pool."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .cache import BlobCache
+from .errors import SwiftStorageError, raises_storage_errors
+from .keys import KeyLayout
+from .ownership import PrefixOwnership, database_identity
+from .staging import StagingArea
+from .swiftaccess import NotFoundError, SwiftContainer, open_container
+
+TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
+
+
+class SharedResources:
+    """The resources of one wrapped database, opened once for all its instances."""
+
+    def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
+                 ownership: PrefixOwnership, upload_concurrency: int,
+                 temp_url_key: str | None, gc_grace_period: float) -> None:
+        self.container = container
+        self.gc_grace_period = gc_grace_period
+        self.keys = keys
+        self.cache = cache
+        self.ownership = ownership
+        self.staging = StagingArea(cache.temporary_directory, cache.directory)
+        self.configured_temp_url_key = temp_url_key
+        self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
+        self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
+        self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
+
+    @classmethod
+    def open(cls, base, swift_options: dict, *, container: str, cache_dir: str,
+             cache_size: int, prefix: str, upload_concurrency: int,
+             temp_url_key: str | None, create_container: bool,
+             gc_grace_period: float) -> SharedResources:
+        """Open the resources of the database of *base* (options as
+        SwiftBlobStorage's, checked): the container is created if need be,
+        and the prefix claimed, unless *base* is read-only."""
+        keys = KeyLayout(prefix)  # local settings first: no network for their errors
+        cache = BlobCache(cache_dir, cache_size)
+        swift_container = open_container(container, **swift_options)
+        try:
+            ownership = PrefixOwnership(swift_container, keys, database_identity(base),
+                                        encrypts=swift_container.encryption is not None)
+            _prepare(swift_container, ownership, create=create_container,
+                     read_only=base.isReadOnly())
+            return cls(swift_container, keys, cache, ownership, upload_concurrency,
+                       temp_url_key, gc_grace_period)
+        except BaseException:
+            swift_container.close()
+            raise
+
+    def swift_temp_url_key(self) -> str | None:
+        """The TempURL key set in Swift, read again after TEMP_URL_KEY_TTL seconds
+        (so that a key rotated in Swift is picked up)."""
+        read_at, key = self._swift_temp_url_key
+        if time.monotonic() - read_at > TEMP_URL_KEY_TTL:
+            key = self.container.temp_url_key()
+            self._swift_temp_url_key = (time.monotonic(), key)
+        return key
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.staging.close()
+        self.cache.close()
+        self.container.close()
+
+
+@raises_storage_errors
+def _prepare(container: SwiftContainer, ownership: PrefixOwnership, *, create: bool,
+             read_only: bool) -> None:
+    """Create the container if missing (unless *read_only* or not *create*),
+    and check (for a writer: claim) the prefix's ownership."""
+    try:
+        container.ensure_container(create=create and not read_only)
+        ownership.check(claim=not read_only)
+        return
+    except NotFoundError:
+        why = "a storage opened read-only does not create it" if read_only \
+            else "create-container is off"
+    raise SwiftStorageError(f"Swift container {container.container!r} does not exist ({why})")
