@@ -30,6 +30,7 @@ from ZODB.blob import FilesystemHelper, is_blob_record
 from ZODB.POSException import POSKeyError
 from ZODB.utils import p64, repr_to_oid, u64, z64
 
+from .copying import commit_copy
 from .keys import KeyLayout
 from .progress import Progress
 from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
@@ -147,43 +148,15 @@ def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = Fal
     if destination is not None:
         container = container or destination.swift_container
         keys = keys or destination.key_layout
-    last = destination.lastTransaction() if destination is not None else z64
-    start = None
-    if last != z64:
-        if not _has_transaction(source, last):
-            raise MigrationError(
-                f"the destination's last transaction {last.hex()} is not in the source: "
-                "the destination must be empty, or an earlier copy of this source")
-        start = p64(u64(last) + 1)
+    start = _resumption(source, destination)
     window: deque[tuple[object, list, list[Future]]] = deque()
-
-    def head(name: str) -> StoredObject | None:
-        try:
-            return container.head(name)
-        except NotFoundError:
-            return None
 
     transactions = source.iterator(start)
     try:
         with _Transfers(container, report, jobs, dry_run, progress) as transfers:
             for transaction in transactions:
                 records = list(transaction)
-                uploads = []
-                for record in records:
-                    if not (record.data and is_blob_record(record.data)):
-                        continue
-                    name = keys.key(record.oid, record.tid)
-                    try:
-                        path = source.loadBlob(record.oid, record.tid)
-                    except POSKeyError:
-                        report.missing_in_source += 1
-                        report.note_failure(f"{name}: the source has no file for this blob "
-                                            "revision (its record is copied without it)")
-                        log.warning("the source has no file for blob revision %s", name)
-                        continue
-                    report.blobs += 1
-                    uploads.append(transfers.submit(name, path, os.path.getsize(path),
-                                                    lambda name=name: head(name)))
+                uploads = _upload_blobs(source, records, keys, transfers, report)
                 window.append((transaction, records, uploads))
                 while len(window) > 4 * jobs:
                     _commit(destination, *window.popleft(), report)
@@ -197,6 +170,46 @@ def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = Fal
         report.seconds = time.monotonic() - started
     _log_summary("transaction copy", report)
     return report
+
+
+def _resumption(source, destination) -> bytes | None:
+    """The id from which to copy *source* into *destination*: None for all."""
+    last = destination.lastTransaction() if destination is not None else z64
+    if last == z64:
+        return None
+    if not _has_transaction(source, last):
+        raise MigrationError(
+            f"the destination's last transaction {last.hex()} is not in the source: "
+            "the destination must be empty, or an earlier copy of this source")
+    return p64(u64(last) + 1)
+
+
+def _upload_blobs(source, records: list, keys: KeyLayout, transfers: _Transfers,
+                  report: MigrationReport) -> list[Future]:
+    """Submit the uploads of the blobs of one transaction's *records*."""
+    def head(name: str) -> StoredObject | None:
+        try:
+            return transfers.container.head(name)
+        except NotFoundError:
+            return None
+
+    uploads = []
+    for record in records:
+        if not (record.data and is_blob_record(record.data)):
+            continue
+        name = keys.key(record.oid, record.tid)
+        try:
+            path = source.loadBlob(record.oid, record.tid)
+        except POSKeyError:
+            report.missing_in_source += 1
+            report.note_failure(f"{name}: the source has no file for this blob "
+                                "revision (its record is copied without it)")
+            log.warning("the source has no file for blob revision %s", name)
+            continue
+        report.blobs += 1
+        uploads.append(transfers.submit(name, path, os.path.getsize(path),
+                                        lambda name=name: head(name)))
+    return uploads
 
 
 def _has_transaction(storage, tid: bytes) -> bool:
@@ -223,16 +236,11 @@ def _commit(destination, transaction, records: list, uploads: list[Future],
     if report.dry_run:
         report.transactions += 1
         return
-    destination.tpc_begin(transaction, transaction.tid, transaction.status)
-    try:
+    def restore_records() -> None:
         for record in records:
             destination.restore(record.oid, record.tid, record.data, "",
                                 record.data_txn, transaction)
-        destination.tpc_vote(transaction)
-    except BaseException:
-        destination.tpc_abort(transaction)
-        raise
-    destination.tpc_finish(transaction)
+    commit_copy(destination, transaction, restore_records)
     report.transactions += 1
 
 
