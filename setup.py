@@ -38,6 +38,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
+    package_data={"zodb_swiftblobs": ["py.typed", "component.xml"]},
     zip_safe=False,
     python_requires=">=3.10",
     install_requires=[
