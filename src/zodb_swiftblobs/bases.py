@@ -45,7 +45,7 @@ class TidProbe:
     before the vote ends.  Nothing process-wide is changed.
     """
 
-    def __init__(self, base) -> None:
+    def __init__(self, base: Any) -> None:
         self.base = base
         if is_relstorage(base):
             self.known = TidKnown.AT_VOTE
@@ -77,7 +77,7 @@ class TidProbe:
         return base._tid
 
 
-def last_committed_tid(base) -> bytes:
+def last_committed_tid(base: Any) -> bytes:
     """The id of the last transaction *base* has committed, as *base* sees it.
 
     A FileStorage opened read-only while another process is between the vote
@@ -98,7 +98,7 @@ def last_committed_tid(base) -> bytes:
         return f.read(8)
 
 
-def is_relstorage(base) -> bool:
+def is_relstorage(base: Any) -> bool:
     """Whether *base* is a RelStorage."""
     return type(base).__module__.startswith("relstorage.")
 
@@ -110,7 +110,7 @@ class RelStorageSettings:
     connection settings (a setting an adapter lacks is None).
     """
 
-    def __init__(self, base) -> None:
+    def __init__(self, base: Any) -> None:
         self._adapter = base._adapter
         self._options = base._options
 
@@ -148,7 +148,7 @@ class RelStorageSettings:
         return str(self._adapter)
 
 
-def revision_exists(base, oid: bytes, tid: bytes) -> bool:
+def revision_exists(base: Any, oid: bytes, tid: bytes) -> bool:
     """Whether the base storage still has revision *tid* of object *oid*."""
     try:
         base.loadSerial(oid, tid)
@@ -158,7 +158,7 @@ def revision_exists(base, oid: bytes, tid: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def current_view(base) -> Iterator[Any]:
+def current_view(base: Any) -> Iterator[Any]:
     """*base* as it is now.  Each instance of an MVCC base (RelStorage) sees
     the snapshot it last polled, which for the instance a DB was opened with
     may be long ago: a new instance, polled, is used (for the last transaction

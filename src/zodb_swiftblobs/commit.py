@@ -19,6 +19,7 @@ import logging
 import os
 from base64 import decodebytes
 from collections.abc import Callable, Iterator
+from typing import Any
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 
 from ZODB.blob import is_blob_record
@@ -42,7 +43,7 @@ class BlobCommit:
     or aborted.
     """
 
-    def __init__(self, transaction, resources: SharedResources, tid: bytes | None) -> None:
+    def __init__(self, transaction: Any, resources: SharedResources, tid: bytes | None) -> None:
         self.transaction = transaction
         self.tid = tid
         self._resources = resources
@@ -172,7 +173,7 @@ class BlobCommit:
 
 
 def revisions_undo_restores(
-        base, transaction_id: bytes,
+        base: Any, transaction_id: bytes,
         untransform: Callable[[bytes], bytes]) -> Iterator[tuple[bytes, bytes]]:
     """(oid, serial) of each blob revision that undoing *transaction_id* in
     *base* brings back.  *untransform* reads records as the base keeps them

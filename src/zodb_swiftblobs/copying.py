@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from ZODB.blob import is_blob_record
 from ZODB.POSException import POSKeyError
@@ -13,7 +14,7 @@ from ZODB.utils import cp
 from .staging import StagingArea
 
 
-def commit_copy(destination, transaction, restore_records: Callable[[], None]) -> None:
+def commit_copy(destination: Any, transaction: Any, restore_records: Callable[[], None]) -> None:
     """Commit in *destination* the copy of *transaction* (one of a source's
     transactions, keeping its id); *restore_records* restores its records."""
     destination.tpc_begin(transaction, transaction.tid, transaction.status)
@@ -26,7 +27,7 @@ def commit_copy(destination, transaction, restore_records: Callable[[], None]) -
     destination.tpc_finish(transaction)
 
 
-def copy_transactions_with_blobs(destination, source, staging: StagingArea) -> None:
+def copy_transactions_with_blobs(destination: Any, source: Any, staging: StagingArea) -> None:
     """Copy every transaction of *source* into *destination* (a blob storage),
     each blob's file copied into *staging* first."""
     for transaction in source.iterator():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .cache import BlobCache
 from .errors import SwiftStorageError, raises_storage_errors
@@ -35,7 +36,7 @@ class SharedResources:
         self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
 
     @classmethod
-    def open(cls, base, swift_options: dict, *, container: str, cache_dir: str,
+    def open(cls, base: Any, swift_options: dict, *, container: str, cache_dir: str,
              cache_size: int, prefix: str, upload_concurrency: int,
              temp_url_key: str | None, create_container: bool,
              gc_grace_period: float) -> SharedResources:
