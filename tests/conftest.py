@@ -14,8 +14,8 @@ import uuid
 import pytest
 from cryptography.fernet import Fernet
 
-from zodb_swiftblobs.devswift import ACCOUNT, USER, DevSwift
 from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.testing.devswift import ACCOUNT, USER, DevSwift
 
 
 RAM_DISK = "/dev/shm"

@@ -18,12 +18,12 @@ from zc.lockfile import LockError
 from ZODB.POSException import POSKeyError, StorageError
 
 from .config import ConfigurationError, open_storage, open_swift_storage, swift_section
-from .devswift import DevSwift, DevSwiftError
 from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                       copy_transactions, migrate_blob_directory)
 from .ownership import PrefixOwnership, database_identity, owner_of
 from .progress import Progress
 from .swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
+from .testing.devswift import DevSwift, DevSwiftError
 from .verify import verify
 
 DEFAULT_DEVSWIFT_DIR = os.path.join("var", "devswift")

@@ -40,7 +40,7 @@ ACCOUNT = "test"
 USER = "tester"
 POLICIES = ("gold", "silver")
 STATE_FILE = "state.json"
-LAUNCH_MARKER = "zodb_swiftblobs.devswift"
+LAUNCH_MARKER = "zodb_swiftblobs.testing.devswift"
 
 
 class DevSwiftError(RuntimeError):
@@ -105,7 +105,7 @@ class DevSwift:
     middleware answer 498 above that many container writes a second (it needs
     memcached).  *keystone* adds a real Keystone and a proxy that uses it.
     *token_life* is the lifetime of TempAuth tokens in seconds.  *faults*
-    puts :mod:`zodb_swiftblobs.devfaults` in the proxy (see :meth:`inject_faults`).
+    puts :mod:`zodb_swiftblobs.testing.devfaults` in the proxy (see :meth:`inject_faults`).
     """
 
     def __init__(self, directory: str, *, devices: str | None = None,
@@ -294,7 +294,7 @@ class DevSwift:
 
     def inject_faults(self, *rules: dict) -> None:
         """Replace the proxy's fault rules (a cluster started with ``faults=True``;
-        see :mod:`zodb_swiftblobs.devfaults`); no rules clears them."""
+        see :mod:`zodb_swiftblobs.testing.devfaults`); no rules clears them."""
         if not self.faults:
             raise DevSwiftError("this cluster was not started with faults=True")
         temporary = f"{self.faults_path}.{os.getpid()}.tmp"
@@ -304,7 +304,7 @@ class DevSwift:
 
     def faults_applied(self) -> list[dict]:
         """Every use of a fault rule so far, oldest first (see
-        :mod:`zodb_swiftblobs.devfaults`): dicts of ``time``, ``method``,
+        :mod:`zodb_swiftblobs.testing.devfaults`): dicts of ``time``, ``method``,
         ``path`` and ``rule`` (the rule's index)."""
         try:
             with open(os.path.join(self.directory, devfaults.RECORD_FILE),
@@ -443,7 +443,7 @@ class DevSwift:
             ),
         }
         if self.faults:
-            filters["faults"] = ("paste.filter_factory = zodb_swiftblobs.devfaults:"
+            filters["faults"] = ("paste.filter_factory = zodb_swiftblobs.testing.devfaults:"
                                  f"filter_factory\nrules_path = {self.faults_path}\n")
         if memcached:
             filters["cache"] = f"memcache_servers = 127.0.0.1:{memcached}\n"
