@@ -17,14 +17,14 @@ from ZConfig.datatypes import Registry
 from zc.lockfile import LockError
 from ZODB.POSException import POSKeyError, StorageError
 
-from .config import ConfigurationError, open_storage, open_swift_storage, swift_section
-from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
+from ..config import ConfigurationError, open_storage, open_swift_storage, swift_section
+from ..migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                       copy_transactions, migrate_blob_directory)
-from .ownership import PrefixOwnership, database_identity, owner_of
-from .progress import Progress
-from .swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
-from .testing.devswift import DevSwift, DevSwiftError
-from .verify import verify
+from ..ownership import PrefixOwnership, database_identity, owner_of
+from ..progress import Progress
+from ..swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
+from ..testing.devswift import DevSwift, DevSwiftError
+from ..verify import verify
 
 DEFAULT_DEVSWIFT_DIR = os.path.join("var", "devswift")
 LISTED = 20  # names listed per kind of finding in human-readable output
@@ -367,7 +367,7 @@ def _demo_run(credentials: Credentials, container_name: str, work: str, count: i
     from ZODB.blob import Blob
     from ZODB.FileStorage import FileStorage
 
-    from .storage import SwiftBlobStorage
+    from ..storage import SwiftBlobStorage
 
     prefix = f"demo-{uuid.uuid4().hex[:8]}/"
     options = {name: value for name, value in dataclasses.asdict(credentials).items()
@@ -592,7 +592,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
     print(f"zodb-swiftblobs {args.command}: {message}", file=sys.stderr)
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
