@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import SUBJECT_NAMES, plain, rst, table  # noqa: E402
 from subjects import Databases, RawSwift  # noqa: E402
 from workloads import FULL, QUICK, WORKLOADS, Bench, close  # noqa: E402
-from zodb_swiftblobs.devswift import DevSwift  # noqa: E402
+from zodb_swiftblobs.testing.devswift import DevSwift  # noqa: E402
 
 README_START = ".. benchmark-table-start"
 README_END = ".. benchmark-table-end"

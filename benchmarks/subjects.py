@@ -27,7 +27,7 @@ import ZODB.FileStorage
 from swiftclient import client as swift
 
 from zodb_swiftblobs import SwiftBlobStorage
-from zodb_swiftblobs.devswift import DevSwiftSettings
+from zodb_swiftblobs.testing.devswift import DevSwiftSettings
 
 MIB = 1 << 20
 RAW, LOCAL, SWIFTBLOBS = "raw", "local", "swiftblobs"

@@ -14,8 +14,9 @@ import uuid
 import pytest
 from cryptography.fernet import Fernet
 
-from zodb_swiftblobs.devswift import ACCOUNT, USER, DevSwift
 from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.testing.devswift import DevSwift
+from zodb_swiftblobs.testing.swiftconf import ACCOUNT, USER
 
 
 RAM_DISK = "/dev/shm"

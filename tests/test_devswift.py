@@ -7,8 +7,8 @@ import sys
 from importlib.metadata import entry_points
 
 from conftest import child_environment
-from zodb_swiftblobs.devswift import DevSwift
 from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.testing.devswift import DevSwift
 
 ENV = child_environment()
 
@@ -91,7 +91,7 @@ def test_stop_ends_only_processes_it_started(tmp_path):
     try:
         cluster = DevSwift(str(tmp_path / "swift"))
         os.makedirs(cluster.directory)
-        server_argv = [sys.executable, "-m", "zodb_swiftblobs.devswift", "serve", "proxy",
+        server_argv = [sys.executable, "-m", "zodb_swiftblobs.testing.serve", "serve", "proxy",
                        os.path.join(cluster.etc, "proxy-server.conf"), cluster.etc]
 
         def record(argv):

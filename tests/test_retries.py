@@ -1,6 +1,6 @@
 """The README's retry promises, against the real embedded Swift: a fault
 middleware in its proxy answers 408, 401 or 503 on demand and records each
-request it answered (see zodb_swiftblobs.devfaults)."""
+request it answered (see zodb_swiftblobs.testing.devfaults)."""
 
 import logging
 import re

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from ZODB.blob import FilesystemHelper, is_blob_record
@@ -32,6 +32,7 @@ from ZODB.utils import p64, repr_to_oid, u64, z64
 
 from .copying import commit_copy
 from .keys import KeyLayout
+from .pool import BoundedPool
 from .progress import Progress
 from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
 
@@ -255,24 +256,20 @@ class _Transfers:
         self.report = report
         self.dry_run = dry_run
         self.progress = progress
-        self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="swift-migrate")
-        self.slots = threading.BoundedSemaphore(4 * jobs)
+        self.pool = BoundedPool(jobs, "swift-migrate")
         self.lock = threading.Lock()
 
     def __enter__(self) -> _Transfers:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=exc_info[0] is not None)
+        self.pool.shutdown(cancel_futures=exc_info[0] is not None)
 
     def submit(self, name: str, path: str, size: int,
                existing: Callable[[], StoredObject | None]) -> Future:
         """Upload *path* as *name* unless ``existing()`` is that very file; the
         future's result is False if the upload failed."""
-        self.slots.acquire()
-        future = self.pool.submit(self._transfer, name, path, size, existing)
-        future.add_done_callback(lambda _: self.slots.release())
-        return future
+        return self.pool.submit(self._transfer, name, path, size, existing)
 
     def _transfer(self, name: str, path: str, size: int,
                   existing: Callable[[], StoredObject | None]) -> bool:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ZODB.blob import is_blob_record
 
 from .bases import last_committed_tid
 from .keys import KeyLayout
+from .pool import BoundedPool
 from .progress import Progress
 from .swiftaccess import (ChecksumMismatchError, DecryptionError, MissingKeyError,
                           NotFoundError, StoredObject, SwiftContainer, SwiftError)
@@ -139,24 +139,18 @@ class _Checker:
         self.repair = repair
         self.progress = progress
         self.lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(jobs, thread_name_prefix="swift-verify")
-        self.slots = threading.BoundedSemaphore(4 * jobs)
+        self.pool = BoundedPool(jobs, "swift-verify")
 
     def missing(self, name: str) -> None:
         """Look up *name*, which the listing lacks."""
-        self._submit(self._look_up, name)
+        self.pool.submit(self._look_up, name)
 
     def check(self, stored: StoredObject) -> None:
         self._count_present(stored)
         if not (self.deep or stored.large or stored.marked_for_deletion is not None):
             self._advance(stored.size)
             return
-        self._submit(self._check, stored)
-
-    def _submit(self, function, argument) -> None:
-        self.slots.acquire()
-        future: Future = self.pool.submit(function, argument)
-        future.add_done_callback(lambda _: self.slots.release())
+        self.pool.submit(self._check, stored)
 
     def _count_present(self, stored: StoredObject) -> None:
         with self.lock:
@@ -236,7 +230,7 @@ class _Checker:
             self.progress.advance(1, nbytes)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown()
         for found in (self.report.missing, self.report.corrupt, self.report.unchecked,
                       self.report.scheduled, self.report.repaired):
             found.sort()

@@ -7,9 +7,9 @@ waits until an authenticated request succeeds.  Everything it starts is
 recorded in ``state.json``; ``stop()`` ends exactly those processes, by PID.
 
 The servers run in separate processes (Swift needs eventlet; this package's
-client side never imports it).  They are started through this module's own
-``serve`` entry point, which points Swift at the private configuration
-directory before the server loads.
+client side never imports it), started through
+:mod:`zodb_swiftblobs.testing.serve`; :mod:`zodb_swiftblobs.testing.swiftconf`
+writes their configuration.
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ import urllib.request
 from dataclasses import dataclass
 
 from . import devfaults, devkeystone
+from .swiftconf import ACCOUNT, POLICIES, STORAGE_SERVERS, USER, SwiftConfig
 
 log = logging.getLogger(__name__)
 
-SERVERS = ("account", "container", "object", "proxy")
+SERVERS = (*STORAGE_SERVERS, "proxy")
 KEYSTONE_SERVERS = ("keystone", "proxy-keystone")
-ACCOUNT = "test"
-USER = "tester"
-POLICIES = ("gold", "silver")
 STATE_FILE = "state.json"
-LAUNCH_MARKER = "zodb_swiftblobs.devswift"
+LAUNCH_MARKER = "zodb_swiftblobs.testing.serve"
 
 
 class DevSwiftError(RuntimeError):
@@ -105,7 +103,7 @@ class DevSwift:
     middleware answer 498 above that many container writes a second (it needs
     memcached).  *keystone* adds a real Keystone and a proxy that uses it.
     *token_life* is the lifetime of TempAuth tokens in seconds.  *faults*
-    puts :mod:`zodb_swiftblobs.devfaults` in the proxy (see :meth:`inject_faults`).
+    puts :mod:`zodb_swiftblobs.testing.devfaults` in the proxy (see :meth:`inject_faults`).
     """
 
     def __init__(self, directory: str, *, devices: str | None = None,
@@ -115,14 +113,14 @@ class DevSwift:
                  token_life: int = 86400, faults: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
-        self.max_file_size = max_file_size
-        self.max_deletes_per_request = max_deletes_per_request
-        self.expose_info = expose_info
-        self.rate_limit = rate_limit
         self.keystone = keystone
         self._token_life = token_life
         self.faults = faults
-        self.etc = os.path.join(self.directory, "etc")
+        self.config = SwiftConfig(
+            self.directory, self.devices, max_file_size=max_file_size,
+            max_deletes_per_request=max_deletes_per_request, expose_info=expose_info,
+            rate_limit=rate_limit, faults_path=self.faults_path if faults else None)
+        self.etc = self.config.etc
         self.logs = os.path.join(self.directory, "log")
         self.state_path = os.path.join(self.directory, STATE_FILE)
 
@@ -294,7 +292,7 @@ class DevSwift:
 
     def inject_faults(self, *rules: dict) -> None:
         """Replace the proxy's fault rules (a cluster started with ``faults=True``;
-        see :mod:`zodb_swiftblobs.devfaults`); no rules clears them."""
+        see :mod:`zodb_swiftblobs.testing.devfaults`); no rules clears them."""
         if not self.faults:
             raise DevSwiftError("this cluster was not started with faults=True")
         temporary = f"{self.faults_path}.{os.getpid()}.tmp"
@@ -304,7 +302,7 @@ class DevSwift:
 
     def faults_applied(self) -> list[dict]:
         """Every use of a fault rule so far, oldest first (see
-        :mod:`zodb_swiftblobs.devfaults`): dicts of ``time``, ``method``,
+        :mod:`zodb_swiftblobs.testing.devfaults`): dicts of ``time``, ``method``,
         ``path`` and ``rule`` (the rule's index)."""
         try:
             with open(os.path.join(self.directory, devfaults.RECORD_FILE),
@@ -347,15 +345,11 @@ class DevSwift:
             ports.update({name: _free_port() for name in KEYSTONE_SERVERS})
             state["keystone"] = {name: secrets.token_urlsafe(12) for name in
                                  ("admin_password", "service_password", "user_password")}
-        self._write_swift_conf(state)
-        for name in ("account", "container", "object"):
-            self._write_storage_server_conf(state, name)
-        self._write_proxy_conf(state, "proxy")
+        self.config.write(state)
         self._run_helper("rings", self.etc, str(ports["account"]), str(ports["container"]),
                          str(ports["object"]), str(len(POLICIES)))
         keystone = state.get("keystone")
         if keystone:
-            self._write_proxy_conf(state, "proxy-keystone")
             config = devkeystone.write_config(self.keystone_dir)
             if not keystone.get("initialized"):
                 shutil.rmtree(self.keystone_dir, ignore_errors=True)
@@ -368,109 +362,6 @@ class DevSwift:
     @property
     def keystone_dir(self) -> str:
         return os.path.join(self.directory, "keystone")
-
-    def _write(self, name: str, text: str) -> None:
-        path = os.path.join(self.etc, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o600)
-
-    def _write_swift_conf(self, state: dict) -> None:
-        policies = "".join(
-            f"[storage-policy:{index}]\nname = {name}\n"
-            + ("default = yes\n" if index == 0 else "")
-            for index, name in enumerate(POLICIES)
-        )
-        max_size = f"max_file_size = {self.max_file_size}\n" if self.max_file_size else ""
-        self._write("swift.conf", (
-            f"[swift-hash]\nswift_hash_path_suffix = {state['hash_suffix']}\n"
-            f"{policies}[swift-constraints]\n{max_size}"
-        ))
-
-    def _common(self, state: dict, name: str) -> str:
-        return (
-            "[DEFAULT]\n"
-            "bind_ip = 127.0.0.1\n"
-            f"bind_port = {state['ports'][name]}\n"
-            "workers = 0\n"
-            f"user = {_current_user()}\n"
-            f"swift_dir = {self.etc}\n"
-            f"devices = {self.devices}\n"
-            "mount_check = false\n"
-            "disable_fallocate = true\n"
-            f"recon_cache_path = {os.path.join(self.directory, 'recon')}\n"
-            f"log_name = {name}-server\n"
-            "log_level = INFO\n"
-        )
-
-    def _write_storage_server_conf(self, state: dict, name: str) -> None:
-        self._write(f"{name}-server.conf", (
-            self._common(state, name)
-            + "\n[pipeline:main]\n"
-            f"pipeline = healthcheck {name}-server\n"
-            "\n[filter:healthcheck]\nuse = egg:swift#healthcheck\n"
-            f"\n[app:{name}-server]\nuse = egg:swift#{name}\n"
-            + ("\n[object-updater]\n" if name == "object" else "")
-        ))
-
-    def _write_proxy_conf(self, state: dict, name: str) -> None:
-        memcached = state["ports"].get("memcached")
-        pipeline = (
-            "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk "
-            "tempurl ratelimit tempauth copy container-quotas account-quotas slo dlo "
-            "versioned_writes proxy-logging proxy-server"
-        )
-        if self.faults:
-            pipeline = pipeline.replace(" proxy-server", " faults proxy-server")
-        if not memcached:
-            pipeline = pipeline.replace(" cache ", " ")
-        filters = {
-            "catch_errors": "", "gatekeeper": "", "healthcheck": "",
-            "proxy-logging": "", "listing_formats": "", "tempurl": "",
-            "ratelimit": (f"account_ratelimit = {self.rate_limit}\n"
-                          "max_sleep_time_seconds = 0.1\nrate_buffer_seconds = 0\n"
-                          if self.rate_limit else ""),
-            "copy": "", "container-quotas": "", "account-quotas": "",
-            "slo": "", "dlo": "", "versioned_writes": "",
-            "bulk": "delete_concurrency = 8\n" + (
-                f"max_deletes_per_request = {self.max_deletes_per_request}\n"
-                if self.max_deletes_per_request else ""),
-            "tempauth": (
-                f"user_{ACCOUNT}_{USER} = {state['key']} .admin\n"
-                f"fernet_key_1 = {state['fernet_key']}\n"
-                "active_fernet_key_id = 1\n"
-                f"token_life = {state['token_life']}\n"
-            ),
-        }
-        if self.faults:
-            filters["faults"] = ("paste.filter_factory = zodb_swiftblobs.devfaults:"
-                                 f"filter_factory\nrules_path = {self.faults_path}\n")
-        if memcached:
-            filters["cache"] = f"memcache_servers = 127.0.0.1:{memcached}\n"
-        if name == "proxy-keystone":
-            pipeline = pipeline.replace(" tempauth ", " authtoken keystoneauth ")
-            del filters["tempauth"]
-            filters.update(devkeystone.proxy_filters(state["ports"]["keystone"],
-                                                     state["keystone"]["service_password"]))
-        egg = {"cache": "memcache", "proxy-logging": "proxy_logging",
-               "container-quotas": "container_quotas", "account-quotas": "account_quotas"}
-        sections = "".join(
-            f"\n[filter:{filter_name}]\n"
-            + ("" if "paste.filter_factory" in extra or extra.startswith("use =")
-               else f"use = egg:swift#{egg.get(filter_name, filter_name)}\n")
-            + extra
-            for filter_name, extra in filters.items()
-        )
-        self._write(f"{name}-server.conf", (
-            self._common(state, name)
-            + f"\n[pipeline:main]\npipeline = {pipeline}\n"
-            "\n[app:proxy-server]\nuse = egg:swift#proxy\n"
-            "account_autocreate = true\nallow_account_management = true\n"
-            f"expose_info = {'true' if self.expose_info else 'false'}\n"
-            # One replica: do not shun a restarted server for the default 60 s.
-            "error_suppression_interval = 2\n"
-            + sections
-        ))
 
     # -- processes ----------------------------------------------------------
 
@@ -587,51 +478,3 @@ class DevSwift:
                     raise DevSwiftError(f"embedded Swift does not answer authenticated "
                                         f"requests: {exc}; see {self.logs}") from None
                 time.sleep(0.1)
-
-
-def _current_user() -> str:
-    import pwd
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
-# -- entry points run in the server processes (they import swift) -------------
-
-def _build_rings(etc: str, account: str, container: str, obj: str, policies: str) -> None:
-    from swift.common.ring import RingBuilder
-
-    ring_files = [("account.ring.gz", int(account)), ("container.ring.gz", int(container))]
-    ring_files += [("object.ring.gz" if index == 0 else f"object-{index}.ring.gz", int(obj))
-                   for index in range(int(policies))]
-    for filename, port in ring_files:
-        builder = RingBuilder(4, 1, 1)
-        builder.add_dev({"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": port,
-                         "device": "d1", "weight": 100.0, "meta": ""})
-        builder.rebalance()
-        builder.get_ring().save(os.path.join(etc, filename))
-
-
-def _serve(app: str, conf: str, etc: str) -> int:
-    from swift.common import constraints, utils
-
-    utils.set_swift_dir(etc)
-    constraints.reload_constraints()
-    from swift.common.wsgi import run_wsgi
-
-    return run_wsgi(conf, f"{app}-server", verbose=True) or 0
-
-
-def _main(argv: list[str]) -> int:
-    command, *args = argv
-    if command == "rings":
-        _build_rings(*args)
-        return 0
-    if command == "serve":
-        return _serve(*args)
-    if command == "serve-keystone":
-        devkeystone.serve(args[0], int(args[1]))
-        return 0
-    raise SystemExit(f"unknown devswift helper command {command!r}")
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

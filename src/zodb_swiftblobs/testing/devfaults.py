@@ -5,7 +5,7 @@ Swift never answers 429 itself (its rate limiter answers 498), and bytes are
 never damaged between a client and the proxy.  A cluster started with
 ``DevSwift(faults=True)`` has this middleware in its proxy pipeline, just
 before the proxy application; it does nothing until
-:meth:`zodb_swiftblobs.devswift.DevSwift.inject_faults` writes rules into the
+:meth:`zodb_swiftblobs.testing.devswift.DevSwift.inject_faults` writes rules into the
 cluster's ``faults.json``.  Each rule matches requests by method and a piece
 of their path, and applies to the next *times* of them:
 

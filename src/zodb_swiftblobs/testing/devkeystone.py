@@ -1,6 +1,6 @@
 """A real OpenStack Keystone (v3, SQLite, Fernet tokens) in front of the embedded Swift.
 
-Used by :class:`zodb_swiftblobs.devswift.DevSwift` with ``keystone=True`` to
+Used by :class:`zodb_swiftblobs.testing.devswift.DevSwift` with ``keystone=True`` to
 test Keystone v3 authentication (password and application credential) with no
 cluster of one's own.  Needs the PyPI packages ``keystone`` and
 ``keystonemiddleware`` (the ``test`` extra).

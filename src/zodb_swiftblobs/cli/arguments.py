@@ -1,0 +1,60 @@
+"""The command line's argument types, and the arguments every storage command takes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+from ZConfig.datatypes import Registry
+
+DEFAULT_DEVSWIFT_DIR = os.path.join("var", "devswift")
+_DATATYPES = Registry()
+
+
+def byte_size(text: str) -> int:
+    """A size as in configuration files: 1048576, 500MB, 10GB (powers of 1024)."""
+    try:
+        return _DATATYPES.get("byte-size")(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (say 500MB or 10GB)") \
+            from None
+
+
+def duration(text: str) -> float:
+    """A duration as in configuration files: 90 (seconds), 30m, 6h, 7d."""
+    try:
+        return float(_DATATYPES.get("time-interval")(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (say 90, 30m, 6h or 7d)") \
+            from None
+
+
+def zodb_id(text: str) -> bytes:
+    """An oid or tid: 0x-prefixed hex (as ZODB prints them), 16 hex digits, or decimal."""
+    try:
+        if text.lower().startswith("0x"):
+            number = int(text, 16)
+        elif len(text) == 16:
+            number = int(text, 16)
+        else:
+            number = int(text, 10)
+        return number.to_bytes(8, "big")
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"not an oid or tid: {text!r} (say 0x1a2b, 16 hex digits, or a decimal number)") \
+            from None
+
+
+def add_storage_command(commands: argparse._SubParsersAction, name: str,
+                        func: Callable[[argparse.Namespace], int], help: str,
+                        description: str) -> argparse.ArgumentParser:
+    """Add the command *name*, run by *func*, on the storage a configuration file names."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("config", help="zope.conf, or a ZODB configuration file, whose "
+                                        "database storage is (or wraps) a <swiftblobstorage>")
+    command.add_argument("-d", "--database", help="the database's section name, when the "
+                                                  "file has several (default: main)")
+    command.add_argument("--json", action="store_true", help="print the result as JSON")
+    command.set_defaults(func=func)
+    return command

@@ -1,0 +1,113 @@
+"""``zodb-swiftblobs migrate``: move a deployment's blobs into Swift."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ..config import ConfigurationError, open_storage, open_swift_storage, swift_section
+from ..migrate import (MigrationError, MigrationReport, blob_directory_revisions,
+                       copy_transactions, migrate_blob_directory)
+from ..progress import Progress
+from .arguments import add_storage_command
+from .output import listed, mib, print_result
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the ``migrate`` command."""
+    migrate = add_storage_command(
+        commands, "migrate", run_migrate, "move an existing deployment's blobs into Swift",
+        "Upload the blobs of a ZODB blob directory (--blob-dir, bushy or lawn layout; "
+        "Data.fs is kept as it is), or copy a whole storage with its blobs (--source, for "
+        "example RelStorage keeping blobs in the database), keeping oids and transaction "
+        "ids. Parallel and idempotent: run it again to resume or to pick up new blobs; "
+        "objects already in Swift with the right size and MD5 are skipped.")
+    origin = migrate.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--blob-dir", help="the blob directory to upload")
+    origin.add_argument("--source", help="a configuration file of the storage to copy from "
+                                         "into the (empty or partly copied) database")
+    migrate.add_argument("--source-database", help="the source's database section name")
+    migrate.add_argument("--jobs", type=int, default=8, help="parallel uploads (default 8)")
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="report what would be uploaded; change nothing")
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Upload a blob directory, or copy a storage; print the report."""
+    section = swift_section(args.config, args.database)
+    failure = None
+    with Progress("migrating", unit="blobs") as progress:
+        if args.blob_dir:
+            container = section.open_container()
+            try:
+                if not args.dry_run:
+                    container.ensure_container()
+                if progress.enabled:
+                    progress.total = sum(1 for _ in blob_directory_revisions(args.blob_dir))
+                report = migrate_blob_directory(args.blob_dir, container, section.key_layout(),
+                                                jobs=args.jobs, dry_run=args.dry_run,
+                                                progress=progress)
+            finally:
+                container.close()
+        else:
+            try:
+                report = _copy(args, section, progress)
+            except MigrationError as exc:
+                if exc.report is None:
+                    raise
+                failure, report = exc, exc.report
+    result = dataclasses.asdict(report) | {"ok": report.ok and failure is None}
+    lines = _migration_lines(report)
+    if failure is not None:
+        result["error"] = str(failure)
+        lines.append(f"stopped: {failure}")
+    print_result(args, result, lines)
+    return 0 if result["ok"] else 1
+
+
+def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationReport:
+    """Copy the source's transactions into the database (a dry run opens both
+    read-only, and takes a destination that does not exist yet for empty)."""
+    source = open_storage(args.source, args.source_database, read_only=True)
+    try:
+        try:
+            outer, destination = open_swift_storage(args.config, args.database,
+                                                    read_only=args.dry_run)
+        except FileNotFoundError:
+            if not args.dry_run:
+                raise
+            outer = destination = None
+        if outer is not destination:
+            outer.close()
+            raise ConfigurationError(
+                f"{args.config}: to copy transactions into it, the <swiftblobstorage> must "
+                "be the database's storage, with no storage wrapped around it")
+        container = section.open_container() if destination is None else None
+        try:
+            return copy_transactions(
+                source, destination, jobs=args.jobs, dry_run=args.dry_run,
+                progress=progress, container=container, keys=section.key_layout())
+        finally:
+            for opened in (destination, container):
+                if opened is not None:
+                    opened.close()
+    finally:
+        source.close()
+
+
+def _migration_lines(report: MigrationReport) -> list[str]:
+    verb = "to upload" if report.dry_run else "uploaded"
+    lines = [f"{'dry run: ' if report.dry_run else ''}{report.blobs} blob revisions found; "
+             f"{report.uploaded} {verb} ({mib(report.bytes_uploaded)}), {report.skipped} "
+             f"already in Swift ({mib(report.bytes_skipped)}), {report.failed} failed, "
+             f"in {report.seconds:.1f}s"]
+    if report.transactions:
+        lines.append(f"{report.transactions} transactions "
+                     f"{'to copy' if report.dry_run else 'copied'}")
+    lines += listed("failures", report.failures)
+    if report.missing_in_source:
+        lines.append(f"{report.missing_in_source} blob records have no file in the source: "
+                     "their records were copied without one")
+    if report.failed:
+        lines.append("run the same command again to retry what failed")
+    return lines

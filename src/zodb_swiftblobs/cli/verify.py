@@ -1,0 +1,122 @@
+"""``zodb-swiftblobs verify`` and ``gc``: what Swift holds against what the
+database references."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ..config import open_swift_storage
+from ..progress import Progress
+from ..verify import verify
+from .arguments import add_storage_command, duration
+from .output import duration_text, listed, mib, print_result
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the ``verify`` and ``gc`` commands."""
+    check = add_storage_command(
+        commands, "verify", run_verify, "check that Swift holds every blob revision",
+        "List the blob revisions the database references that Swift lacks (missing), "
+        "holds wrong (corrupt: a large object's segment gone, or with --deep a size or "
+        "MD5 mismatch), is about to delete (scheduled for deletion by a garbage collection "
+        "the database, restored from a backup, predates) or holds without need (orphans). "
+        "Exit status 1 when anything is missing, corrupt or scheduled for deletion (and "
+        "not repaired). The storage is opened read-only.")
+    check.add_argument("--deep", action="store_true",
+                       help="read every object and check its size and MD5")
+    check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
+    check.add_argument("--repair", action="store_true",
+                       help="cancel the deletion of referenced revisions that a garbage "
+                            "collection scheduled (after the database was restored from a "
+                            "backup older than it)")
+
+    gc = add_storage_command(
+        commands, "gc", run_gc, "delete orphaned blob objects without packing",
+        "The garbage collection a pack runs, on its own: delete the objects of blob "
+        "revisions the database no longer has, or schedule their deletion after the grace "
+        "period. The storage is opened read-only.")
+    gc.add_argument("--dry-run", action="store_true", help="count orphans; delete nothing")
+    gc.add_argument("--min-age", type=duration, default=3600.0,
+                    help="spare orphans modified more recently than this (default 1h; "
+                         "say 0, 90, 30m, 6h, 7d)")
+    gc.add_argument("--grace-period", "--gc-grace-period", dest="grace_period",
+                    type=duration, default=None,
+                    help="have Swift delete orphans this long after now, so that a "
+                         "database restored from an older backup finds its blobs (default: "
+                         "the configuration's gc-grace-period, 7d unless set; 0 deletes at "
+                         "once)")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check the container against the database; print the report."""
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
+    try:
+        with Progress("repairing" if args.repair else "verifying",
+                      unit="revisions") as progress:
+            report = verify(storage, deep=args.deep, repair=args.repair, jobs=args.jobs,
+                            progress=progress)
+    finally:
+        opened.close()
+    lines = [f"{report.referenced} blob revisions referenced by the database; "
+             f"{report.present} in Swift ({mib(report.bytes)}), {len(report.missing)} "
+             f"missing, {len(report.corrupt)} corrupt"
+             f"{' (sizes and checksums read)' if report.deep else ''}, "
+             f"{len(report.scheduled)} scheduled for deletion, "
+             f"{len(report.orphans)} orphans, in {report.seconds:.1f}s"]
+    if report.listing_lag:
+        lines.append(f"the container listing lags: {report.listing_lag} objects are in "
+                     "Swift but not listed yet (written while a container server was "
+                     "down; Swift's object updater lists them later)")
+    lines += listed("missing", report.missing)
+    lines += listed("corrupt", report.corrupt)
+    lines += listed("not checked (Swift did not answer, or no key to decrypt them)",
+                     report.unchecked)
+    if args.repair:
+        lines += listed("scheduled for deletion, deletion cancelled", report.repaired)
+        lines += listed("scheduled for deletion, NOT cancelled",
+                         sorted(set(report.scheduled) - set(report.repaired)))
+    else:
+        lines += listed("scheduled for deletion by a garbage collection older than the "
+                         "database (verify --repair cancels their deletion)", report.scheduled)
+    lines += listed("orphans (the gc command removes them)", report.orphans)
+    lines.append("all is well" if report.ok else "PROBLEMS FOUND")
+    print_result(args, dataclasses.asdict(report) | {"ok": report.ok}, lines)
+    return 0 if report.ok else 1
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    """Collect the container's garbage; print the report."""
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
+    try:
+        with Progress("examining", unit="objects") as progress:
+            report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age,
+                                             grace_period=args.grace_period,
+                                             progress=progress)
+    finally:
+        opened.close()
+    if report.grace_period:
+        verb = "would schedule" if args.dry_run else "scheduled"
+        count = report.orphans - report.already_scheduled if args.dry_run else report.scheduled
+        segments = report.scheduled_segments
+        when = (f" for deletion in {duration_text(report.grace_period)} "
+                f"({report.already_scheduled} scheduled earlier)")
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        count = report.orphans if args.dry_run else report.deleted
+        segments, when = report.deleted_segments, ""
+    lines = [f"{'dry run: ' if args.dry_run else ''}{report.examined} objects examined, "
+             f"{report.orphans} orphans ({mib(report.bytes)}), {verb} {count}{when}, "
+             f"{report.too_young} younger than {args.min_age:g}s kept, "
+             f"in {report.seconds:.1f}s"]
+    if report.orphan_segments:
+        segments = report.orphan_segments if args.dry_run else segments
+        lines.append(f"orphaned large-object segments: {report.orphan_segments}, "
+                     f"{verb} {segments}")
+    if report.rescued:
+        lines.append(f"referenced revisions scheduled for deletion (a database restored "
+                     f"from a backup?): {report.rescued}, deletion "
+                     f"{'to be cancelled' if args.dry_run else 'cancelled'}")
+    print_result(args, dataclasses.asdict(report) | {"dry_run": args.dry_run,
+                                                     "min_age": args.min_age}, lines)
+    return 0
