@@ -15,7 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from zodb_swiftblobs.devswift import ACCOUNT, USER, DevSwift
-from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.swift import Credentials, SwiftContainer
 
 
 RAM_DISK = "/dev/shm"

@@ -29,7 +29,7 @@ from conftest import (blob_objects, blob_revision, child_environment, credential
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.storage import SwiftStorageError, SwiftTransientError
-from zodb_swiftblobs.swiftaccess import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
+from zodb_swiftblobs.swift import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
                                          NotFoundError, SwiftContainer, TransientSwiftError)
 
 DEADLINE = 2.0

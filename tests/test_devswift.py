@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 from conftest import child_environment
 from zodb_swiftblobs.devswift import DevSwift
-from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.swift import Credentials, SwiftContainer
 
 ENV = child_environment()
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import assert_secret_free
-from zodb_swiftblobs.swiftaccess import (
+from zodb_swiftblobs.swift import (
     AuthenticationError, Credentials, SwiftContainer, TransientSwiftError)
 
 

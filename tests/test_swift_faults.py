@@ -9,7 +9,7 @@ import pytest
 
 from conftest import (credentials_for, download_cut_mid_stream, in_background, logged,
                       wait_for_logged)
-from zodb_swiftblobs.swiftaccess import SwiftContainer, TransientSwiftError, file_md5
+from zodb_swiftblobs.swift import SwiftContainer, TransientSwiftError, file_md5
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def credentials_container(cluster, container_name):
 
 def test_download_cut_mid_stream_resumes_with_range(cluster, credentials_container,
                                                     tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swiftaccess")
+    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swift")
     container = credentials_container
     size = 128 << 20
     with open(tmp_path / "big", "wb") as f:

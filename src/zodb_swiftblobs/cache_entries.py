@@ -223,7 +223,7 @@ def remove_abandoned_downloads(directory: str, name: str) -> None:
     """Remove the temporary files in *directory* of fetches of *name* whose
     fetchers died: ``.<name>.<random>.tmp``, and what a fetch function made
     beside it (hidden files named after it, such as ``..<name>.<random>.tmp.<random>.part``
-    of :meth:`SwiftContainer.download <zodb_swiftblobs.swiftaccess.SwiftContainer.download>`)."""
+    of :meth:`SwiftContainer.download <zodb_swiftblobs.swift.SwiftContainer.download>`)."""
     with os.scandir(directory) as entries:
         abandoned = [entry.path for entry in entries if entry.name.startswith(".")
                      and entry.name.lstrip(".").startswith(f"{name}.")]

@@ -23,7 +23,7 @@ from .migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                       copy_transactions, migrate_blob_directory)
 from .ownership import PrefixOwnership, database_identity, owner_of
 from .progress import Progress
-from .swiftaccess import MIB, Credentials, SwiftContainer, SwiftError
+from .swift import MIB, Credentials, SwiftContainer, SwiftError
 from .verify import verify
 
 DEFAULT_DEVSWIFT_DIR = os.path.join("var", "devswift")

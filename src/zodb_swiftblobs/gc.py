@@ -33,7 +33,7 @@ from ZODB.POSException import POSKeyError
 from .cache import BlobCache
 from .keys import KeyLayout
 from .progress import Progress
-from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
+from .swift import NotFoundError, StoredObject, SwiftContainer
 
 log = logging.getLogger(__name__)
 

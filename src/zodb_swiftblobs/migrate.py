@@ -32,7 +32,7 @@ from ZODB.utils import p64, repr_to_oid, u64, z64
 
 from .keys import KeyLayout
 from .progress import Progress
-from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
+from .swift import NotFoundError, StoredObject, SwiftContainer
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from ZODB.POSException import StorageError
 
 from .databases import legacy_identity, mysql_identity, oracle_identity, postgresql_identity
 from .keys import KeyLayout
-from .swiftaccess import NotFoundError, PermanentSwiftError, SwiftContainer
+from .swift import NotFoundError, PermanentSwiftError, SwiftContainer
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwner
                         database_identity)
 from .progress import Progress
 from .staging import StagingArea
-from .swiftaccess import (NotFoundError, SwiftContainer, SwiftError, TransientSwiftError,
+from .swift import (NotFoundError, SwiftContainer, SwiftError, TransientSwiftError,
                           container_arguments, open_container, require_positive)
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class SwiftBlobStorage:
     lets several databases share it.  *cache_dir* holds the read cache (kept
     near *cache_size* bytes) and, in ``cache_dir/tmp``, uncommitted blobs.
     With *create_container* false a missing container is an error at open.
-    Credentials are those of :class:`zodb_swiftblobs.swiftaccess.Credentials`
+    Credentials are those of :class:`zodb_swiftblobs.swift.Credentials`
     (from the ``ST_*``/``OS_*`` environment when none are given).
     *encryption_keys* (key texts; by default the ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS``
     environment variable) turn on encryption at rest (see

@@ -1,14 +1,4 @@
-"""The Swift access layer: the one module of this package that talks to Swift.
-
-:class:`SwiftContainer` reads and writes the objects of one container.  It is
-safe to share between threads (each thread gets its own HTTP connection; the
-authentication token is shared), retries transient failures with exponential
-backoff and jitter within a per-operation deadline, streams bodies to and from
-files, verifies checksums, and stores large files as Static Large Objects.
-
-Errors are reported with the small hierarchy below; their messages name the
-operation, the object and Swift's transaction id, and never carry a secret.
-"""
+"""SwiftContainer: reading and writing the objects of one Swift container."""
 
 from __future__ import annotations
 
@@ -39,8 +29,8 @@ from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 from swiftclient.utils import generate_temp_url
 
-from .encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
-from .names import SEGMENT_CONTAINER_SUFFIX, check_container, has_dot_segment
+from ..encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
+from ..names import SEGMENT_CONTAINER_SUFFIX, check_container, has_dot_segment
 
 try:
     from keystoneauth1 import exceptions as keystone_errors

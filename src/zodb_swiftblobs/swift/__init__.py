@@ -1,0 +1,25 @@
+"""The Swift access layer: the one package of zodb_swiftblobs that talks to Swift.
+
+:class:`SwiftContainer` reads and writes the objects of one container.  It is
+safe to share between threads (each thread gets its own HTTP connection; the
+authentication token is shared), retries transient failures with exponential
+backoff and jitter within a per-operation deadline, streams bodies to and from
+files, verifies checksums, and stores large files as Static Large Objects.
+
+Errors are reported with the hierarchy of :class:`SwiftError`; their messages
+name the operation, the object and Swift's transaction id, and never carry a
+secret.
+"""
+
+from .container import (MIB, UPLOAD_ATTEMPTS, AuthenticationError, ChecksumMismatchError,
+                        Credentials, DecryptionError, MissingKeyError, NotFoundError,
+                        PermanentSwiftError, StoredObject, SwiftContainer, SwiftError,
+                        TransientSwiftError, container_arguments, file_md5, open_container,
+                        require_positive)
+
+__all__ = [
+    "MIB", "UPLOAD_ATTEMPTS", "AuthenticationError", "ChecksumMismatchError", "Credentials",
+    "DecryptionError", "MissingKeyError", "NotFoundError", "PermanentSwiftError",
+    "StoredObject", "SwiftContainer", "SwiftError", "TransientSwiftError",
+    "container_arguments", "file_md5", "open_container", "require_positive",
+]
