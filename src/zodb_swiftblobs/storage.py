@@ -44,7 +44,7 @@ from .ownership import (EncryptionRequiredError, ForeignPrefixError, PrefixOwner
                         database_identity)
 from .progress import Progress
 from .staging import StagingArea
-from .swift import (NotFoundError, SwiftContainer, SwiftError, TransientSwiftError,
+from .swift import (NotFoundError, SwiftContainer, SwiftError, SwiftUnavailableError,
                           container_arguments, open_container, require_positive)
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def option_names() -> list[str]:
 
 
 def _storage_error(error: SwiftError) -> StorageError:
-    if isinstance(error, TransientSwiftError):
+    if isinstance(error, SwiftUnavailableError):
         return SwiftTransientError(str(error))
     return SwiftStorageError(str(error))
 

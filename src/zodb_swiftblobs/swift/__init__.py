@@ -11,15 +11,16 @@ name the operation, the object and Swift's transaction id, and never carry a
 secret.
 """
 
-from .container import (MIB, UPLOAD_ATTEMPTS, AuthenticationError, ChecksumMismatchError,
-                        Credentials, DecryptionError, MissingKeyError, NotFoundError,
-                        PermanentSwiftError, StoredObject, SwiftContainer, SwiftError,
-                        TransientSwiftError, container_arguments, file_md5, open_container,
-                        require_positive)
+from .auth import Credentials
+from .container import (MIB, UPLOAD_ATTEMPTS, StoredObject, SwiftContainer, container_arguments,
+                        file_md5, open_container, require_positive)
+from .errors import (AuthenticationError, ChecksumMismatchError, DecryptionError,
+                     MissingKeyError, NotFoundError, PermanentSwiftError, SwiftError,
+                     SwiftUnavailableError)
 
 __all__ = [
     "MIB", "UPLOAD_ATTEMPTS", "AuthenticationError", "ChecksumMismatchError", "Credentials",
     "DecryptionError", "MissingKeyError", "NotFoundError", "PermanentSwiftError",
-    "StoredObject", "SwiftContainer", "SwiftError", "TransientSwiftError",
+    "StoredObject", "SwiftContainer", "SwiftError", "SwiftUnavailableError",
     "container_arguments", "file_md5", "open_container", "require_positive",
 ]

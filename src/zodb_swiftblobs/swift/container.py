@@ -31,19 +31,20 @@ from swiftclient.utils import generate_temp_url
 
 from ..encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
 from ..names import SEGMENT_CONTAINER_SUFFIX, check_container, has_dot_segment
-
-try:
-    from keystoneauth1 import exceptions as keystone_errors
-except ImportError:  # Keystone support is the optional 'keystone' extra
-    keystone_errors = None
+from .auth import Credentials, TokenSource
+from .errors import (AuthenticationError, AuthServiceUnreachable, ChecksumMismatchError,
+                     DecryptionError, DownloadRestart, LocalFileFailure, MissingKeyError,
+                     NotFoundError, NotLargeObject, PermanentSwiftError, SendTimeUp, SwiftError,
+                     SwiftUnavailableError, is_retryable_status)
+from .swiftclient_log import configure_swiftclient_log
 
 log = logging.getLogger(__name__)
+configure_swiftclient_log()
 
 CHUNK_SIZE = 1 << 20
 MIB = 1 << 20
 GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
-RETRYABLE_STATUSES = frozenset({408, 429, 498})
 # No request waits less for its answer than this (or than the timeout, when
 # shorter), however little of its deadline is left: a client that gives up
 # sooner abandons requests that Swift still carries out after it has left.
@@ -79,245 +80,6 @@ TRANSPORT_ERRORS = (
 )
 
 
-# -- python-swiftclient's log --------------------------------------------------
-
-class _QuietMisses(logging.Filter):
-    """Keeps python-swiftclient from logging the requests answered 404.
-
-    swiftclient logs each failed request at INFO: a curl command line, then
-    the response's status, headers and body, as separate records.  To this
-    package a 404 is an answer (a container not created yet, an object not
-    written yet), raised as NotFoundError for the caller to judge, so those
-    records would only fill an application's log.  The command line is held
-    until the status says whether it is a 404; other failures are logged as
-    before.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._local = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        local = self._local
-        if record.levelno != logging.INFO or getattr(local, "releasing", False):
-            return True
-        message = str(record.msg)
-        if message.startswith("REQ: "):
-            local.request, local.quiet = record, False
-            return False
-        if message.startswith("RESP STATUS: "):
-            request, local.request = getattr(local, "request", None), None
-            local.quiet = bool(record.args) and record.args[0] == 404
-            if request is not None and not local.quiet:
-                local.releasing = True
-                try:
-                    logging.getLogger(request.name).handle(request)
-                finally:
-                    local.releasing = False
-        return not (message.startswith("RESP ") and getattr(local, "quiet", False))
-
-
-# swiftclient's debug log shows the first 16 characters of tokens by default.
-swift.logger_settings["reveal_sensitive_prefix"] = 0
-logging.getLogger("swiftclient").addFilter(_QuietMisses())
-
-
-# -- errors -------------------------------------------------------------------
-
-class SwiftError(Exception):
-    """A Swift operation failed.  ``operation``, ``name``, ``status`` and
-    ``transaction_id`` say which, on what, and how."""
-
-    def __init__(self, message: str, *, operation: str = "", name: str = "",
-                 status: int | None = None, transaction_id: str | None = None) -> None:
-        self.operation = operation
-        self.name = name
-        self.status = status
-        self.transaction_id = transaction_id
-        details = [f"status {status}" if status else "", f"transaction {transaction_id}"
-                   if transaction_id else ""]
-        details = ", ".join(d for d in details if d)
-        subject = f"Swift {operation} of {name!r}" if name else f"Swift {operation}"
-        super().__init__(f"{subject}: {message}" + (f" ({details})" if details else ""))
-
-
-class NotFoundError(SwiftError):
-    """The object (or container) does not exist."""
-
-
-class TransientSwiftError(SwiftError):
-    """Swift could not be reached or answered with a temporary failure
-    (network, 5xx, rate limiting, deadline exceeded).  Trying later may work."""
-
-
-class PermanentSwiftError(SwiftError):
-    """Swift refused the request; retrying will not help."""
-
-
-class AuthenticationError(PermanentSwiftError):
-    """Credentials were rejected, or a pre-authenticated token expired."""
-
-
-class ChecksumMismatchError(PermanentSwiftError):
-    """The bytes stored or received do not match their checksum or length."""
-
-
-class DecryptionError(PermanentSwiftError):
-    """An encrypted object cannot be decrypted: it fails authentication (wrong
-    key, tampered or truncated) or its encryption metadata is malformed."""
-
-
-class MissingKeyError(DecryptionError):
-    """An object is encrypted with a key that is not configured."""
-
-
-# -- credentials -----------------------------------------------------------
-
-_SECRET_FIELDS = ("key", "application_credential_secret", "preauth_token")
-AUTH_VERSIONS = ("1", "1.0", "3", "3.0")
-INTERFACES = ("public", "internal", "admin", "publicURL", "internalURL", "adminURL")
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """How to authenticate: TempAuth v1 (``auth_url``, ``user``, ``key``),
-    Keystone v3 (password or application credential), or a pre-authenticated
-    ``preauth_url`` and ``preauth_token``.  Secrets never appear in its repr."""
-
-    auth_url: str | None = None
-    user: str | None = None
-    key: str | None = field(default=None, repr=False)
-    auth_version: str | None = None
-    project_name: str | None = None
-    project_id: str | None = None
-    project_domain_name: str | None = None
-    project_domain_id: str | None = None
-    user_domain_name: str | None = None
-    user_domain_id: str | None = None
-    region_name: str | None = None
-    interface: str | None = None
-    application_credential_id: str | None = None
-    application_credential_secret: str | None = field(default=None, repr=False)
-    preauth_url: str | None = None
-    preauth_token: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if value is not None and not isinstance(value, str):
-                shown = "a secret" if item.name in _SECRET_FIELDS else repr(value)
-                raise ValueError(f"{item.name} must be text, not {type(value).__name__} "
-                                 f"({shown})")
-        for name in ("auth_url", "preauth_url"):
-            url = getattr(self, name)
-            if url and (urlparse(url).scheme not in ("http", "https")
-                        or not urlparse(url).netloc):
-                raise ValueError(f"{name} must be an http:// or https:// URL, not {url!r}")
-        if self.auth_version and self.auth_version.lower().lstrip("v") not in AUTH_VERSIONS:
-            raise ValueError(f"auth_version must be 1 (TempAuth) or 3 (Keystone v3), not "
-                             f"{self.auth_version!r}")
-        if self.interface and self.interface not in INTERFACES:
-            raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, not "
-                             f"{self.interface!r}")
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Credentials:
-        """Read credentials from the variables the ``swift`` client reads."""
-        env = os.environ if environ is None else environ
-
-        def get(*names: str) -> str | None:
-            for name in names:
-                if env.get(name):
-                    return env[name]
-            return None
-
-        if get("ST_AUTH"):
-            return cls(auth_url=get("ST_AUTH"), user=get("ST_USER"), key=get("ST_KEY"),
-                       auth_version=get("ST_AUTH_VERSION"),
-                       preauth_url=get("OS_STORAGE_URL"), preauth_token=get("OS_AUTH_TOKEN"))
-        return cls(
-            auth_url=get("OS_AUTH_URL"),
-            user=get("OS_USERNAME"),
-            key=get("OS_PASSWORD"),
-            auth_version=get("OS_IDENTITY_API_VERSION", "OS_AUTH_VERSION"),
-            project_name=get("OS_PROJECT_NAME", "OS_TENANT_NAME"),
-            project_id=get("OS_PROJECT_ID", "OS_TENANT_ID"),
-            project_domain_name=get("OS_PROJECT_DOMAIN_NAME"),
-            project_domain_id=get("OS_PROJECT_DOMAIN_ID"),
-            user_domain_name=get("OS_USER_DOMAIN_NAME"),
-            user_domain_id=get("OS_USER_DOMAIN_ID"),
-            region_name=get("OS_REGION_NAME"),
-            interface=get("OS_INTERFACE", "OS_ENDPOINT_TYPE"),
-            application_credential_id=get("OS_APPLICATION_CREDENTIAL_ID"),
-            application_credential_secret=get("OS_APPLICATION_CREDENTIAL_SECRET"),
-            preauth_url=get("OS_STORAGE_URL"),
-            preauth_token=get("OS_AUTH_TOKEN"),
-        )
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.auth_url or self.preauth_url or self.preauth_token)
-
-    def or_environ(self, environ: Mapping[str, str] | None = None) -> Credentials:
-        """These credentials, or the environment's when none were given."""
-        return Credentials.from_environ(environ) if self.is_empty else self
-
-    @property
-    def keystone(self) -> bool:
-        if self.auth_version:
-            return self.auth_version.lstrip("v").startswith("3")
-        return bool(self.application_credential_id or self.project_name or self.project_id
-                    or (self.auth_url and urlparse(self.auth_url).path.rstrip("/")
-                        .endswith("/v3")))
-
-    @property
-    def can_authenticate(self) -> bool:
-        """Whether a fresh token can be obtained (so a 401 can be retried)."""
-        if not self.auth_url:
-            return False
-        if self.application_credential_id:
-            return bool(self.application_credential_secret)
-        return bool(self.user and self.key)
-
-    def secrets(self) -> list[str]:
-        return [v for v in (getattr(self, f) for f in _SECRET_FIELDS) if v]
-
-    def auth_arguments(self) -> tuple[tuple[str, str | None, str | None], dict]:
-        """Positional and keyword arguments for ``swiftclient.client.get_auth``."""
-        if not self.keystone:
-            return (self.auth_url, self.user, self.key), {"auth_version": "1.0"}
-        options = {
-            "project_name": self.project_name,
-            "project_id": self.project_id,
-            "project_domain_name": self.project_domain_name,
-            "project_domain_id": self.project_domain_id,
-            "user_domain_name": self.user_domain_name,
-            "user_domain_id": self.user_domain_id,
-            "region_name": self.region_name,
-            "endpoint_type": self.interface or "public",
-            "service_type": "object-store",
-        }
-        if self.application_credential_id:
-            options.update(auth_type="v3applicationcredential",
-                           application_credential_id=self.application_credential_id,
-                           application_credential_secret=self.application_credential_secret)
-        elif not (self.user_domain_name or self.user_domain_id):
-            options["user_domain_id"] = "default"
-        if not (self.project_domain_name or self.project_domain_id) and \
-                (self.project_name and not self.application_credential_id):
-            options["project_domain_id"] = "default"
-        options = {k: v for k, v in options.items() if v is not None}
-        return (self.auth_url, self.user, self.key), {"auth_version": "3",
-                                                      "os_options": options}
-
-    def describe(self) -> str:
-        """Where and as whom, for messages (never the secrets)."""
-        if self.auth_url:
-            who = self.user or self.application_credential_id or "?"
-            return f"{'Keystone v3' if self.keystone else 'TempAuth'} at {self.auth_url} as {who}"
-        return f"pre-authenticated token for {self.preauth_url}"
-
-
 @dataclass(frozen=True)
 class StoredObject:
     """An object in Swift, as listed, uploaded or downloaded.  ``size`` and
@@ -342,30 +104,6 @@ class StoredObject:
 
 # -- the access layer --------------------------------------------------------
 
-class _AuthUnavailable(Exception):
-    """The auth service could not be reached; the retry loop tries again."""
-
-
-class _Restart(Exception):
-    """A resumed download found a different object; start it over."""
-
-
-class _NotLarge(Exception):
-    """A large-object delete found a plain object."""
-
-
-class _LocalFileError(Exception):
-    """Reading the local file being uploaded failed (not a network error)."""
-
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _SendDeadline(Exception):
-    """An upload body was still being sent when the deadline passed."""
-
-
 class Deadline:
     """A point in time an operation must finish by; transfers may extend it."""
 
@@ -379,97 +117,6 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
-
-
-class _Tokens:
-    """One storage URL and token shared by every thread; refreshed on demand."""
-
-    def __init__(self, credentials: Credentials, tls: dict, timeout: float) -> None:
-        self.credentials = credentials
-        self._tls = tls
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._url = credentials.preauth_url
-        self._token = credentials.preauth_token
-        self._seen = {self._token} if self._token else set()
-        if not (self._url and self._token) and not credentials.can_authenticate:
-            raise AuthenticationError(
-                "no usable credentials: give auth_url with user and key (TempAuth or "
-                "Keystone v3), an application credential, or preauth_url and "
-                "preauth_token (or the ST_* / OS_* environment variables)",
-                operation="authentication")
-
-    def current(self, timeout: float) -> tuple[str, str]:
-        with self._lock:
-            if not (self._url and self._token):
-                self._authenticate(timeout)
-            return self._url, self._token
-
-    def secrets(self) -> list[str]:
-        """Every token this process has held (to scrub them from messages)."""
-        return list(self._seen)
-
-    def invalidate(self, token: str) -> bool:
-        """Forget a rejected *token*; whether a new one can be obtained."""
-        if not self.credentials.can_authenticate:
-            return False
-        with self._lock:
-            if self._token == token:
-                self._token = None
-        return True
-
-    def _authenticate(self, timeout: float) -> None:
-        """Get a token.  Errors are raised outside ``except`` blocks so that no
-        exception context (which may hold the request and its key) is chained."""
-        args, kwargs = self.credentials.auth_arguments()
-        where = self.credentials.describe()
-        failure: Exception | None = None
-        try:
-            url, token = swift.get_auth(*args, timeout=min(timeout, self._timeout),
-                                        **kwargs, **self._tls)
-        except ClientException as exc:
-            failure = self._classify_client_error(exc, where)
-        except Exception as exc:
-            if keystone_errors is None or not isinstance(exc, keystone_errors.ClientException):
-                raise
-            failure = self._classify_keystone_error(exc, where)
-        if failure is not None:
-            raise failure
-        self._url = self.credentials.preauth_url or url
-        self._token = token
-        self._seen.add(token)
-
-    def _classify_client_error(self, exc: ClientException, where: str) -> Exception:
-        status, message = exc.http_status, str(exc.msg)
-        if status in (401, 403) or message.startswith("Unauthorized"):
-            return AuthenticationError(f"credentials rejected by {where}",
-                                       operation="authentication", status=status,
-                                       transaction_id=exc.transaction_id)
-        if message.startswith("Endpoint for"):
-            return AuthenticationError(
-                f"{where}: the Keystone catalogue has no object-store endpoint for region "
-                f"{self.credentials.region_name or '(any)'} and interface "
-                f"{self.credentials.interface or 'public'}", operation="authentication")
-        if (status or 0) >= 500 or status in RETRYABLE_STATUSES \
-                or "Unable to establish connection" in message:
-            return _AuthUnavailable(f"{where}: {message}")
-        return AuthenticationError(f"authentication failed with {where}: {message}",
-                                   operation="authentication", status=status)
-
-    @staticmethod
-    def _classify_keystone_error(exc: Exception, where: str) -> Exception:
-        status = getattr(exc, "http_status", None)
-        if isinstance(exc, keystone_errors.SSLError):
-            return PermanentSwiftError(f"TLS verification of {where} failed (check cacert)",
-                                       operation="authentication")
-        if isinstance(exc, keystone_errors.ConnectionError) or (status or 0) >= 500:
-            return _AuthUnavailable(f"{where}: {type(exc).__name__}")
-        if status in (401, 403, 404):
-            return AuthenticationError(f"credentials rejected by {where}",
-                                       operation="authentication", status=status)
-        return AuthenticationError(f"authentication failed with {where} "
-                                   f"({type(exc).__name__})", operation="authentication",
-                                   status=status)
 
 
 class _ThreadConnection:
@@ -528,7 +175,7 @@ class SwiftContainer:
         self._tls = {"cacert": cacert, "insecure": insecure}
         if insecure:
             log.warning("TLS certificate verification is disabled for Swift (insecure=True)")
-        self._tokens = _Tokens(credentials, self._tls, timeout)
+        self._tokens = TokenSource(credentials, self._tls, timeout)
         self._local = threading.local()
         self._connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -624,18 +271,18 @@ class SwiftContainer:
             except TRANSPORT_ERRORS as exc:
                 self._drop_http()
                 last, last_txn = self._redact(f"{type(exc).__name__}: {exc}")[:300], None
-            except _AuthUnavailable as exc:
+            except AuthServiceUnreachable as exc:
                 last = self._redact(f"authentication service unreachable: {exc}")
                 last_txn = None
-            except _LocalFileError as exc:
+            except LocalFileFailure as exc:
                 self._drop_http()
                 failure = exc.error
-            except _SendDeadline:
+            except SendTimeUp:
                 self._drop_http()
-                failure = TransientSwiftError(
+                failure = SwiftUnavailableError(
                     f"deadline of {deadline.seconds:.0f}s exceeded while sending the body",
                     operation=operation, name=name)
-            except _Restart:
+            except DownloadRestart:
                 last, last_txn = "the object changed during the download", None
                 continue
             if failure is not None:
@@ -643,7 +290,7 @@ class SwiftContainer:
             delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
             delay = max(delay * random.uniform(0.5, 1.0), wait)
             if delay + shortest_wait > deadline.remaining():
-                raise TransientSwiftError(
+                raise SwiftUnavailableError(
                     f"gave up after {attempt} attempt(s) within the {deadline.seconds:.0f}s "
                     f"deadline; last error: {last}", operation=operation, name=name,
                     transaction_id=last_txn)
@@ -669,7 +316,7 @@ class SwiftContainer:
             return ChecksumMismatchError("Swift rejected the body: it does not match its MD5",
                                          operation=operation, name=name, status=422,
                                          transaction_id=txn)
-        if status is not None and (status in RETRYABLE_STATUSES or status >= 500):
+        if is_retryable_status(status):
             return None
         if status == 400 and _unavailable_segments(exc):
             return None  # a large object's manifest whose segments could not be checked
@@ -886,11 +533,11 @@ class SwiftContainer:
                 if exc.http_status != 416 or not state["written"]:
                     raise
                 restart()  # the object shrank under us
-                raise _Restart() from None
+                raise DownloadRestart() from None
             try:
                 if state["spans"] is None and _is_large(response_headers):
                     state["spans"] = _manifest_spans(json.loads(b"".join(body)))
-                    raise _Restart()  # now its content
+                    raise DownloadRestart()  # now its content
                 self._check_resumed(response_headers, state, restart)
                 if state["checker"] is None:
                     stored = _stored_object(name, response_headers)
@@ -908,7 +555,7 @@ class SwiftContainer:
                     checker.update(chunk)
                     state["written"] += len(chunk)
                     if limit.remaining() <= 0:
-                        raise TransientSwiftError(
+                        raise SwiftUnavailableError(
                             f"deadline of {limit.seconds:.0f}s exceeded after "
                             f"{state['written']} bytes", operation="download", name=name)
             finally:
@@ -952,14 +599,14 @@ class SwiftContainer:
             return
         if headers.get("etag") != state["first"].get("etag"):
             restart()
-            raise _Restart()
+            raise DownloadRestart()
         content_range = headers.get("content-range")
         if content_range is None:
             restart(same_object=True)  # the Range was ignored: this body starts at byte 0
             state["first"] = headers
         elif not content_range.startswith(f"bytes {state['written']}-"):
             restart()
-            raise _Restart()
+            raise DownloadRestart()
 
     def copy(self, source: str, destination: str, *,
              deadline: float | None = None) -> StoredObject:
@@ -1026,7 +673,7 @@ class SwiftContainer:
                     self._call("delete", name, lambda u, t, h: self._delete_large(name, t, h),
                                deadline=deadline, timeout=max(self.timeout, BULK_TIMEOUT))
                     return True
-                except _NotLarge:
+                except NotLargeObject:
                     pass
             self._call("delete", name, lambda u, t, h: swift.delete_object(
                 u, t, self.container, name, http_conn=h), deadline=deadline)
@@ -1081,7 +728,7 @@ class SwiftContainer:
             for future in futures:
                 if not future.cancelled():
                     future.exception()
-            if manifest_sent and isinstance(exc, TransientSwiftError):
+            if manifest_sent and isinstance(exc, SwiftUnavailableError):
                 stored = self._manifest_stored(name, prefix, limit)
                 if stored:
                     return StoredObject(name, size, None, True, None, _metadata_of(headers))
@@ -1508,7 +1155,7 @@ def _unavailable_segments(exc: ClientException) -> list[str]:
         if not isinstance(problem, list) or len(problem) != 2:
             return []
         code = str(problem[1]).split(" ", 1)[0]
-        if not code.isdigit() or not (int(code) in RETRYABLE_STATUSES or int(code) >= 500):
+        if not code.isdigit() or not is_retryable_status(int(code)):
             return []
         statuses.append(str(problem[1]))
     return sorted(set(statuses))
@@ -1544,7 +1191,7 @@ def _raise_for_bulk_result(response) -> dict:
     status = int((result.get("Response Status") or "200").split()[0])
     errors = [e for e in result.get("Errors", []) if not str(e[1]).startswith("404")]
     if any("Not an SLO manifest" in str(e[1]) for e in errors):
-        raise _NotLarge()
+        raise NotLargeObject()
     if status == 404:
         raise ClientException("not found", http_status=404,
                               http_response_headers={"x-trans-id": txn})
@@ -1626,13 +1273,13 @@ class _UploadBody:
 
     def read(self, size: int = -1) -> bytes:
         if self._deadline.remaining() <= 0:
-            raise _SendDeadline()
+            raise SendTimeUp()
         left = self._length - self._pos
         size = left if size is None or size < 0 else min(size, left)
         try:
             data = self._f.read(size)
         except OSError as exc:
-            raise _LocalFileError(exc) from None
+            raise LocalFileFailure(exc) from None
         if self._hashed == self._pos:
             self._md5.update(data)
             self._hashed += len(data)
