@@ -494,7 +494,7 @@ def test_a_manifest_refused_for_unavailable_segments_only_is_transient(body, una
     segments that could not be checked (5xx) make it worth sending again."""
     from swiftclient.exceptions import ClientException
 
-    from zodb_swiftblobs.swift.container import _unavailable_segments
+    from zodb_swiftblobs.swift.transport import unavailable_segments
 
     error = ClientException("Object PUT failed", http_status=400, http_response_content=body)
-    assert _unavailable_segments(error) == unavailable
+    assert unavailable_segments(error) == unavailable

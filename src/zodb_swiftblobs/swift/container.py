@@ -4,51 +4,38 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import inspect
 import itertools
 import json
 import logging
 import math
 import os
-import random
 import re
 import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import quote, unquote, urlencode, urlparse, urlunparse
 
-import requests
-import urllib3
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 from swiftclient.utils import generate_temp_url
 
 from ..encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher, keyring_from
-from ..names import SEGMENT_CONTAINER_SUFFIX, check_container, has_dot_segment
-from .auth import Credentials, TokenSource
-from .errors import (AuthenticationError, AuthServiceUnreachable, ChecksumMismatchError,
-                     DecryptionError, DownloadRestart, LocalFileFailure, MissingKeyError,
-                     NotFoundError, NotLargeObject, PermanentSwiftError, SendTimeUp, SwiftError,
-                     SwiftUnavailableError, is_retryable_status)
-from .swiftclient_log import configure_swiftclient_log
+from ..names import SEGMENT_CONTAINER_SUFFIX, check_container
+from .auth import Credentials
+from .errors import (ChecksumMismatchError, DecryptionError, DownloadRestart, LocalFileFailure,
+                     MissingKeyError, NotFoundError, NotLargeObject, PermanentSwiftError,
+                     SendTimeUp, SwiftError, SwiftUnavailableError)
+from .transport import CHUNK_SIZE, MIB, TimeBudget, Transport, raise_for_bulk_result
 
 log = logging.getLogger(__name__)
-configure_swiftclient_log()
 
-CHUNK_SIZE = 1 << 20
-MIB = 1 << 20
 GIB = 1 << 30
 BULK_TIMEOUT = 60.0  # above the bulk middleware's 10 s keep-alive interval
-# No request waits less for its answer than this (or than the timeout, when
-# shorter), however little of its deadline is left: a client that gives up
-# sooner abandons requests that Swift still carries out after it has left.
-MIN_REQUEST_WAIT = 1.0
 UPLOAD_ATTEMPTS = 3  # uploads whose stored bytes differ from those sent are sent again
 TEMP_URL_METHODS = ("GET", "HEAD")  # blob revisions are immutable: no signed writes
 TEMP_URL_KEY_HEADERS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
@@ -61,23 +48,7 @@ DELETION_MARK = "zodb-swiftblobs-delete-at"
 # Headers an object POST replaces besides X-Object-Meta-*: sent again with it.
 POST_REPLACED_HEADERS = ("content-disposition", "content-encoding", "content-language",
                          "cache-control", "expires", "x-robots-tag")
-TLS_VERIFICATION = ("certificate verify", "hostname", "CERTIFICATE", "X509", "PEM", " crl ")
-# Network failures only: local file errors (a full disk) are not retried.  An
-# invalid URL is a RequestException too, but a permanent one (caught first).
-INVALID_REQUEST_ERRORS = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.InvalidHeader,
-    ValueError,
-)
-TRANSPORT_ERRORS = (
-    requests.exceptions.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ConnectionError,
-    TimeoutError,
-)
+
 
 
 @dataclass(frozen=True)
@@ -103,31 +74,6 @@ class StoredObject:
 
 
 # -- the access layer --------------------------------------------------------
-
-class Deadline:
-    """A point in time an operation must finish by; transfers may extend it."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def extend(self, seconds: float) -> None:
-        self.seconds += seconds
-        self.end += seconds
-
-    def remaining(self) -> float:
-        return self.end - time.monotonic()
-
-
-class _ThreadConnection:
-    """One thread's HTTP connection; closed when the thread's local data goes."""
-
-    __slots__ = ("url", "parsed", "conn", "__weakref__")
-
-    def __init__(self, url: str, parsed, conn) -> None:
-        self.url, self.parsed, self.conn = url, parsed, conn
-        weakref.finalize(self, conn.close)
-
 
 class SwiftContainer:
     """Read and write the objects of one Swift container.
@@ -164,20 +110,15 @@ class SwiftContainer:
         self.container = container
         self.segment_container = f"{container}{SEGMENT_CONTAINER_SUFFIX}"
         self.storage_policy = storage_policy
-        self.deadline = deadline
-        self.timeout = timeout
-        self.initial_backoff = initial_backoff
-        self.max_backoff = max_backoff
         self._large_object_threshold = large_object_threshold
         self.segment_size = segment_size
         self.segment_concurrency = segment_concurrency
         self.encryption = encryption
-        self._tls = {"cacert": cacert, "insecure": insecure}
         if insecure:
             log.warning("TLS certificate verification is disabled for Swift (insecure=True)")
-        self._tokens = TokenSource(credentials, self._tls, timeout)
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self.transport = Transport(credentials, deadline=deadline, timeout=timeout,
+                                   initial_backoff=initial_backoff, max_backoff=max_backoff,
+                                   cacert=cacert, insecure=insecure)
         self._lock = threading.Lock()
         self._info: dict | None = None
         self._containers_ready: set[str] = set()
@@ -187,150 +128,23 @@ class SwiftContainer:
         encrypted = f", encrypted ({self.encryption!r})" if self.encryption else ""
         return f"<SwiftContainer {self.container!r} via {self.credentials.describe()}{encrypted}>"
 
-    # -- plumbing -------------------------------------------------------------
+    @property
+    def deadline(self) -> float:
+        """Seconds an operation may take, retries included (transfers: more)."""
+        return self.transport.deadline
 
-    def _http(self, url: str) -> tuple:
-        held = getattr(self._local, "connection", None)
-        if held is None or held.url != url:
-            if held is not None:
-                held.conn.close()
-            parsed, conn = swift.http_connection(url, timeout=self.timeout, **self._tls)
-            _tune(conn, url)
-            held = self._local.connection = _ThreadConnection(url, parsed, conn)
-            with self._lock:
-                self._connections.add(held)
-        return held.parsed, held.conn
-
-    def _drop_http(self) -> None:
-        held = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if held is not None:
-            held.conn.close()
+    @property
+    def timeout(self) -> float:
+        """Seconds each socket operation may take."""
+        return self.transport.timeout
 
     def close(self) -> None:
         """Close every thread's connection and the segment upload pool."""
         with self._lock:
-            connections = list(self._connections)
             pool, self._segment_pool = self._segment_pool, None
-        for held in connections:
-            held.conn.close()
+        self.transport.close()
         if pool:
             pool.shutdown(wait=True)
-        self._local = threading.local()
-
-    def _redact(self, text: str) -> str:
-        for secret in self.credentials.secrets() + self._tokens.secrets():
-            text = text.replace(secret, "***")
-        return text
-
-    def _call(self, operation: str, name: str, func, *,
-              deadline: float | Deadline | None = None, timeout: float | None = None):
-        """Run ``func(url, token, http_conn)`` with retries within a deadline.
-
-        Errors are raised outside ``except`` blocks: a chained exception could
-        carry the request, and with it a key or token.
-        """
-        if not isinstance(deadline, Deadline):
-            deadline = Deadline(self.deadline if deadline is None else deadline)
-        attempt, reauthenticated, last, last_txn = 0, False, "no attempt made", None
-        shortest_wait = min(timeout or self.timeout, MIN_REQUEST_WAIT)
-        while True:
-            attempt += 1
-            wait_for_answer = min(timeout or self.timeout,
-                                  max(deadline.remaining(), shortest_wait))
-            token, failure, wait = None, None, 0.0
-            try:
-                url, token = self._tokens.current(wait_for_answer)
-                parsed, conn = self._http(url)
-                conn.requests_args["timeout"] = wait_for_answer
-                return func(url, token, (parsed, conn))
-            except ClientException as exc:
-                status, last_txn = exc.http_status, exc.transaction_id
-                last = f"status {status} {exc.http_reason or ''}".strip()
-                unavailable = _unavailable_segments(exc) if status == 400 else []
-                if unavailable:
-                    last += f": segments unavailable ({', '.join(unavailable)})"
-                if status == 401 and token is not None and not reauthenticated \
-                        and self._tokens.invalidate(token):
-                    reauthenticated = True
-                    continue
-                failure = self._status_failure(exc, operation, name)
-                wait = _retry_after(exc)
-                if status == 408:
-                    self._drop_http()
-            except requests.exceptions.SSLError as exc:
-                self._drop_http()
-                last, last_txn = self._redact(f"SSLError: {exc}")[:300], None
-                if any(marker in str(exc) for marker in TLS_VERIFICATION):
-                    failure = PermanentSwiftError(f"TLS verification failed (check cacert): "
-                                                  f"{last}", operation=operation, name=name)
-            except INVALID_REQUEST_ERRORS as exc:
-                failure = PermanentSwiftError(
-                    self._redact(f"invalid request or response: {type(exc).__name__}: "
-                                 f"{exc}")[:300], operation=operation, name=name)
-            except TRANSPORT_ERRORS as exc:
-                self._drop_http()
-                last, last_txn = self._redact(f"{type(exc).__name__}: {exc}")[:300], None
-            except AuthServiceUnreachable as exc:
-                last = self._redact(f"authentication service unreachable: {exc}")
-                last_txn = None
-            except LocalFileFailure as exc:
-                self._drop_http()
-                failure = exc.error
-            except SendTimeUp:
-                self._drop_http()
-                failure = SwiftUnavailableError(
-                    f"deadline of {deadline.seconds:.0f}s exceeded while sending the body",
-                    operation=operation, name=name)
-            except DownloadRestart:
-                last, last_txn = "the object changed during the download", None
-                continue
-            if failure is not None:
-                raise failure
-            delay = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
-            delay = max(delay * random.uniform(0.5, 1.0), wait)
-            if delay + shortest_wait > deadline.remaining():
-                raise SwiftUnavailableError(
-                    f"gave up after {attempt} attempt(s) within the {deadline.seconds:.0f}s "
-                    f"deadline; last error: {last}", operation=operation, name=name,
-                    transaction_id=last_txn)
-            log.debug("Swift %s of %r failed (%s); retry %d in %.2fs",
-                      operation, name, last, attempt, delay)
-            time.sleep(delay)
-
-    def _status_failure(self, exc: ClientException, operation: str,
-                        name: str) -> SwiftError | None:
-        """The error for an HTTP failure, or None when it is worth retrying."""
-        status, txn = exc.http_status, exc.transaction_id
-        if status == 404:
-            return NotFoundError("not found", operation=operation, name=name, status=404,
-                                 transaction_id=txn)
-        if status == 401:
-            reason = ("the pre-authenticated token was rejected (expired or revoked); "
-                      "supply a new token or credentials"
-                      if not self.credentials.can_authenticate
-                      else "a freshly issued token was rejected")
-            return AuthenticationError(reason, operation=operation, name=name, status=401,
-                                       transaction_id=txn)
-        if status == 422:
-            return ChecksumMismatchError("Swift rejected the body: it does not match its MD5",
-                                         operation=operation, name=name, status=422,
-                                         transaction_id=txn)
-        if is_retryable_status(status):
-            return None
-        if status == 400 and _unavailable_segments(exc):
-            return None  # a large object's manifest whose segments could not be checked
-        reason = exc.http_reason or exc.msg
-        content = exc.http_response_content
-        if isinstance(content, bytes):
-            content = content.decode("utf-8", "replace")
-        if content and "<" not in content:  # Swift's one-line explanations, not HTML pages
-            reason = f"{reason}: {' '.join(content.split())}"
-        return PermanentSwiftError(self._redact(reason)[:300], operation=operation, name=name,
-                                   status=status, transaction_id=txn)
-
-    def _transfer_deadline(self, size: int, deadline: float | None) -> Deadline:
-        return Deadline(self.deadline + size / MIB if deadline is None else deadline)
 
     # -- cluster and container ----------------------------------------------------
 
@@ -344,7 +158,7 @@ class SwiftContainer:
                 info_url = urlunparse((parsed.scheme, parsed.netloc, f"{root}/info", "", "", ""))
                 return swift.get_capabilities((urlparse(info_url), http[1]))
             try:
-                self._info = self._call("info", "", get)
+                self._info = self.transport.call("info", "", get)
             except PermanentSwiftError as exc:
                 if exc.status not in (403, 404):
                     raise
@@ -374,7 +188,7 @@ class SwiftContainer:
         if container in self._containers_ready:
             return
         try:
-            headers = self._call("container check", container,
+            headers = self.transport.call("container check", container,
                                  lambda u, t, h: swift.head_container(u, t, container,
                                                                       http_conn=h))
             policy = headers.get("x-storage-policy")
@@ -385,7 +199,7 @@ class SwiftContainer:
             if not create:
                 raise
             headers = {"X-Storage-Policy": self.storage_policy} if self.storage_policy else {}
-            self._call("container create", container,
+            self.transport.call("container create", container,
                        lambda u, t, h: swift.put_container(u, t, container, headers=headers,
                                                            http_conn=h))
             log.info("created Swift container %r", container)
@@ -401,20 +215,20 @@ class SwiftContainer:
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         etag = self._put_creating_container(self.container, name, lambda u, t, h: (
             swift.put_object(u, t, self.container, name, data, content_length=len(data),
-                             headers=headers, http_conn=h)), Deadline(self.deadline))
+                             headers=headers, http_conn=h)), self.transport.budget())
         if etag != md5:
             raise ChecksumMismatchError(f"Swift stored bytes with MD5 {etag}, sent {md5}",
                                         operation="upload", name=name)
 
     def get_bytes(self, name: str) -> bytes:
         """The content of small object *name* as stored (NotFoundError if absent)."""
-        _, body = self._call("download", name, lambda u, t, h: swift.get_object(
+        _, body = self.transport.call("download", name, lambda u, t, h: swift.get_object(
             u, t, self.container, name, http_conn=h))
         return body
 
     def head(self, name: str, *, deadline: float | None = None) -> StoredObject:
         """Size, checksum and metadata of an object; NotFoundError if absent."""
-        headers = self._call("head", name, lambda u, t, h: swift.head_object(
+        headers = self.transport.call("head", name, lambda u, t, h: swift.head_object(
             u, t, self.container, name, http_conn=h), deadline=deadline)
         return _stored_object(name, headers)
 
@@ -431,14 +245,14 @@ class SwiftContainer:
             headers.update(_metadata_headers({ENCRYPTION_METADATA: cipher.header}))
         source = _Source(path, os.path.getsize(path), cipher)
         size = source.size
-        limit = self._transfer_deadline(size, deadline)
+        limit = self.transport.budget(deadline, size)
         if size > self.large_object_threshold:
             return self._upload_large(name, source, size, headers, limit)
         md5 = self._put_file(self.container, name, source, 0, size, headers, limit)
         return StoredObject(name, size, md5, False, None, _metadata_of(headers))
 
     def _put_file(self, container: str, name: str, source: _Source, offset: int,
-                  length: int, headers: dict[str, str], limit: Deadline) -> str:
+                  length: int, headers: dict[str, str], limit: TimeBudget) -> str:
         """PUT *length* bytes of *source* from *offset*; return their MD5.
 
         The MD5 is computed from the bytes as they are sent (one read of the
@@ -467,13 +281,13 @@ class SwiftContainer:
             f"Swift stored bytes with MD5 {etag}, the file's are {md5} "
             f"({UPLOAD_ATTEMPTS} attempts)", operation="upload", name=name)
 
-    def _put_creating_container(self, container: str, name: str, put, limit: Deadline):
+    def _put_creating_container(self, container: str, name: str, put, limit: TimeBudget):
         try:
-            return self._call("upload", name, put, deadline=limit)
+            return self.transport.call("upload", name, put, deadline=limit)
         except NotFoundError:
             self._containers_ready.discard(container)
         self.ensure_container(container)
-        return self._call("upload", name, put, deadline=limit)
+        return self.transport.call("upload", name, put, deadline=limit)
 
     def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
         """Stream object *name* into the file *path*; verify length and checksum.
@@ -507,7 +321,7 @@ class SwiftContainer:
         and each segment's bytes are checked against the MD5 in the manifest.
         """
         state: dict = {}
-        limit = Deadline(self.deadline if deadline is None else deadline)
+        limit = self.transport.budget(deadline)
 
         def restart(same_object: bool = False):
             """Start over at byte 0 (the manifest is kept for *same_object*)."""
@@ -561,7 +375,7 @@ class SwiftContainer:
             finally:
                 body.close()
 
-        self._call("download", name, get, deadline=limit)
+        self.transport.call("download", name, get, deadline=limit)
         stored = _stored_object(name, state["first"])
         if state["written"] != stored.size:
             raise ChecksumMismatchError(
@@ -617,14 +431,14 @@ class SwiftContainer:
         deletion is not (Swift would copy the schedule).
         """
         stored = self.head(source, deadline=deadline)
-        limit = self._transfer_deadline(stored.size, deadline)
+        limit = self.transport.budget(deadline, stored.size)
         if not stored.large:
-            self._call("copy", source, lambda u, t, h: swift.copy_object(
+            self.transport.call("copy", source, lambda u, t, h: swift.copy_object(
                 u, t, self.container, source, destination=f"/{self.container}/{destination}",
                 http_conn=h), deadline=limit)
             self._unschedule_copy(stored, destination)
             return replace(stored, name=destination)
-        _, body = self._call("copy", source, lambda u, t, h: swift.get_object(
+        _, body = self.transport.call("copy", source, lambda u, t, h: swift.get_object(
             u, t, self.container, source, query_string="multipart-manifest=get",
             http_conn=h), deadline=limit)
         segments = json.loads(body)
@@ -641,7 +455,7 @@ class SwiftContainer:
                         for index, segment in enumerate(segments)]
             manifest_body = json.dumps(manifest).encode()
             headers = _metadata_headers(stored.metadata)
-            self._call("copy", destination, lambda u, t, h: swift.put_object(
+            self.transport.call("copy", destination, lambda u, t, h: swift.put_object(
                 u, t, self.container, destination, manifest_body,
                 content_length=len(manifest_body), headers=headers,
                 query_string="multipart-manifest=put", http_conn=h), deadline=limit)
@@ -654,9 +468,9 @@ class SwiftContainer:
         self._unschedule_copy(stored, destination)
         return replace(stored, name=destination)
 
-    def _copy_segment(self, source_path: str, segment: str, limit: Deadline) -> None:
+    def _copy_segment(self, source_path: str, segment: str, limit: TimeBudget) -> None:
         container, _, name = source_path.lstrip("/").partition("/")
-        self._call("segment copy", segment, lambda u, t, h: swift.copy_object(
+        self.transport.call("segment copy", segment, lambda u, t, h: swift.copy_object(
             u, t, container, name, destination=f"/{self.segment_container}/{segment}",
             http_conn=h), deadline=limit)
 
@@ -670,12 +484,12 @@ class SwiftContainer:
         try:
             if large is not False:
                 try:
-                    self._call("delete", name, lambda u, t, h: self._delete_large(name, t, h),
+                    self.transport.call("delete", name, lambda u, t, h: self._delete_large(name, t, h),
                                deadline=deadline, timeout=max(self.timeout, BULK_TIMEOUT))
                     return True
                 except NotLargeObject:
                     pass
-            self._call("delete", name, lambda u, t, h: swift.delete_object(
+            self.transport.call("delete", name, lambda u, t, h: swift.delete_object(
                 u, t, self.container, name, http_conn=h), deadline=deadline)
         except NotFoundError:
             return False
@@ -685,7 +499,7 @@ class SwiftContainer:
         path = f"{http[0].path}/{quote(self.container)}/{quote(name)}"
         http[1].request("DELETE", f"{path}?multipart-manifest=delete",
                         headers={"X-Auth-Token": token, "Accept": "application/json"})
-        result = _raise_for_bulk_result(http[1].getresponse())
+        result = raise_for_bulk_result(http[1].getresponse())
         if result.get("Number Not Found") and not result.get("Number Deleted"):
             raise ClientException("not found", http_status=404)
 
@@ -699,7 +513,7 @@ class SwiftContainer:
             return self._segment_pool
 
     def _upload_large(self, name: str, source: _Source, size: int, headers: dict[str, str],
-                      limit: Deadline) -> StoredObject:
+                      limit: TimeBudget) -> StoredObject:
         slo = self.info().get("slo", {})
         max_segments = int(slo.get("max_manifest_segments", 1000))
         segment_size = min(max(self.segment_size, math.ceil(size / max_segments),
@@ -802,7 +616,7 @@ class SwiftContainer:
                 for segment in segments if segment["name"].startswith(container_path)}
 
     def _manifest(self, name: str) -> list[dict]:
-        _, body = self._call("manifest", name, lambda u, t, h: swift.get_object(
+        _, body = self.transport.call("manifest", name, lambda u, t, h: swift.get_object(
             u, t, self.container, name, query_string="multipart-manifest=get", http_conn=h))
         return json.loads(body)
 
@@ -824,12 +638,12 @@ class SwiftContainer:
                     f"says {segment['bytes']}"), delete_at
         return None, delete_at
 
-    def _manifest_stored(self, name: str, prefix: str, limit: Deadline) -> bool | None:
+    def _manifest_stored(self, name: str, prefix: str, limit: TimeBudget) -> bool | None:
         """Whether the manifest of this upload (segment *prefix*) is in Swift;
         None when that cannot be told within what is left of *limit* (one
         attempt when nothing is)."""
         try:
-            _, body = self._call("manifest check", name, lambda u, t, h: swift.get_object(
+            _, body = self.transport.call("manifest check", name, lambda u, t, h: swift.get_object(
                 u, t, self.container, name, query_string="multipart-manifest=get",
                 http_conn=h), deadline=max(0.0, limit.remaining()))
             segments = json.loads(body)
@@ -847,7 +661,7 @@ class SwiftContainer:
             log.warning("could not remove the segments of failed upload %r: %s", name, exc)
 
     def _upload_segment(self, segment: str, source: _Source, offset: int, length: int,
-                        limit: Deadline) -> dict:
+                        limit: TimeBudget) -> dict:
         md5 = self._put_file(self.segment_container, segment, source, offset, length, {},
                              limit)
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5,
@@ -914,7 +728,7 @@ class SwiftContainer:
             self.cancel_deletion(copy)
 
     def _head_in(self, container: str, name: str) -> Mapping[str, str]:
-        return self._call("head", name, lambda u, t, h: swift.head_object(
+        return self.transport.call("head", name, lambda u, t, h: swift.head_object(
             u, t, container, name, http_conn=h))
 
     def _segment_paths(self, name: str) -> list[tuple[str, str]]:
@@ -936,7 +750,7 @@ class SwiftContainer:
         else:
             post.update({"X-Delete-At": str(at),
                          "Content-Type": f"{content_type};{DELETION_MARK}={at}"})
-        self._call("deletion schedule", name, lambda u, t, h: swift.post_object(
+        self.transport.call("deletion schedule", name, lambda u, t, h: swift.post_object(
             u, t, container, name, headers=post, http_conn=h))
 
     # -- temporary URLs ---------------------------------------------------------------
@@ -947,12 +761,12 @@ class SwiftContainer:
         Set one with ``swift post -m Temp-URL-Key:<key> <container>`` (container)
         or ``swift post -m Temp-URL-Key:<key>`` (account).
         """
-        headers = self._call("container check", self.container, lambda u, t, h:
+        headers = self.transport.call("container check", self.container, lambda u, t, h:
                              swift.head_container(u, t, self.container, http_conn=h))
         for header in TEMP_URL_KEY_HEADERS:
             if headers.get(header):
                 return headers[header]
-        headers = self._call("account check", "", lambda u, t, h:
+        headers = self.transport.call("account check", "", lambda u, t, h:
                              swift.head_account(u, t, http_conn=h))
         for header in ACCOUNT_TEMP_URL_KEY_HEADERS:
             if headers.get(header):
@@ -976,7 +790,7 @@ class SwiftContainer:
         if not isinstance(seconds, int) or seconds <= 0:
             raise ValueError(f"a temporary URL needs a positive number of seconds, "
                              f"not {seconds!r}")
-        url, _ = self._call("authentication", "", lambda u, t, h: (u, t))
+        url, _ = self.transport.call("authentication", "", lambda u, t, h: (u, t))
         parsed = urlparse(url)
         # Swift signs the path as it reads it, unquoted; the URL carries it quoted.
         path = f"{unquote(parsed.path).rstrip('/')}/{self.container}/{name}"
@@ -997,7 +811,7 @@ class SwiftContainer:
         limit = page_size or int(self.info().get("swift", {}).get(
             "container_listing_limit", 10000))
         while True:
-            _, page = self._call("list", prefix or container, lambda u, t, h: swift.get_container(
+            _, page = self.transport.call("list", prefix or container, lambda u, t, h: swift.get_container(
                 u, t, container, marker=marker, limit=limit, prefix=prefix or None,
                 http_conn=h))
             if not page:
@@ -1042,7 +856,7 @@ class SwiftContainer:
 
     def _delete_one(self, container: str, name: str, deadline: float | None) -> None:
         try:
-            self._call("delete", name, lambda u, t, h: swift.delete_object(
+            self.transport.call("delete", name, lambda u, t, h: swift.delete_object(
                 u, t, container, name, http_conn=h), deadline=deadline)
         except NotFoundError:
             pass
@@ -1055,8 +869,8 @@ class SwiftContainer:
             http[1].request("POST", f"{http[0].path}?bulk-delete", data=body, headers={
                 "X-Auth-Token": token, "Content-Type": "text/plain",
                 "Accept": "application/json"})
-            _raise_for_bulk_result(http[1].getresponse())
-        self._call("bulk delete", f"{len(names)} objects", post,
+            raise_for_bulk_result(http[1].getresponse())
+        self.transport.call("bulk delete", f"{len(names)} objects", post,
                    deadline=deadline or self.deadline + len(names) * 0.05,
                    timeout=max(self.timeout, BULK_TIMEOUT))
         return len(names)
@@ -1126,125 +940,6 @@ def container_arguments(container: str, **options) -> tuple[Credentials, dict]:
     return credentials, options
 
 
-def _unavailable_segments(exc: ClientException) -> list[str]:
-    """The statuses of the segments that a Static Large Object's manifest PUT
-    could not check, when that is all that is wrong with it.
-
-    Swift checks (HEAD) every segment of a manifest it is given, and answers
-    400 listing each segment with a problem after ``Errors:`` (or, asked
-    for JSON, under ``"Errors"``): its status, such as ``503 Service
-    Unavailable`` when an object server is down, or a mismatch.  Empty when
-    the response is no such list or any problem is permanent (a segment
-    missing, or not what the manifest says).
-    """
-    content = exc.http_response_content
-    if isinstance(content, bytes):
-        content = content.decode("utf-8", "replace")
-    if not content:
-        return []
-    try:
-        problems = json.loads(content).get("Errors")
-    except (ValueError, AttributeError):
-        _, found, listed = content.partition("Errors:")
-        problems = [line.rsplit(", ", 1) for line in listed.splitlines() if line.strip()] \
-            if found else None
-    if not isinstance(problems, list) or not problems:
-        return []
-    statuses = []
-    for problem in problems:
-        if not isinstance(problem, list) or len(problem) != 2:
-            return []
-        code = str(problem[1]).split(" ", 1)[0]
-        if not code.isdigit() or not is_retryable_status(int(code)):
-            return []
-        statuses.append(str(problem[1]))
-    return sorted(set(statuses))
-
-
-def _retry_after(exc: ClientException) -> float:
-    """Seconds a 429/503 asks the client to wait (Retry-After), else 0."""
-    headers = exc.http_response_headers or {}
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
-        return 0.0
-
-
-def _raise_for_bulk_result(response) -> dict:
-    """Turn a bulk-middleware response (HTTP status and JSON body) into errors.
-
-    Failures are raised as ClientException, which the retry loop classifies;
-    objects that were already absent count as deleted.
-    """
-    txn = response.getheader("x-trans-id")
-    text = response.read().decode("utf-8", "replace")
-    response.close()
-    if response.status == 404:
-        raise ClientException("not found", http_status=404,
-                              http_response_headers={"x-trans-id": txn})
-    if response.status >= 300:
-        raise ClientException(text[:200], http_status=response.status,
-                              http_reason=response.reason,
-                              http_response_headers={"x-trans-id": txn})
-    result = json.loads(text or "{}")
-    status = int((result.get("Response Status") or "200").split()[0])
-    errors = [e for e in result.get("Errors", []) if not str(e[1]).startswith("404")]
-    if any("Not an SLO manifest" in str(e[1]) for e in errors):
-        raise NotLargeObject()
-    if status == 404:
-        raise ClientException("not found", http_status=404,
-                              http_response_headers={"x-trans-id": txn})
-    if status >= 300 or errors:
-        statuses = sorted({str(e[1]) for e in errors})
-        raise ClientException(f"{len(errors)} failed: {', '.join(statuses)[:200]}",
-                              http_status=status if status >= 300 else 500,
-                              http_reason=result.get("Response Body", "")[:200],
-                              http_response_headers={"x-trans-id": txn})
-    return result
-
-
-def _tune(conn, url: str) -> None:
-    """Make one of swiftclient's HTTP connections cheaper per request.
-
-    Bodies are sent in large blocks, and the environment's proxy and CA
-    bundle settings are read once here instead of by ``requests`` on every
-    request (which scans the whole environment and looks for ``~/.netrc``).
-    A request whose path has a ``.`` or ``..`` segment is refused (ValueError)
-    before it is sent: the HTTP stack would remove the segment and address
-    another object (see :mod:`.names`).
-    """
-    for scheme in ("http://", "https://"):
-        conn.request_session.mount(scheme, _LargeBlockAdapter())
-    send = conn.request
-
-    def request(method: str, full_path: str, *args, **kwargs):
-        path = full_path.partition("?")[0]
-        if has_dot_segment(path):
-            raise ValueError(f"the path {path!r} has a '.' or '..' segment, which HTTP "
-                             "rewrites: its names cannot be sent exactly")
-        return send(method, full_path, *args, **kwargs)
-    conn.request = request
-    session = conn.request_session
-    session.trust_env = False
-    proxies = requests.utils.get_environ_proxies(url)
-    if proxies and "proxies" not in conn.requests_args:
-        conn.requests_args["proxies"] = proxies
-    if conn.requests_args.get("verify") is True:
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            conn.requests_args["verify"] = bundle
-
-
-class _LargeBlockAdapter(requests.adapters.HTTPAdapter):
-    """Sends request bodies in CHUNK_SIZE blocks (urllib3 reads file bodies in
-    16 KiB blocks by default: many more system calls for the same bytes)."""
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        kwargs["blocksize"] = CHUNK_SIZE
-        super().init_poolmanager(*args, **kwargs)
-
-
 class _Discard:
     """A file that keeps nothing (for :meth:`SwiftContainer.check`)."""
 
@@ -1265,7 +960,7 @@ class _UploadBody:
     so the HTTP stack cannot mistake them for network failures.
     """
 
-    def __init__(self, f, offset: int, length: int, deadline: Deadline) -> None:
+    def __init__(self, f, offset: int, length: int, deadline: TimeBudget) -> None:
         self._f, self._offset, self._length, self._pos = f, offset, length, 0
         self._deadline = deadline
         self._md5, self._hashed = hashlib.md5(usedforsecurity=False), 0
