@@ -129,8 +129,10 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     secrets.append("not-a-key-" + ENCRYPTION_KEY[:20])
 
     logged = caplog.text + "\n".join(str(record.args) for record in caplog.records)
-    assert {"zodb_swiftblobs.storage", "zodb_swiftblobs.swift.container"} <= \
-        {record.name for record in caplog.records}, "the session logged too little"
+    loggers = {record.name for record in caplog.records}
+    assert "zodb_swiftblobs.storage" in loggers and \
+        any(name.startswith("zodb_swiftblobs.swift.") for name in loggers), \
+        "the session logged too little"
     for secret in secrets:
         assert secret not in logged, "a secret was logged"
         for text in texts:

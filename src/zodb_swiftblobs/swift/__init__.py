@@ -12,11 +12,13 @@ secret.
 """
 
 from .auth import Credentials
-from .container import (MIB, UPLOAD_ATTEMPTS, StoredObject, SwiftContainer, container_arguments,
-                        file_md5, open_container, require_positive)
+from .container import SwiftContainer, container_arguments, open_container, require_positive
 from .errors import (AuthenticationError, ChecksumMismatchError, DecryptionError,
                      MissingKeyError, NotFoundError, PermanentSwiftError, SwiftError,
                      SwiftUnavailableError)
+from .objects import StoredObject
+from .transport import MIB
+from .upload import UPLOAD_ATTEMPTS, file_md5
 
 __all__ = [
     "MIB", "UPLOAD_ATTEMPTS", "AuthenticationError", "ChecksumMismatchError", "Credentials",
