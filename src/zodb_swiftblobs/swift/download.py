@@ -7,13 +7,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
 from ..encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher
+from ..partial_files import make_partial_file
 from .errors import (ChecksumMismatchError, DecryptionError, DownloadRestart, MissingKeyError,
                      SwiftUnavailableError)
 from .objects import StoredObject, encryption_header, is_large, stored_object
@@ -21,17 +21,12 @@ from .transport import CHUNK_SIZE, MIB, Transport
 
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".part"
-
 
 def download_file(transport: Transport, container: str, name: str, path: str,
                   deadline: float | None, keyring: Keyring | None) -> StoredObject:
     """Stream object *name* into the file *path*, through a partial file beside
-    it (hidden, named after it, ending in PARTIAL_SUFFIX) renamed to *path*
-    once verified."""
-    directory, base = os.path.split(os.path.abspath(path))
-    descriptor, partial = tempfile.mkstemp(dir=directory, prefix=f".{base}.",
-                                           suffix=PARTIAL_SUFFIX)
+    it renamed to *path* once verified."""
+    descriptor, partial = make_partial_file(path)
     try:
         with os.fdopen(descriptor, "wb") as out:
             stored = Download(transport, container, name, out, deadline, keyring).run()
@@ -40,12 +35,6 @@ def download_file(transport: Transport, container: str, name: str, path: str,
     except BaseException:
         _remove(partial)
         raise
-
-
-def is_partial_download(file_name: str, target_prefix: str) -> bool:
-    """Whether *file_name* is the partial file of a :func:`download_file` to a
-    file beside it whose name starts with *target_prefix*."""
-    return file_name.startswith(f".{target_prefix}") and file_name.endswith(PARTIAL_SUFFIX)
 
 
 def cipher_of(name: str, metadata: Mapping[str, str],
