@@ -205,7 +205,7 @@ class SwiftContainer:
         else:
             self.transport.call("copy", source, lambda u, t, h: swift.copy_object(
                 u, t, self.container, source, destination=f"/{self.container}/{destination}",
-                http_conn=h), deadline=budget)
+                http_conn=h), budget=budget)
         self.deletions.unschedule_copy(stored, destination)
         return replace(stored, name=destination)
 

@@ -74,7 +74,7 @@ class Download:
 
     def run(self) -> StoredObject:
         """Download and verify the object; what its first response said of it."""
-        self.transport.call("download", self.name, self._get, deadline=self.budget)
+        self.transport.call("download", self.name, self._get, budget=self.budget)
         stored = stored_object(self.name, self.first)
         if self.written != stored.size:
             raise ChecksumMismatchError(

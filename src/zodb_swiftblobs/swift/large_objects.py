@@ -119,10 +119,10 @@ class LargeObjects:
             def copy(copied: str) -> ManifestEntry:
                 self.transport.call("segment copy", copied, lambda u, t, h: swift.copy_object(
                     u, t, container, name, destination=f"/{self.segment_container}/{copied}",
-                    http_conn=h), deadline=budget)
+                    http_conn=h), budget=budget)
                 return self._entry(copied, segment["hash"], segment["bytes"])
             return copy
-        segments = self.manifest(source.name, operation="copy", deadline=budget)
+        segments = self.manifest(source.name, operation="copy", budget=budget)
         self._store(destination, [copier(segment) for segment in segments], headers, budget,
                     "copy")
 
@@ -171,11 +171,13 @@ class LargeObjects:
             raise ClientException("not found", http_status=404)
 
     def manifest(self, name: str, *, operation: str = "manifest",
-                 deadline: float | TimeBudget | None = None) -> list[dict]:
-        """The manifest of large object *name*, as Swift lists it."""
+                 deadline: float | None = None,
+                 budget: TimeBudget | None = None) -> list[dict]:
+        """The manifest of large object *name*, as Swift lists it (within
+        *budget*, else *deadline* seconds)."""
         _, body = self.transport.call(operation, name, lambda u, t, h: swift.get_object(
             u, t, self.container, name, query_string="multipart-manifest=get", http_conn=h),
-            deadline=deadline)
+            deadline=deadline, budget=budget)
         return json.loads(body)
 
     def _manifest_stored(self, name: str, prefix: str, budget: TimeBudget) -> bool | None:

@@ -159,14 +159,17 @@ class Transport:
         return text
 
     def call(self, operation: str, name: str, request: Request, *,
-             deadline: float | TimeBudget | None = None, timeout: float | None = None) -> Any:
-        """Run *request* with retries within *deadline* (seconds, or a running
-        budget); *timeout* (by default the transport's) bounds each attempt.
+             deadline: float | None = None, budget: TimeBudget | None = None,
+             timeout: float | None = None) -> Any:
+        """Run *request* with retries within *budget* (a running one), else
+        within *deadline* seconds (by default the transport's); *timeout* (by
+        default the transport's) bounds each attempt.
 
         Errors are raised outside ``except`` blocks: a chained exception could
         carry the request, and with it a key or token.
         """
-        budget = deadline if isinstance(deadline, TimeBudget) else self.budget(deadline)
+        if budget is None:
+            budget = self.budget(deadline)
         timeout = timeout or self.timeout
         shortest_wait = min(timeout, MIN_REQUEST_WAIT)
         attempts = _Attempts()

@@ -64,11 +64,11 @@ class Uploader:
         """Run the request *put*; when *container* is missing, create it and run
         *put* again."""
         try:
-            return self.transport.call(operation, name, put, deadline=budget)
+            return self.transport.call(operation, name, put, budget=budget)
         except NotFoundError:
             self.cluster.forget_container(container)
         self.cluster.ensure_container(container)
-        return self.transport.call(operation, name, put, deadline=budget)
+        return self.transport.call(operation, name, put, budget=budget)
 
 
 class _UploadBody:
