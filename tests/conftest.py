@@ -14,7 +14,7 @@ import uuid
 import pytest
 from cryptography.fernet import Fernet
 
-from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.swift import Credentials, SwiftContainer
 from zodb_swiftblobs.testing.devswift import DevSwift
 from zodb_swiftblobs.testing.swiftconf import ACCOUNT, USER
 

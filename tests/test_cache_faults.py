@@ -18,7 +18,7 @@ from conftest import (blob_objects, child_environment, corrupt_cached_file, cred
                       make_non_file, mounted, swift_storage, wait_for_logged)
 from test_storage import commit_blob, read_blob
 from zodb_swiftblobs import BlobCacheError
-from zodb_swiftblobs.swiftaccess import SwiftContainer
+from zodb_swiftblobs.swift import SwiftContainer
 
 MIB = 1 << 20
 

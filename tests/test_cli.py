@@ -21,7 +21,7 @@ from conftest import (blob_objects, child_environment, corrupt_on_disk, sqlite_r
                       swift_config)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.progress import Progress
-from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
+from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 
 
 def run(capsys, *argv):

@@ -29,8 +29,8 @@ from conftest import (blob_objects, blob_revision, child_environment, credential
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs import SwiftStorageError, SwiftTransientError
-from zodb_swiftblobs.swiftaccess import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
-                                         NotFoundError, SwiftContainer, TransientSwiftError)
+from zodb_swiftblobs.swift import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
+                                   NotFoundError, SwiftContainer, SwiftUnavailableError)
 
 DEADLINE = 2.0
 SLACK = 2.5  # seconds a failure may take beyond its deadline on a loaded machine
@@ -371,7 +371,7 @@ def test_rate_limiting_is_waited_out(cluster, tmp_path, container_name, status):
     assert blob_bytes(db, "kept") == b"after two refusals"
     name = storage.key_layout.key(*blob_revision(db, "kept"))
     with injected(cluster, {**rule, "method": "GET", "times": 1000}):
-        with pytest.raises(TransientSwiftError, match=str(status)):
+        with pytest.raises(SwiftUnavailableError, match=str(status)):
             storage.swift_container.download(name, str(tmp_path / "copy"), deadline=2)
     db.close()
 

@@ -1,6 +1,6 @@
 """Credentials: pure parsing of arguments and environment (no Swift needed)."""
 
-from zodb_swiftblobs.swiftaccess import Credentials
+from zodb_swiftblobs.swift import Credentials
 
 SECRET = "s3cr3t-Value"
 

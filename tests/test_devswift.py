@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import entry_points
 
 from conftest import child_environment
-from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer
+from zodb_swiftblobs.swift import Credentials, SwiftContainer
 from zodb_swiftblobs.testing.devswift import DevSwift
 
 ENV = child_environment()

@@ -26,7 +26,7 @@ from zodb_swiftblobs.encryption import (CHUNK_SIZE, ENVIRONMENT_VARIABLE, Decryp
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.ownership import EncryptionRequiredError
 from zodb_swiftblobs import SwiftStorageError
-from zodb_swiftblobs.swiftaccess import MissingKeyError, SwiftContainer, file_md5
+from zodb_swiftblobs.swift import MissingKeyError, SwiftContainer, file_md5
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = bytes(range(100, 132)).hex()
@@ -171,7 +171,7 @@ def test_swift_holds_ciphertext_and_the_storage_reads_plaintext(
 MEMORY_CHILD = """
 import os, sys, time
 from zodb_swiftblobs.encryption import Keyring
-from zodb_swiftblobs.swiftaccess import Credentials, SwiftContainer, file_md5
+from zodb_swiftblobs.swift import Credentials, SwiftContainer, file_md5
 
 def peak():
     with open("/proc/self/status") as f:
@@ -525,7 +525,7 @@ def test_no_key_in_logs_errors_or_reprs(devswift, tmp_path, container_name, capl
 
 def test_a_download_cut_mid_stream_resumes_inside_a_chunk(start_cluster, tmp_path,
                                                          container_name, caplog):
-    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swiftaccess")
+    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swift")
     cluster = start_cluster("encryption-faults")
     container = SwiftContainer(credentials_for(cluster), container_name, deadline=30,
                                timeout=2, initial_backoff=0.1, max_backoff=0.5,

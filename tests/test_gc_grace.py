@@ -24,7 +24,7 @@ from conftest import (blob_objects, blob_revision, credentials_for, store_blobs,
                       swift_storage)
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
+from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 from zodb_swiftblobs.verify import referenced_revisions
 
 HOUR = 3600  # a grace period nothing in a test outlasts, however slow the machine

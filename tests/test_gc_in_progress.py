@@ -23,7 +23,7 @@ from ZODB.utils import p64, u64
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
                       sqlite_relstorage, store_blobs, swift_config, swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.swiftaccess import SwiftContainer
+from zodb_swiftblobs.swift import SwiftContainer
 
 KEYS = KeyLayout()
 

@@ -17,7 +17,7 @@ from ZODB.blob import Blob
 from conftest import blob_objects, child_environment, swift_config
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.config import ConfigurationError, storage_section, swift_section
-from zodb_swiftblobs.swiftaccess import SwiftContainer
+from zodb_swiftblobs.swift import SwiftContainer
 
 # The zope.conf plone.recipe.zope2instance 9 writes (its wsgi template, blank
 # lines removed, no final newline), for the [instance] part of buildout.cfg.

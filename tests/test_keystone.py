@@ -6,8 +6,8 @@ import time
 import pytest
 
 from conftest import assert_secret_free
-from zodb_swiftblobs.swiftaccess import (
-    AuthenticationError, Credentials, SwiftContainer, TransientSwiftError)
+from zodb_swiftblobs.swift import (
+    AuthenticationError, Credentials, SwiftContainer, SwiftUnavailableError)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_keystone_down_is_transient_and_recovers(keystone_swift, keystone, conta
         container = SwiftContainer(password_credentials(keystone), container_name,
                                    deadline=3, timeout=1, initial_backoff=0.1)
         started = time.monotonic()
-        with pytest.raises(TransientSwiftError) as info:
+        with pytest.raises(SwiftUnavailableError) as info:
             container.ensure_container()
         assert time.monotonic() - started < 5
         assert "authentication service unreachable" in str(info.value)

@@ -14,7 +14,7 @@ from ZODB.FileStorage import FileStorage
 from conftest import blob_objects, blob_revision, credentials_for, store_blobs, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.names import check_container, check_prefix
-from zodb_swiftblobs.swiftaccess import PermanentSwiftError, SwiftContainer
+from zodb_swiftblobs.swift import PermanentSwiftError, SwiftContainer
 from zodb_swiftblobs.verify import verify
 
 ESCAPING_PREFIXES = ["../victim/", "a/./b/", "x/../", "./", "../", "a/../../victim/",

@@ -19,7 +19,7 @@ from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs.databases import DSNError, legacy_identity, postgresql_identity
 from zodb_swiftblobs.ownership import (ForeignPrefixError, PrefixOwnership, database_identity,
                                        without_secrets)
-from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
+from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from ZODB.FileStorage import FileStorage
 
 from conftest import blob_objects, credentials_for, sqlite_relstorage, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.swiftaccess import NotFoundError, SwiftContainer
+from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 
 
 def relstorage(keep_history):

@@ -12,7 +12,7 @@ from ZODB.serialize import referencesf
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
                       sqlite_relstorage, store_blobs, swift_storage)
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.swiftaccess import SwiftContainer
+from zodb_swiftblobs.swift import SwiftContainer
 
 
 def open_db(cluster, directory, container, keep_history, cache="cache"):

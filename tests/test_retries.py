@@ -13,7 +13,7 @@ from ZODB.MappingStorage import MappingStorage
 
 from conftest import credentials_for, logged, mint_token, swift_storage, wait_for_logged
 from zodb_swiftblobs import SwiftTransientError
-from zodb_swiftblobs.swiftaccess import AuthenticationError, Credentials, SwiftContainer
+from zodb_swiftblobs.swift import AuthenticationError, Credentials, SwiftContainer
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_408_is_retried(cluster, container_name, faults, blob):
 
 
 def test_backoff_is_exponential_with_jitter(cluster, container_name, faults, caplog):
-    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swiftaccess")
+    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swift")
     container = open_container(cluster, container_name, initial_backoff=0.2, max_backoff=1.6)
     container.put_bytes("x", b"x")
     failures = 6

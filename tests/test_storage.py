@@ -21,7 +21,7 @@ from ZODB.utils import p64, u64
 from conftest import blob_objects, credentials_for, swift_storage
 from zodb_swiftblobs.keys import KeyLayout
 from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
-from zodb_swiftblobs.swiftaccess import SwiftContainer
+from zodb_swiftblobs.swift import SwiftContainer
 
 
 def wrap(cluster, base, tmp_path, container, **options):

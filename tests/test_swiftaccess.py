@@ -14,7 +14,7 @@ import requests
 
 from conftest import (assert_secret_free, corrupt_on_disk, credentials_for, logged,
                       mint_token, proxy_log, read, wait_for_logged)
-from zodb_swiftblobs.swiftaccess import (
+from zodb_swiftblobs.swift import (
     AuthenticationError, ChecksumMismatchError, Credentials, NotFoundError,
     PermanentSwiftError, StoredObject, SwiftContainer, file_md5)
 
@@ -83,7 +83,7 @@ def test_plain_object_deleted_when_its_kind_is_unknown(swift_container, tmp_path
 
 
 def test_local_errors_are_raised_at_once_not_retried(swift_container, tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swiftaccess")
+    caplog.set_level(logging.DEBUG, logger="zodb_swiftblobs.swift")
     write_file(tmp_path / "f", 10)
     swift_container.upload("x", str(tmp_path / "f"))
     with pytest.raises(FileNotFoundError):
@@ -494,7 +494,7 @@ def test_a_manifest_refused_for_unavailable_segments_only_is_transient(body, una
     segments that could not be checked (5xx) make it worth sending again."""
     from swiftclient.exceptions import ClientException
 
-    from zodb_swiftblobs.swiftaccess import _unavailable_segments
+    from zodb_swiftblobs.swift.transport import unavailable_segments
 
     error = ClientException("Object PUT failed", http_status=400, http_response_content=body)
-    assert _unavailable_segments(error) == unavailable
+    assert unavailable_segments(error) == unavailable

@@ -8,7 +8,7 @@ import ZODB
 from ZODB.FileStorage import FileStorage
 
 from conftest import blob_objects, credentials_for, mint_token, store_blobs, swift_storage
-from zodb_swiftblobs.swiftaccess import AuthenticationError, Credentials, SwiftContainer
+from zodb_swiftblobs.swift import AuthenticationError, Credentials, SwiftContainer
 
 
 def swiftclient_lines(caplog):

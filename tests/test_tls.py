@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from zodb_swiftblobs.swiftaccess import Credentials, PermanentSwiftError, SwiftContainer
+from zodb_swiftblobs.swift import Credentials, PermanentSwiftError, SwiftContainer
 
 
 def self_signed_certificate(directory):

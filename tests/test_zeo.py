@@ -9,7 +9,7 @@ from ZODB.blob import Blob
 from conftest import blob_objects, credentials_for
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.keys import KeyLayout
-from zodb_swiftblobs.swiftaccess import SwiftContainer
+from zodb_swiftblobs.swift import SwiftContainer
 
 SERVER_STORAGE = """
 %import zodb_swiftblobs

@@ -27,7 +27,7 @@ from ZODB.POSException import POSKeyError
 
 from .errors import SwiftStorageError, raises_storage_errors, storage_error
 from .resources import SharedResources
-from .swiftaccess import SwiftError
+from .swift import SwiftError
 
 log = logging.getLogger(__name__)
 

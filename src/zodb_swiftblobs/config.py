@@ -14,7 +14,7 @@ import ZODB.config
 from .cache import BlobCache
 from .keys import KeyLayout
 from .storage import SWIFT_OPTIONS, SwiftBlobStorage, check_options, option_names
-from .swiftaccess import SwiftContainer, open_container
+from .swift import SwiftContainer, open_container
 
 OPTIONS = option_names()
 

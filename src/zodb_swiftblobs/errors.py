@@ -10,7 +10,7 @@ import transaction.interfaces
 from ZODB.POSException import StorageError
 
 from .cache import CacheDirectoryError
-from .swiftaccess import SwiftError, TransientSwiftError
+from .swift import SwiftError, SwiftUnavailableError
 
 Result = TypeVar("Result")
 
@@ -33,7 +33,7 @@ def storage_error(error: SwiftError | CacheDirectoryError) -> StorageError:
     """The storage error that reports *error* (with its message only)."""
     if isinstance(error, CacheDirectoryError):
         return BlobCacheError(str(error))
-    if isinstance(error, TransientSwiftError):
+    if isinstance(error, SwiftUnavailableError):
         return SwiftTransientError(str(error))
     return SwiftStorageError(str(error))
 

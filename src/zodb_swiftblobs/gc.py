@@ -32,7 +32,8 @@ from .bases import revision_exists
 from .cache import BlobCache
 from .keys import KeyLayout
 from .progress import Progress
-from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
+from .swift import NotFoundError, StoredObject, SwiftContainer
+from .swift.large_objects import segment_group
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,11 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
                     before_deleting: Callable[[], None] | None) -> None:
     """Delete the segments no large object refers to: those of large uploads
     that failed and could not remove them (Swift unreachable, a token that
-    expired, a process killed midway).  Segments are named
-    ``<object name>/<upload id>/<index>``; a group is an orphan when the
-    manifest of its object (read from Swift, not from a listing that may lag
-    behind) does not refer to it, or there is no such object.  The rules of
+    expired, a process killed midway), by group (an upload's segments, see
+    :func:`~zodb_swiftblobs.swift.large_objects.segment_group`).  A group is
+    an orphan when the manifest of its object (read from Swift, not from a
+    listing that may lag behind) does not refer to it, or there is no such
+    object.  The rules of
     the main sweep apply (newer than *last_tid*, *protected*, younger than
     *min_age*: kept; with a grace period, scheduled for deletion)."""
     manifests: dict[str, set[str]] = {}
@@ -200,9 +202,11 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
 
     try:
         for stored in container.list(keys.prefix, container=container.segment_container):
-            parts = stored.name.rsplit("/", 2)
-            revision = keys.parse(parts[0]) if len(parts) == 3 else None
-            name, group = parts[0], f"{parts[0]}/{parts[1]}/"
+            owner = segment_group(stored.name)
+            if owner is None:
+                continue
+            name, group = owner
+            revision = keys.parse(name)
             if revision is None or revision[1] > last_tid or name in protected:
                 continue
             if _younger(stored, min_age, now):

@@ -34,7 +34,7 @@ from .copying import commit_copy
 from .keys import KeyLayout
 from .pool import BoundedPool
 from .progress import Progress
-from .swiftaccess import NotFoundError, StoredObject, SwiftContainer
+from .swift import NotFoundError, StoredObject, SwiftContainer
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from ZODB.POSException import StorageError
 from .bases import RelStorageSettings, is_relstorage
 from .databases import legacy_identity, mysql_identity, oracle_identity, postgresql_identity
 from .keys import KeyLayout
-from .swiftaccess import NotFoundError, PermanentSwiftError, SwiftContainer
+from .swift import NotFoundError, PermanentSwiftError, SwiftContainer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from .errors import SwiftStorageError, raises_storage_errors
 from .keys import KeyLayout
 from .ownership import PrefixOwnership, database_identity
 from .staging import StagingArea
-from .swiftaccess import NotFoundError, SwiftContainer, open_container
+from .swift import NotFoundError, SwiftContainer, open_container
 
 TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
 

@@ -31,7 +31,7 @@ from .gc import GarbageReport, collect_garbage, require_grace_period
 from .keys import KeyLayout
 from .progress import Progress
 from .resources import SharedResources
-from .swiftaccess import NotFoundError, SwiftContainer, container_arguments, require_positive
+from .swift import NotFoundError, SwiftContainer, container_arguments, require_positive
 
 GIB = 1 << 30
 GC_GRACE_PERIOD = 7 * 24 * 3600.0  # a week: a nightly backup restored days after a mistake
@@ -80,7 +80,7 @@ class SwiftBlobStorage:
     lets several databases share it.  *cache_dir* holds the read cache (kept
     near *cache_size* bytes) and, in ``cache_dir/tmp``, uncommitted blobs.
     With *create_container* false a missing container is an error at open.
-    Credentials are those of :class:`zodb_swiftblobs.swiftaccess.Credentials`
+    Credentials are those of :class:`zodb_swiftblobs.swift.Credentials`
     (from the ``ST_*``/``OS_*`` environment when none are given).
     *encryption_keys* (key texts; by default the ``ZODB_SWIFTBLOBS_ENCRYPTION_KEYS``
     environment variable) turn on encryption at rest (see

@@ -32,7 +32,7 @@ from .bases import last_committed_tid
 from .keys import KeyLayout
 from .pool import BoundedPool
 from .progress import Progress
-from .swiftaccess import (ChecksumMismatchError, DecryptionError, MissingKeyError,
+from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError,
                           NotFoundError, StoredObject, SwiftContainer, SwiftError)
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import stat
 import time
 
 from .integrity import non_file_kind
+from ..partial_files import is_partial_file
 
 log = logging.getLogger("zodb_swiftblobs.cache")
 
@@ -220,12 +221,12 @@ def release_revision(lock_path: str, lock: int) -> None:
 
 def remove_abandoned_downloads(directory: str, name: str) -> None:
     """Remove the temporary files in *directory* of fetches of *name* whose
-    fetchers died: ``.<name>.<random>.tmp``, and what a fetch function made
-    beside it (hidden files named after it, such as ``..<name>.<random>.tmp.<random>.part``
-    of :meth:`SwiftContainer.download <zodb_swiftblobs.swiftaccess.SwiftContainer.download>`)."""
+    fetchers died: ``.<name>.<random>.tmp``, and the partial file (see
+    :mod:`.partial_files`) of a download into one of those."""
+    own = f".{name}."
     with os.scandir(directory) as entries:
-        abandoned = [entry.path for entry in entries if entry.name.startswith(".")
-                     and entry.name.lstrip(".").startswith(f"{name}.")]
+        abandoned = [entry.path for entry in entries if entry.name.startswith(own)
+                     or is_partial_file(entry.name, own)]
     for path in abandoned:
         if remove_entry(path):
             log.debug("removed %s, left by a fetch that died", path)

@@ -13,7 +13,7 @@ from ZODB.POSException import POSKeyError, StorageError
 
 from ..config import ConfigurationError
 from ..migrate import MigrationError
-from ..swiftaccess import SwiftError
+from ..swift import SwiftError
 from ..testing.devswift import DevSwiftError
 from . import cache, claim, demo, devswift, migrate, url, verify
 

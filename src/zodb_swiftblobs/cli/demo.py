@@ -16,7 +16,7 @@ from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
 from ..storage import SwiftBlobStorage
-from ..swiftaccess import MIB, Credentials, SwiftContainer
+from ..swift import MIB, Credentials, SwiftContainer
 from ..testing.devswift import DevSwift
 from .arguments import DEFAULT_DEVSWIFT_DIR
 

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ..swiftaccess import MIB
+from ..swift import MIB
 
 LISTED = 20  # names listed per kind of finding in human-readable output
 

@@ -1,0 +1,97 @@
+"""Deletions Swift carries out later (X-Delete-At): scheduled, cancelled and
+looked up for an object and the segments of a large object."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+from swiftclient import client as swift
+
+from .large_objects import LargeObjects
+from .objects import DELETION_MARK, StoredObject, deletion_mark, is_large, without_deletion_mark
+from .transport import Transport
+
+# Headers an object POST replaces besides X-Object-Meta-*: sent again with it.
+POST_REPLACED_HEADERS = ("content-disposition", "content-encoding", "content-language",
+                         "cache-control", "expires", "x-robots-tag")
+
+
+class DeletionSchedule:
+    """The scheduled deletions of the objects of *container* (and of their
+    segments, found through *large_objects*)."""
+
+    def __init__(self, transport: Transport, large_objects: LargeObjects,
+                 container: str) -> None:
+        self.transport = transport
+        self.large_objects = large_objects
+        self.container = container
+
+    def schedule(self, name: str, after: float, *,
+                 container: str | None = None) -> int | None:
+        """As :meth:`.SwiftContainer.schedule_deletion`."""
+        container = container or self.container
+        at = math.ceil(time.time() + after)
+        headers = self._head_in(container, name)
+        if headers.get("x-delete-at"):
+            return int(headers["x-delete-at"])
+        self._post_deletion(container, name, headers, at)
+        if is_large(headers):
+            for segment_container, segment in self.large_objects.segment_paths(name):
+                segment_headers = self._head_in(segment_container, segment)
+                if not segment_headers.get("x-delete-at"):
+                    self._post_deletion(segment_container, segment, segment_headers, at)
+        return None
+
+    def cancel(self, name: str) -> bool:
+        """As :meth:`.SwiftContainer.cancel_deletion`."""
+        headers = self._head_in(self.container, name)
+        cancelled = False
+        if is_large(headers):
+            for container, segment in self.large_objects.segment_paths(name):
+                segment_headers = self._head_in(container, segment)
+                if segment_headers.get("x-delete-at"):
+                    self._post_deletion(container, segment, segment_headers, None)
+                    cancelled = True
+        if headers.get("x-delete-at") or deletion_mark(headers.get("content-type")):
+            self._post_deletion(self.container, name, headers, None)
+            cancelled = True
+        return cancelled
+
+    def scheduled(self, name: str) -> int | None:
+        """As :meth:`.SwiftContainer.deletion_scheduled`."""
+        headers = self._head_in(self.container, name)
+        times = [int(headers["x-delete-at"])] if headers.get("x-delete-at") else []
+        if is_large(headers):
+            for container, segment in self.large_objects.segment_paths(name):
+                segment_headers = self._head_in(container, segment)
+                if segment_headers.get("x-delete-at"):
+                    times.append(int(segment_headers["x-delete-at"]))
+        return min(times, default=None)
+
+    def unschedule_copy(self, source: StoredObject, copy: str) -> None:
+        """Cancel the deletion schedule that object *copy* got from *source*."""
+        if source.delete_at is not None or source.marked_for_deletion is not None:
+            self.cancel(copy)
+
+    def _head_in(self, container: str, name: str) -> Mapping[str, str]:
+        return self.transport.call("head", name, lambda u, t, h: swift.head_object(
+            u, t, container, name, http_conn=h))
+
+    def _post_deletion(self, container: str, name: str, headers: Mapping[str, str],
+                       at: int | None) -> None:
+        """Schedule the deletion of an object at *at* (None: cancel it) with a
+        POST that keeps what its *headers* (of a HEAD) say."""
+        content_type = without_deletion_mark(headers.get("content-type")
+                                              or "application/octet-stream")
+        post = {key: value for key, value in headers.items()
+                if key.lower().startswith("x-object-meta-")
+                or key.lower() in POST_REPLACED_HEADERS}
+        if at is None:
+            post.update({"X-Remove-Delete-At": "1", "Content-Type": content_type})
+        else:
+            post.update({"X-Delete-At": str(at),
+                         "Content-Type": f"{content_type};{DELETION_MARK}={at}"})
+        self.transport.call("deletion schedule", name, lambda u, t, h: swift.post_object(
+            u, t, container, name, headers=post, http_conn=h))
