@@ -283,8 +283,8 @@ def orphan_names(storage: SwiftBlobStorage, count: int, first_oid: int) -> list[
     """Object names of *count* blob revisions the storage does not have, all
     older than its last transaction (so that garbage collection may remove them)."""
     tid = storage.lastTransaction()
-    keys = storage.key_layout
-    return [keys.key(p64(first_oid + index), tid) for index in range(count)]
+    keys = storage.object_layout
+    return [keys.object_name(p64(first_oid + index), tid) for index in range(count)]
 
 
 def commit_one_blob(db) -> None:

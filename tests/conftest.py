@@ -226,9 +226,9 @@ def child_environment():
 def blob_objects(view, prefix=""):
     """The objects of blob revisions *view* lists under *prefix* (not the
     prefix's ownership marker)."""
-    from zodb_swiftblobs.keys import KeyLayout
+    from zodb_swiftblobs.layout import ObjectLayout
 
-    return [o for o in view.list(prefix) if o.name != KeyLayout(prefix).marker]
+    return [o for o in view.list(prefix) if o.name != ObjectLayout(prefix).marker]
 
 
 def store_blobs(db, **blobs):

@@ -27,7 +27,7 @@ from conftest import (blob_objects, blob_revision, child_environment, credential
                       in_background, logged, mint_token, read, sqlite_relstorage,
                       store_blobs, swift_config, swift_storage, wait_for, wait_for_logged)
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs import SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swift import (UPLOAD_ATTEMPTS, ChecksumMismatchError, Credentials,
                                    NotFoundError, SwiftContainer, SwiftUnavailableError)
@@ -111,18 +111,18 @@ def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mod
     kept_oid, kept_serial = blob_revision(db, "kept")
     transactions = len(list(storage.iterator()))
     data_fs_size = os.path.getsize(tmp_path / "Data.fs")
-    keys = KeyLayout()
+    keys = ObjectLayout()
 
     txn = TransactionMetaData()
     storage.tpc_begin(txn)
     uploaded = stage_new_blob(storage, txn, kept_oid, kept_serial, tmp_path / "a", b"a" * 5000)
-    uploaded_name = keys.key(uploaded, storage.base._tid)
+    uploaded_name = keys.object_name(uploaded, storage.base._tid)
     # Its upload is done (the proxy logs a request once it has answered; the
     # object alone can be stored before the answer): it will be an orphan.
     wait_for_logged(cluster, f"PUT /v1/AUTH_test/{container_name}/{uploaded_name} ")
     with server_fault(cluster, "proxy", mode):
         failed = stage_new_blob(storage, txn, kept_oid, kept_serial, tmp_path / "b", b"b" * 5000)
-        failed_name = keys.key(failed, storage.base._tid)
+        failed_name = keys.object_name(failed, storage.base._tid)
         started = time.monotonic()
         with pytest.raises(SwiftTransientError) as info:
             storage.tpc_vote(txn)
@@ -156,8 +156,8 @@ def test_proxy_lost_during_the_vote(cluster, tmp_path, container_name, view, mod
     store_blobs(db, after=b"committed after the proxy returned")
     assert blob_bytes(db, "after") == b"committed after the proxy returned"
     assert storage.collect_garbage().deleted == 1
-    assert {o.name for o in blob_objects(view)} == {keys.key(*blob_revision(db, "kept")),
-                                                   keys.key(*blob_revision(db, "after"))}
+    assert {o.name for o in blob_objects(view)} == {keys.object_name(*blob_revision(db, "kept")),
+                                                   keys.object_name(*blob_revision(db, "after"))}
     db.close()
 
 
@@ -195,7 +195,7 @@ def test_segments_a_failed_large_upload_could_not_remove_are_collected(
                           large_object_threshold=1 << 20, segment_size=256 << 10)
     kept = os.urandom(2 << 20)
     store_blobs(db, kept=kept)
-    kept_name = KeyLayout().key(*blob_revision(db, "kept"))
+    kept_name = ObjectLayout().object_name(*blob_revision(db, "kept"))
     manifest_refused = {"method": "PUT", "path": f"/{container_name}/", "status": 503,
                         "times": 1000}
     cleanup_refused = {"method": "DELETE", "status": 503, "times": 1000}  # bulk's too
@@ -336,7 +336,7 @@ def test_container_server_down(cluster, tmp_path, container_name, view):
                     "every write, so commits fail while it is down")
     db, storage = open_db(cluster, tmp_path, container_name)
     store_blobs(db, kept=b"kept")
-    orphan = storage.key_layout.key(p64(0xDEAD), blob_revision(db, "kept")[1])
+    orphan = storage.object_layout.object_name(p64(0xDEAD), blob_revision(db, "kept")[1])
     (tmp_path / "orphan").write_bytes(b"a revision the database does not have")
     view.upload(orphan, str(tmp_path / "orphan"))
     with server_fault(cluster, "container", "stopped"):
@@ -369,7 +369,7 @@ def test_rate_limiting_is_waited_out(cluster, tmp_path, container_name, status):
     assert elapsed >= 2, "Retry-After was not honoured"
     storage.cache.clear()
     assert blob_bytes(db, "kept") == b"after two refusals"
-    name = storage.key_layout.key(*blob_revision(db, "kept"))
+    name = storage.object_layout.object_name(*blob_revision(db, "kept"))
     with injected(cluster, {**rule, "method": "GET", "times": 1000}):
         with pytest.raises(SwiftUnavailableError, match=str(status)):
             storage.swift_container.download(name, str(tmp_path / "copy"), deadline=2)
@@ -387,7 +387,7 @@ def test_bytes_damaged_on_the_way_are_sent_again(cluster, tmp_path, container_na
     with injected(cluster, rule):
         store_blobs(db, damaged=os.urandom(50_000))
     oid, serial = blob_revision(db, "damaged")
-    name = KeyLayout().key(oid, serial)
+    name = ObjectLayout().object_name(oid, serial)
     assert len(sent(name)) == 1, "damaged once"
     assert len(wait_for_logged(cluster, f"PUT /v1/AUTH_test/{container_name}/{name} ",
                                count=2)) == 2, "sent again once"
@@ -511,10 +511,10 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
         capture_output=True, text=True, env=child_environment(), timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     oid, serial = (bytes.fromhex(part) for part in child.stdout.split())
-    keys = KeyLayout()
+    keys = ObjectLayout()
     names = {o.name for o in blob_objects(view)}
-    assert keys.key(oid, serial) in names and len(names) == 2, "the vote uploaded the blob"
-    (voted,) = names - {keys.key(oid, serial)}
+    assert keys.object_name(oid, serial) in names and len(names) == 2, "the vote uploaded the blob"
+    (voted,) = names - {keys.object_name(oid, serial)}
     _, voted_tid = keys.parse(voted)
     tmp = tmp_path / "cache" / "tmp"
     assert [n for n in os.listdir(tmp) if n.startswith("commit-")], "left staged"
@@ -532,8 +532,8 @@ def test_killed_between_vote_and_finish(cluster, tmp_path, container_name, view,
     store_blobs(db, later=b"a later transaction")
     report = storage.collect_garbage()
     assert report.deleted == 1
-    assert {o.name for o in blob_objects(view)} == {keys.key(oid, serial),
-                                                    keys.key(*blob_revision(db, "later"))}
+    assert {o.name for o in blob_objects(view)} == {keys.object_name(oid, serial),
+                                                    keys.object_name(*blob_revision(db, "later"))}
     db.close()
 
 
@@ -595,7 +595,7 @@ def test_verify_looks_up_what_a_lagging_listing_lacks(cluster, tmp_path, contain
             release.touch()
             committer.join(120)
     assert not committer.is_alive() and failures == []
-    unlisted = {KeyLayout().key(*blob_revision(db, name)) for name in "abc"}
+    unlisted = {ObjectLayout().object_name(*blob_revision(db, name)) for name in "abc"}
     db.close()
     assert unlisted.isdisjoint(o.name for o in blob_objects(view)), "the listing lags"
 

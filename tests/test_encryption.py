@@ -23,7 +23,7 @@ from conftest import (assert_secret_free, blob_objects, child_environment, corru
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.encryption import (CHUNK_SIZE, ENVIRONMENT_VARIABLE, DecryptionFailed,
                                         Keyring, key_id, parse_key)
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.ownership import EncryptionRequiredError
 from zodb_swiftblobs import SwiftStorageError
 from zodb_swiftblobs.swift import MissingKeyError, SwiftContainer, file_md5
@@ -150,7 +150,7 @@ def test_swift_holds_ciphertext_and_the_storage_reads_plaintext(
     try:
         revisions = write_blobs(db, blobs)
         for name, (oid, tid) in revisions.items():
-            headers, stored = raw_get(devswift, container_name, KeyLayout().key(oid, tid))
+            headers, stored = raw_get(devswift, container_name, ObjectLayout().object_name(oid, tid))
             assert headers[ENCRYPTION_HEADER].split()[:2] == ["v1", key_id(parse_key(KEY_A))]
             assert len(stored) == Keyring.from_text(KEY_A).new_cipher().ciphertext_size(
                 len(blobs[name]))
@@ -230,7 +230,7 @@ def test_key_rotation_reads_old_objects_and_encrypts_with_the_first_key(
         rotated.close()
     container = SwiftContainer(credentials_for(devswift), container_name)
     try:
-        header = container.head(KeyLayout().key(new_oid, new_tid)).metadata
+        header = container.head(ObjectLayout().object_name(new_oid, new_tid)).metadata
         assert header["swiftblobs-encryption"].split()[1] == key_id(parse_key(KEY_B))
     finally:
         container.close()
@@ -265,7 +265,7 @@ def test_tampered_objects_and_swapped_metadata_give_errors_never_bytes(
         revisions = write_blobs(db, blobs)
     finally:
         db.close()
-    one, two = (KeyLayout().key(*revisions[name]) for name in ("one", "two"))
+    one, two = (ObjectLayout().object_name(*revisions[name]) for name in ("one", "two"))
     headers_one, ciphertext_one = raw_get(devswift, container_name, one)
     headers_two, _ = raw_get(devswift, container_name, two)
     corrupt_on_disk(devswift, ciphertext_one)
@@ -300,7 +300,7 @@ def test_undo_brings_back_an_encrypted_blob(devswift, tmp_path, container_name, 
             oid, tid = conn.root.blob._p_oid, conn.root.blob._p_serial
     finally:
         db.close()
-    headers, stored = raw_get(devswift, container_name, KeyLayout().key(oid, tid))
+    headers, stored = raw_get(devswift, container_name, ObjectLayout().object_name(oid, tid))
     assert headers[ENCRYPTION_HEADER].split()[1] == key_id(parse_key(KEY_A))
     assert first[:100] not in stored
     fresh = open_db(devswift, container_name, tmp_path / "fresh", **options)
@@ -331,7 +331,7 @@ def test_the_key_comes_from_the_environment_when_none_is_configured(
         (oid, tid), = write_blobs(db, {"blob": b"from the environment"}).values()
     finally:
         db.close()
-    headers, stored = raw_get(devswift, container_name, KeyLayout().key(oid, tid))
+    headers, stored = raw_get(devswift, container_name, ObjectLayout().object_name(oid, tid))
     assert headers[ENCRYPTION_HEADER].split()[1] == key_id(parse_key(KEY_B))
     assert b"from the environment" not in stored
 

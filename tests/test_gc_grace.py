@@ -23,7 +23,7 @@ from ZODB.FileStorage import FileStorage
 from conftest import (blob_objects, blob_revision, credentials_for, store_blobs, swift_config,
                       swift_storage)
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 from zodb_swiftblobs.verify import referenced_revisions
 
@@ -117,15 +117,15 @@ def restore(tmp_path):
 def check_blobs(devswift, tmp_path, container_name, expected):
     """Every blob revision the database references is *expected*'s, read
     through an empty cache."""
-    keys = KeyLayout()
+    keys = ObjectLayout()
     db = ZODB.config.databaseFromURL(str(write_config(devswift, tmp_path, container_name,
                                                       "fresh-cache")))
     try:
         revisions = referenced_revisions(db.storage)
-        assert {keys.key(r[:8], r[8:]) for r in revisions} == set(expected)
+        assert {keys.object_name(r[:8], r[8:]) for r in revisions} == set(expected)
         for revision in revisions:
             with open(db.storage.loadBlob(revision[:8], revision[8:]), "rb") as f:
-                assert f.read() == expected[keys.key(revision[:8], revision[8:])]
+                assert f.read() == expected[keys.object_name(revision[:8], revision[8:])]
     finally:
         db.close()
 
@@ -134,7 +134,7 @@ class Site:
     """A database whose blob revisions are recorded as they are committed."""
 
     def __init__(self, config):
-        self.config, self.keys, self.expected = config, KeyLayout(), {}
+        self.config, self.keys, self.expected = config, ObjectLayout(), {}
         self.db = ZODB.config.databaseFromURL(str(config))
 
     def commit(self, **blobs):
@@ -143,7 +143,7 @@ class Site:
             self.expected[self.key(name)] = data
 
     def key(self, name):
-        return self.keys.key(*blob_revision(self.db, name))
+        return self.keys.object_name(*blob_revision(self.db, name))
 
 
 def restored_site(devswift, tmp_path, container_name, **options):
@@ -307,12 +307,12 @@ def test_a_grace_period_of_zero_deletes_at_once(devswift, tmp_path, container_na
                             tmp_path / "cache", gc_grace_period=0)
     db = ZODB.DB(storage)
     store_blobs(db, b=b"first")
-    first = KeyLayout().key(*blob_revision(db, "b"))
+    first = ObjectLayout().object_name(*blob_revision(db, "b"))
     store_blobs(db, b=b"second")
     db.pack()
     with pytest.raises(NotFoundError):
         view.head(first)
-    assert [o.name for o in blob_objects(view)] == [KeyLayout().key(*blob_revision(db, "b"))]
+    assert [o.name for o in blob_objects(view)] == [ObjectLayout().object_name(*blob_revision(db, "b"))]
     db.close()
 
 
@@ -321,7 +321,7 @@ def test_by_default_orphans_are_deleted_a_week_later(devswift, tmp_path, contain
     config = write_config(devswift, tmp_path, container_name, "cache", grace=None)
     db = ZODB.config.databaseFromURL(str(config))
     store_blobs(db, b=b"first")
-    first = KeyLayout().key(*blob_revision(db, "b"))
+    first = ObjectLayout().object_name(*blob_revision(db, "b"))
     store_blobs(db, b=b"second")
     before = time.time()
     db.pack()
@@ -346,7 +346,7 @@ def test_orphaned_segments_are_scheduled_once(devswift, tmp_path, container_name
     db = ZODB.DB(storage)
     store_blobs(db, kept=b"kept")
     _, tid = blob_revision(db, "kept")
-    name = KeyLayout().key(b"\0" * 7 + b"\xf1", tid)
+    name = ObjectLayout().object_name(b"\0" * 7 + b"\xf1", tid)
     (tmp_path / "large").write_bytes(os.urandom(5 << 20))
     swift_container.upload(name, str(tmp_path / "large"))
     swift_container.delete(name, large=False)  # the manifest only
@@ -374,7 +374,7 @@ def test_a_deep_verification_sees_schedules_listings_do_not_show(
     config = write_config(devswift, tmp_path, container_name, "cache")
     db = ZODB.config.databaseFromURL(str(config))
     store_blobs(db, b=b"referenced")
-    name = KeyLayout().key(*blob_revision(db, "b"))
+    name = ObjectLayout().object_name(*blob_revision(db, "b"))
     db.close()
     metadata = {key: value for key, value in swift_http("head", container_name, name).items()
                 if key.startswith("x-object-meta-")}
@@ -407,13 +407,13 @@ def test_undo_to_a_revision_scheduled_for_deletion_copies_no_schedule(
     db = ZODB.DB(storage)
     first = os.urandom(1_100_000)
     store_blobs(db, big=first, small=b"first")
-    scheduled = [KeyLayout().key(*blob_revision(db, name)) for name in ("big", "small")]
+    scheduled = [ObjectLayout().object_name(*blob_revision(db, name)) for name in ("big", "small")]
     store_blobs(db, big=os.urandom(1_000_000), small=b"second")
     for name in scheduled:  # as the garbage collection before the restore did
         assert view.schedule_deletion(name, 3600) is None
     db.undo(db.undoLog(0, 1)[0]["id"])
     transaction.commit()
-    copies = [KeyLayout().key(*blob_revision(db, name)) for name in ("big", "small")]
+    copies = [ObjectLayout().object_name(*blob_revision(db, name)) for name in ("big", "small")]
     assert set(copies).isdisjoint(scheduled)
     for name in copies:
         assert delete_at(swift_http, container_name, name) is None

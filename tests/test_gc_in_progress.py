@@ -22,10 +22,10 @@ from ZODB.utils import p64, u64
 
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
                       sqlite_relstorage, store_blobs, swift_config, swift_storage)
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import SwiftContainer
 
-KEYS = KeyLayout()
+KEYS = ObjectLayout()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import ZODB
 from ZODB.FileStorage import FileStorage
 
 from conftest import blob_objects, blob_revision, credentials_for, store_blobs, swift_storage
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.names import check_container, check_prefix
 from zodb_swiftblobs.swift import PermanentSwiftError, SwiftContainer
 from zodb_swiftblobs.verify import verify
@@ -29,13 +29,13 @@ def test_prefixes_http_would_rewrite_are_refused(prefix):
     with pytest.raises(ValueError, match="prefix"):
         check_prefix(prefix)
     with pytest.raises(ValueError):
-        KeyLayout(prefix)
+        ObjectLayout(prefix)
 
 
 @pytest.mark.parametrize("prefix", EXACT_PREFIXES)
 def test_prefixes_sent_exactly_are_accepted(prefix):
     check_prefix(prefix)
-    assert KeyLayout(prefix).prefix == prefix
+    assert ObjectLayout(prefix).prefix == prefix
 
 
 @pytest.mark.parametrize("container", [".", "..", "", "a/b", "../victim", "a\nb", "a\tb",
@@ -103,8 +103,8 @@ def test_accepted_names_round_trip_exactly(devswift, tmp_path):
         store_blobs(db, small=b"second", large=second)
         db.undo(db.undoLog(0, 1)[0]["id"])  # copies inside Swift, segments included
         transaction.commit()
-        layout = KeyLayout(prefix)
-        current = {layout.key(*blob_revision(db, name)) for name in ("small", "large")}
+        layout = ObjectLayout(prefix)
+        current = {layout.object_name(*blob_revision(db, name)) for name in ("small", "large")}
         assert current <= {o.name for o in blob_objects(view, prefix)}
         assert layout.marker in {o.name for o in view.list(prefix)}
         report = verify(storage, deep=True)
@@ -116,7 +116,7 @@ def test_accepted_names_round_trip_exactly(devswift, tmp_path):
         report = verify(storage, deep=True)
         assert (report.present, report.missing, report.corrupt, report.orphans) == \
             (2, [], [], [])
-        large_key = layout.key(*blob_revision(db, "large"))
+        large_key = layout.object_name(*blob_revision(db, "large"))
         assert len([s for s in view.list(prefix, container=view.segment_container)
                     if s.name.startswith(large_key)]) == 3
 

@@ -15,7 +15,7 @@ from ZODB.utils import p64
 from conftest import (blob_objects, credentials_for, sqlite_relstorage, store_blobs, swift_config,
                       swift_storage)
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.databases import DSNError, legacy_identity, postgresql_identity
 from zodb_swiftblobs.ownership import (ForeignPrefixError, PrefixOwnership, database_identity,
                                        without_secrets)
@@ -44,7 +44,7 @@ def refused(cluster, base, container, cache):
 
 
 def marker(view, prefix=""):
-    return json.loads(view.get_bytes(KeyLayout(prefix).marker))
+    return json.loads(view.get_bytes(ObjectLayout(prefix).marker))
 
 
 def test_the_first_database_claims_the_prefix_and_others_are_refused(devswift, tmp_path,
@@ -73,16 +73,16 @@ def test_garbage_collection_never_runs_in_a_prefix_it_does_not_own(devswift, tmp
     storage = db.storage
     store_blobs(db, blob=b"a's")
     (tmp_path / "foreign").write_bytes(b"a blob of another database")
-    foreign = [KeyLayout().key(p64(1000 + i), p64(1 + i)) for i in range(3)]
+    foreign = [ObjectLayout().object_name(p64(1000 + i), p64(1 + i)) for i in range(3)]
     for name in foreign:
         view.upload(name, str(tmp_path / "foreign"))
-    view.put_bytes(KeyLayout().marker, json.dumps({"owner": "FileStorage elsewhere"}).encode())
+    view.put_bytes(ObjectLayout().marker, json.dumps({"owner": "FileStorage elsewhere"}).encode())
     with pytest.raises(ForeignPrefixError, match="elsewhere"):
         storage.collect_garbage()
     with pytest.raises(ForeignPrefixError):
         db.pack()
     assert set(foreign) <= {o.name for o in view.list()}, "nothing was deleted"
-    view.delete(KeyLayout().marker)
+    view.delete(ObjectLayout().marker)
     assert storage.collect_garbage().deleted == 3, "it would have deleted them"
     assert marker(view)["owner"].endswith("a.fs"), "an unclaimed prefix is claimed first"
     db.close()
@@ -111,7 +111,7 @@ def test_read_only_opens_claim_nothing_and_respect_the_owner(devswift, tmp_path,
                               container_name, tmp_path / "c")
     read_only.close()
     with pytest.raises(NotFoundError):
-        view.get_bytes(KeyLayout().marker)
+        view.get_bytes(ObjectLayout().marker)
     open_file_db(devswift, tmp_path / "b.fs", container_name, tmp_path / "cb").close()
     refused(devswift, FileStorage(str(tmp_path / "a.fs"), read_only=True), container_name,
             tmp_path / "c")
@@ -119,7 +119,7 @@ def test_read_only_opens_claim_nothing_and_respect_the_owner(devswift, tmp_path,
 
 def test_an_unreadable_marker_is_a_clear_error(devswift, tmp_path, container_name, view):
     view.ensure_container()
-    view.put_bytes(KeyLayout().marker, b"not json")
+    view.put_bytes(ObjectLayout().marker, b"not json")
     error = refused(devswift, FileStorage(str(tmp_path / "a.fs")), container_name,
                     tmp_path / "c")
     assert "unreadable ownership marker" in str(error)
@@ -335,12 +335,12 @@ def test_another_app_server_of_the_same_database_is_not_refused(devswift, contai
                                                                  view, caplog):
     caplog.set_level(logging.DEBUG)
     view.ensure_container()
-    first = PrefixOwnership(view, KeyLayout("pg/"), postgresql(SAME_DATABASE[0]))
+    first = PrefixOwnership(view, ObjectLayout("pg/"), postgresql(SAME_DATABASE[0]))
     first.check(claim=True)
     for dsn in SAME_DATABASE[1:]:
-        PrefixOwnership(view, KeyLayout("pg/"), postgresql(dsn)).check(claim=True)
+        PrefixOwnership(view, ObjectLayout("pg/"), postgresql(dsn)).check(claim=True)
     with pytest.raises(ForeignPrefixError) as refused:
-        PrefixOwnership(view, KeyLayout("pg/"), postgresql(OTHER_DATABASES[0])).check(
+        PrefixOwnership(view, ObjectLayout("pg/"), postgresql(OTHER_DATABASES[0])).check(
             claim=False)
     texts = [json.dumps(marker(view, "pg/")), str(refused.value), caplog.text]
     assert "is now owned by RelStorage PostgreSQL database 'zodb'" in caplog.text
@@ -352,7 +352,7 @@ def test_a_marker_of_the_older_format_is_recognised_and_rewritten(devswift, cont
                                                                   view, caplog, owner, dsn):
     caplog.set_level(logging.DEBUG)
     view.ensure_container()
-    layout = KeyLayout("old/")
+    layout = ObjectLayout("old/")
     view.put_bytes(layout.marker, json.dumps({"format": 1, "owner": owner}).encode())
     with pytest.raises(ForeignPrefixError) as refused:
         PrefixOwnership(view, layout, postgresql("dbname=other host=db.example")).check(

@@ -11,7 +11,7 @@ from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
 from conftest import blob_objects, credentials_for, sqlite_relstorage, swift_storage
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 
 
@@ -41,7 +41,7 @@ def in_swift(view, oid, tids):
     present = []
     for tid in tids:
         try:
-            view.head(KeyLayout().key(oid, tid))
+            view.head(ObjectLayout().object_name(oid, tid))
             present.append(True)
         except NotFoundError:
             present.append(False)

@@ -11,7 +11,7 @@ from ZODB.serialize import referencesf
 
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
                       sqlite_relstorage, store_blobs, swift_storage)
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import SwiftContainer
 
 
@@ -53,7 +53,7 @@ def test_commits_reach_other_processes_and_pack_collects(devswift, tmp_path, con
     assert len(stored(devswift, container_name)) == 2, "a prepack collects nothing"
     db.pack(time.time() + 1)
     with other.transaction() as conn:
-        current = KeyLayout().key(conn.root()["b"]._p_oid, second)
+        current = ObjectLayout().object_name(conn.root()["b"]._p_oid, second)
     assert stored(devswift, container_name) == [current], \
         "the revision the pack (or history-free storage) dropped is gone from Swift"
     assert read(other, "b") == b"two"
@@ -149,7 +149,7 @@ def test_gc_sees_what_other_processes_committed_since_it_last_looked(devswift, t
     storage.collect_garbage()
     fresh = open_db(devswift, tmp_path, container_name, True, cache="fresh-cache")
     assert read(fresh, "blob") == b"committed elsewhere"
-    assert KeyLayout().key(*blob_revision(fresh, "blob")) in stored(devswift, container_name)
+    assert ObjectLayout().object_name(*blob_revision(fresh, "blob")) in stored(devswift, container_name)
     assert blob_revision(fresh, "blob")[1] == serial
     fresh.close()
     db.close()

@@ -78,7 +78,7 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     with db.transaction() as conn:
         conn.root()["small"].open().close()
     texts += [repr(storage), repr(storage.swift_container),
-              repr(storage.swift_container.credentials), repr(storage.key_layout),
+              repr(storage.swift_container.credentials), repr(storage.object_layout),
               repr(storage.swift_container.encryption), str(storage.cache_stats())]
     cluster.stop_server("proxy")
     try:

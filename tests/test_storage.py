@@ -19,7 +19,7 @@ from ZODB.serialize import referencesf
 from ZODB.utils import p64, u64
 
 from conftest import blob_objects, credentials_for, swift_storage
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swift import SwiftContainer
 
@@ -81,8 +81,8 @@ def test_commit_puts_each_revision_in_swift_under_its_tid(file_storage_db, swift
     db, storage = file_storage_db
     oid, first = commit_blob(db, "b", b"one")
     _, second = commit_blob(db, "b", b"two")
-    keys = KeyLayout()
-    assert names(swift_view) == [keys.key(oid, first), keys.key(oid, second)]
+    keys = ObjectLayout()
+    assert names(swift_view) == [keys.object_name(oid, first), keys.object_name(oid, second)]
     assert read_blob(db, "b") == b"two"
     with open(storage.loadBlob(oid, first), "rb") as f:
         assert f.read() == b"one"
@@ -175,9 +175,9 @@ def test_undo_copies_the_old_revision_inside_swift(file_storage_db, swift_view):
     transaction.commit()
     assert read_blob(db, "b") == b"first"
     undo_tid = storage.lastTransaction()
-    assert KeyLayout().key(oid, undo_tid) in names(swift_view)
-    copied = swift_view.head(KeyLayout().key(oid, undo_tid))
-    assert copied.md5 == swift_view.head(KeyLayout().key(oid, first)).md5
+    assert ObjectLayout().object_name(oid, undo_tid) in names(swift_view)
+    copied = swift_view.head(ObjectLayout().object_name(oid, undo_tid))
+    assert copied.md5 == swift_view.head(ObjectLayout().object_name(oid, first)).md5
 
 
 def test_copy_transactions_from_a_blob_directory_lands_blobs_in_swift(
@@ -190,10 +190,10 @@ def test_copy_transactions_from_a_blob_directory_lands_blobs_in_swift(
                        container_name)
     destination.copyTransactionsFrom(source)
     old.close()
-    keys = KeyLayout()
+    keys = ObjectLayout()
     stored = names(swift_view)
     for oid, tid in revisions:
-        assert keys.key(oid, tid) in stored
+        assert keys.object_name(oid, tid) in stored
     assert len(stored) == 3
     destination.close()
     db = ZODB.DB(wrap(devswift, FileStorage(str(tmp_path / "new.fs")), tmp_path / "fresh",
@@ -207,15 +207,15 @@ def test_pack_removes_revisions_the_base_dropped_and_orphans(file_storage_db, sw
     db, storage = file_storage_db
     oid, first = commit_blob(db, "b", b"first")
     _, second = commit_blob(db, "b", b"second")
-    keys = KeyLayout()
-    orphan = keys.key(p64(0x7777), p64(u64(first) - 1))
+    keys = ObjectLayout()
+    orphan = keys.object_name(p64(0x7777), p64(u64(first) - 1))
     (tmp_path / "orphan").write_bytes(b"from a crashed commit")
     swift_view.upload(orphan, str(tmp_path / "orphan"))
-    future = keys.key(p64(0x7778), p64(u64(second) + 10**9))
+    future = keys.object_name(p64(0x7778), p64(u64(second) + 10**9))
     swift_view.upload(future, str(tmp_path / "orphan"))
     time.sleep(0.01)
     storage.pack(time.time(), referencesf)
-    assert names(swift_view) == [keys.key(oid, second), future], \
+    assert names(swift_view) == [keys.object_name(oid, second), future], \
         "the packed-away revision and the orphan are gone; a newer tid is kept"
     with pytest.raises(POSKeyError):
         storage.loadBlob(oid, first)
@@ -260,7 +260,7 @@ def test_other_supported_bases(devswift, tmp_path, container_name, make_base, sw
     db = ZODB.DB(wrap(devswift, make_base(), tmp_path, container_name))
     oid, serial = commit_blob(db, "b", b"mapped")
     assert read_blob(db, "b") == b"mapped"
-    assert names(swift_view) == [KeyLayout().key(oid, serial)]
+    assert names(swift_view) == [ObjectLayout().object_name(oid, serial)]
     db.close()
 
 
@@ -347,7 +347,7 @@ def test_object_missing_in_swift_for_an_existing_revision_is_not_poskeyerror(
     db = ZODB.DB(storage)
     oid, serial = commit_blob(db, "b", b"here, then gone")
     db.close()
-    swift_view.delete(KeyLayout().key(oid, serial))
+    swift_view.delete(ObjectLayout().object_name(oid, serial))
     cold = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path / "cold",
                 container_name, deadline=2)
     with pytest.raises(SwiftTransientError, match="has revision"):
@@ -400,7 +400,7 @@ def test_a_blob_stored_twice_in_one_transaction_keeps_the_last(file_storage_db, 
     tid = storage.tpc_finish(txn)
     with storage.openCommittedBlobFile(oid, tid) as f:
         assert f.read() == b"second try"
-    swift_view.download(KeyLayout().key(oid, tid), str(tmp_path / "stored"))
+    swift_view.download(ObjectLayout().object_name(oid, tid), str(tmp_path / "stored"))
     assert (tmp_path / "stored").read_bytes() == b"second try"
 
 
@@ -408,7 +408,7 @@ def test_no_garbage_collection_over_a_demo_storage(devswift, tmp_path, container
                                                    swift_view):
     storage = wrap(devswift, DemoStorage(changes=MappingStorage()), tmp_path, container_name)
     (tmp_path / "orphan").write_bytes(b"not the demo's to delete")
-    swift_view.upload(KeyLayout().key(p64(9), p64(1)), str(tmp_path / "orphan"))
+    swift_view.upload(ObjectLayout().object_name(p64(9), p64(1)), str(tmp_path / "orphan"))
     with pytest.raises(SwiftStorageError, match="DemoStorage"):
         storage.collect_garbage()
     assert len(names(swift_view)) == 1

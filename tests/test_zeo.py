@@ -8,7 +8,7 @@ from ZODB.blob import Blob
 
 from conftest import blob_objects, credentials_for
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs.keys import KeyLayout
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import SwiftContainer
 
 SERVER_STORAGE = """
@@ -62,7 +62,7 @@ def test_two_clients_read_each_others_blobs(devswift, tmp_path, container_name):
     finally:
         stop()
     view = SwiftContainer(credentials, container_name)
-    assert [o.name for o in blob_objects(view)] == sorted(KeyLayout().key(*r) for r in revisions)
+    assert [o.name for o in blob_objects(view)] == sorted(ObjectLayout().object_name(*r) for r in revisions)
     view.close()
 
 

@@ -77,7 +77,7 @@ class BlobCommit:
     def copy_undone(self, oid: bytes, serial: bytes) -> None:
         """Bring back revision *serial* of blob *oid* (an undo): copied inside
         Swift to this transaction's id."""
-        self._copies[oid] = self._resources.keys.key(oid, serial)
+        self._copies[oid] = self._resources.layout.object_name(oid, serial)
         self._settle(oid)
         self._unstage(oid)
         if self.tid is not None:
@@ -162,10 +162,10 @@ class BlobCommit:
         self._settle(oid)
         if oid in self._staged:
             path, serial = self._staged[oid]
-            name = resources.keys.key(oid, serial or self.tid)
+            name = resources.layout.object_name(oid, serial or self.tid)
             work = resources.pool.submit(resources.container.upload, name, path)
         else:
-            name = resources.keys.key(oid, self.tid)
+            name = resources.layout.object_name(oid, self.tid)
             work = resources.pool.submit(resources.container.copy, self._copies[oid], name)
         self._work[oid] = work
         self._names.add(name)

@@ -12,7 +12,7 @@ import ZConfig
 import ZODB.config
 
 from .cache import BlobCache
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .storage import SWIFT_OPTIONS, SwiftBlobStorage, check_options, option_names
 from .swift import SwiftContainer, open_container
 
@@ -70,8 +70,8 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
         """The wrapped storage alone, opened read-only (where it can be)."""
         return _open(self.config.base, read_only=True)
 
-    def key_layout(self) -> KeyLayout:
-        return KeyLayout(self.config.prefix)
+    def object_layout(self) -> ObjectLayout:
+        return ObjectLayout(self.config.prefix)
 
     def open_cache(self) -> BlobCache:
         """The local blob cache, without opening Swift or the wrapped storage."""

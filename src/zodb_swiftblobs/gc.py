@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 
 from .bases import revision_exists
 from .cache import BlobCache
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .progress import Progress
 from .swift import NotFoundError, StoredObject, SwiftContainer
 from .swift.large_objects import segment_group
@@ -60,12 +60,12 @@ class GarbageReport:
     seconds: float = 0.0
 
 
-def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: BlobCache,
+def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base, cache: BlobCache,
                     last_tid: bytes, *, dry_run: bool = False,
                     protected: Collection[str] = (), min_age: float = 0.0,
                     grace_period: float = 0.0, progress: Progress | None = None,
                     before_deleting: Callable[[], None] | None = None) -> GarbageReport:
-    """Delete the objects under *keys* whose revision *base* no longer has,
+    """Delete the objects under *layout* whose revision *base* no longer has,
     or with a *grace_period* (seconds), schedule their deletion that much later.
 
     Objects of revisions newer than *last_tid*, the *protected* names (those of
@@ -96,8 +96,8 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         report.rescued += _each_object(container.cancel_deletion, batch)
     rescues = _BatchDeleter(rescue, dry_run=dry_run, before_deleting=None)
 
-    for stored in container.list(keys.prefix):
-        revision = keys.parse(stored.name)
+    for stored in container.list(layout.prefix):
+        revision = layout.parse(stored.name)
         if revision is None:
             continue
         report.examined += 1
@@ -123,7 +123,7 @@ def collect_garbage(container: SwiftContainer, keys: KeyLayout, base, cache: Blo
         orphans.add((stored, oid, tid))
     orphans.flush()
     rescues.flush()
-    _sweep_segments(container, keys, last_tid, report, dry_run=dry_run,
+    _sweep_segments(container, layout, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
     report.seconds = time.monotonic() - started
@@ -175,7 +175,7 @@ def _each_object(change: Callable[[str], bool], names: list[str]) -> int:
         return sum(pool.map(one, names))
 
 
-def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
+def _sweep_segments(container: SwiftContainer, layout: ObjectLayout, last_tid: bytes,
                     report: GarbageReport, *, dry_run: bool,
                     protected: Collection[str], min_age: float, now: float,
                     before_deleting: Callable[[], None] | None) -> None:
@@ -201,12 +201,12 @@ def _sweep_segments(container: SwiftContainer, keys: KeyLayout, last_tid: bytes,
     orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
 
     try:
-        for stored in container.list(keys.prefix, container=container.segment_container):
+        for stored in container.list(layout.prefix, container=container.segment_container):
             owner = segment_group(stored.name)
             if owner is None:
                 continue
             name, group = owner
-            revision = keys.parse(name)
+            revision = layout.parse(name)
             if revision is None or revision[1] > last_tid or name in protected:
                 continue
             if _younger(stored, min_age, now):

@@ -31,7 +31,7 @@ from ZODB.POSException import POSKeyError
 from ZODB.utils import p64, repr_to_oid, u64, z64
 
 from .copying import commit_copy
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .pool import BoundedPool
 from .progress import Progress
 from .swift import NotFoundError, StoredObject, SwiftContainer
@@ -106,7 +106,7 @@ def blob_directory_revisions(blob_dir: str) -> Iterator[tuple[bytes, bytes, str,
     return walk(os.path.abspath(blob_dir), "")
 
 
-def migrate_blob_directory(blob_dir: str, container: SwiftContainer, keys: KeyLayout, *,
+def migrate_blob_directory(blob_dir: str, container: SwiftContainer, layout: ObjectLayout, *,
                            jobs: int = 8, dry_run: bool = False,
                            progress: Progress | None = None) -> MigrationReport:
     """Upload every blob revision of *blob_dir* that Swift lacks (or holds wrong).
@@ -116,12 +116,12 @@ def migrate_blob_directory(blob_dir: str, container: SwiftContainer, keys: KeyLa
     """
     report = MigrationReport(dry_run=dry_run)
     started = time.monotonic()
-    listing = _parsed_listing(container, keys)
+    listing = _parsed_listing(container, layout)
     current = next(listing, None)
     with _Transfers(container, report, jobs, dry_run, progress) as transfers:
         for oid, tid, path, size in blob_directory_revisions(blob_dir):
             report.blobs += 1
-            name = keys.key(oid, tid)
+            name = layout.object_name(oid, tid)
             while current is not None and current.name < name:
                 current = next(listing, None)
             existing = current if current is not None and current.name == name else None
@@ -133,7 +133,7 @@ def migrate_blob_directory(blob_dir: str, container: SwiftContainer, keys: KeyLa
 
 def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = False,
                       progress: Progress | None = None, container: SwiftContainer | None = None,
-                      keys: KeyLayout | None = None) -> MigrationReport:
+                      layout: ObjectLayout | None = None) -> MigrationReport:
     """Copy every transaction of *source* that *destination* (a SwiftBlobStorage)
     lacks, keeping their ids, with their blobs going to Swift.
 
@@ -142,13 +142,13 @@ def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = Fal
     transaction.  Blob uploads run up to a few transactions ahead of the
     commits; records are committed in order, each transaction once all its
     blobs are in Swift.  A dry run may be given no *destination* (one that
-    does not exist yet), and then needs *container* and *keys*.
+    does not exist yet), and then needs *container* and *layout*.
     """
     report = MigrationReport(dry_run=dry_run)
     started = time.monotonic()
     if destination is not None:
         container = container or destination.swift_container
-        keys = keys or destination.key_layout
+        layout = layout or destination.object_layout
     start = _resumption(source, destination)
     window: deque[tuple[object, list, list[Future]]] = deque()
 
@@ -157,7 +157,7 @@ def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = Fal
         with _Transfers(container, report, jobs, dry_run, progress) as transfers:
             for transaction in transactions:
                 records = list(transaction)
-                uploads = _upload_blobs(source, records, keys, transfers, report)
+                uploads = _upload_blobs(source, records, layout, transfers, report)
                 window.append((transaction, records, uploads))
                 while len(window) > 4 * jobs:
                     _commit(destination, *window.popleft(), report)
@@ -185,7 +185,7 @@ def _resumption(source, destination) -> bytes | None:
     return p64(u64(last) + 1)
 
 
-def _upload_blobs(source, records: list, keys: KeyLayout, transfers: _Transfers,
+def _upload_blobs(source, records: list, layout: ObjectLayout, transfers: _Transfers,
                   report: MigrationReport) -> list[Future]:
     """Submit the uploads of the blobs of one transaction's *records*."""
     def head(name: str) -> StoredObject | None:
@@ -198,7 +198,7 @@ def _upload_blobs(source, records: list, keys: KeyLayout, transfers: _Transfers,
     for record in records:
         if not (record.data and is_blob_record(record.data)):
             continue
-        name = keys.key(record.oid, record.tid)
+        name = layout.object_name(record.oid, record.tid)
         try:
             path = source.loadBlob(record.oid, record.tid)
         except POSKeyError:
@@ -298,10 +298,10 @@ class _Transfers:
                 self.progress.advance(1, size)
 
 
-def _parsed_listing(container: SwiftContainer, keys: KeyLayout) -> Iterator[StoredObject]:
+def _parsed_listing(container: SwiftContainer, layout: ObjectLayout) -> Iterator[StoredObject]:
     try:
-        for stored in container.list(keys.prefix):
-            if keys.parse(stored.name) is not None:
+        for stored in container.list(layout.prefix):
+            if layout.parse(stored.name) is not None:
                 yield stored
     except NotFoundError:
         return  # no container yet (a dry run creates none): nothing in it

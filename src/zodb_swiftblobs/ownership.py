@@ -35,7 +35,7 @@ from ZODB.POSException import StorageError
 
 from .bases import RelStorageSettings, is_relstorage
 from .databases import legacy_identity, mysql_identity, oracle_identity, postgresql_identity
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .swift import NotFoundError, PermanentSwiftError, SwiftContainer
 
 log = logging.getLogger(__name__)
@@ -117,21 +117,21 @@ class PrefixOwnership:
     in plaintext.
     """
 
-    def __init__(self, container: SwiftContainer, keys: KeyLayout, identity: str, *,
+    def __init__(self, container: SwiftContainer, layout: ObjectLayout, identity: str, *,
                  encrypts: bool = False) -> None:
         self.container = container
-        self.keys = keys
+        self.layout = layout
         self.identity = identity
         self.encrypts = encrypts
 
     @property
     def where(self) -> str:
-        return f"prefix {self.keys.prefix!r} of container {self.container.container!r}"
+        return f"prefix {self.layout.prefix!r} of container {self.container.container!r}"
 
     def owner(self) -> dict | None:
         """The marker's content; None when the prefix is unclaimed."""
         try:
-            data = self.container.get_bytes(self.keys.marker)
+            data = self.container.get_bytes(self.layout.marker)
         except NotFoundError:
             return None
         try:
@@ -140,7 +140,7 @@ class PrefixOwnership:
                 raise ValueError("no owner")
         except ValueError:
             raise ForeignPrefixError(
-                f"{self.where} has an unreadable ownership marker {self.keys.marker!r}; "
+                f"{self.where} has an unreadable ownership marker {self.layout.marker!r}; "
                 "remove it, or claim the prefix with 'zodb-swiftblobs claim'") from None
         return marker
 
@@ -176,7 +176,7 @@ class PrefixOwnership:
         if marker["owner"] != self.identity:
             changes.append(f"its database is now named {self.identity}")
         if changes:
-            self.container.put_bytes(self.keys.marker, self._marker())
+            self.container.put_bytes(self.layout.marker, self._marker())
             log.info("%s: %s (recorded in its marker)", self.where, "; ".join(changes))
 
     def claim(self) -> dict | None:
@@ -186,14 +186,14 @@ class PrefixOwnership:
             previous = self.owner()
         except ForeignPrefixError:
             previous = None
-        self.container.put_bytes(self.keys.marker, self._marker())
+        self.container.put_bytes(self.layout.marker, self._marker())
         log.info("%s claimed by %s (its owner was %s)", self.where, self.identity,
                  owner_of(previous) if previous else "nobody")
         return previous
 
     def _create(self) -> dict:
         try:
-            self.container.put_bytes(self.keys.marker, self._marker(), if_absent=True)
+            self.container.put_bytes(self.layout.marker, self._marker(), if_absent=True)
             log.info("%s is now owned by %s", self.where, self.identity)
         except PermanentSwiftError as exc:
             if exc.status != 412:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .cache import BlobCache
 from .errors import SwiftStorageError, raises_storage_errors
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .ownership import PrefixOwnership, database_identity
 from .staging import StagingArea
 from .swift import NotFoundError, SwiftContainer, open_container
@@ -21,12 +21,12 @@ TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
 class SharedResources:
     """The resources of one wrapped database, opened once for all its instances."""
 
-    def __init__(self, container: SwiftContainer, keys: KeyLayout, cache: BlobCache,
+    def __init__(self, container: SwiftContainer, layout: ObjectLayout, cache: BlobCache,
                  ownership: PrefixOwnership, upload_concurrency: int,
                  temp_url_key: str | None, gc_grace_period: float) -> None:
         self.container = container
         self.gc_grace_period = gc_grace_period
-        self.keys = keys
+        self.layout = layout
         self.cache = cache
         self.ownership = ownership
         self.staging = StagingArea(cache.temporary_directory, cache.directory)
@@ -43,15 +43,15 @@ class SharedResources:
         """Open the resources of the database of *base* (options as
         SwiftBlobStorage's, checked): the container is created if need be,
         and the prefix claimed, unless *base* is read-only."""
-        keys = KeyLayout(prefix)  # local settings first: no network for their errors
+        layout = ObjectLayout(prefix)  # local settings first: no network for their errors
         cache = BlobCache(cache_dir, cache_size)
         swift_container = open_container(container, **swift_options)
         try:
-            ownership = PrefixOwnership(swift_container, keys, database_identity(base),
+            ownership = PrefixOwnership(swift_container, layout, database_identity(base),
                                         encrypts=swift_container.encryption is not None)
             _prepare(swift_container, ownership, create=create_container,
                      read_only=base.isReadOnly())
-            return cls(swift_container, keys, cache, ownership, upload_concurrency,
+            return cls(swift_container, layout, cache, ownership, upload_concurrency,
                        temp_url_key, gc_grace_period)
         except BaseException:
             swift_container.close()

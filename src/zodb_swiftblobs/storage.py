@@ -1,7 +1,7 @@
 """SwiftBlobStorage: a ZODB storage wrapper that keeps blobs in OpenStack Swift.
 
 Records go to the wrapped (base) storage; blob files go to a Swift container,
-one object per blob revision (see :mod:`zodb_swiftblobs.keys`), with a local
+one object per blob revision (see :mod:`zodb_swiftblobs.layout`), with a local
 cache for reads (:mod:`zodb_swiftblobs.cache`).  Each transaction's blob work
 (staging, uploads during the commit, the vote's wait, publishing into the
 cache, an abort's clean-up) is a :class:`zodb_swiftblobs.commit.BlobCommit`.
@@ -28,7 +28,7 @@ from .commit import BlobCommit, revisions_undo_restores
 from .copying import copy_transactions_with_blobs
 from .errors import SwiftStorageError, SwiftTransientError, raises_storage_errors
 from .gc import GarbageReport, collect_garbage, require_grace_period
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .progress import Progress
 from .resources import SharedResources
 from .swift import NotFoundError, SwiftContainer, container_arguments, require_positive
@@ -61,7 +61,7 @@ def check_options(*, container: str, cache_dir: str | None, cache_size: int, pre
     if not isinstance(create_container, bool):
         raise ValueError(f"create_container must be true or false, not "
                          f"{create_container!r}")
-    KeyLayout(prefix)
+    ObjectLayout(prefix)
     container_arguments(container, **{name: others[name] for name in SWIFT_OPTIONS})
 
 
@@ -168,7 +168,7 @@ class SwiftBlobStorage:
 
     def __repr__(self) -> str:
         return (f"<SwiftBlobStorage {self._resources.container.container!r} "
-                f"prefix={self._resources.keys.prefix!r} around {self.base!r}>")
+                f"prefix={self._resources.layout.prefix!r} around {self.base!r}>")
 
     @property
     def swift_container(self) -> SwiftContainer:
@@ -176,9 +176,9 @@ class SwiftBlobStorage:
         return self._resources.container
 
     @property
-    def key_layout(self) -> KeyLayout:
+    def object_layout(self) -> ObjectLayout:
         """The names of the blob revisions' objects in the container."""
-        return self._resources.keys
+        return self._resources.layout
 
     @property
     def cache(self) -> BlobCache:
@@ -260,7 +260,7 @@ class SwiftBlobStorage:
             raise POSKeyError(oid, serial)
         raise SwiftTransientError(
             f"the database has revision {serial.hex()} of blob {oid.hex()}, but Swift "
-            f"has no object {self._resources.keys.key(oid, serial)!r} (not visible yet, "
+            f"has no object {self._resources.layout.object_name(oid, serial)!r} (not visible yet, "
             "or lost)")
 
     @raises_storage_errors
@@ -269,7 +269,7 @@ class SwiftBlobStorage:
         Swift has no object for it (or only one scheduled for deletion whose
         revision the base no longer has)."""
         resources = self._resources
-        name = resources.keys.key(oid, serial)
+        name = resources.layout.object_name(oid, serial)
 
         def fetch(path: str) -> None:
             stored = resources.container.download(name, path)
@@ -316,7 +316,7 @@ class SwiftBlobStorage:
             raise SwiftStorageError(
                 f"no TempURL key: configure temp-url-key, or set Temp-URL-Key on "
                 f"container {resources.container.container!r} or on its account")
-        return resources.container.temp_url(resources.keys.key(oid, serial), key=key,
+        return resources.container.temp_url(resources.layout.object_name(oid, serial), key=key,
                                             method=method, seconds=expires,
                                             filename=filename)
 
@@ -450,7 +450,7 @@ class SwiftBlobStorage:
         resources.ownership.check(claim=not dry_run)
         with current_view(self.base) as view:
             return collect_garbage(
-                resources.container, resources.keys, view, resources.cache,
+                resources.container, resources.layout, view, resources.cache,
                 last_tid or last_committed_tid(view), dry_run=dry_run,
                 protected=resources.in_flight, min_age=min_age,
                 grace_period=resources.gc_grace_period if grace_period is None

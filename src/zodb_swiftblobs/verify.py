@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from ZODB.blob import is_blob_record
 
 from .bases import last_committed_tid
-from .keys import KeyLayout
+from .layout import ObjectLayout
 from .pool import BoundedPool
 from .progress import Progress
 from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError,
@@ -88,18 +88,18 @@ def verify(storage, *, deep: bool = False, repair: bool = False, jobs: int = 8,
     report = VerificationReport(deep=deep)
     started = time.monotonic()
     container: SwiftContainer = storage.swift_container
-    keys: KeyLayout = storage.key_layout
+    layout: ObjectLayout = storage.object_layout
     last = last_committed_tid(storage.base)
     revisions = referenced_revisions(storage)
     report.referenced = len(revisions)
     if progress is not None:
         progress.total = len(revisions)
     checker = _Checker(container, report, deep, repair, jobs, progress)
-    expected = (keys.key(revision[:8], revision[8:]) for revision in revisions)
+    expected = (layout.object_name(revision[:8], revision[8:]) for revision in revisions)
     wanted = next(expected, None)
     try:
-        for stored in container.list(keys.prefix):
-            revision = keys.parse(stored.name)
+        for stored in container.list(layout.prefix):
+            revision = layout.parse(stored.name)
             if revision is None:
                 continue
             while wanted is not None and wanted < stored.name:

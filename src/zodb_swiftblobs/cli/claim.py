@@ -31,7 +31,7 @@ def run_claim(args: argparse.Namespace) -> int:
     container = section.open_container()
     try:
         container.ensure_container()
-        ownership = PrefixOwnership(container, section.key_layout(), identity,
+        ownership = PrefixOwnership(container, section.object_layout(), identity,
                                     encrypts=container.encryption is not None)
         previous = ownership.claim()
     finally:
@@ -43,5 +43,5 @@ def run_claim(args: argparse.Namespace) -> int:
         lines.append(f"(it belonged to {previous_owner})")
     print_result(args, {"owner": identity, "previous_owner": previous_owner,
                         "encrypted": ownership.encrypts, "container": container.container,
-                        "prefix": section.key_layout().prefix}, lines)
+                        "prefix": section.object_layout().prefix}, lines)
     return 0

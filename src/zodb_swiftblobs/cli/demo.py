@@ -144,7 +144,7 @@ class _Demo:
         listing = SwiftContainer(self.credentials, self.container_name)
 
         def revisions() -> list:
-            return [o for o in listing.list(self.prefix) if storage.key_layout.parse(o.name)]
+            return [o for o in listing.list(self.prefix) if storage.object_layout.parse(o.name)]
         before = len(revisions())
         db.pack()
         scheduled = sum(1 for o in revisions() if o.marked_for_deletion is not None)

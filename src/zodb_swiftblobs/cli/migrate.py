@@ -44,7 +44,7 @@ def run_migrate(args: argparse.Namespace) -> int:
                     container.ensure_container()
                 if progress.enabled:
                     progress.total = sum(1 for _ in blob_directory_revisions(args.blob_dir))
-                report = migrate_blob_directory(args.blob_dir, container, section.key_layout(),
+                report = migrate_blob_directory(args.blob_dir, container, section.object_layout(),
                                                 jobs=args.jobs, dry_run=args.dry_run,
                                                 progress=progress)
             finally:
@@ -86,7 +86,7 @@ def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationRep
         try:
             return copy_transactions(
                 source, destination, jobs=args.jobs, dry_run=args.dry_run,
-                progress=progress, container=container, keys=section.key_layout())
+                progress=progress, container=container, layout=section.object_layout())
         finally:
             for opened in (destination, container):
                 if opened is not None:

@@ -16,10 +16,10 @@ from .names import check_prefix
 
 SUFFIX = ".blob"
 MARKER = "zodb-swiftblobs.owner"
-_KEY = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{16})\.blob$")
+OBJECT_NAME = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{16})\.blob$")
 
 
-class KeyLayout:
+class ObjectLayout:
     """Object names of blob revisions under one *prefix*."""
 
     def __init__(self, prefix: str = "") -> None:
@@ -28,9 +28,9 @@ class KeyLayout:
         self.marker = f"{prefix}{MARKER}"
 
     def __repr__(self) -> str:
-        return f"KeyLayout(prefix={self.prefix!r})"
+        return f"ObjectLayout(prefix={self.prefix!r})"
 
-    def key(self, oid: bytes, tid: bytes) -> str:
+    def object_name(self, oid: bytes, tid: bytes) -> str:
         """The object name of revision *tid* of blob *oid* (8-byte ZODB ids)."""
         return f"{self.prefix}{_hex(oid)}/{_hex(tid)}{SUFFIX}"
 
@@ -42,7 +42,7 @@ class KeyLayout:
         """``(oid, tid)`` of a blob revision's object name; None for other names."""
         if not name.startswith(self.prefix):
             return None
-        match = _KEY.match(name[len(self.prefix):])
+        match = OBJECT_NAME.match(name[len(self.prefix):])
         if match is None:
             return None
         return bytes.fromhex(match.group(1)), bytes.fromhex(match.group(2))
