@@ -134,16 +134,16 @@ class Site:
     """A database whose blob revisions are recorded as they are committed."""
 
     def __init__(self, config):
-        self.config, self.keys, self.expected = config, ObjectLayout(), {}
+        self.config, self.layout, self.expected = config, ObjectLayout(), {}
         self.db = ZODB.config.databaseFromURL(str(config))
 
     def commit(self, **blobs):
         store_blobs(self.db, **blobs)
         for name, data in blobs.items():
-            self.expected[self.key(name)] = data
+            self.expected[self.object_name(name)] = data
 
-    def key(self, name):
-        return self.keys.object_name(*blob_revision(self.db, name))
+    def object_name(self, name):
+        return self.layout.object_name(*blob_revision(self.db, name))
 
 
 def restored_site(devswift, tmp_path, container_name, **options):
@@ -156,14 +156,14 @@ def restored_site(devswift, tmp_path, container_name, **options):
     config = write_config(devswift, tmp_path, container_name, "cache", **options)
     site = Site(config)
     site.commit(small=os.urandom(2000), big=os.urandom(1_500_000))
-    old = sorted(site.key(name) for name in ("small", "big"))
+    old = sorted(site.object_name(name) for name in ("small", "big"))
     site.db.close()
     shutil.copy(tmp_path / "Data.fs", tmp_path / "backup.fs")  # last night's backup
     backed_up = dict(site.expected)
     site.db = ZODB.config.databaseFromURL(str(config))
     site.commit(small=os.urandom(3000), big=os.urandom(1_200_000))
     site.commit(late=os.urandom(1_100_000))
-    late = site.key("late")
+    late = site.object_name("late")
     site.commit(late=b"replaced")
     site.db.pack()  # the mistake is made, the site packed: three revisions are orphans
     site.db.close()
@@ -198,9 +198,9 @@ def test_a_database_restored_from_a_backup_gets_its_blobs_back(
 
     site = Site(write_config(devswift, tmp_path, container_name, "cache", grace=SHORT))
     site.commit(fresh=os.urandom(1_100_000))  # a genuine orphan of the restored site
-    fresh = site.key("fresh")
+    fresh = site.object_name("fresh")
     site.commit(fresh=b"replaced")
-    current = site.key("fresh")
+    current = site.object_name("fresh")
     site.db.pack()
     site.db.close()
     segments = segments_of(view, fresh)
@@ -255,7 +255,7 @@ def test_a_schedule_cut_short_shows_on_the_manifest_and_is_cancelled_whole(
     view, swift_http = view_of(faulty_swift, container_name), raw_client(faulty_swift)
     site = Site(config)
     site.commit(big=os.urandom(1_500_000))
-    old = site.key("big")
+    old = site.object_name("big")
     shutil.copy(tmp_path / "Data.fs", tmp_path / "backup.fs")
     backed_up = dict(site.expected)
     site.commit(big=os.urandom(1_200_000))
@@ -290,7 +290,7 @@ def test_verify_sees_segments_scheduled_under_a_manifest_that_is_not(
     config = write_config(devswift, tmp_path, container_name, "cache")
     site = Site(config)
     site.commit(big=os.urandom(1_100_000))
-    name = site.key("big")
+    name = site.object_name("big")
     site.db.close()
     for segment in segments_of(view, name)[:2]:
         assert view.schedule_deletion(segment, HOUR, container=view.segment_container) is None
@@ -312,7 +312,8 @@ def test_a_grace_period_of_zero_deletes_at_once(devswift, tmp_path, container_na
     db.pack()
     with pytest.raises(NotFoundError):
         view.head(first)
-    assert [o.name for o in blob_objects(view)] == [ObjectLayout().object_name(*blob_revision(db, "b"))]
+    assert [o.name for o in blob_objects(view)] == [
+        ObjectLayout().object_name(*blob_revision(db, "b"))]
     db.close()
 
 

@@ -25,7 +25,7 @@ from conftest import (blob_objects, blob_revision, child_environment, credential
 from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import SwiftContainer
 
-KEYS = ObjectLayout()
+LAYOUT = ObjectLayout()
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def plant_orphan(view, tmp_path, oid, tid):
     transaction: what an aborted commit leaves, and what gc must delete."""
     orphan = tmp_path / "orphan"
     orphan.write_bytes(b"left by an aborted commit")
-    name = KEYS.key(p64(u64(oid) + 1000), tid)
+    name = LAYOUT.object_name(p64(u64(oid) + 1000), tid)
     view.upload(name, str(orphan))
     return name
 
@@ -71,13 +71,13 @@ def held_commit_survives_gc(storage, db, view, tmp_path, config, database="main"
     oid, serial = blob_revision(db, "kept")
     orphan = plant_orphan(view, tmp_path, oid, serial)
     txn = vote_new_revision(storage, oid, serial, tmp_path / "new", b"voted, then finished")
-    voted = {o.name for o in blob_objects(view)} - {KEYS.key(oid, serial), orphan}
+    voted = {o.name for o in blob_objects(view)} - {LAYOUT.object_name(oid, serial), orphan}
     assert len(voted) == 1, "the vote uploaded the new revision"
     report = run_gc(config, database)
     tid = storage.tpc_finish(txn)
-    assert voted == {KEYS.key(oid, tid)}
+    assert voted == {LAYOUT.object_name(oid, tid)}
     assert report["deleted"] == 1, "the sweep ran and deleted the genuine orphan"
-    assert KEYS.key(oid, tid) in {o.name for o in blob_objects(view)}, \
+    assert LAYOUT.object_name(oid, tid) in {o.name for o in blob_objects(view)}, \
         "gc deleted the blob of a transaction that then committed"
     return oid, tid
 
