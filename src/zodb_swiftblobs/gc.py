@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from .bases import revision_exists
 from .cache import BlobCache
@@ -60,7 +61,8 @@ class GarbageReport:
     seconds: float = 0.0
 
 
-def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base, cache: BlobCache,
+def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
+                    cache: BlobCache,
                     last_tid: bytes, *, dry_run: bool = False,
                     protected: Collection[str] = (), min_age: float = 0.0,
                     grace_period: float = 0.0, progress: Progress | None = None,
@@ -81,21 +83,8 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base, cache
     require_grace_period(grace_period)
     report = GarbageReport(grace_period=grace_period)
     started, now = time.monotonic(), time.time()
-
-    def delete(batch: list[tuple[StoredObject, bytes, bytes]]) -> None:
-        if grace_period:
-            report.scheduled += _schedule(container, [stored.name for stored, _, _ in batch],
-                                          grace_period)
-        else:
-            report.deleted += container.delete_many(stored for stored, _, _ in batch)
-        for _, oid, tid in batch:
-            cache.discard(oid, tid)
-    orphans = _BatchDeleter(delete, dry_run=dry_run, before_deleting=before_deleting)
-
-    def rescue(batch: list[str]) -> None:
-        report.rescued += _each_object(container.cancel_deletion, batch)
-    rescues = _BatchDeleter(rescue, dry_run=dry_run, before_deleting=None)
-
+    sweep = _ObjectSweep(container, cache, report, dry_run=dry_run,
+                         before_deleting=before_deleting)
     for stored in container.list(layout.prefix):
         revision = layout.parse(stored.name)
         if revision is None:
@@ -104,36 +93,74 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base, cache
         if progress is not None:
             progress.advance(1, stored.size)
         oid, tid = revision
-        if tid > last_tid or stored.name in protected:
-            continue
-        if revision_exists(base, oid, tid):
-            if stored.marked_for_deletion is not None:
-                rescues.add(stored.name)
-                if dry_run:
-                    report.rescued += 1
-            continue
-        if _younger(stored, min_age, now):
-            report.too_young += 1
-            continue
-        report.orphans += 1
-        report.bytes += stored.size
-        if grace_period and stored.marked_for_deletion is not None:
-            report.already_scheduled += 1
-            continue
-        orphans.add((stored, oid, tid))
-    orphans.flush()
-    rescues.flush()
+        if tid <= last_tid and stored.name not in protected:
+            sweep.judge(stored, oid, tid, base, young=_younger(stored, min_age, now))
+    sweep.flush()
     _sweep_segments(container, layout, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
     report.seconds = time.monotonic() - started
+    _log_summary(report, dry_run=dry_run, min_age=min_age)
+    return report
+
+
+class _ObjectSweep:
+    """What a sweep does with each blob object that no commit in progress
+    may need: orphans are deleted (or scheduled for deletion) in batches,
+    referenced revisions marked for deletion rescued."""
+
+    def __init__(self, container: SwiftContainer, cache: BlobCache, report: GarbageReport, *,
+                 dry_run: bool, before_deleting: Callable[[], None] | None) -> None:
+        self.container, self.cache, self.report = container, cache, report
+        self.dry_run = dry_run
+        self.orphans = _BatchDeleter(self._delete, dry_run=dry_run,
+                                     before_deleting=before_deleting)
+        self.rescues = _BatchDeleter(self._rescue, dry_run=dry_run, before_deleting=None)
+
+    def judge(self, stored: StoredObject, oid: bytes, tid: bytes, base: Any, *,
+              young: bool) -> None:
+        report = self.report
+        if revision_exists(base, oid, tid):
+            if stored.marked_for_deletion is not None:
+                self.rescues.add(stored.name)
+                if self.dry_run:
+                    report.rescued += 1
+        elif young:
+            report.too_young += 1
+        else:
+            report.orphans += 1
+            report.bytes += stored.size
+            if report.grace_period and stored.marked_for_deletion is not None:
+                report.already_scheduled += 1
+            else:
+                self.orphans.add((stored, oid, tid))
+
+    def flush(self) -> None:
+        self.orphans.flush()
+        self.rescues.flush()
+
+    def _delete(self, batch: list[tuple[StoredObject, bytes, bytes]]) -> None:
+        report = self.report
+        if report.grace_period:
+            report.scheduled += _schedule(self.container, [stored.name for stored, _, _ in batch],
+                                          report.grace_period)
+        else:
+            report.deleted += self.container.delete_many(stored for stored, _, _ in batch)
+        for _, oid, tid in batch:
+            self.cache.discard(oid, tid)
+
+    def _rescue(self, batch: list[str]) -> None:
+        self.report.rescued += _each_object(self.container.cancel_deletion, batch)
+
+
+def _log_summary(report: GarbageReport, *, dry_run: bool, min_age: float) -> None:
     log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
              "%d deleted, %d scheduled for deletion in %gs (%d scheduled earlier), "
              "%d younger than %gs kept, %d orphaned large-object segments "
              "(%d deleted, %d scheduled), %d referenced revisions rescued, in %.1fs",
              " (dry run)" if dry_run else "",
              report.examined, report.orphans, report.bytes, report.deleted,
-             report.scheduled, grace_period, report.already_scheduled,
+             report.scheduled, report.grace_period, report.already_scheduled,
              report.too_young, min_age, report.orphan_segments, report.deleted_segments,
              report.scheduled_segments, report.rescued, report.seconds)
     if report.rescued:
@@ -142,7 +169,6 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base, cache
                     "backup older than an earlier garbage collection): their deletion %s",
                     " (dry run)" if dry_run else "", report.rescued,
                     "is to be cancelled" if dry_run else "was cancelled")
-    return report
 
 
 def require_grace_period(seconds: float) -> None:

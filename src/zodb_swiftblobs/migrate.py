@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from ZODB.blob import FilesystemHelper, is_blob_record
 from ZODB.POSException import POSKeyError
@@ -131,7 +132,7 @@ def migrate_blob_directory(blob_dir: str, container: SwiftContainer, layout: Obj
     return report
 
 
-def copy_transactions(source, destination, *, jobs: int = 8, dry_run: bool = False,
+def copy_transactions(source: Any, destination: Any, *, jobs: int = 8, dry_run: bool = False,
                       progress: Progress | None = None, container: SwiftContainer | None = None,
                       layout: ObjectLayout | None = None) -> MigrationReport:
     """Copy every transaction of *source* that *destination* (a SwiftBlobStorage)

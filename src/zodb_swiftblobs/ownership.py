@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import time
+from typing import Any
 
 import ZODB.DemoStorage
 import ZODB.FileStorage
@@ -54,7 +55,7 @@ class ForeignPrefixError(StorageError):
     """The prefix belongs to another database (or its marker is unreadable)."""
 
 
-def database_identity(base) -> str:
+def database_identity(base: Any) -> str:
     """How the ownership marker names the database of the storage *base*."""
     if isinstance(base, ZODB.DemoStorage.DemoStorage):
         return database_identity(base.base)

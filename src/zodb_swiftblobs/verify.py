@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ZODB.blob import is_blob_record
 
@@ -32,8 +33,11 @@ from .bases import last_committed_tid
 from .layout import ObjectLayout
 from .pool import BoundedPool
 from .progress import Progress
-from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError,
-                          NotFoundError, StoredObject, SwiftContainer, SwiftError)
+from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError, NotFoundError,
+                    StoredObject, SwiftContainer, SwiftError)
+
+if TYPE_CHECKING:
+    from .storage import SwiftBlobStorage
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class VerificationReport:
                     or set(self.scheduled) - set(self.repaired))
 
 
-def referenced_revisions(storage) -> list[bytes]:
+def referenced_revisions(storage: Any) -> list[bytes]:
     """``oid + tid`` of every blob revision in *storage* (the records its
     iterator gives, that is, those undo and history can reach), sorted, each
     once (a transaction may hold several records of one object: ZEO's
@@ -81,7 +85,7 @@ def referenced_revisions(storage) -> list[bytes]:
     return sorted(set(revisions))
 
 
-def verify(storage, *, deep: bool = False, repair: bool = False, jobs: int = 8,
+def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = False, jobs: int = 8,
            progress: Progress | None = None) -> VerificationReport:
     """Check that *storage*'s container holds every blob revision it references;
     with *repair*, cancel the deletion of those scheduled for deletion."""

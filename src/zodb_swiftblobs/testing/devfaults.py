@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 RULES_FILE = "faults.json"
 RECORD_FILE = "faults.log"
@@ -155,7 +156,7 @@ class _HeldReader:
         _hold_until(self._release)
 
 
-def filter_factory(global_conf: dict, **local_conf: str):
+def filter_factory(global_conf: dict, **local_conf: str) -> Callable:
     """The paste.deploy entry point: ``rules_path`` names the rules file."""
     def make(app):
         return FaultMiddleware(app, local_conf["rules_path"])
