@@ -62,6 +62,7 @@ setup(
             "ZEO",
             "Zope",       # to read zope.conf files with Zope's own schema
             "zodburi",
+            "ruff",       # the linter (tests/test_lint.py)
         ],
     },
     entry_points={

@@ -143,7 +143,7 @@ def rst(lines: list[list[str]]) -> str:
         return "+" + "+".join(char * (w + 2) for w in widths) + "+"
 
     def render(line: list[str]) -> str:
-        return "|" + "|".join(f" {cell:<{w}} " for cell, w in zip(line, widths)) + "|"
+        return "|" + "|".join(f" {cell:<{w}} " for cell, w in zip(line, widths, strict=True)) + "|"
 
     out = [separator("-"), render(matrix[0]), separator("=")]
     for line in matrix[1:]:
@@ -154,8 +154,9 @@ def rst(lines: list[list[str]]) -> str:
 def plain(lines: list[list[str]]) -> str:
     matrix = [list(HEADERS)] + lines
     widths = [max(len(line[i]) for line in matrix) for i in range(len(HEADERS))]
-    return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip()
-                     for line in matrix)
+    return "\n".join(
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in matrix)
 
 
 SUBJECT_NAMES = {RAW: "python-swiftclient alone", LOCAL: "ZODB BlobStorage over FileStorage",

@@ -139,7 +139,8 @@ def many_blobs(bench: Bench, repetition: int) -> None:
         if subject == RAW:
             containers[RAW] = raw.new_container("w1")
             with Stopwatch() as watch:
-                raw.put_files(containers[RAW], list(zip(datas, paths)), PARALLEL_PUT_THREADS)
+                raw.put_files(containers[RAW], list(zip(datas, paths, strict=True)),
+                              PARALLEL_PUT_THREADS)
         else:
             db = new_database(bench, "w1", repetition, subject, containers)
             with opened(db) as (conn, manager):

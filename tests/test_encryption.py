@@ -150,7 +150,8 @@ def test_swift_holds_ciphertext_and_the_storage_reads_plaintext(
     try:
         revisions = write_blobs(db, blobs)
         for name, (oid, tid) in revisions.items():
-            headers, stored = raw_get(devswift, container_name, ObjectLayout().object_name(oid, tid))
+            object_name = ObjectLayout().object_name(oid, tid)
+            headers, stored = raw_get(devswift, container_name, object_name)
             assert headers[ENCRYPTION_HEADER].split()[:2] == ["v1", key_id(parse_key(KEY_A))]
             assert len(stored) == Keyring.from_text(KEY_A).new_cipher().ciphertext_size(
                 len(blobs[name]))

@@ -177,7 +177,7 @@ def test_two_databases_opening_a_new_prefix_at_once_one_wins(devswift, tmp_path,
         barrier = threading.Barrier(2)
         outcomes = {}
 
-        def open_one(name):
+        def open_one(name, round_=round_, barrier=barrier, prefix=prefix, outcomes=outcomes):
             base = FileStorage(str(tmp_path / f"{name}-{round_}.fs"))
             barrier.wait()
             try:

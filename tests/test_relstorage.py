@@ -149,7 +149,8 @@ def test_gc_sees_what_other_processes_committed_since_it_last_looked(devswift, t
     storage.collect_garbage()
     fresh = open_db(devswift, tmp_path, container_name, True, cache="fresh-cache")
     assert read(fresh, "blob") == b"committed elsewhere"
-    assert ObjectLayout().object_name(*blob_revision(fresh, "blob")) in stored(devswift, container_name)
+    name = ObjectLayout().object_name(*blob_revision(fresh, "blob"))
+    assert name in stored(devswift, container_name)
     assert blob_revision(fresh, "blob")[1] == serial
     fresh.close()
     db.close()

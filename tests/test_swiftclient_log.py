@@ -44,8 +44,8 @@ def test_a_pack_without_a_segment_container_logs_no_swiftclient_line(devswift, t
 def test_failures_are_still_logged(devswift, container_name, caplog):
     caplog.set_level(logging.INFO)
     settings = devswift.settings()
-    stale = SwiftContainer(Credentials(preauth_url=settings.storage_url,
-                                       preauth_token=mint_token(devswift, age=devswift.token_life + 60)),
+    expired = mint_token(devswift, age=devswift.token_life + 60)
+    stale = SwiftContainer(Credentials(preauth_url=settings.storage_url, preauth_token=expired),
                            container_name)
     try:
         with pytest.raises(AuthenticationError):

@@ -62,7 +62,8 @@ def test_two_clients_read_each_others_blobs(devswift, tmp_path, container_name):
     finally:
         stop()
     view = SwiftContainer(credentials, container_name)
-    assert [o.name for o in blob_objects(view)] == sorted(ObjectLayout().object_name(*r) for r in revisions)
+    layout = ObjectLayout()
+    assert [o.name for o in blob_objects(view)] == sorted(layout.object_name(*r) for r in revisions)
     view.close()
 
 

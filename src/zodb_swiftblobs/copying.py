@@ -32,7 +32,8 @@ def copy_transactions_with_blobs(destination: Any, source: Any, staging: Staging
     each blob's file copied into *staging* first."""
     for transaction in source.iterator():
         commit_copy(destination, transaction,
-                    lambda: _restore_records(destination, source, transaction, staging))
+                    lambda transaction=transaction: _restore_records(destination, source,
+                                                                     transaction, staging))
 
 
 def _restore_records(destination, source, transaction, staging: StagingArea) -> None:

@@ -67,7 +67,7 @@ def postgresql_identity(dsn: str, environ: Mapping[str, str] | None = None) -> s
     user = setting("user", "PGUSER") or _login()
     database = setting("dbname", "PGDATABASE") or user
     servers = ",".join(_server(host, port or DEFAULT_PORTS["postgresql"])
-                       for host, port in zip(hosts, ports))
+                       for host, port in zip(hosts, ports, strict=False))
     service = setting("service", "PGSERVICE")
     return (f"PostgreSQL database {database!r} on {servers}"
             + (f" (service {service!r})" if service else ""))

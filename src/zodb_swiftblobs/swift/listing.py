@@ -24,7 +24,7 @@ def list_objects(transport: Transport, cluster: Cluster, container: str, prefix:
     limit = page_size or int(cluster.info().get("swift", {}).get(
         "container_listing_limit", 10000))
     while True:
-        _, page = transport.call("list", prefix or container, lambda u, t, h: (
+        _, page = transport.call("list", prefix or container, lambda u, t, h, marker=marker: (
             swift.get_container(u, t, container, marker=marker, limit=limit,
                                 prefix=prefix or None, http_conn=h)))
         if not page:
