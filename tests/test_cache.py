@@ -484,7 +484,7 @@ def test_in_a_zodb_process_a_path_not_opened_goes_at_its_threads_next(make_cache
     """ZODB asks for a path each time it loads a blob object, and seldom opens
     it: such a path stays only until its thread asks for another one."""
     cache = make_cache()
-    cache.limit_unopened_pins()
+    cache.pins_wait_for_open = False
     first = cache.get(OID, ident(1), writer(b"first"))
     other_threads = threading.Thread(target=cache.get, args=(OID, ident(2), writer(b"other")))
     other_threads.start()
@@ -535,13 +535,61 @@ def test_pins_of_a_process_that_goes_idle_go_once_due(make_cache, monkeypatch):
 
 
 def test_a_path_never_opened_stays_pinned_for_a_limited_time(make_cache, monkeypatch):
-    monkeypatch.setattr(pins, "RELEASE_AFTER_OPEN", 3600.0)  # no reaper meanwhile
+    monkeypatch.setattr(pins, "RELEASE_AFTER_OPEN", 0.0)  # the reaper: every second
     monkeypatch.setattr(pins, "PIN_LIMIT", 0.0)
     cache = make_cache()
-    cache.get(OID, ident(1), writer(b"first"))
-    second = cache.get(OID, ident(2), writer(b"second"))  # the first pin is due now
-    assert evict_in_process(cache.directory) == (1, 5)
-    assert read(second) == b"second"
+    cache.get(OID, ident(1), writer(b"first"))  # nothing more is handed out
+    deadline = time.monotonic() + WAIT * 3
+    while evict_in_process(cache.directory) != (1, 5):
+        assert time.monotonic() < deadline, "a pin outlived its limit"
+
+
+@pytest.mark.parametrize("wait_for_open", [True, False])
+def test_another_threads_read_leaves_a_callers_pin(make_cache, wait_for_open):
+    """A handout awaits its own caller's open: another thread handed the same
+    path, or reading it through openCommittedBlobFile, then moving on does
+    not release it, whether paths wait for their open (a ZEO server) or only
+    until their thread asks for another (a ZODB database)."""
+    cache = make_cache()
+    cache.pins_wait_for_open = wait_for_open
+    path = cache.get(OID, ident(1), writer(b"awaited"))
+
+    def read_and_move_on():
+        assert cache.get(OID, ident(1), _never, handed_out=not wait_for_open) == path
+        assert read(path) == b"awaited"
+        cache.get(OID, ident(2), writer(b"next"))
+    reader = threading.Thread(target=read_and_move_on)
+    reader.start()
+    reader.join()
+    assert evict_in_process(cache.directory) == (0, 0)
+    assert read(path) == b"awaited"
+
+
+def test_a_file_fetched_again_while_pinned_is_pinned(make_cache):
+    """The pin follows the file now at the path, not one removed since."""
+    cache = make_cache()
+    path = cache.get(OID, ident(1), writer(b"first"))
+    os.unlink(path)  # as an operator's clean-up, or a corrupt file removed
+    assert cache.get(OID, ident(1), writer(b"again")) == path
+    assert evict_in_process(cache.directory) == (0, 0)
+    assert read(path) == b"again"
+
+
+def test_a_forked_child_holds_none_of_its_parents_pins(make_cache):
+    cache = make_cache()
+    path = cache.get(OID, ident(1), writer(b"parent's"))
+    assert read(path) == b"parent's"
+    release, released = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child only waits to be told to exit
+        os.read(release, 1)
+        os._exit(0)
+    try:
+        cache.close()  # the parent's pins go...
+        assert evict_in_process(cache.directory) == (1, 8)  # ...while the child lives
+    finally:
+        os.write(released, b"x")
+        os.waitpid(child, 0)
 
 
 def test_a_process_holds_a_limited_number_of_pins(make_cache, monkeypatch):

@@ -12,6 +12,7 @@ import pytest
 import ZODB
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
+from ZEO.StorageServer import StorageServerDB
 from ZODB.POSException import POSKeyError
 
 from conftest import (blob_objects, child_environment, corrupt_cached_file, credentials_for,
@@ -385,13 +386,14 @@ def test_paths_load_blob_returned_stay_until_opened_however_big(devswift, tmp_pa
     """A ZEO server hands out the paths of several clients' blobs before it
     opens the first (each is sent when its turn comes): blobs of 40 % of the
     cache each stay through another process's clear until opened, and go once
-    they were."""
+    they were.  (The server registers with the storage it serves.)"""
     data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
     blobs = {f"big{n}": os.urandom(400_000) for n in range(3)}
     revisions = commit_elsewhere(devswift, data_fs, container_name, cache_dir,
                                  {**blobs, "small": b"small"})
     storage = swift_storage(devswift, FileStorage(data_fs, read_only=True), container_name,
                             cache_dir, cache_size=1_000_000)
+    storage.registerDB(StorageServerDB(None, "1"))
     try:
         paths = {name: storage.loadBlob(*revisions[name]) for name in blobs}
         assert clear_in_new_process(cache_dir) == ["1", "5"]  # only the small one went
@@ -400,6 +402,23 @@ def test_paths_load_blob_returned_stay_until_opened_however_big(devswift, tmp_pa
                 assert f.read() == blobs[name], name
         storage.loadBlob(*revisions["small"])  # this thread opened the big ones: they go
         assert clear_in_new_process(cache_dir) == ["3", "1200000"]
+    finally:
+        storage.close()
+
+
+def test_a_storage_no_zeo_server_serves_holds_paths_not_opened_only_briefly(
+        devswift, tmp_path, container_name):
+    """Whatever wraps it (a ZODB database, zc.zlibstorage, DemoStorage, a
+    script): a path not opened goes when its thread asks for the next."""
+    data_fs, cache_dir = str(tmp_path / "Data.fs"), tmp_path / "cache"
+    blobs = {f"big{n}": os.urandom(400_000) for n in range(3)}
+    revisions = commit_elsewhere(devswift, data_fs, container_name, cache_dir, blobs)
+    storage = swift_storage(devswift, FileStorage(data_fs, read_only=True), container_name,
+                            cache_dir, cache_size=1_000_000)
+    try:
+        for name in blobs:
+            storage.loadBlob(*revisions[name])
+        assert clear_in_new_process(cache_dir) == ["2", "800000"]  # all but the last
     finally:
         storage.close()
 

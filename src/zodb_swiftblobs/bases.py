@@ -5,12 +5,14 @@ committing, nor, for a FileStorage opened read-only beside a writing process,
 for its last *committed* transaction.  Each supported base keeps these
 somewhere known; this module is the only one that looks there (the
 RelStorage names it reads exist from RelStorage 3.4 on: see setup.py).  It also
-knows how to ask a base for one revision and for its current state.
+knows how to ask a base for one revision and for its current state, and
+recognises a ZEO server registering with the wrapper.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from enum import Enum
 from typing import Any
@@ -173,3 +175,10 @@ def current_view(base: Any) -> Iterator[Any]:
         yield instance
     finally:
         instance.release()
+
+
+def served_by_zeo_server(db: Any) -> bool:
+    """Whether *db*, given to ``registerDB``, is a ZEO server's (which opens
+    each blob file it asks for when its turn to be sent comes)."""
+    server = sys.modules.get("ZEO.StorageServer")
+    return server is not None and isinstance(db, server.StorageServerDB)

@@ -16,13 +16,13 @@ from typing import IO, Any
 import ZODB.blob
 import ZODB.DemoStorage
 import ZODB.interfaces
-import ZODB.mvccadapter
 import ZODB.serialize
 from ZODB.blob import is_blob_record
 from ZODB.POSException import POSKeyError, StorageError
 from zope.interface import directlyProvides, implementer, providedBy
 
-from .bases import TidKnown, TidProbe, current_view, last_committed_tid, revision_exists
+from .bases import (TidKnown, TidProbe, current_view, last_committed_tid, revision_exists,
+                    served_by_zeo_server)
 from .cache import BlobCache
 from .commit import BlobCommit, revisions_undo_restores
 from .copying import copy_transactions_with_blobs
@@ -142,6 +142,8 @@ class SwiftBlobStorage:
     def _attach(self, resources: SharedResources, *, root: bool) -> None:
         base = self.base
         self._resources = resources
+        if root:  # a ZODB database asks for paths it does not open (a ZEO server: see registerDB)
+            resources.cache.pins_wait_for_open = False
         self._root = root
         self._commit: BlobCommit | None = None
         self._db = None
@@ -189,8 +191,8 @@ class SwiftBlobStorage:
 
     def registerDB(self, db: Any) -> None:
         self._db = db
-        if isinstance(db, ZODB.mvccadapter.MVCCAdapter):  # a ZODB database's, over this
-            self._resources.cache.limit_unopened_pins()
+        if served_by_zeo_server(db):  # it opens each path it asks for, maybe much later
+            self._resources.cache.pins_wait_for_open = True
 
     def invalidateCache(self) -> None:
         if self._db is not None:
@@ -214,7 +216,6 @@ class SwiftBlobStorage:
     # -- MVCC bases (RelStorage) -------------------------------------------------------
 
     def new_instance(self) -> SwiftBlobStorage:
-        self._resources.cache.limit_unopened_pins()  # for a ZODB database's connection
         return self._sharing(self.base.new_instance(), self._resources)
 
     def before_instance(self, before: bytes) -> SwiftBlobStorage:

@@ -356,12 +356,18 @@ class BlobCache:
                 write_account(account, total, files)
                 raise
 
-    def limit_unopened_pins(self) -> None:
-        """Paths are handed out to a ZODB database, which asks for one each
-        time it loads a blob object and seldom opens it: from now on, release
-        those not opened once their thread asks for another (see
-        :mod:`.pins`)."""
-        self._pins.limit_unopened()
+    @property
+    def pins_wait_for_open(self) -> bool:
+        """Whether a path handed out stays pinned until its caller opens it,
+        however many other paths its thread asks for meanwhile (as a ZEO
+        server needs); else (as a ZODB database needs, which asks for the path
+        of every blob object it loads and seldom opens it) only until its
+        thread asks for another.  True unless set (see :mod:`.pins`)."""
+        return self._pins.wait_for_open
+
+    @pins_wait_for_open.setter
+    def pins_wait_for_open(self, wait: bool) -> None:
+        self._pins.wait_for_open = wait
 
     def close(self) -> None:
         """Release the pins of this process and save the counters; the cached

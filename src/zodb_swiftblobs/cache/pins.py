@@ -7,20 +7,21 @@ eviction, in any process sharing the cache, may remove it.  A pin is a
 shared ``flock`` on the file, held through a descriptor of this process (see
 :func:`.entries.open_pinned`); eviction spares flocked files.
 
-A pin lasts until each caller it was handed out to has opened the file: an
-audit hook (:pep:`578`) sees each ``open()`` of the path in this process.
-Then it goes when the thread that opened it last hands out its next path
-(its ``open()`` has returned by then), or :data:`RELEASE_AFTER_OPEN` seconds
-after that open, whichever comes first; once open, the file stays readable
-whatever eviction does.  The cache's own opens (``os.open``) do not count.
+Each handout of a path awaits one open: an audit hook (:pep:`578`) sees each
+``open()`` of the path in this process, and matches it with the oldest
+handout to the opening thread, else the oldest handout to a caller.  Once
+none is awaited the pin goes, when the threads that opened it hand out their
+next path (their ``open()`` has returned by then) or :data:`RELEASE_AFTER_OPEN`
+seconds later; once open, the file stays readable whatever eviction does.
+The cache's own opens (``os.open``) do not count.
 
-A path never opened keeps its pin for :data:`PIN_LIMIT` seconds, and a
-process holds at most :data:`PINS_PER_PROCESS` pins (the oldest go first).
-But ZODB asks for a path each time it loads a blob object, whether or not
-the blob is read then (it reads through ``openCommittedBlobFile``, which asks
-again), so in a process serving a ZODB database most paths handed out are
-never opened: there (:meth:`Pins.limit_unopened`) a path not opened is
-released when the thread it was handed to hands out its next one.
+A handout for this thread's own immediate open (``openCommittedBlobFile``)
+is dropped when the thread hands out its next path.  When
+:attr:`Pins.wait_for_open` is false (a process with a ZODB database, which
+asks for the path of every blob object it loads and seldom opens it), every
+handout not opened is.  Otherwise (a ZEO server) a handout waits for its open
+for :data:`PIN_LIMIT` seconds, and a process holds at most
+:data:`PINS_PER_PROCESS` pins (the oldest go first).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import resource
 import sys
 import threading
 import time
 import weakref
 
-PIN_LIMIT = 300.0  # a file handed out and not opened stays pinned that long
-PINS_PER_PROCESS = 128  # beyond this many, the oldest pin goes
+PIN_LIMIT = 3600.0  # a handout waits that long for its open
 RELEASE_AFTER_OPEN = 5.0  # an opened file's pin goes this long after the open, at the latest
+PINS_PER_PROCESS = max(64, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4)
+HANDOUTS_PER_PIN = 256  # a pin awaits at most this many opens (the oldest go first)
 
 _watched: weakref.WeakSet[Pins] = weakref.WeakSet()
 _hook_lock = threading.Lock()
@@ -43,33 +46,30 @@ _hook_installed = False
 
 
 @dataclasses.dataclass
+class _Handout:
+    thread: int
+    at: float
+    to_caller: bool  # else for this thread's own immediate open
+
+
+@dataclasses.dataclass
 class _Pin:
     descriptor: int
-    pinned_at: float = 0.0
-    pinned_by: int = 0  # the thread that pinned it last
-    awaited: int = 0  # opens still awaited: the handouts not yet matched by one
-    opened_at: float | None = None  # the latest open since the latest pinning
-    openers: set[int] = dataclasses.field(default_factory=set)
-
-    @property
-    def unopened(self) -> bool:
-        return self.awaited > 0 or self.opened_at is None
-
-    def due(self, now: float, thread: int, unopened_limited: bool) -> bool:
-        """Whether the pin may go, as *thread* pins another file (0: none does)."""
-        if now - self.pinned_at >= PIN_LIMIT:
-            return True
-        if self.unopened:
-            return unopened_limited and self.pinned_by == thread
-        return self.openers == {thread} or now - self.opened_at >= RELEASE_AFTER_OPEN
+    identity: tuple[int, int]  # the pinned file's device and inode
+    waiting: list[_Handout] = dataclasses.field(default_factory=list)
+    openers: set[int] = dataclasses.field(default_factory=set)  # since it last waited
+    settled_at: float = 0.0  # when its last awaited open came
 
 
 class Pins:
     """The cached files this process has handed out, pinned until opened."""
 
     def __init__(self) -> None:
-        self.unopened_limited = False
+        self.wait_for_open = True
         self._held: collections.OrderedDict[str, _Pin] = collections.OrderedDict()
+        self._settled: set[str] = set()  # pins awaiting no open
+        # (thread, to a caller) -> the paths with such handouts awaiting their open
+        self._awaiting: dict[tuple[int, bool], set[str]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -80,32 +80,48 @@ class Pins:
         until the file is opened: by a caller it is *handed_out* to, else by
         this thread right away.  Release the pins that are due."""
         now, thread = time.monotonic(), threading.get_ident()
+        status = os.fstat(descriptor)
         with self._lock:
-            pin = self._held.pop(path, None)
-            if pin is None:
-                pin = _Pin(descriptor)
+            self._release_due_for(thread, now)
+            pin = self._held.get(path)
+            if pin is None or pin.identity != (status.st_dev, status.st_ino):
+                if pin is not None:  # a file since replaced (fetched again)
+                    os.close(pin.descriptor)
+                    pin.descriptor, pin.identity = descriptor, (status.st_dev, status.st_ino)
+                else:
+                    pin = self._held[path] = _Pin(descriptor, (status.st_dev, status.st_ino))
             else:
                 os.close(descriptor)  # the pin held already serves
-            pin.pinned_at, pin.pinned_by, pin.opened_at, pin.openers = now, thread, None, set()
-            pin.awaited += handed_out
-            self._release_due(now, thread)
-            self._held[path] = pin
+            self._held.move_to_end(path)
+            if not pin.waiting:
+                pin.openers = set()  # it awaits opens again
+            if len(pin.waiting) >= HANDOUTS_PER_PIN:
+                self._forget(path, pin, pin.waiting[0])
+            pin.waiting.append(_Handout(thread, now, handed_out))
+            self._settled.discard(path)
+            self._awaiting.setdefault((thread, handed_out), set()).add(path)
             while len(self._held) > PINS_PER_PROCESS:
                 self._release(next(iter(self._held)))
             self._start_reaper()
 
     def opened(self, path: str) -> None:
         """The audit hook: the current thread is opening *path*."""
-        pin = self._held.get(path)
-        if pin is not None:
-            pin.awaited = max(0, pin.awaited - 1)
-            pin.openers.add(threading.get_ident())
-            pin.opened_at = time.monotonic()
-
-    def limit_unopened(self) -> None:
-        """From now on, release a pin not opened when the thread it was
-        handed to pins another file."""
-        self.unopened_limited = True
+        if path not in self._held:
+            return
+        thread = threading.get_ident()
+        with self._lock:
+            pin = self._held.get(path)
+            if pin is None:
+                return
+            handout = next((h for h in pin.waiting if h.thread == thread), None) or \
+                next((h for h in pin.waiting if h.to_caller), None)
+            if handout is None:
+                return
+            self._forget(path, pin, handout)
+            pin.openers.add(thread)
+            if not pin.waiting:
+                pin.settled_at = time.monotonic()
+                self._settled.add(path)
 
     def release_all(self) -> None:
         with self._lock:
@@ -113,13 +129,68 @@ class Pins:
                 self._release(next(iter(self._held)))
             self._wake.set()
 
-    def _release_due(self, now: float, thread: int) -> None:
-        for path in [path for path, pin in self._held.items()
-                     if pin.due(now, thread, self.unopened_limited)]:
+    def forget_in_child(self) -> None:
+        """After a fork: the child holds none of its parent's pins."""
+        for pin in self._held.values():
+            os.close(pin.descriptor)
+        self._held.clear()
+        self._settled.clear()
+        self._awaiting.clear()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._reaper = None
+
+    def _release_due_for(self, thread: int, now: float) -> None:
+        """As *thread* hands out another path: drop its handouts that will not
+        be opened now, and release the pins that are due."""
+        kinds = [False] if self.wait_for_open else [False, True]
+        for to_caller in kinds:
+            for path in list(self._awaiting.get((thread, to_caller), ())):
+                pin = self._held[path]
+                for handout in [h for h in pin.waiting
+                                if h.thread == thread and h.to_caller == to_caller]:
+                    self._forget(path, pin, handout)
+                if not pin.waiting:
+                    self._settle_or_release(path, pin, now)
+        for path in [path for path in self._settled if self._held[path].openers == {thread}
+                     or now - self._held[path].settled_at >= RELEASE_AFTER_OPEN]:
             self._release(path)
 
+    def _settle_or_release(self, path: str, pin: _Pin, now: float) -> None:
+        """*pin* awaits no more opens: release it if none came, else let it
+        settle (it goes once its openers are done)."""
+        if not pin.openers:
+            self._release(path)  # none of its handouts was opened
+        else:
+            pin.settled_at = now
+            self._settled.add(path)
+
+    def _expire(self, now: float) -> None:
+        """Release what is due by time alone: handouts older than
+        :data:`PIN_LIMIT`, and pins opened :data:`RELEASE_AFTER_OPEN` ago."""
+        for path, pin in list(self._held.items()):
+            for handout in [h for h in pin.waiting if now - h.at >= PIN_LIMIT]:
+                self._forget(path, pin, handout)
+            if not pin.waiting and (not pin.openers or path not in self._settled
+                                    or now - pin.settled_at >= RELEASE_AFTER_OPEN):
+                self._release(path)
+
+    def _forget(self, path: str, pin: _Pin, handout: _Handout) -> None:
+        pin.waiting.remove(handout)
+        kind = (handout.thread, handout.to_caller)
+        if not any((h.thread, h.to_caller) == kind for h in pin.waiting):
+            paths = self._awaiting.get(kind)
+            if paths is not None:
+                paths.discard(path)
+                if not paths:
+                    del self._awaiting[kind]
+
     def _release(self, path: str) -> None:
-        os.close(self._held.pop(path).descriptor)
+        pin = self._held.pop(path)
+        self._settled.discard(path)
+        for handout in list(pin.waiting):
+            self._forget(path, pin, handout)
+        os.close(pin.descriptor)
 
     def _start_reaper(self) -> None:
         """Pins of a process that hands out nothing more still go when due:
@@ -135,7 +206,7 @@ class Pins:
             self._wake.wait(max(RELEASE_AFTER_OPEN, 1.0))
             with self._lock:
                 self._wake.clear()
-                self._release_due(time.monotonic(), 0)
+                self._expire(time.monotonic())
                 if not self._held:
                     self._reaper = None
                     return
@@ -147,6 +218,7 @@ def _watch(pins: Pins) -> None:
         _watched.add(pins)
         if not _hook_installed:
             sys.addaudithook(_notice_open)
+            os.register_at_fork(after_in_child=_forget_all_in_child)
             _hook_installed = True
 
 
@@ -155,8 +227,15 @@ def _notice_open(event: str, arguments: tuple) -> None:
     if event != "open" or arguments[1] is None:
         return
     try:
-        path = os.fspath(arguments[0])
+        path = os.fsdecode(arguments[0])
+        if not path.startswith("/") or "//" in path or "/." in path:
+            path = os.path.abspath(path)
         for pins in list(_watched):
             pins.opened(path)
     except Exception:  # an audit hook must never fail the open it watches
         pass
+
+
+def _forget_all_in_child() -> None:
+    for pins in list(_watched):
+        pins.forget_in_child()
