@@ -166,7 +166,8 @@ OPTIONS: tuple[Option, ...] = (
            "container's or the account's Temp-URL-Key).", check=_nonempty_text),
     Option("create_container", FLAG, True, "Create the container when it is missing; "
            "when off, a missing container is an error at open.", check=_flag),
-    Option("gc_grace_period", INTERVAL, 7 * 24 * 3600.0,  # a week: a nightly backup
+    # A week: a nightly backup restored days after a mistake finds its blobs.
+    Option("gc_grace_period", INTERVAL, 7 * 24 * 3600.0,
            "How long after garbage collection finds an orphaned blob revision Swift "
            "deletes it (90, 30m, 6h, 7d; 0 deletes at once): a database restored from a "
            "backup older than the pack finds its blobs within it.",
