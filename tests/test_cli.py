@@ -614,6 +614,8 @@ BAD_CONFIGURATIONS = [
     ("cache-size 0", "cache_size"), ("deadline 0", "deadline"), ("deadline -1", "deadline"),
     ("deadline inf", "deadline"), ("deadline nan", "deadline"), ("timeout 0", "timeout"),
     ("upload-concurrency 0", "upload_concurrency"), ("segment-size 0", "segment_size"),
+    ("segment-concurrency 0", "segment_concurrency"), ("initial-backoff 0", "initial_backoff"),
+    ("max-backoff 0.1", "initial_backoff <= max_backoff"),
     ("encryption-key c2hvcnQga2V5IG9mIDE2IGJ5dGVz", "encryption key"),
     ("temp-url-key", "temp_url_key"), ("prefix ../victim/", "prefix"),
     ("container .", "container name"), ("container a/b", "container name")]

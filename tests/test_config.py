@@ -1,8 +1,10 @@
 """The <swiftblobstorage> ZConfig section."""
 
+import dataclasses
 import inspect
 import io
 import math
+import os
 
 import pytest
 import ZConfig
@@ -12,8 +14,12 @@ from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import StorageError
 
-from zodb_swiftblobs.config import OPTIONS
-from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError
+from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, options
+from zodb_swiftblobs.options import NAMES as OPTIONS
+from zodb_swiftblobs.swift import Credentials, SwiftContainer
+
+PACKAGE = os.path.dirname(options.__file__)
+README = os.path.join(PACKAGE, os.pardir, os.pardir, "README.rst")
 
 
 def section_values(text):
@@ -42,6 +48,47 @@ def test_every_keyword_argument_is_a_key_with_the_same_default():
         assert getattr(values, name) == expected, name
 
 
+def test_the_shipped_component_is_the_one_the_options_make():
+    with open(os.path.join(PACKAGE, "component.xml"), encoding="utf-8") as f:
+        shipped = f.read()
+    assert shipped == options.component_xml(), \
+        f"component.xml is out of date: regenerate it with {options.REGENERATE}"
+
+
+def test_the_readme_lists_every_option():
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    listed = text[text.index(options.README_START) + len(options.README_START):
+                  text.index(options.README_END)].strip()
+    assert listed == options.readme_list(), \
+        "regenerate the README's option list: python -m zodb_swiftblobs.options --readme"
+    for name in OPTIONS:
+        assert f"``{name}``" in listed, name
+
+
+def test_the_options_are_those_of_the_swift_layer():
+    credentials = {item.name for item in dataclasses.fields(Credentials)}
+    container = set(inspect.signature(SwiftContainer.__init__).parameters)
+    for option in options.OPTIONS:
+        if option.group == options.CREDENTIAL:
+            assert option.name in credentials, option.name
+        elif option.group == options.CONTAINER and option.name not in (
+                "container", "encryption_keys"):
+            assert option.name in container, option.name
+    assert credentials <= set(OPTIONS)
+
+
+def test_the_signature_shows_every_option_and_refuses_others(tmp_path):
+    text = str(inspect.signature(SwiftBlobStorage))
+    assert text.startswith("(base: 'Any', container: 'str' = 'zodb-blobs', cache_dir")
+    assert "segment_concurrency: 'int' = 4" in text
+    assert all(name in SwiftBlobStorage.__init__.__doc__ for name in OPTIONS)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'cache_directory'"):
+        SwiftBlobStorage(MappingStorage(), cache_directory=str(tmp_path))
+    with pytest.raises(TypeError, match="multiple values"):
+        SwiftBlobStorage(MappingStorage(), "c", container="c")
+
+
 def test_values_are_converted():
     values = section_values("""
         %import zodb_swiftblobs
@@ -52,11 +99,16 @@ def test_values_are_converted():
           deadline 2.5
           upload-concurrency 3
           large-object-threshold 100MB
+          initial-backoff 0.5
+          max-backoff 30
+          segment-concurrency 2
           <mappingstorage/>
         </swiftblobstorage>
     """)
     assert (values.cache_size, values.insecure, values.deadline, values.upload_concurrency,
             values.large_object_threshold) == (2 << 30, True, 2.5, 3, 100 << 20)
+    assert (values.initial_backoff, values.max_backoff, values.segment_concurrency) \
+        == (0.5, 30.0, 2)
 
 
 def test_cache_dir_and_base_are_required():
@@ -167,6 +219,10 @@ BAD_SETTINGS = [
     ("deadline -1", "deadline"),
     ("deadline soon", "soon"),
     ("timeout 0", "timeout"),
+    ("initial-backoff 0", "initial_backoff"),
+    ("max-backoff inf", "max_backoff"),
+    ("max-backoff 0.1", "initial_backoff <= max_backoff"),
+    ("segment-concurrency 0", "segment_concurrency"),
     ("upload-concurrency 0", "upload_concurrency"),
     ("upload-concurrency 2.5", "2.5"),
     ("large-object-threshold 0", "large_object_threshold"),
@@ -236,3 +292,21 @@ def test_an_unknown_container_without_auto_creation(devswift, tmp_path, containe
     with pytest.raises(SwiftStorageError, match="does not exist.*create-container is off"):
         open_with(devswift, tmp_path, container_name, "create-container false")
     FileStorage(str(tmp_path / "Data.fs")).close()
+
+
+def test_retry_and_segment_settings_reach_the_container(devswift, tmp_path, container_name):
+    db = open_with(devswift, tmp_path, container_name, "segment-concurrency 2")
+    try:
+        assert db.storage.swift_container.large_objects.segment_concurrency == 2
+    finally:
+        db.close()
+    settings = devswift.settings()
+    storage = SwiftBlobStorage(MappingStorage(), container_name, str(tmp_path / "cache2"),
+                               prefix="other/", initial_backoff=0.5, max_backoff=3.0,
+                               auth_url=settings.auth_url, user=settings.user,
+                               key=settings.key)
+    try:
+        transport = storage.swift_container.transport
+        assert (transport.initial_backoff, transport.max_backoff) == (0.5, 3.0)
+    finally:
+        storage.close()

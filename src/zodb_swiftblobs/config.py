@@ -11,12 +11,11 @@ import re
 import ZConfig
 import ZODB.config
 
+from . import options, resources
 from .cache import BlobCache
 from .layout import ObjectLayout
-from .storage import SWIFT_OPTIONS, SwiftBlobStorage, check_options, option_names
-from .swift import SwiftContainer, open_container
-
-OPTIONS = option_names()
+from .storage import SwiftBlobStorage
+from .swift import SwiftContainer
 
 # Files of <zodb> sections (zodbpack's form) and files of storage sections
 # (a single storage, or zodbconvert's <... source> and <... destination>).
@@ -50,32 +49,30 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
 
     def options(self) -> dict:
         """The keyword arguments of SwiftBlobStorage this section gives."""
-        return {name: getattr(self.config, name) for name in OPTIONS}
+        return {name: getattr(self.config, name) for name in options.NAMES}
 
     def check(self, path: str) -> None:
         """ConfigurationError for a setting SwiftBlobStorage would refuse, before
         anything is opened (*path* is the configuration file's, for the message)."""
         try:
-            check_options(**self.options())
+            options.check(self.options())
         except ValueError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
 
     def open_container(self) -> SwiftContainer:
         """The Swift container, without opening the wrapped storage."""
-        options = self.options()
-        return open_container(options["container"],
-                              **{name: options[name] for name in SWIFT_OPTIONS})
+        return resources.open_container(self.options())
 
     def open_base(self):
         """The wrapped storage alone, opened read-only (where it can be)."""
         return _open(self.config.base, read_only=True)
 
     def object_layout(self) -> ObjectLayout:
-        return ObjectLayout(self.config.prefix)
+        return resources.object_layout(self.options())
 
     def open_cache(self) -> BlobCache:
         """The local blob cache, without opening Swift or the wrapped storage."""
-        return BlobCache(self.config.cache_dir, self.config.cache_size)
+        return resources.open_cache(self.options())
 
 
 def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseConfig:

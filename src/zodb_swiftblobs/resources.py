@@ -5,15 +5,18 @@ staging area and the upload pool."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import swift
 from .cache import BlobCache
 from .errors import SwiftStorageError, raises_storage_errors
 from .layout import ObjectLayout
+from .options import container_settings
 from .ownership import PrefixOwnership, database_identity
 from .staging import StagingArea
-from .swift import NotFoundError, SwiftContainer, open_container
+from .swift import NotFoundError, SwiftContainer
 
 TEMP_URL_KEY_TTL = 300.0  # seconds a TempURL key read from Swift is used
 
@@ -36,25 +39,22 @@ class SharedResources:
         self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
 
     @classmethod
-    def open(cls, base: Any, swift_options: dict, *, container: str, cache_dir: str,
-             cache_size: int, prefix: str, upload_concurrency: int,
-             temp_url_key: str | None, create_container: bool,
-             gc_grace_period: float) -> SharedResources:
-        """Open the resources of the database of *base* (options as
-        SwiftBlobStorage's, checked): the container is created if need be,
-        and the prefix claimed, unless *base* is read-only."""
-        layout = ObjectLayout(prefix)  # local settings first: no network for their errors
-        cache = BlobCache(cache_dir, cache_size)
-        swift_container = open_container(container, **swift_options)
+    def open(cls, base: Any, settings: Mapping[str, Any]) -> SharedResources:
+        """Open the resources of the database of *base* (*settings*: every
+        option, checked): the container is created if need be, and the prefix
+        claimed, unless *base* is read-only."""
+        layout = object_layout(settings)  # local settings first: no network for their errors
+        cache = open_cache(settings)
+        container = open_container(settings)
         try:
-            ownership = PrefixOwnership(swift_container, layout, database_identity(base),
-                                        encrypts=swift_container.encryption is not None)
-            _prepare(swift_container, ownership, create=create_container,
+            ownership = PrefixOwnership(container, layout, database_identity(base),
+                                        encrypts=container.encryption is not None)
+            _prepare(container, ownership, create=settings["create_container"],
                      read_only=base.isReadOnly())
-            return cls(swift_container, layout, cache, ownership, upload_concurrency,
-                       temp_url_key, gc_grace_period)
+            return cls(container, layout, cache, ownership, settings["upload_concurrency"],
+                       settings["temp_url_key"], settings["gc_grace_period"])
         except BaseException:
-            swift_container.close()
+            container.close()
             raise
 
     def swift_temp_url_key(self) -> str | None:
@@ -71,6 +71,21 @@ class SharedResources:
         self.staging.close()
         self.cache.close()
         self.container.close()
+
+
+def object_layout(settings: Mapping[str, Any]) -> ObjectLayout:
+    """The object names of the database *settings* configure."""
+    return ObjectLayout(settings["prefix"])
+
+
+def open_cache(settings: Mapping[str, Any]) -> BlobCache:
+    """The local blob cache *settings* configure."""
+    return BlobCache(settings["cache_dir"], settings["cache_size"])
+
+
+def open_container(settings: Mapping[str, Any]) -> SwiftContainer:
+    """The Swift container *settings* configure (not contacted yet)."""
+    return swift.open_container(settings["container"], **container_settings(settings))
 
 
 @raises_storage_errors

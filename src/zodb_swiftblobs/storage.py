@@ -9,8 +9,7 @@ cache, an abort's clean-up) is a :class:`zodb_swiftblobs.commit.BlobCommit`.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import IO, Any
 
 import ZODB.blob
@@ -21,54 +20,18 @@ from ZODB.blob import is_blob_record
 from ZODB.POSException import POSKeyError, StorageError
 from zope.interface import directlyProvides, implementer, providedBy
 
+from . import options
 from .bases import (TidKnown, TidProbe, current_view, last_committed_tid, revision_exists,
                     served_by_zeo_server)
 from .cache import BlobCache
 from .commit import BlobCommit, revisions_undo_restores
 from .copying import copy_transactions_with_blobs
 from .errors import SwiftStorageError, SwiftTransientError, raises_storage_errors
-from .gc import GarbageReport, collect_garbage, require_grace_period
+from .gc import GarbageReport, collect_garbage
 from .layout import ObjectLayout
 from .progress import Progress
 from .resources import SharedResources
-from .swift import NotFoundError, SwiftContainer, container_arguments, require_positive
-
-GIB = 1 << 30
-GC_GRACE_PERIOD = 7 * 24 * 3600.0  # a week: a nightly backup restored days after a mistake
-# The keyword arguments of SwiftBlobStorage that configure the Swift access layer.
-SWIFT_OPTIONS = (
-    "auth_url", "user", "key", "auth_version", "project_name", "project_id",
-    "project_domain_name", "project_domain_id", "user_domain_name", "user_domain_id",
-    "region_name", "interface", "application_credential_id",
-    "application_credential_secret", "preauth_url", "preauth_token", "cacert", "insecure",
-    "storage_policy", "deadline", "timeout", "large_object_threshold", "segment_size",
-    "encryption_keys",
-)
-
-
-def check_options(*, container: str, cache_dir: str | None, cache_size: int, prefix: str,
-                  upload_concurrency: int, temp_url_key: str | None,
-                  create_container: bool, gc_grace_period: float, **others) -> None:
-    """ValueError for a keyword argument of SwiftBlobStorage that it would
-    refuse (all but *base* are given); nothing is opened or contacted."""
-    if not cache_dir:
-        raise ValueError("SwiftBlobStorage needs a cache_dir")
-    require_positive("cache_size", cache_size)
-    require_positive("upload_concurrency", upload_concurrency)
-    require_grace_period(gc_grace_period)
-    if temp_url_key is not None and not (isinstance(temp_url_key, str) and temp_url_key):
-        raise ValueError("temp_url_key must be a non-empty text when given")
-    if not isinstance(create_container, bool):
-        raise ValueError(f"create_container must be true or false, not "
-                         f"{create_container!r}")
-    ObjectLayout(prefix)
-    container_arguments(container, **{name: others[name] for name in SWIFT_OPTIONS})
-
-
-def option_names() -> list[str]:
-    """The names of SwiftBlobStorage's settings: its keyword arguments but *base*."""
-    return [name for name in inspect.signature(SwiftBlobStorage.__init__).parameters
-            if name not in ("self", "base")]
+from .swift import NotFoundError, SwiftContainer
 
 
 @implementer(ZODB.interfaces.IStorageWrapper, ZODB.interfaces.IBlobStorage)
@@ -87,6 +50,7 @@ class SwiftBlobStorage:
     :mod:`zodb_swiftblobs.encryption`).  Garbage collection schedules the
     deletion of orphans *gc_grace_period* seconds later (0: deletes them at
     once), so that a database restored from a backup finds its blobs.
+    Every setting is declared in :mod:`zodb_swiftblobs.options`.
     """
 
     copied_methods = (
@@ -97,32 +61,14 @@ class SwiftBlobStorage:
         "poll_invalidations", "sync",
     )
 
-    def __init__(self, base: Any, container: str = "zodb-blobs",
-                 cache_dir: str | None = None, cache_size: int = 10 * GIB, prefix: str = "", *,
-                 auth_url: str | None = None, user: str | None = None,
-                 key: str | None = None, auth_version: str | None = None,
-                 project_name: str | None = None, project_id: str | None = None,
-                 project_domain_name: str | None = None,
-                 project_domain_id: str | None = None,
-                 user_domain_name: str | None = None, user_domain_id: str | None = None,
-                 region_name: str | None = None, interface: str | None = None,
-                 application_credential_id: str | None = None,
-                 application_credential_secret: str | None = None,
-                 preauth_url: str | None = None, preauth_token: str | None = None,
-                 cacert: str | None = None, insecure: bool = False,
-                 storage_policy: str | None = None, deadline: float = 60.0,
-                 timeout: float = 10.0, upload_concurrency: int = 8,
-                 large_object_threshold: int | None = None,
-                 segment_size: int = 256 << 20, temp_url_key: str | None = None,
-                 create_container: bool = True,
-                 encryption_keys: str | Sequence[str] | None = None,
-                 gc_grace_period: float = GC_GRACE_PERIOD) -> None:
-        options = dict(locals())  # every argument but self and base is an option
-        del options["self"], options["base"]
+    def __init__(self, base: Any, *args: Any, **kwargs: Any) -> None:
+        settings = options.bind(*args, **kwargs)
         self._wrap(base)
-        check_options(**options)
-        swift_options = {name: options.pop(name) for name in SWIFT_OPTIONS}
-        self._attach(SharedResources.open(base, swift_options, **options), root=True)
+        options.check(settings)
+        self._attach(SharedResources.open(base, settings), root=True)
+
+    __init__.__signature__ = options.signature()  # type: ignore[attr-defined]
+    __init__.__doc__ = options.docstring()
 
     @classmethod
     def _sharing(cls, base, resources: SharedResources) -> SwiftBlobStorage:
