@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from typing import Any
 
 import ZConfig
 import ZODB.config
@@ -63,7 +64,7 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
         """The Swift container, without opening the wrapped storage."""
         return resources.open_container(self.options())
 
-    def open_base(self):
+    def open_base(self) -> Any:
         """The wrapped storage alone, opened read-only (where it can be)."""
         return _open(self.config.base, read_only=True)
 
@@ -144,7 +145,7 @@ def open_swift_storage(path: str, database: str | None = None, *,
     return storage, inner
 
 
-def open_storage(path: str, database: str | None = None, *, read_only: bool = False):
+def open_storage(path: str, database: str | None = None, *, read_only: bool = False) -> Any:
     """Open the storage of *database* in the file at *path* (read-only: every
     storage of its chain that can be)."""
     return _open(storage_section(path, database), read_only)

@@ -360,7 +360,7 @@ class SwiftContainer:
         return plain_deleted + large_deleted
 
 
-def require_positive(name: str, value, *, number: bool = False) -> None:
+def require_positive(name: str, value: object, *, number: bool = False) -> None:
     """ValueError unless *value* is a positive integer (or, with *number*, a
     positive finite number)."""
     kinds = (int, float) if number else (int,)

@@ -329,7 +329,7 @@ def _retry_after(exc: ClientException) -> float:
         return 0.0
 
 
-def raise_for_bulk_result(response) -> dict:
+def raise_for_bulk_result(response: Any) -> dict:
     """Turn a bulk-middleware response (HTTP status and JSON body) into errors.
 
     Failures are raised as ClientException, which the retry loop classifies;

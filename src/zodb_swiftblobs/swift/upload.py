@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import BinaryIO
 
 from swiftclient import client as swift
 
@@ -123,7 +124,7 @@ class UploadSource:
         self.path, self.plaintext_size, self.cipher = path, plaintext_size, cipher
         self.size = cipher.ciphertext_size(plaintext_size) if cipher else plaintext_size
 
-    def open(self):
+    def open(self) -> BinaryIO:
         """A readable, seekable file of the bytes to send (close it after use)."""
         f = open(self.path, "rb")
         return self.cipher.reader(f, self.plaintext_size) if self.cipher else f
@@ -140,7 +141,7 @@ def file_md5(path: str, offset: int = 0, length: int | None = None) -> str:
         return md5_of(f, offset, length)
 
 
-def md5_of(f, offset: int, length: int | None) -> str:
+def md5_of(f: BinaryIO, offset: int, length: int | None) -> str:
     """Hex MD5 of *length* bytes (all the rest: None) of the open file *f* from *offset*."""
     digest = hashlib.md5(usedforsecurity=False)
     f.seek(offset)
