@@ -5,6 +5,8 @@ import inspect
 import io
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import ZConfig
@@ -14,6 +16,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import StorageError
 
+from conftest import child_environment
 from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, options
 from zodb_swiftblobs.options import NAMES as OPTIONS
 from zodb_swiftblobs.swift import Credentials, SwiftContainer
@@ -53,6 +56,14 @@ def test_the_shipped_component_is_the_one_the_options_make():
         shipped = f.read()
     assert shipped == options.component_xml(), \
         f"component.xml is out of date: regenerate it with {options.REGENERATE}"
+
+
+def test_the_storage_spells_out_the_signature_the_options_make():
+    """For type checkers: SwiftBlobStorage.__init__ is written out in full."""
+    with open(inspect.getsourcefile(SwiftBlobStorage), encoding="utf-8") as f:
+        assert options.signature_source() in f.read(), \
+            "rewrite its def line: python -m zodb_swiftblobs.options --signature"
+    assert inspect.signature(SwiftBlobStorage.__init__) == options.signature()
 
 
 def test_the_readme_lists_every_option():
@@ -310,3 +321,15 @@ def test_retry_and_segment_settings_reach_the_container(devswift, tmp_path, cont
         assert (transport.initial_backoff, transport.max_backoff) == (0.5, 3.0)
     finally:
         storage.close()
+
+
+def test_the_package_exports_the_wrapper_and_its_errors_without_loading_zodb():
+    script = ("import sys, zodb_swiftblobs; loaded = 'ZODB' in sys.modules; "
+              "names = [getattr(zodb_swiftblobs, name).__name__ "
+              "for name in zodb_swiftblobs.__all__]; print(loaded, *names)")
+    printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=child_environment(), timeout=120)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert printed.stdout.split() == ["False", "SwiftBlobStorage", "SwiftTransientError",
+                                      "SwiftStorageError", "BlobCacheError",
+                                      "ForeignPrefixError", "EncryptionRequiredError"]

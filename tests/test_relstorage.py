@@ -11,6 +11,7 @@ from ZODB.serialize import referencesf
 
 from conftest import (blob_objects, blob_revision, child_environment, credentials_for,
                       sqlite_relstorage, store_blobs, swift_storage)
+from zodb_swiftblobs import SwiftBlobStorage
 from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import SwiftContainer
 
@@ -154,3 +155,18 @@ def test_gc_sees_what_other_processes_committed_since_it_last_looked(devswift, t
     assert blob_revision(fresh, "blob")[1] == serial
     fresh.close()
     db.close()
+
+
+def test_a_relstorage_without_what_the_wrapper_uses_is_refused_at_open(tmp_path, monkeypatch):
+    """A RelStorage release that renamed the vote's private step the wrapper
+    uses (see bases.py): a clear error at open, not an AttributeError at the
+    first commit with blobs."""
+    from relstorage.storage.tpc.vote import AbstractVote
+
+    monkeypatch.delattr(AbstractVote, "_lock_and_move")
+    base = sqlite_relstorage(tmp_path / "db", True)
+    try:
+        with pytest.raises(ValueError, match=r"RelStorage \S+: it supports RelStorage 3.4 to 4"):
+            SwiftBlobStorage(base, cache_dir=str(tmp_path / "cache"))
+    finally:
+        base.close()

@@ -6,6 +6,12 @@ so that tools such as the embedded Swift's servers do not load ZODB).
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see; at run time, each is imported on first use
+    from .errors import BlobCacheError, SwiftStorageError, SwiftTransientError
+    from .ownership import EncryptionRequiredError, ForeignPrefixError
+    from .storage import SwiftBlobStorage
 
 # Each public name, and the module that defines it.
 _EXPORTS = {
@@ -17,7 +23,12 @@ _EXPORTS = {
     "EncryptionRequiredError": "ownership",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["SwiftBlobStorage", "SwiftTransientError", "SwiftStorageError", "BlobCacheError",
+           "ForeignPrefixError", "EncryptionRequiredError"]
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
 
 
 def __getattr__(name: str):

@@ -12,6 +12,7 @@ recognises a ZEO server registering with the wrapper.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import sys
 from collections.abc import Iterator
 from enum import Enum
@@ -50,6 +51,7 @@ class TidProbe:
     def __init__(self, base: Any) -> None:
         self.base = base
         if is_relstorage(base):
+            _require_relstorage_vote()
             self.known = TidKnown.AT_VOTE
         elif isinstance(base, ZODB.DemoStorage.DemoStorage):
             self.known = TidProbe(base.changes).known
@@ -77,6 +79,16 @@ class TidProbe:
         while isinstance(base, ZODB.DemoStorage.DemoStorage):
             base = base.changes
         return base._tid
+
+
+def _require_relstorage_vote() -> None:
+    """ValueError unless this RelStorage's vote has what :meth:`TidProbe.tid` uses."""
+    from relstorage.storage.tpc.vote import AbstractVote
+    if not hasattr(AbstractVote, "_lock_and_move"):
+        raise ValueError(
+            f"SwiftBlobStorage cannot learn the transaction id from RelStorage "
+            f"{importlib.metadata.version('RelStorage')}: it supports RelStorage 3.4 to 4 "
+            "(see the relstorage extra of zodb-swiftblobs)")
 
 
 def last_committed_tid(base: Any) -> bytes:

@@ -1,4 +1,5 @@
-"""The storage errors SwiftBlobStorage raises, and how other errors become them."""
+"""The storage errors SwiftBlobStorage raises (but the ownership errors, in
+:mod:`zodb_swiftblobs.ownership`), and how other errors become them."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ restore old transaction ids, such as migrations).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from typing import Any
 from .bases import revision_exists
 from .cache import BlobCache
 from .layout import ObjectLayout
+from .options import require_grace_period
 from .progress import Progress
 from .swift import NotFoundError, StoredObject, SwiftContainer
 from .swift.large_objects import segment_group
@@ -169,14 +169,6 @@ def _log_summary(report: GarbageReport, *, dry_run: bool, min_age: float) -> Non
                     "backup older than an earlier garbage collection): their deletion %s",
                     " (dry run)" if dry_run else "", report.rescued,
                     "is to be cancelled" if dry_run else "was cancelled")
-
-
-def require_grace_period(seconds: float) -> None:
-    """ValueError unless *seconds* is a grace period: a finite number, 0 or more."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"the gc grace period must be a number of seconds, 0 or more "
-                         f"(0: delete at once), not {seconds!r}")
 
 
 def _schedule(container: SwiftContainer, names: list[str], grace_period: float, *,

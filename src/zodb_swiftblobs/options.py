@@ -2,24 +2,28 @@
 
 Each :class:`Option` has a name, a kind (its type, and how ZConfig reads it),
 a default, its validation and one line of documentation.  From :data:`OPTIONS`
-come SwiftBlobStorage's keyword arguments (:func:`signature`, :func:`bind`),
-their validation (:func:`check`), the keys of ``component.xml`` and the
-README's option list.  ``component.xml`` is a static file, as ZConfig wants;
-regenerate it after changing an option::
+come SwiftBlobStorage's keyword arguments (:func:`signature`; its
+``__init__`` is written out, for type checkers, as :func:`signature_source`
+makes it), their validation (:func:`check`), the keys of ``component.xml``
+and the README's option list.  ``component.xml`` is a static file, as ZConfig
+wants; after changing an option, regenerate it and paste the others where the
+tests say::
 
     python -m zodb_swiftblobs.options > src/zodb_swiftblobs/component.xml
+    python -m zodb_swiftblobs.options --readme      # the README's option list
+    python -m zodb_swiftblobs.options --signature   # SwiftBlobStorage.__init__
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .gc import require_grace_period
 from .names import check_prefix
 from .swift import SwiftContainer, container_arguments, require_positive
 
@@ -79,15 +83,23 @@ class Option:
     group: str = STORAGE
     check: Callable[[str, Any], None] | None = None
     required: bool = False  # in a configuration file
-    key: str = ""  # the zope.conf key, when not the name with dashes
+    zconfig_name: str = ""  # the zope.conf key, when not the name with dashes
 
     @property
     def zconfig_key(self) -> str:
-        return self.key or self.name.replace("_", "-")
+        return self.zconfig_name or self.name.replace("_", "-")
 
     @property
     def annotation(self) -> str:
         return self.kind.annotation + (" | None" if self.default is None else "")
+
+
+def require_grace_period(seconds: float) -> None:
+    """ValueError unless *seconds* is a grace period: a finite number, 0 or more."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"the gc grace period must be a number of seconds, 0 or more "
+                         f"(0: delete at once), not {seconds!r}")
 
 
 def _cache_dir(name: str, value: Any) -> None:
@@ -176,7 +188,7 @@ OPTIONS: tuple[Option, ...] = (
            "digits); give the key once per line for several.  The first one encrypts new "
            "blobs, every one decrypts.  Without one, the keys of the "
            "ZODB_SWIFTBLOBS_ENCRYPTION_KEYS environment variable are used, if set.",
-           CONTAINER, key="encryption-key"),
+           CONTAINER, zconfig_name="encryption-key"),
 )
 NAMES = tuple(option.name for option in OPTIONS)
 DEFAULTS = {option.name: option.default for option in OPTIONS}
@@ -210,12 +222,30 @@ def signature() -> inspect.Signature:
     return inspect.Signature(parameters, return_annotation="None")
 
 
-def bind(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Every option's value from SwiftBlobStorage's arguments after *base*
-    (TypeError for an unknown or repeated one, as for any function)."""
-    bound = signature().bind(None, None, *args, **kwargs)
-    return {**DEFAULTS, **{name: value for name, value in bound.arguments.items()
-                           if name in DEFAULTS}}
+def signature_source() -> str:
+    """The ``def`` line of SwiftBlobStorage's ``__init__`` with every option
+    (as storage.py spells it out, between the markers it names)."""
+    parameters, keyword_only = ["self", "base: Any"], False
+    for option in OPTIONS:
+        if option.name not in POSITIONAL and not keyword_only:
+            parameters.append("*")
+            keyword_only = True
+        default = f'"{option.default}"' if isinstance(option.default, str) \
+            else repr(option.default)
+        parameters.append(f"{option.name}: {option.annotation} = {default}")
+    lines, line = [], "    def __init__("
+    for index, parameter in enumerate(parameters):
+        text = parameter + (", " if index < len(parameters) - 1 else ") -> None:")
+        if len(line) + len(text.rstrip()) > 100:
+            lines.append(line.rstrip())
+            line = " " * 17
+        line += text
+    return "\n".join([*lines, line])
+
+
+def from_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option's value, from the arguments of SwiftBlobStorage's ``__init__``."""
+    return {name: arguments[name] for name in NAMES}
 
 
 def docstring() -> str:
@@ -282,9 +312,12 @@ def readme_list() -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m zodb_swiftblobs.options [--readme]``: print component.xml (or
-    the README's option list)."""
-    sys.stdout.write(readme_list() + "\n" if argv[1:] == ["--readme"] else component_xml())
+    """``python -m zodb_swiftblobs.options [--readme | --signature]``: print
+    component.xml (or the README's option list, or SwiftBlobStorage's
+    ``__init__`` line)."""
+    texts = {"--readme": lambda: readme_list() + "\n",
+             "--signature": lambda: signature_source() + "\n"}
+    sys.stdout.write(texts.get(argv[1] if argv[1:] else "", component_xml)())
     return 0
 
 

@@ -9,7 +9,7 @@ cache, an abort's clean-up) is a :class:`zodb_swiftblobs.commit.BlobCommit`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import ZODB.blob
@@ -61,13 +61,29 @@ class SwiftBlobStorage:
         "poll_invalidations", "sync",
     )
 
-    def __init__(self, base: Any, *args: Any, **kwargs: Any) -> None:
-        settings = options.bind(*args, **kwargs)
+    # options-signature: python -m zodb_swiftblobs.options --signature writes it
+    def __init__(self, base: Any, container: str = "zodb-blobs", cache_dir: str | None = None,
+                 cache_size: int = 10737418240, prefix: str = "", *, auth_url: str | None = None,
+                 user: str | None = None, key: str | None = None, auth_version: str | None = None,
+                 project_name: str | None = None, project_id: str | None = None,
+                 project_domain_name: str | None = None, project_domain_id: str | None = None,
+                 user_domain_name: str | None = None, user_domain_id: str | None = None,
+                 region_name: str | None = None, interface: str | None = None,
+                 application_credential_id: str | None = None,
+                 application_credential_secret: str | None = None, preauth_url: str | None = None,
+                 preauth_token: str | None = None, cacert: str | None = None,
+                 insecure: bool = False, storage_policy: str | None = None, deadline: float = 60.0,
+                 timeout: float = 10.0, initial_backoff: float = 0.25, max_backoff: float = 8.0,
+                 upload_concurrency: int = 8, large_object_threshold: int | None = None,
+                 segment_size: int = 268435456, segment_concurrency: int = 4,
+                 temp_url_key: str | None = None, create_container: bool = True,
+                 gc_grace_period: float = 604800.0,
+                 encryption_keys: str | Sequence[str] | None = None) -> None:
+        settings = options.from_arguments(locals())
         self._wrap(base)
         options.check(settings)
         self._attach(SharedResources.open(base, settings), root=True)
 
-    __init__.__signature__ = options.signature()  # type: ignore[attr-defined]
     __init__.__doc__ = options.docstring()
 
     @classmethod

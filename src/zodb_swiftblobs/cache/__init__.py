@@ -13,6 +13,11 @@
 an eviction pass's child process loads none of ZODB.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # at run time, imported on first use
+    from .lookup import BlobCache, CacheDirectoryError
+
 __all__ = ["BlobCache", "CacheDirectoryError"]
 
 

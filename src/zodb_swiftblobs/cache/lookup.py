@@ -52,7 +52,7 @@ from .eviction import (IN_PROCESS_FILES, BackgroundPass, committed_files,
 from .pins import Pins
 from .counters import CacheCounters
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("zodb_swiftblobs.cache")
 
 FILE_MODE = 0o400  # read-only, readable by the owner alone, like its directory
 STAGED_FILE_MODE = 0o600

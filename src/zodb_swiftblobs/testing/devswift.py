@@ -247,8 +247,8 @@ class DevSwift:
         if pid:
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            ends_at = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < ends_at:
                 time.sleep(0.05)
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -412,8 +412,8 @@ class DevSwift:
         state["argv"][name] = argv
 
     def _wait_port(self, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        ends_at = time.monotonic() + timeout
+        while time.monotonic() < ends_at:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     return
@@ -424,7 +424,7 @@ class DevSwift:
 
     def _wait_healthy(self, name: str, port: int, timeout: float) -> None:
         path = "/v3" if name == "keystone" else "/healthcheck"
-        deadline = time.monotonic() + timeout
+        ends_at = time.monotonic() + timeout
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
@@ -432,22 +432,22 @@ class DevSwift:
                         return
             except (OSError, urllib.error.URLError):
                 pass
-            if time.monotonic() > deadline:
+            if time.monotonic() > ends_at:
                 raise DevSwiftError(f"server on port {port} is not healthy after "
                                     f"{timeout:.0f}s; see the logs in {self.logs}")
             time.sleep(0.1)
 
     def _wait_ready(self, state: dict, timeout: float) -> None:
         """Wait for every server, then for one authenticated request."""
-        deadline = time.monotonic() + timeout
+        ends_at = time.monotonic() + timeout
         for name in self._process_names(state):
             if not self._owned_pid(state, name):
                 raise DevSwiftError(f"{name} exited at start; see {self.logs}/{name}.log")
-            self._wait_port(state["ports"][name], max(1.0, deadline - time.monotonic()))
+            self._wait_port(state["ports"][name], max(1.0, ends_at - time.monotonic()))
         for name in self._process_names(state):
             if name != "memcached":
                 self._wait_healthy(name, state["ports"][name],
-                                   max(1.0, deadline - time.monotonic()))
+                                   max(1.0, ends_at - time.monotonic()))
         keystone = state.get("keystone")
         if keystone and not keystone.get("registered"):
             try:
@@ -474,7 +474,7 @@ class DevSwift:
                                                headers={"X-Auth-Token": token}), timeout=5):
                     return
             except (OSError, urllib.error.URLError) as exc:
-                if time.monotonic() > deadline:
+                if time.monotonic() > ends_at:
                     raise DevSwiftError(f"embedded Swift does not answer authenticated "
                                         f"requests: {exc}; see {self.logs}") from None
                 time.sleep(0.1)
