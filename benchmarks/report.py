@@ -70,18 +70,22 @@ class Ratio:
 
 @dataclass
 class Below:
-    """Every sample of *subject* in row *key* below *limit* (in the row's unit)."""
+    """Every sample of *subject* in row *key* below *limit* (in the row's unit),
+    or at most *limit* when *inclusive*."""
 
     key: str
     subject: str
     limit: float
+    inclusive: bool = False
 
     def evaluate(self, rows: dict[str, Row]) -> tuple[str, str, bool | None]:
         worst = rows[self.key].worst(self.subject)
-        target = f"< {format_value(self.limit, rows[self.key].unit)} (every run)"
+        bound = "<=" if self.inclusive else "<"
+        target = f"{bound} {format_value(self.limit, rows[self.key].unit)} (every run)"
         if worst is None:
             return "-", target, None
-        return f"max {format_value(worst, rows[self.key].unit)}", target, worst < self.limit
+        met = worst <= self.limit if self.inclusive else worst < self.limit
+        return f"max {format_value(worst, rows[self.key].unit)}", target, met
 
 
 @dataclass

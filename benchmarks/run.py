@@ -1,10 +1,11 @@
 """Measure zodb-swiftblobs against the limits of its Swift cluster and local disk.
 
-Starts an embedded Swift, then runs each workload (W1-W8) several times,
+Starts an embedded Swift, then runs each workload (W1-W10) several times,
 interleaving three subjects in every repetition: python-swiftclient alone
 (``raw``), ZODB's BlobStorage over FileStorage (``local``) and
-SwiftBlobStorage over FileStorage.  Prints the median, min and max of every
-measure, the ratios, and whether each target is met.
+SwiftBlobStorage over FileStorage (W9: also over RelStorage on SQLite).
+Prints the median, min and max of every measure, the ratios, and whether
+each target is met.
 
     python benchmarks/run.py               # the full run (about half an hour)
     python benchmarks/run.py --quick       # small sizes, one repetition (a smoke test)
@@ -31,11 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from report import SUBJECT_NAMES, plain, rst, table  # noqa: E402
 from subjects import Databases, RawSwift  # noqa: E402
-from workloads import FULL, QUICK, WORKLOADS, Bench, close  # noqa: E402
+from concurrency import WORKLOADS as CONCURRENT_WORKLOADS  # noqa: E402
+from workloads import FULL, QUICK, Bench, close  # noqa: E402
+from workloads import WORKLOADS as SINGLE_WRITER_WORKLOADS  # noqa: E402
 from zodb_swiftblobs.testing.devswift import DevSwift  # noqa: E402
 
 README_START = ".. benchmark-table-start"
 README_END = ".. benchmark-table-end"
+WORKLOADS = {**SINGLE_WRITER_WORKLOADS, **CONCURRENT_WORKLOADS}
 
 
 def machine(devices: str) -> dict[str, str]:

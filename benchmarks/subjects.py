@@ -2,7 +2,8 @@
 
 - ``raw``: python-swiftclient alone (a Connection per thread), the cluster's limit;
 - ``local``: ZODB's own BlobStorage over FileStorage, the local disk's limit;
-- ``swiftblobs``: SwiftBlobStorage over FileStorage.
+- ``swiftblobs``: SwiftBlobStorage over FileStorage (W9 also over RelStorage
+  on SQLite).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import transaction
@@ -257,17 +259,30 @@ class Databases:
             blob_dir=os.path.join(self._directory(label), "blobs"))
         return ZODB.DB(storage)
 
+    def relstorage(self, label: str) -> Any:
+        """A history-free RelStorage on SQLite, without blobs of its own
+        (reopened when *label* is reused)."""
+        from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+        from relstorage.options import Options
+        from relstorage.storage import RelStorage
+
+        options = Options(keep_history=False)
+        return RelStorage(Sqlite3Adapter(self._directory(label, "sqlite"), {},
+                                         options=options), options=options)
+
     def swift_storage(self, label: str, container: str, *, cache: str = "cache",
-                      cache_size: int = 100 << 30, prefix: str = "",
+                      cache_size: int = 100 << 30, prefix: str = "", base: Any = None,
                       **options) -> SwiftBlobStorage:
-        """SwiftBlobStorage over a FileStorage (reopened when *label* is reused),
-        with the cache directory *cache* (a new one is a cold cache) and other
-        keyword *options* of SwiftBlobStorage."""
+        """SwiftBlobStorage over *base*, by default a FileStorage (reopened when
+        *label* is reused), with the cache directory *cache* (a new one is a
+        cold cache) and other keyword *options* of SwiftBlobStorage."""
         if self.large_object_threshold:
             options.update(large_object_threshold=self.large_object_threshold)
         if self.segment_size:
             options.update(segment_size=self.segment_size)
-        base = ZODB.FileStorage.FileStorage(os.path.join(self._directory(label), "Data.fs"))
+        if base is None:
+            base = ZODB.FileStorage.FileStorage(
+                os.path.join(self._directory(label), "Data.fs"))
         return SwiftBlobStorage(
             base, container, cache_dir=self._directory(label, cache),
             cache_size=cache_size, prefix=prefix, auth_url=self.settings.auth_url,
@@ -278,8 +293,9 @@ class Databases:
 
 
 @contextmanager
-def opened(db: ZODB.DB):
-    """A connection to *db* with its own transaction manager; closes both."""
+def opened(db: ZODB.DB, close_db: bool = True):
+    """A connection to *db* with its own transaction manager; closes both, and
+    *db* too unless *close_db* is false."""
     manager = transaction.TransactionManager()
     conn = db.open(manager)
     try:
@@ -287,13 +303,15 @@ def opened(db: ZODB.DB):
     finally:
         manager.abort()
         conn.close()
-        db.close()
+        if close_db:
+            db.close()
 
 
-def add_blobs(conn, manager, datas: dict[str, bytes | str]) -> list[ZODB.blob.Blob]:
-    """New blobs in the root, written but not committed: *datas* maps a root key
-    to bytes, or to the path of a file the blob consumes."""
-    root = conn.root()
+def add_blobs(conn, manager, datas: dict[str, bytes | str],
+              into: Any = None) -> list[ZODB.blob.Blob]:
+    """New blobs in the root (or the mapping *into*), written but not committed:
+    *datas* maps a key to bytes, or to the path of a file the blob consumes."""
+    root = conn.root() if into is None else into
     blobs = []
     for key, data in datas.items():
         blob = ZODB.blob.Blob()

@@ -1,4 +1,5 @@
-"""The workloads W1-W8: each run once per repetition, its subjects interleaved."""
+"""The workloads W1-W8 (one writer at a time) and the state every workload shares:
+each workload runs once per repetition, its subjects interleaved."""
 
 from __future__ import annotations
 
@@ -39,12 +40,16 @@ class Sizes:
     cache_entries: int = 100_000    # W7
     latency_seconds: float = 2.0    # W7: sampling time without eviction
     listed_objects: int = 100_000   # W8
+    big_commit_blob: int = 256 * MIB  # W9: the blob committed beside small commits
+    small_commits_alone: int = 20   # W9: small commits timed alone first
+    writer_blob: int = 16 * MIB     # W10: each writer's blob
 
 
 FULL = Sizes()
 QUICK = Sizes(blobs=16, small_commits=30, warm_passes=3, large_blob=48 * MIB,
               large_object_threshold=16 * MIB, segment_size=8 * MIB, orphans=400,
-              cache_entries=4_000, latency_seconds=0.5, listed_objects=3_000)
+              cache_entries=4_000, latency_seconds=0.5, listed_objects=3_000,
+              big_commit_blob=16 * MIB, small_commits_alone=10, writer_blob=4 * MIB)
 
 
 class Bench:

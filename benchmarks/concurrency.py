@@ -1,0 +1,241 @@
+"""The workloads W9 and W10: writers of one database committing at the same time.
+
+W9: small commits in one thread while another commits a big blob; a small
+commit counts as blocked from ``BLOCKED_FACTOR`` times its median latency
+alone (measured just before) until it ends, and the measure is the share of
+the big commit's duration covered by blocked small commits.
+W10: ``WRITERS`` threads, each with a connection of its own to one database,
+commit a blob each at the same moment, against as many parallel raw PUTs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ZODB
+from persistent.mapping import PersistentMapping
+
+from report import Below, Ratio
+from subjects import LOCAL, MIB, RAW, SWIFTBLOBS, Stopwatch, add_blobs, opened
+from workloads import Bench, new_database, order
+
+BLOCKED_FACTOR = 10     # W9: blocked beyond this many times the median latency alone
+BLOCKED_LIMIT = 10.0    # W9: % of the big commit's duration, at most
+SMALL_BLOB = 4096       # W9: bytes of each small commit's blob
+WRITERS = 4             # W10
+FILESTORAGE, RELSTORAGE = "FileStorage", "RelStorage"
+
+
+def _size_label(size: int) -> str:
+    return f"{size // MIB} MiB"
+
+
+def add_mappings(db: ZODB.DB, *keys: str) -> None:
+    """Commit an empty mapping under each root key, so that writers of different
+    keys never conflict."""
+    with opened(db, close_db=False) as (conn, manager):
+        for key in keys:
+            conn.root()[key] = PersistentMapping()
+        manager.commit()
+
+
+def linked_copy(bench: Bench, source: str, *parts: str) -> str:
+    """A new hard link to *source* (a blob consumes it by renaming: no copy)."""
+    path = os.path.join(bench.scratch(*parts[:-1]), parts[-1])
+    os.link(source, path)
+    return path
+
+
+# -- W9: small commits beside a big one ------------------------------------------------
+
+@dataclass
+class SmallCommits:
+    """Commits of one small blob each, one after the other: when each began and
+    ended (``time.perf_counter`` seconds)."""
+
+    db: ZODB.DB
+    data: bytes
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def run(self, keep_going: Callable[[], bool]) -> None:
+        """Commit while *keep_going()*; an error is kept, for :meth:`check`."""
+        clock = time.perf_counter
+        try:
+            with opened(self.db, close_db=False) as (conn, manager):
+                while keep_going():
+                    add_blobs(conn, manager, {"latest": self.data}, into=conn.root()["small"])
+                    began = clock()
+                    manager.commit()
+                    self.spans.append((began, clock()))
+        except BaseException as error:
+            self.error = error
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def latencies(self) -> list[float]:
+        return [end - began for began, end in self.spans]
+
+
+@dataclass
+class Beside:
+    """What W9 measures for one subject."""
+
+    big_commit: float        # seconds
+    blocked_share: float     # % of the big commit's duration
+    median_alone: float      # seconds
+    worst_alone: float       # seconds
+    worst_during: float      # seconds
+
+
+def blocked_share(spans: list[tuple[float, float]], threshold: float,
+                  start: float, end: float) -> float:
+    """The % of [*start*, *end*] covered by the small commits' blocked parts:
+    from *threshold* seconds after a commit began until it ended."""
+    blocked = sum(max(0.0, min(stop, end) - max(began + threshold, start))
+                  for began, stop in spans)
+    return 100 * blocked / (end - start)
+
+
+def beside_big_commit(bench: Bench, db: ZODB.DB, big_blob: str) -> Beside:
+    """Small commits alone, then during the commit of the file *big_blob*."""
+    add_mappings(db, "small", "big")
+    small = SmallCommits(db, os.urandom(SMALL_BLOB))
+    small.run(lambda: len(small.spans) < bench.sizes.small_commits_alone)
+    small.check()
+    alone = small.latencies()
+    threshold = BLOCKED_FACTOR * statistics.median(alone)
+    small.spans = []
+    finished = threading.Event()
+    thread = threading.Thread(target=small.run, args=(lambda: not finished.is_set(),))
+    with opened(db, close_db=False) as (conn, manager):
+        add_blobs(conn, manager, {"big": big_blob}, into=conn.root()["big"])
+        thread.start()
+        while not small.spans and thread.is_alive():  # the small commits are under way
+            time.sleep(0.001)
+        start = time.perf_counter()
+        manager.commit()
+        end = time.perf_counter()
+    while thread.is_alive() and small.spans[-1][0] <= end:  # one more began after it
+        time.sleep(0.001)
+    finished.set()
+    thread.join()
+    small.check()
+    during = [ended - began for began, ended in small.spans if ended >= start and began <= end]
+    return Beside(end - start, blocked_share(small.spans, threshold, start, end),
+                  statistics.median(alone), max(alone), max(during))
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+def small_beside_big(bench: Bench, repetition: int) -> None:
+    size = bench.sizes.big_commit_blob
+    source = bench.files("w9", 1, size)[0]
+    databases = bench.databases
+    notes: dict[str, list[str]] = {FILESTORAGE: [], RELSTORAGE: []}
+    runs = ((FILESTORAGE, LOCAL), (FILESTORAGE, SWIFTBLOBS), (RELSTORAGE, SWIFTBLOBS))
+    for base, subject in order(repetition, runs):
+        share = (f"W9 {base}", f"small commits blocked during a {_size_label(size)} "
+                 f"commit, {base}", "%")
+        worst = (f"W9 {base} worst", "  their worst latency during it / alone", "x")
+        bench.target(share[0], Below(share[0], SWIFTBLOBS, BLOCKED_LIMIT, inclusive=True))
+        label = f"w9-{repetition}-{base}-{subject}"
+        container = f"bench-w9-{uuid.uuid4().hex[:8]}"
+        if subject == LOCAL:
+            db = databases.local(label)
+        elif base == FILESTORAGE:
+            db = databases.swift(label, container)
+        else:
+            db = ZODB.DB(databases.swift_storage(label, container,
+                                                 base=databases.relstorage(label)))
+        try:
+            result = beside_big_commit(bench, db, linked_copy(bench, source, label, "big"))
+        finally:
+            db.close()
+        bench.record(*share, subject, result.blocked_share)
+        bench.record(*worst, subject, result.worst_during / result.worst_alone)
+        notes[base].append(
+            f"{subject}: the big commit took {result.big_commit:.3f} s; small commits "
+            f"alone: median {_milliseconds(result.median_alone)}, worst "
+            f"{_milliseconds(result.worst_alone)}; worst during it "
+            f"{_milliseconds(result.worst_during)}")
+    for base, lines in notes.items():
+        bench.rows[f"W9 {base} worst"].note = "; ".join(lines)
+    bench.remove_scratch()
+
+
+# -- W10: parallel writers -------------------------------------------------------------
+
+def parallel_commits(db: ZODB.DB, blobs: list[str]) -> float:
+    """Seconds from the moment one thread per file of *blobs*, each with its own
+    connection to *db*, commits it, until the last commit ends."""
+    keys = [f"writer{index}" for index in range(len(blobs))]
+    add_mappings(db, *keys)
+    ready = threading.Barrier(len(blobs) + 1)
+    errors: list[BaseException] = []
+
+    def write(key: str, path: str) -> None:
+        try:
+            with opened(db, close_db=False) as (conn, manager):
+                add_blobs(conn, manager, {"blob": path}, into=conn.root()[key])
+                ready.wait()
+                manager.commit()
+        except BaseException as error:  # reported below
+            errors.append(error)
+            ready.abort()
+
+    threads = [threading.Thread(target=write, args=item) for item in zip(keys, blobs,
+                                                                         strict=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass  # a writer failed: raised below
+    with Stopwatch() as watch:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return watch.seconds
+
+
+def parallel_writers(bench: Bench, repetition: int) -> None:
+    size = bench.sizes.writer_blob
+    paths = bench.files("w10", WRITERS, size)
+    key = "W10"
+    row = (key, f"{WRITERS} writers commit a {_size_label(size)} blob each, at once",
+           "MiB/s")
+    bench.target(key, Ratio(key, SWIFTBLOBS, key, RAW, at_least=0.8))
+    for subject in order(repetition, (RAW, LOCAL, SWIFTBLOBS)):
+        if subject == RAW:
+            container = bench.raw.new_container("w10")
+            with Stopwatch() as watch:
+                bench.raw.put_files(container, [(f"w{index}", path) for index, path in
+                                                enumerate(paths)], WRITERS)
+            seconds = watch.seconds
+        else:
+            db = new_database(bench, "w10", repetition, subject, {})
+            blobs = [linked_copy(bench, path, "w10", subject, str(index))
+                     for index, path in enumerate(paths)]
+            try:
+                seconds = parallel_commits(db, blobs)
+            finally:
+                db.close()
+        bench.record(*row, subject, WRITERS * size / MIB / seconds)
+    bench.rows[key].note = (f"raw: {WRITERS} parallel PUTs, a connection each; ZODB: one "
+                            f"database, {WRITERS} threads with a connection each")
+    bench.remove_scratch()
+
+
+WORKLOADS = {"W9": small_beside_big, "W10": parallel_writers}
