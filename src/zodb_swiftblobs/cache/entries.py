@@ -37,16 +37,15 @@ def make_private_directory(path: str) -> None:
     os.chmod(path, DIRECTORY_MODE)  # mkdir's mode is filtered by the umask
 
 
-def mark_used(descriptor: int) -> None:
-    """Set the access time of the file open as *descriptor* to now (its
-    modification time stays).
+def mark_used(descriptor: int, status: os.stat_result) -> None:
+    """Set the access time of the file open as *descriptor* (of *status*) to
+    now (its modification time stays).
 
     Eviction goes by access times, which this sets explicitly, so it works on
     file systems mounted with ``noatime`` or ``relatime`` too.  On a file
     system that became read-only the file is still used: only its access
     time stays.
     """
-    status = os.fstat(descriptor)
     try:
         os.utime(descriptor, ns=(time.time_ns(), status.st_mtime_ns))
     except OSError as exc:
@@ -54,10 +53,10 @@ def mark_used(descriptor: int) -> None:
             raise
 
 
-def open_pinned(path: str) -> tuple[int | None, str | None]:
+def open_pinned(path: str) -> tuple[tuple[int, os.stat_result] | None, str | None]:
     """Open the regular file at *path* with a shared flock on it (a pin):
-    ``(descriptor, None)``; ``(None, None)`` if nothing is there (or it was
-    removed or replaced meanwhile); ``(None, what is there instead)``."""
+    ``((descriptor, its status), None)``; ``(None, None)`` if nothing is there
+    (or it was removed or replaced meanwhile); ``(None, what is there instead)``."""
     try:
         descriptor = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
@@ -70,7 +69,7 @@ def open_pinned(path: str) -> tuple[int | None, str | None]:
         if kind is None:
             fcntl.flock(descriptor, fcntl.LOCK_SH)
             if is_at(status, path):
-                return descriptor, None
+                return (descriptor, status), None
     except BaseException:
         os.close(descriptor)
         raise

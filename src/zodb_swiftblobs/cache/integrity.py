@@ -42,12 +42,12 @@ def seal(descriptor: int, oid: bytes, tid: bytes) -> None:
     os.setxattr(descriptor, INTEGRITY_ATTRIBUTE, record)
 
 
-def problem(descriptor: int, path: str, oid: bytes, tid: bytes) -> str | None:
+def problem(descriptor: int, status: os.stat_result, path: str, oid: bytes,
+            tid: bytes) -> str | None:
     """What is wrong with the file open as *descriptor* (a regular file found
     at *path*) as the committed file of (*oid*, *tid*), or None if nothing is
     (and then it is remembered as intact).  A file cached by an earlier
     version is :data:`EARLIER_RECORD`: not corrupt, but not to be trusted."""
-    status = os.fstat(descriptor)
     try:
         text = os.getxattr(descriptor, INTEGRITY_ATTRIBUTE)
     except OSError as exc:

@@ -174,13 +174,14 @@ class BlobCache:
         Holding the revision's lock, whatever else is there is removed (with a
         warning and a count): the caller fetches the file again.
         """
-        descriptor, problem = open_pinned(path)
-        if descriptor is not None:
+        pinned, problem = open_pinned(path)
+        if pinned is not None:
+            descriptor, status = pinned
             if self.verifies:
-                problem = integrity.problem(descriptor, path, oid, tid)
+                problem = integrity.problem(descriptor, status, path, oid, tid)
             if problem is None:
-                mark_used(descriptor)
-                self._pins.keep(path, descriptor, handed_out=handed_out)
+                mark_used(descriptor, status)
+                self._pins.keep(path, descriptor, status, handed_out=handed_out)
                 return True
             os.close(descriptor)
         if problem is None or not under_lock or not remove_entry(path):
@@ -399,7 +400,7 @@ class BlobCache:
             raise
         if self.verifies:
             integrity.remember_intact(path, status)
-        self._pins.keep(path, descriptor, handed_out=handed_out)
+        self._pins.keep(path, descriptor, status, handed_out=handed_out)
         log.debug("fetched %s (%d bytes)", path, status.st_size)
         return status.st_size
 

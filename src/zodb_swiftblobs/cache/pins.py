@@ -75,12 +75,12 @@ class Pins:
         self._reaper: threading.Thread | None = None
         _watch(self)
 
-    def keep(self, path: str, descriptor: int, *, handed_out: bool) -> None:
-        """Keep the pin *descriptor* (a shared flock on the file at *path*)
-        until the file is opened: by a caller it is *handed_out* to, else by
-        this thread right away.  Release the pins that are due."""
+    def keep(self, path: str, descriptor: int, status: os.stat_result, *,
+             handed_out: bool) -> None:
+        """Keep the pin *descriptor* (a shared flock on the file at *path*, of
+        *status*) until the file is opened: by a caller it is *handed_out* to,
+        else by this thread right away.  Release the pins that are due."""
         now, thread = time.monotonic(), threading.get_ident()
-        status = os.fstat(descriptor)
         with self._lock:
             self._release_due_for(thread, now)
             pin = self._held.get(path)
