@@ -120,8 +120,7 @@ class Pins:
             self._forget(path, pin, handout)
             pin.openers.add(thread)
             if not pin.waiting:
-                pin.settled_at = time.monotonic()
-                self._settled.add(path)
+                self._settle_or_release(path, pin, time.monotonic())
 
     def release_all(self) -> None:
         with self._lock:
@@ -171,8 +170,11 @@ class Pins:
         for path, pin in list(self._held.items()):
             for handout in [h for h in pin.waiting if now - h.at >= PIN_LIMIT]:
                 self._forget(path, pin, handout)
-            if not pin.waiting and (not pin.openers or path not in self._settled
-                                    or now - pin.settled_at >= RELEASE_AFTER_OPEN):
+            if pin.waiting:
+                continue
+            if path not in self._settled:
+                self._settle_or_release(path, pin, now)
+            elif now - pin.settled_at >= RELEASE_AFTER_OPEN:
                 self._release(path)
 
     def _forget(self, path: str, pin: _Pin, handout: _Handout) -> None:
