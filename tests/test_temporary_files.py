@@ -18,6 +18,7 @@ from ZODB.blob import Blob
 from ZODB.MappingStorage import MappingStorage
 
 from conftest import child_environment, credentials_for, swift_storage
+import zodb_swiftblobs
 from zodb_swiftblobs.staging import StagingArea
 
 WAIT = 120  # seconds: the bound of every wait in these tests
@@ -189,13 +190,19 @@ SITE_USER = 65534  # nobody
 
 class StagingProcess:
     """A process with a staging area in *cache_dir* (as a storage opening it
-    has), as root or as *user*; with *stay*, it stays until killed."""
+    has), as root or as *user*; with *stay*, it stays until killed.  *user*
+    may not read this checkout (a clone in a private directory): it runs the
+    interpreter itself, isolated, on a copy of the package in *readable*."""
 
-    def __init__(self, cache_dir, *, user=None, stay=False):
-        command = [sys.executable, "-c", STAGING, str(cache_dir), "stay" if stay else "go"]
-        if user is not None:
+    def __init__(self, cache_dir, *, user=None, readable=None, stay=False):
+        arguments = [str(cache_dir), "stay" if stay else "go"]
+        if user is None:
+            command = [sys.executable, "-c", STAGING, *arguments]
+        else:
             command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
-                       *command]
+                       os.path.realpath(sys.executable), "-I", "-S", "-c",
+                       "import sys; sys.path.insert(0, sys.argv.pop(1))\n" + STAGING,
+                       readable, *arguments]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True,
                                         env=child_environment())
@@ -222,6 +229,10 @@ def test_an_operators_command_run_as_root_leaves_files_the_site_can_use():
     operators = []
     try:
         os.chmod(base, 0o755)
+        readable = os.path.join(base, "packages")
+        shutil.copytree(os.path.dirname(zodb_swiftblobs.__file__),
+                        os.path.join(readable, "zodb_swiftblobs"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
         cache_dir = os.path.join(base, "cache")
         os.mkdir(cache_dir, 0o700)
         os.mkdir(os.path.join(cache_dir, "tmp"), 0o700)
@@ -233,7 +244,7 @@ def test_an_operators_command_run_as_root_leaves_files_the_site_can_use():
         assert operators[0].directory == os.path.join(cache_dir, "tmp")
         assert operators[1].directory != operators[0].directory
 
-        site = StagingProcess(cache_dir, user=SITE_USER)
+        site = StagingProcess(cache_dir, user=SITE_USER, readable=readable)
         assert [path for path in (operators[0].file, operators[1].file)
                 if os.path.exists(path)] == [operators[0].file, operators[1].file]
         warnings = [line for line in site.stderr.splitlines() if line.startswith("WARNING")]
@@ -241,7 +252,7 @@ def test_an_operators_command_run_as_root_leaves_files_the_site_can_use():
 
         for operator in operators:
             operator.kill()
-        site = StagingProcess(cache_dir, user=SITE_USER)
+        site = StagingProcess(cache_dir, user=SITE_USER, readable=readable)
         assert site.directory == os.path.join(cache_dir, "tmp")
         assert not os.path.exists(operators[0].file)
         assert not os.path.exists(operators[1].directory)
