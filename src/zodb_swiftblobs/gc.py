@@ -2,7 +2,8 @@
 
 After a pack, the base storage has dropped revisions (packed away, superseded
 in a history-free storage, deleted through IExternalGC), and aborted or
-crashed commits may have left objects that were never committed.  The sweep
+crashed commits may have left objects that were never committed (and pending
+uploads: see :mod:`zodb_swiftblobs.pending_sweep`).  The sweep
 lists the container page by page (memory does not grow with the number of
 objects), asks the base whether each revision exists, and deletes the orphans
 in bulk, or, with a grace period, schedules their deletion that much later
@@ -25,15 +26,16 @@ import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from .bases import revision_exists
 from .cache import BlobCache
 from .layout import ObjectLayout
 from .options import require_grace_period
+from .pending_sweep import sweep_pending
 from .progress import Progress
 from .swift import NotFoundError, StoredObject, SwiftContainer
+from .swift.objects import modified_at
 from .swift.large_objects import segment_group
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ class GarbageReport:
     already_scheduled: int = 0  # orphans found scheduled for deletion by an earlier sweep
     scheduled_segments: int = 0
     rescued: int = 0  # revisions the base has, found scheduled: deletion cancelled
+    commits_in_progress: int = 0  # commits (any process) whose pending uploads were left alone
+    pending_orphans: int = 0  # pending uploads of aborted or killed commits
+    pending_too_young: int = 0  # of those, modified less than min_age ago: kept
+    deleted_pending: int = 0  # pending uploads, their stray segments and markers deleted
     seconds: float = 0.0
 
 
@@ -99,6 +105,10 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
     _sweep_segments(container, layout, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
+    pending = sweep_pending(container, layout, dry_run=dry_run, min_age=min_age,
+                            before_deleting=before_deleting)
+    report.commits_in_progress, report.pending_orphans = pending.in_progress, pending.orphans
+    report.pending_too_young, report.deleted_pending = pending.too_young, pending.deleted
     report.seconds = time.monotonic() - started
     _log_summary(report, dry_run=dry_run, min_age=min_age)
     return report
@@ -157,12 +167,16 @@ def _log_summary(report: GarbageReport, *, dry_run: bool, min_age: float) -> Non
     log.info("blob garbage collection%s: %d objects examined, %d orphans (%d bytes), "
              "%d deleted, %d scheduled for deletion in %gs (%d scheduled earlier), "
              "%d younger than %gs kept, %d orphaned large-object segments "
-             "(%d deleted, %d scheduled), %d referenced revisions rescued, in %.1fs",
+             "(%d deleted, %d scheduled), %d referenced revisions rescued, "
+             "%d pending uploads of aborted commits (%d deleted, %d kept as young), "
+             "%d commits in progress left alone, in %.1fs",
              " (dry run)" if dry_run else "",
              report.examined, report.orphans, report.bytes, report.deleted,
              report.scheduled, report.grace_period, report.already_scheduled,
              report.too_young, min_age, report.orphan_segments, report.deleted_segments,
-             report.scheduled_segments, report.rescued, report.seconds)
+             report.scheduled_segments, report.rescued, report.pending_orphans,
+             report.deleted_pending, report.pending_too_young, report.commits_in_progress,
+             report.seconds)
     if report.rescued:
         log.warning("blob garbage collection%s: %d revisions the database references were "
                     "scheduled for deletion (most likely the database was restored from a "
@@ -268,14 +282,3 @@ class _BatchDeleter:
 def _younger(stored: StoredObject, min_age: float, now: float) -> bool:
     """Whether *stored* was modified less than *min_age* seconds before *now*."""
     return min_age > 0 and not now - modified_at(stored.last_modified) >= min_age
-
-
-def modified_at(last_modified: str | None) -> float:
-    """A container listing's ``last_modified`` (UTC, ISO 8601) as a POSIX time;
-    the far future when unknown, so that unknown ages count as young."""
-    if not last_modified:
-        return float("inf")
-    moment = datetime.fromisoformat(last_modified)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()

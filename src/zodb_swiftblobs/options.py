@@ -169,6 +169,16 @@ OPTIONS: tuple[Option, ...] = (
                "(at least initial-backoff)."),
     Option("upload_concurrency", COUNT, 8, "How many blobs a commit uploads at a time.",
            check=require_positive),
+    Option("early_upload_threshold", SIZE, 4 << 20, "Blobs of at least this size are "
+           "uploaded while the transaction is still open, before the base storage's commit "
+           "lock, which their commit then holds for one small request each (needs Swift's "
+           "slo middleware); smaller blobs are uploaded under the lock.",
+           check=require_positive),
+    Option("commit_lease", INTERVAL, 600.0, "How long a commit's early uploads stay safe "
+           "from garbage collection without their process renewing its lease (renewed every "
+           "quarter of it; a commit whose lease lapses fails): a killed process's uploads "
+           "are collected that long after.", check=lambda name, value: require_positive(
+               name, value, number=True)),
     _container("large_object_threshold", SIZE, "Files larger than this are uploaded as "
                "Static Large Objects (default 1GB, at most the cluster's max_file_size)."),
     _container("segment_size", SIZE, "The size of a large object's segments."),

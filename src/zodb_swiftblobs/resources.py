@@ -1,6 +1,6 @@
 """What all instances of one wrapped database share (an MVCC base's instances):
 the container, the object names, the cache, the ownership marker, the
-staging area and the upload pool."""
+staging area, the upload pool and the commits' leases."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from . import swift
 from .cache import BlobCache
 from .errors import SwiftStorageError, raises_storage_errors
 from .layout import ObjectLayout
+from .leases import CommitLeases
 from .options import container_settings
 from .ownership import PrefixOwnership, database_identity
 from .staging import StagingArea
@@ -26,6 +27,7 @@ class SharedResources:
 
     def __init__(self, container: SwiftContainer, layout: ObjectLayout, cache: BlobCache,
                  ownership: PrefixOwnership, upload_concurrency: int,
+                 early_upload_threshold: int, commit_lease: float,
                  temp_url_key: str | None, gc_grace_period: float) -> None:
         self.container = container
         self.gc_grace_period = gc_grace_period
@@ -37,6 +39,8 @@ class SharedResources:
         self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
         self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
         self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
+        self.early_upload_threshold = early_upload_threshold
+        self.leases = CommitLeases(container, layout, commit_lease)
 
     @classmethod
     def open(cls, base: Any, settings: Mapping[str, Any]) -> SharedResources:
@@ -52,6 +56,7 @@ class SharedResources:
             _prepare(container, ownership, create=settings["create_container"],
                      read_only=base.isReadOnly())
             return cls(container, layout, cache, ownership, settings["upload_concurrency"],
+                       settings["early_upload_threshold"], settings["commit_lease"],
                        settings["temp_url_key"], settings["gc_grace_period"])
         except BaseException:
             container.close()
@@ -68,6 +73,7 @@ class SharedResources:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.leases.close()
         self.staging.close()
         self.cache.close()
         self.container.close()

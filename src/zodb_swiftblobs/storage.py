@@ -17,7 +17,7 @@ import ZODB.DemoStorage
 import ZODB.interfaces
 import ZODB.serialize
 from ZODB.blob import is_blob_record
-from ZODB.POSException import POSKeyError, StorageError
+from ZODB.POSException import POSKeyError, ReadOnlyError, StorageError, StorageTransactionError
 from zope.interface import directlyProvides, implementer, providedBy
 
 from . import options
@@ -26,6 +26,7 @@ from .bases import (TidKnown, TidProbe, current_view, last_committed_tid, revisi
 from .cache import BlobCache
 from .commit import BlobCommit, revisions_undo_restores
 from .copying import copy_transactions_with_blobs
+from .deferred_begin import LOGGED_CALLS, DeferredBegin
 from .errors import SwiftStorageError, SwiftTransientError, raises_storage_errors
 from .gc import GarbageReport, collect_garbage
 from .layout import ObjectLayout
@@ -55,10 +56,8 @@ class SwiftBlobStorage:
 
     copied_methods = (
         "getName", "getSize", "history", "isReadOnly", "lastTransaction", "load",
-        "loadBefore", "loadSerial", "new_oid", "sortKey", "store", "restore",
-        "supportsUndo", "undoLog", "undoInfo", "iterator", "record_iternext",
-        "checkCurrentSerialInTransaction", "deleteObject", "prefetch",
-        "poll_invalidations", "sync",
+        "loadBefore", "loadSerial", "new_oid", "sortKey", "supportsUndo", "undoLog",
+        "undoInfo", "iterator", "record_iternext", "prefetch", "poll_invalidations", "sync",
     )
 
     # options-signature: python -m zodb_swiftblobs.options --signature writes it
@@ -74,8 +73,9 @@ class SwiftBlobStorage:
                  preauth_token: str | None = None, cacert: str | None = None,
                  insecure: bool = False, storage_policy: str | None = None, deadline: float = 60.0,
                  timeout: float = 10.0, initial_backoff: float = 0.25, max_backoff: float = 8.0,
-                 upload_concurrency: int = 8, large_object_threshold: int | None = None,
-                 segment_size: int = 268435456, segment_concurrency: int = 4,
+                 upload_concurrency: int = 8, early_upload_threshold: int = 4194304,
+                 commit_lease: float = 600.0, large_object_threshold: int | None = None,
+                 segment_size: int = 33554432, segment_concurrency: int = 4,
                  temp_url_key: str | None = None, create_container: bool = True,
                  gc_grace_period: float = 604800.0,
                  encryption_keys: str | Sequence[str] | None = None) -> None:
@@ -107,12 +107,15 @@ class SwiftBlobStorage:
         if root:  # a ZODB database asks for paths it does not open (a ZEO server: see registerDB)
             resources.cache.pins_wait_for_open = False
         self._root = root
-        self._commit: BlobCommit | None = None
+        self._commits: dict[Any, BlobCommit] = {}  # by transaction: FileStorage's begin waits
         self._db = None
         for name in self.copied_methods:
             method = getattr(base, name, None)
             if method is not None:
                 setattr(self, name, method)
+        for name in LOGGED_CALLS:  # they wait for a delayed tpc_begin
+            if hasattr(base, name):
+                setattr(self, name, self._transactional(name))
         provided = [providedBy(base), ZODB.interfaces.IStorageWrapper,
                     ZODB.interfaces.IBlobStorage]
         if ZODB.interfaces.IStorageRestoreable.providedBy(base):
@@ -212,10 +215,10 @@ class SwiftBlobStorage:
     def _local_copy(self, oid: bytes, serial: bytes, *, handed_out: bool) -> str:
         """loadBlob's path, for a caller that opens it later (*handed_out*)
         or this thread right away."""
-        commit = self._commit
-        staged = commit.staged_path(oid, serial) if commit is not None else None
-        if staged is not None:
-            return staged
+        for commit in list(self._commits.values()):
+            staged = commit.staged_path(oid, serial)
+            if staged is not None:
+                return staged
         path = self._cached(oid, serial, handed_out)
         if path is not None:
             return path
@@ -291,48 +294,79 @@ class SwiftBlobStorage:
 
     def tpc_begin(self, transaction: Any, tid: bytes | None = None,
                   status: str = " ") -> None:
+        """Begin *transaction*.  A base that takes its commit lock here
+        (FileStorage, MappingStorage, DemoStorage) begins only at the vote,
+        after the big blobs' uploads (see :mod:`.deferred_begin`)."""
+        if transaction in self._commits:
+            raise StorageTransactionError("Duplicate tpc_begin calls for same transaction")
+        if tid is None and status == " " and self._probe.known is TidKnown.AT_BEGIN:
+            if self.base.isReadOnly():
+                raise ReadOnlyError()
+            begin = DeferredBegin(self.base, transaction)
+            self._commits[transaction] = BlobCommit(transaction, self._resources, None, begin)
+            return
         if tid is None and status == " ":
             self.base.tpc_begin(transaction)
         else:
             self.base.tpc_begin(transaction, tid, status)
         if tid is None and self._probe.known is TidKnown.AT_BEGIN:
             tid = self._probe.tid()
-        self._commit = BlobCommit(transaction, self._resources, tid)
+        self._commits[transaction] = BlobCommit(transaction, self._resources, tid)
 
     def _current(self, transaction: Any) -> BlobCommit:
-        commit = self._commit
-        if commit is None or commit.transaction is not transaction:
+        commit = self._commits.get(transaction)
+        if commit is None:
             raise StorageError("blob stored outside of the storage's current transaction")
         return commit
 
     def _committing(self, transaction: Any) -> BlobCommit | None:
-        commit = self._commit
-        return commit if commit is not None and commit.transaction is transaction else None
+        return self._commits.get(transaction)
+
+    def _transactional(self, method: str) -> Callable[..., None]:
+        """The base's *method* (whose last argument is the transaction), called
+        through the transaction's delayed ``tpc_begin`` when it has one."""
+        call = getattr(self.base, method)
+
+        def transactional(*args: Any) -> None:
+            commit = self._commits.get(args[-1])
+            if commit is not None and commit.begin is not None:
+                commit.begin.call(method, *args)
+            else:
+                call(*args)
+        transactional.__name__ = method
+        return transactional
 
     def storeBlob(self, oid: bytes, oldserial: bytes, data: bytes, blobfilename: str,
                   version: str, transaction: Any) -> None:
         assert not version, "versions are not supported"
-        self.base.store(oid, oldserial, data, "", transaction)
+        self.store(oid, oldserial, data, "", transaction)
         self._current(transaction).stage(oid, None, blobfilename)
 
     def restoreBlob(self, oid: bytes, serial: bytes, data: bytes, blobfilename: str,
                     prev_txn: bytes | None, transaction: Any) -> None:
-        self.base.restore(oid, serial, data, "", prev_txn, transaction)
+        self.restore(oid, serial, data, "", prev_txn, transaction)
         self._current(transaction).stage(oid, serial, blobfilename)
 
     def undo(self, transaction_id: bytes, transaction: Any) -> Any:
         """Undo through the base; each blob revision the undo brings back is
         copied inside Swift to the undoing transaction's id."""
-        result = self.base.undo(transaction_id, transaction)
         commit = self._current(transaction)
+        commit.begin_base(self._probe.tid)
+        result = self.base.undo(transaction_id, transaction)
         for oid, serial in revisions_undo_restores(self.base, transaction_id,
                                                    self.untransform_record_data):
             commit.copy_undone(oid, serial)
         return result
 
     def tpc_vote(self, transaction: Any) -> Any:
-        result = self.base.tpc_vote(transaction)
+        """Vote: wait for the big blobs' uploads, begin the base if it waits
+        (taking its lock), vote in the base, then upload the small blobs and
+        publish the big ones under the transaction's id."""
         commit = self._committing(transaction)
+        if commit is not None:
+            commit.prepare()
+            commit.begin_base(self._probe.tid)
+        result = self.base.tpc_vote(transaction)
         if commit is not None:
             commit.vote(self._probe.tid)
         return result
@@ -367,14 +401,15 @@ class SwiftBlobStorage:
             commit.abort()
         finally:
             try:
-                self.base.tpc_abort(transaction)
+                if commit.begin is None or commit.begin.begun:
+                    self.base.tpc_abort(transaction)
             finally:
                 self._end(commit)
 
     def _end(self, commit: BlobCommit) -> None:
         commit.end()
-        if self._commit is commit:
-            self._commit = None
+        if self._commits.get(commit.transaction) is commit:
+            del self._commits[commit.transaction]
 
     # -- pack and copy -----------------------------------------------------------------
 

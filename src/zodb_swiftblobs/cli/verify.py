@@ -113,6 +113,16 @@ def run_gc(args: argparse.Namespace) -> int:
         segments = report.orphan_segments if args.dry_run else segments
         lines.append(f"orphaned large-object segments: {report.orphan_segments}, "
                      f"{verb} {segments}")
+    if report.pending_orphans:
+        pending = report.pending_orphans - report.pending_too_young if args.dry_run \
+            else report.deleted_pending
+        lines.append(f"uploads of aborted or killed commits: {report.pending_orphans}, "
+                     f"{'would delete' if args.dry_run else 'deleted'} {pending} "
+                     f"(with their segments and markers), "
+                     f"{report.pending_too_young} younger than {args.min_age:g}s kept")
+    if report.commits_in_progress:
+        lines.append(f"commits in progress (their uploads left alone): "
+                     f"{report.commits_in_progress}")
     if report.rescued:
         lines.append(f"referenced revisions scheduled for deletion (a database restored "
                      f"from a backup?): {report.rescued}, deletion "

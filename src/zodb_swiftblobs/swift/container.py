@@ -55,7 +55,7 @@ class SwiftContainer:
                  deadline: float = 60.0, timeout: float = 10.0,
                  initial_backoff: float = 0.25, max_backoff: float = 8.0,
                  large_object_threshold: int | None = None,
-                 segment_size: int = 256 * MIB, segment_concurrency: int = 4,
+                 segment_size: int = 32 * MIB, segment_concurrency: int = 4,
                  cacert: str | None = None, insecure: bool = False,
                  encryption: Keyring | None = None) -> None:
         check_settings(container, deadline=deadline, timeout=timeout,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 ENCRYPTION_METADATA = "Swiftblobs-Encryption"  # the parameters of an encrypted object
@@ -98,3 +99,14 @@ def encryption_header(metadata: Mapping[str, str]) -> str | None:
     """The encryption parameters in an object's metadata (None: a plain object)."""
     wanted = ENCRYPTION_METADATA.lower()
     return next((value for key, value in metadata.items() if key.lower() == wanted), None)
+
+
+def modified_at(last_modified: str | None) -> float:
+    """A container listing's ``last_modified`` (UTC, ISO 8601) as a POSIX time;
+    the far future when unknown, so that unknown ages count as young."""
+    if not last_modified:
+        return float("inf")
+    moment = datetime.fromisoformat(last_modified)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
