@@ -18,7 +18,7 @@ from ZODB.POSException import POSKeyError
 from ZODB.serialize import referencesf
 from ZODB.utils import p64, u64
 
-from conftest import blob_objects, credentials_for, swift_storage
+from conftest import blob_objects, credentials_for, swift_storage, wait_for
 from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
 from zodb_swiftblobs.swift import SwiftContainer
@@ -322,18 +322,24 @@ def test_open_committed_blob_file_survives_eviction(file_storage_db):
     assert storage.cache_stats()["misses"] == 1
 
 
-def test_uploads_start_before_the_vote(file_storage_db, swift_view, tmp_path):
-    db, storage = file_storage_db
+def test_big_blobs_start_uploading_before_the_vote(devswift, tmp_path, container_name,
+                                                  swift_view):
+    storage = wrap(devswift, FileStorage(str(tmp_path / "Data.fs")), tmp_path, container_name,
+                   early_upload_threshold=8)
+    db = ZODB.DB(storage)
     oid, serial = commit_blob(db, "b", b"committed")
     txn = store_new_revision(storage, oid, serial, tmp_path, b"on its way")
-    deadline = time.monotonic() + 10
-    while len(names(swift_view)) < 2:
-        assert time.monotonic() < deadline, "nothing was uploaded before the vote"
-        time.sleep(0.01)
+
+    def uploaded():
+        return [o.name for o in swift_view.list("commits/",
+                                                container=swift_view.segment_container)
+                if o.name.endswith(f"/{oid.hex()}")]
+    wait_for(uploaded, "the upload of the new revision, before the vote")
     storage.tpc_vote(txn)
     tid = storage.tpc_finish(txn)
     with storage.openCommittedBlobFile(oid, tid) as f:
         assert f.read() == b"on its way"
+    db.close()
 
 
 def test_public_import():

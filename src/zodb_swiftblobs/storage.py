@@ -350,9 +350,11 @@ class SwiftBlobStorage:
     def undo(self, transaction_id: bytes, transaction: Any) -> Any:
         """Undo through the base; each blob revision the undo brings back is
         copied inside Swift to the undoing transaction's id."""
-        commit = self._current(transaction)
-        commit.begin_base(self._probe.tid)
+        commit = self._committing(transaction)
+        if commit is not None:
+            commit.begin_base(self._probe.tid)  # the base's undo needs its transaction
         result = self.base.undo(transaction_id, transaction)
+        commit = self._current(transaction)
         for oid, serial in revisions_undo_restores(self.base, transaction_id,
                                                    self.untransform_record_data):
             commit.copy_undone(oid, serial)
