@@ -11,7 +11,8 @@ import requests
 from conftest import credentials_for
 from test_swift_container import raw_session, write_file
 from zodb_swiftblobs.encryption import Keyring
-from zodb_swiftblobs.swift import NotFoundError, PermanentSwiftError, SwiftContainer
+from zodb_swiftblobs.swift import (NotFoundError, PendingObject, PermanentSwiftError,
+                                   SwiftContainer)
 from zodb_swiftblobs.testing.devswift import DevSwift
 
 PENDING = "commits/0123456789abcdef/0000000000000001"
@@ -136,6 +137,8 @@ def test_the_embedded_swift_supports_pending_objects(swift_container):
 
 
 def test_a_cluster_without_slo_does_not_support_pending_objects(tmp_path, container_name):
+    """Such a cluster would store a manifest as a plain object: refused."""
+    write_file(tmp_path / "f", 10)
     cluster = DevSwift(str(tmp_path / "swift"), without_middleware=("slo",))
     cluster.start()
     try:
@@ -144,6 +147,13 @@ def test_a_cluster_without_slo_does_not_support_pending_objects(tmp_path, contai
         assert info and "slo" not in info and "bulk_delete" in info
         assert not container.supports_pending
         assert container.large_object_threshold == container.max_file_size
+        with pytest.raises(PermanentSwiftError, match="no Static Large Objects"):
+            container.upload_pending(PENDING, str(tmp_path / "f"))
+        pending = PendingObject(PENDING, 10, "0" * 32, {})
+        with pytest.raises(PermanentSwiftError, match="no Static Large Objects"):
+            container.publish("final", pending)
+        with pytest.raises(NotFoundError):
+            container.ensure_container(container.segment_container, create=False)
         container.close()
     finally:
         cluster.stop()

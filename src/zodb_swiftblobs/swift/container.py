@@ -307,7 +307,8 @@ class SwiftContainer:
         """Upload the file at *path* as pending object *name* of the segment
         container: a Static Large Object (whatever its size) in *segment_size*
         segments, each MD5-checked, encrypted as :meth:`upload` does.  The
-        *metadata* goes on the object it is published as (see :meth:`publish`)."""
+        *metadata* goes on the object it is published as (see :meth:`publish`).
+        PermanentSwiftError unless :attr:`supports_pending`."""
         source, headers = self._upload_source(path, metadata)
         return self.pending.upload(name, source, headers,
                                    self.transport.budget(deadline, source.size))

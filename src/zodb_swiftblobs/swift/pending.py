@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import SwiftUnavailableError
+from .errors import PermanentSwiftError, SwiftUnavailableError
 from .large_objects import LargeObjects, slo_etag
 from .objects import StoredObject, metadata_of
 from .transport import TimeBudget
@@ -35,7 +35,8 @@ class PendingObject:
 
 class PendingObjects:
     """The pending objects of the container of *large_objects*, in its
-    segment container."""
+    segment container.  A cluster without Static Large Objects has none: it
+    would store manifests as plain objects."""
 
     def __init__(self, large_objects: LargeObjects) -> None:
         self.large_objects = large_objects
@@ -44,6 +45,7 @@ class PendingObjects:
                budget: TimeBudget) -> PendingObject:
         """Upload *source* as pending object *name*, to be published with
         *headers*."""
+        self._require_slo("pending upload", name)
         entries = self.large_objects.upload_manifest(
             name, source, {}, budget, container=self.large_objects.segment_container)
         return PendingObject(name, source.size, slo_etag(entries), dict(headers))
@@ -52,6 +54,7 @@ class PendingObjects:
         """Store object *name* of the container: the content of *pending*.
         Swift refuses it (a permanent error) unless *pending* is in place
         with its etag and size."""
+        self._require_slo("publish", name)
         large_objects = self.large_objects
         entry = {"path": f"/{large_objects.segment_container}/{pending.name}",
                  "etag": pending.etag, "size_bytes": pending.size}
@@ -63,3 +66,8 @@ class PendingObjects:
                                                  container=large_objects.container):
                 raise
         return StoredObject(name, pending.size, None, True, None, metadata_of(pending.headers))
+
+    def _require_slo(self, operation: str, name: str) -> None:
+        if not self.large_objects.cluster.supports_slo:
+            raise PermanentSwiftError("the cluster has no Static Large Objects (no slo "
+                                      "middleware in /info)", operation=operation, name=name)
