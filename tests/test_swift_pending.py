@@ -46,6 +46,8 @@ def test_a_published_pending_object_holds_the_bytes(swift_container, tmp_path, d
     assert (stored.name, stored.size, stored.large, stored.metadata) == (
         "final", len(data), True, {"k": "v"})
     assert raw_get(devswift, swift_container.container, "final").content == data
+    swift_container.download("final", str(tmp_path / "back"))
+    assert (tmp_path / "back").read_bytes() == data
     manifest = raw_get(devswift, swift_container.container, "final",
                        "?multipart-manifest=get").json()
     assert [(e["name"], e["bytes"], e["hash"], e.get("sub_slo")) for e in manifest] == [
