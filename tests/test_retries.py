@@ -11,9 +11,11 @@ import ZODB
 from ZODB.blob import Blob
 from ZODB.MappingStorage import MappingStorage
 
-from conftest import credentials_for, logged, mint_token, swift_storage, wait_for_logged
+from conftest import (credentials_for, in_background, logged, mint_token, swift_storage,
+                      wait_for_logged)
 from zodb_swiftblobs import SwiftTransientError
-from zodb_swiftblobs.swift import AuthenticationError, Credentials, SwiftContainer
+from zodb_swiftblobs.swift import (AuthenticationError, Credentials, NotFoundError,
+                                   SwiftContainer, SwiftUnavailableError)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +139,30 @@ def test_swift_trouble_is_retried_by_transaction_retry_loops(cluster, tmp_path,
         assert f.read() == b"committed on the second try"
     connection.close()
     db.close()
+
+
+def test_a_publish_whose_answer_is_lost_is_found_stored(cluster, container_name, faults,
+                                                       blob, tmp_path):
+    """The manifest PUT's first attempt is held until the client has given up
+    on it, then stored; every later attempt is refused (503)."""
+    container = open_container(cluster, container_name, deadline=4, timeout=1,
+                               initial_backoff=0.1, max_backoff=0.2)
+    pending = container.upload_pending("commits/0123456789abcdef/0000000000000001", blob)
+    refused = {"method": "PUT", "path": f"/{container_name}/final", "status": 503,
+               "times": 1000}
+    faults(refused)
+    with pytest.raises(SwiftUnavailableError):
+        container.publish("final", pending)
+    with pytest.raises(NotFoundError):
+        container.head("final")
+
+    release = tmp_path / "release"
+    before = len(applied(cluster, container_name, "PUT"))
+    faults({"method": "PUT", "path": f"/{container_name}/final", "hold_until": str(release),
+            "times": 1}, refused)
+    _, join = in_background(release.touch, delay=1.5)
+    stored = container.publish("final", pending)
+    join()
+    assert len(applied(cluster, container_name, "PUT")) > before + 1, "held, then refused"
+    assert stored.large and container.head("final").size == pending.size
+    container.close()

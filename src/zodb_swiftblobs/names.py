@@ -15,9 +15,9 @@ import unicodedata
 MAX_CONTAINER_NAME = 256  # bytes: Swift's default max_container_name_length
 MAX_OBJECT_NAME = 1024  # bytes: Swift's default max_object_name_length
 SEGMENT_CONTAINER_SUFFIX = "_segments"
-# The longest object name this package makes under a prefix: a large
-# object's segment, <oid>/<tid>.blob/<upload id>/<index> (16+1+16+5+1+32+1+8).
-LONGEST_NAME_UNDER_PREFIX = 80
+# The longest object name this package makes under a prefix: a segment of a
+# pending upload, commits/<token>/<oid>/<upload id>/<index> (8+16+1+16+1+32+1+8).
+LONGEST_NAME_UNDER_PREFIX = 83
 
 
 def check_container(name: str) -> None:

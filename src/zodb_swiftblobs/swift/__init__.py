@@ -16,13 +16,15 @@ from .container import SwiftContainer, container_arguments, open_container, requ
 from .errors import (AuthenticationError, ChecksumMismatchError, DecryptionError,
                      MissingKeyError, NotFoundError, PermanentSwiftError, SwiftError,
                      SwiftUnavailableError)
-from .objects import StoredObject
+from .objects import SmallObject, StoredObject
+from .pending import PendingObject
 from .transport import MIB
 from .upload import UPLOAD_ATTEMPTS, file_md5
 
 __all__ = [
     "MIB", "UPLOAD_ATTEMPTS", "AuthenticationError", "ChecksumMismatchError", "Credentials",
-    "DecryptionError", "MissingKeyError", "NotFoundError", "PermanentSwiftError",
-    "StoredObject", "SwiftContainer", "SwiftError", "SwiftUnavailableError",
+    "DecryptionError", "MissingKeyError", "NotFoundError", "PendingObject",
+    "PermanentSwiftError", "SmallObject", "StoredObject", "SwiftContainer", "SwiftError",
+    "SwiftUnavailableError",
     "container_arguments", "file_md5", "open_container", "require_positive",
 ]

@@ -56,10 +56,17 @@ class Cluster:
         return int(self.info().get("swift", {}).get("max_file_size", 5 * GIB + 2))
 
     @property
+    def supports_slo(self) -> bool:
+        """Whether the cluster stores Static Large Objects (assumed when it
+        does not publish its capabilities)."""
+        info = self.info()
+        return not info or "slo" in info
+
+    @property
     def large_object_threshold(self) -> int:
         """Files larger than this are uploaded as Static Large Objects."""
-        info, limit = self.info(), self.max_file_size
-        if info and "slo" not in info:
+        limit = self.max_file_size
+        if not self.supports_slo:
             return limit
         return min(self._large_object_threshold or GIB, limit)
 

@@ -23,8 +23,9 @@ from .errors import (ChecksumMismatchError, DecryptionError, NotFoundError, NotL
                      PermanentSwiftError)
 from .large_objects import LargeObjects
 from .listing import BULK_TIMEOUT, BulkDeleter, list_objects
-from .objects import (ENCRYPTION_METADATA, StoredObject, encryption_header, metadata_headers,
-                      metadata_of, stored_object)
+from .objects import (ENCRYPTION_METADATA, SmallObject, StoredObject, encryption_header,
+                      metadata_headers, metadata_of, small_object, stored_object)
+from .pending import PendingObject, PendingObjects
 from .tempurl import temp_url, temp_url_key, temp_url_method
 from .transport import MIB, Transport
 from .upload import Uploader, UploadSource
@@ -79,6 +80,7 @@ class SwiftContainer:
                                           self.bulk, container, segment_size=segment_size,
                                           segment_concurrency=segment_concurrency)
         self.deletions = DeletionSchedule(self.transport, self.large_objects, container)
+        self.pending = PendingObjects(self.large_objects)
         self.segment_container = self.large_objects.segment_container
 
     def __repr__(self) -> str:
@@ -124,14 +126,17 @@ class SwiftContainer:
 
     # -- single objects ---------------------------------------------------------
 
-    def put_bytes(self, name: str, data: bytes, *, if_absent: bool = False) -> None:
-        """Store *data* as object *name* as it is (never encrypted: for small
-        control objects).  With *if_absent*, an existing object is left alone
-        and PermanentSwiftError with status 412 raised."""
+    def put_bytes(self, name: str, data: bytes, *, if_absent: bool = False,
+                  container: str | None = None) -> None:
+        """Store *data* as object *name* of *container* (by default this one;
+        created if missing) as it is (never encrypted: for small control
+        objects).  With *if_absent*, an existing object is left alone and
+        PermanentSwiftError with status 412 raised."""
+        container = container or self.container
         headers = {"If-None-Match": "*"} if if_absent else {}
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        etag = self.uploader.put_creating_container(self.container, name, lambda u, t, h: (
-            swift.put_object(u, t, self.container, name, data, content_length=len(data),
+        etag = self.uploader.put_creating_container(container, name, lambda u, t, h: (
+            swift.put_object(u, t, container, name, data, content_length=len(data),
                              headers=headers, http_conn=h)), self.transport.budget())
         if etag != md5:
             raise ChecksumMismatchError(f"Swift stored bytes with MD5 {etag}, sent {md5}",
@@ -139,9 +144,15 @@ class SwiftContainer:
 
     def get_bytes(self, name: str) -> bytes:
         """The content of small object *name* as stored (NotFoundError if absent)."""
-        _, body = self.transport.call("download", name, lambda u, t, h: swift.get_object(
-            u, t, self.container, name, http_conn=h))
-        return body
+        return self.read_small(name).data
+
+    def read_small(self, name: str, *, container: str | None = None) -> SmallObject:
+        """The content of small object *name* of *container* (by default this
+        one) as stored, and its age by Swift's clock (NotFoundError if absent)."""
+        container = container or self.container
+        headers, body = self.transport.call("download", name, lambda u, t, h: (
+            swift.get_object(u, t, container, name, http_conn=h)))
+        return small_object(body, headers)
 
     def head(self, name: str, *, deadline: float | None = None) -> StoredObject:
         """Size, checksum and metadata of an object; NotFoundError if absent."""
@@ -156,17 +167,23 @@ class SwiftContainer:
         Metadata keys are letters, digits and dashes (case-insensitive); values
         are ASCII.
         """
-        headers = metadata_headers(metadata)
-        cipher = self.encryption.new_cipher() if self.encryption else None
-        if cipher is not None:
-            headers.update(metadata_headers({ENCRYPTION_METADATA: cipher.header}))
-        source = UploadSource(path, os.path.getsize(path), cipher)
+        source, headers = self._upload_source(path, metadata)
         budget = self.transport.budget(deadline, source.size)
         if source.size > self.large_object_threshold:
             return self.large_objects.upload(name, source, headers, budget)
         md5 = self.uploader.put_file(self.container, name, source, 0, source.size, headers,
                                      budget)
         return StoredObject(name, source.size, md5, False, None, metadata_of(headers))
+
+    def _upload_source(self, path: str, metadata: Mapping[str, str] | None
+                       ) -> tuple[UploadSource, dict[str, str]]:
+        """What an upload of the file at *path* sends (encrypted with a new
+        cipher when the container encrypts), and the headers of the object."""
+        headers = metadata_headers(metadata)
+        cipher = self.encryption.new_cipher() if self.encryption else None
+        if cipher is not None:
+            headers.update(metadata_headers({ENCRYPTION_METADATA: cipher.header}))
+        return UploadSource(path, os.path.getsize(path), cipher), headers
 
     def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
         """Stream object *name* into the file *path*; verify length and checksum.
@@ -209,24 +226,27 @@ class SwiftContainer:
         self.deletions.unschedule_copy(stored, destination)
         return replace(stored, name=destination)
 
-    def delete(self, name: str, *, large: bool | None = None,
-               deadline: float | None = None) -> bool:
-        """Delete an object, and its segments if it is a large object.
+    def delete(self, name: str, *, large: bool | None = None, deadline: float | None = None,
+               container: str | None = None) -> bool:
+        """Delete an object of *container* (by default this one), and its
+        segments if it is a large object (and those of the large objects its
+        manifest nests).
 
         *large* says whether it is one; when unknown (None) a large-object
         delete is tried first.  Returns False if the object was absent.
         """
+        container = container or self.container
         try:
             if large is not False:
                 try:
-                    self.transport.call(
-                        "delete", name, lambda u, t, h: self.large_objects.delete(name, t, h),
+                    self.transport.call("delete", name, lambda u, t, h: (
+                        self.large_objects.delete(name, t, h, container=container)),
                         deadline=deadline, timeout=max(self.timeout, BULK_TIMEOUT))
                     return True
                 except NotLargeObject:
                     pass
             self.transport.call("delete", name, lambda u, t, h: swift.delete_object(
-                u, t, self.container, name, http_conn=h), deadline=deadline)
+                u, t, container, name, http_conn=h), deadline=deadline)
         except NotFoundError:
             return False
         return True
@@ -273,6 +293,37 @@ class SwiftContainer:
         container) that the manifest of large object *name* refers to; empty
         when there is no such object."""
         return self.large_objects.segment_groups(name)
+
+    # -- pending objects ------------------------------------------------------------
+
+    @property
+    def supports_pending(self) -> bool:
+        """Whether the cluster stores pending objects: whether it has Static
+        Large Objects (assumed when it does not publish its capabilities)."""
+        return self.cluster.supports_slo
+
+    def upload_pending(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
+                       deadline: float | None = None) -> PendingObject:
+        """Upload the file at *path* as pending object *name* of the segment
+        container: a Static Large Object (whatever its size) in *segment_size*
+        segments, each MD5-checked, encrypted as :meth:`upload` does.  The
+        *metadata* goes on the object it is published as (see :meth:`publish`).
+        PermanentSwiftError unless :attr:`supports_pending`."""
+        source, headers = self._upload_source(path, metadata)
+        return self.pending.upload(name, source, headers,
+                                   self.transport.budget(deadline, source.size))
+
+    def publish(self, name: str, pending: PendingObject, *,
+                deadline: float | None = None) -> StoredObject:
+        """Store object *name*, the content of *pending*, with one request (a
+        manifest nesting the pending object's).  Swift refuses it
+        (PermanentSwiftError) unless *pending* is in place as uploaded.
+        Deleting it deletes the pending object too."""
+        return self.pending.publish(name, pending, self.transport.budget(deadline))
+
+    def delete_pending(self, name: str, *, deadline: float | None = None) -> bool:
+        """Delete pending object *name* with its segments; False if it was absent."""
+        return self.delete(name, deadline=deadline, container=self.segment_container)
 
     # -- scheduled deletion ----------------------------------------------------------
 

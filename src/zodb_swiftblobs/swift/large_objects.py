@@ -3,6 +3,7 @@ manifest, the manifest read back, and the removal of segments left behind."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -44,6 +45,15 @@ def new_segment_prefix(name: str) -> str:
 def segment_name(prefix: str, index: int) -> str:
     """The name of segment *index* (from 0) under *prefix*."""
     return f"{prefix}{index:08d}"
+
+
+def slo_etag(entries: list[ManifestEntry]) -> str:
+    """The etag Swift gives the manifest of *entries*: the MD5 of their
+    etags, one after the other."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for entry in entries:
+        digest.update(entry["etag"].encode("ascii"))
+    return digest.hexdigest()
 
 
 def segment_group(segment: str) -> tuple[str, str] | None:
@@ -89,6 +99,13 @@ class LargeObjects:
     def upload(self, name: str, source: UploadSource, headers: dict[str, str],
                budget: TimeBudget) -> StoredObject:
         """Upload *source* as large object *name*, in segments."""
+        self.upload_manifest(name, source, headers, budget, container=self.container)
+        return StoredObject(name, source.size, None, True, None, metadata_of(headers))
+
+    def upload_manifest(self, name: str, source: UploadSource, headers: dict[str, str],
+                        budget: TimeBudget, *, container: str) -> list[ManifestEntry]:
+        """Upload *source* in segments (one at least), then the manifest listing
+        them as object *name* of *container* with *headers*; its entries."""
         size = source.size
         slo = self.cluster.info().get("slo", {})
         max_segments = int(slo.get("max_manifest_segments", 1000))
@@ -104,10 +121,10 @@ class LargeObjects:
                 return self._entry(segment, md5, length)
             return send
         jobs = [sender(offset, min(segment_size, size - offset))
-                for offset in range(0, size, segment_size)]
-        if self._store(name, jobs, headers, budget, "upload"):
-            log.debug("uploaded %r as a large object of %d segments", name, len(jobs))
-        return StoredObject(name, size, None, True, None, metadata_of(headers))
+                for offset in range(0, max(size, 1), segment_size)]
+        entries = self._store(name, jobs, headers, budget, "upload", container=container)
+        log.debug("uploaded %r as a large object of %d segments", name, len(jobs))
+        return entries
 
     def copy(self, source: StoredObject, destination: str, headers: dict[str, str],
              budget: TimeBudget) -> None:
@@ -130,40 +147,50 @@ class LargeObjects:
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5, "size_bytes": size}
 
     def _store(self, name: str, jobs: list[Callable[[str], ManifestEntry]],
-               headers: dict[str, str], budget: TimeBudget, operation: str) -> bool:
-        """Make the segments of large object *name* (each job makes the segment
-        it is given the name of), then its manifest.  On a failure the segments
-        made are removed, unless the manifest may be stored.  Whether it was
-        stored without a doubt (False: stored, as found after a failure)."""
+               headers: dict[str, str], budget: TimeBudget, operation: str, *,
+               container: str | None = None) -> list[ManifestEntry]:
+        """Make the segments of large object *name* of *container* (by default
+        this one; each job makes the segment it is given the name of), then its
+        manifest; its entries.  On a failure the segments made are removed,
+        unless the manifest may be stored."""
+        container = container or self.container
         prefix = new_segment_prefix(name)
         pool = self.executor()
         futures = [pool.submit(job, segment_name(prefix, index))
                    for index, job in enumerate(jobs)]
-        manifest_sent = False
+        entries = None
         try:
-            body = json.dumps([future.result() for future in futures]).encode()
-            manifest_sent = True
-            self.uploader.put_creating_container(
-                self.container, name, lambda u, t, h: swift.put_object(
-                    u, t, self.container, name, body, content_length=len(body),
-                    headers=headers, query_string="multipart-manifest=put", http_conn=h),
-                budget, operation)
+            entries = [future.result() for future in futures]
+            self.put_manifest(name, entries, headers, budget, operation, container=container)
         except BaseException as exc:
             made = _stop(futures)
-            if manifest_sent and isinstance(exc, SwiftUnavailableError):
-                stored = self._manifest_stored(name, prefix, budget)
+            if entries is not None and isinstance(exc, SwiftUnavailableError):
+                stored = self.manifest_stored(name, prefix, budget, container=container)
                 if stored:
-                    return False
+                    return entries
                 if stored is None:
                     raise  # unknown: keep the segments rather than break a stored manifest
             self.remove_segments(name, [segment_name(prefix, index) for index in made])
             raise
-        return True
+        return entries
 
-    def delete(self, name: str, token: str, http: tuple) -> None:
-        """The request deleting large object *name* with its segments
-        (NotLargeObject when it is a plain object)."""
-        path = f"{http[0].path}/{quote(self.container)}/{quote(name)}"
+    def put_manifest(self, name: str, entries: list[ManifestEntry], headers: dict[str, str],
+                     budget: TimeBudget, operation: str, *, container: str) -> None:
+        """Store the manifest of *entries* as object *name* of *container*
+        with *headers* (and its SLO etag, which Swift checks)."""
+        body = json.dumps(entries).encode()
+        headers = {**headers, "Etag": slo_etag(entries)}
+        self.uploader.put_creating_container(
+            container, name, lambda u, t, h: swift.put_object(
+                u, t, container, name, body, content_length=len(body), headers=headers,
+                query_string="multipart-manifest=put", http_conn=h),
+            budget, operation)
+
+    def delete(self, name: str, token: str, http: tuple, *,
+               container: str | None = None) -> None:
+        """The request deleting large object *name* of *container* (by default
+        this one) with its segments (NotLargeObject when it is a plain object)."""
+        path = f"{http[0].path}/{quote(container or self.container)}/{quote(name)}"
         http[1].request("DELETE", f"{path}?multipart-manifest=delete",
                         headers={"X-Auth-Token": token, "Accept": "application/json"})
         result = raise_for_bulk_result(http[1].getresponse())
@@ -171,22 +198,26 @@ class LargeObjects:
             raise ClientException("not found", http_status=404)
 
     def manifest(self, name: str, *, operation: str = "manifest",
-                 deadline: float | None = None,
-                 budget: TimeBudget | None = None) -> list[dict]:
-        """The manifest of large object *name*, as Swift lists it (within
-        *budget*, else *deadline* seconds)."""
+                 deadline: float | None = None, budget: TimeBudget | None = None,
+                 container: str | None = None) -> list[dict]:
+        """The manifest of large object *name* of *container* (by default this
+        one), as Swift lists it (within *budget*, else *deadline* seconds)."""
+        container = container or self.container
         _, body = self.transport.call(operation, name, lambda u, t, h: swift.get_object(
-            u, t, self.container, name, query_string="multipart-manifest=get", http_conn=h),
+            u, t, container, name, query_string="multipart-manifest=get", http_conn=h),
             deadline=deadline, budget=budget)
         return json.loads(body)
 
-    def _manifest_stored(self, name: str, prefix: str, budget: TimeBudget) -> bool | None:
-        """Whether the manifest of this upload (segment *prefix*) is in Swift;
-        None when that cannot be told within what is left of *budget* (one
-        attempt when nothing is)."""
+    def manifest_stored(self, name: str, prefix: str, budget: TimeBudget, *,
+                        container: str) -> bool | None:
+        """Whether the manifest of object *name* of *container* whose first
+        segment's name (in the segment container) starts with *prefix* is in
+        Swift; None when that cannot be told within what is left of *budget*
+        (one attempt when nothing is)."""
         try:
             segments = self.manifest(name, operation="manifest check",
-                                     deadline=max(0.0, budget.remaining()))
+                                     deadline=max(0.0, budget.remaining()),
+                                     container=container)
         except NotFoundError:
             return False
         except (SwiftError, ValueError):

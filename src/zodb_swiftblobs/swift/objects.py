@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 ENCRYPTION_METADATA = "Swiftblobs-Encryption"  # the parameters of an encrypted object
@@ -35,6 +36,26 @@ class StoredObject:
         """When its content type (as a listing shows it) says it is scheduled
         for deletion (see :meth:`.SwiftContainer.schedule_deletion`)."""
         return deletion_mark(self.content_type)
+
+
+@dataclass(frozen=True)
+class SmallObject:
+    """The content of a small object, and its ``age``: the seconds from its
+    Last-Modified to the Date of the response that read it (both Swift's
+    clock; never negative, though Swift rounds Last-Modified up to the
+    second)."""
+
+    data: bytes
+    age: float
+
+
+def small_object(data: bytes, headers: Mapping[str, str]) -> SmallObject:
+    """The small object of content *data* that a GET answered with *headers*."""
+    modified, date = headers.get("last-modified"), headers.get("date")
+    age = 0.0
+    if modified and date:
+        age = (parsedate_to_datetime(date) - parsedate_to_datetime(modified)).total_seconds()
+    return SmallObject(data, max(0.0, age))
 
 
 def metadata_headers(metadata: Mapping[str, str] | None) -> dict[str, str]:

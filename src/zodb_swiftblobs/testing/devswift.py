@@ -104,13 +104,16 @@ class DevSwift:
     memcached).  *keystone* adds a real Keystone and a proxy that uses it.
     *token_life* is the lifetime of TempAuth tokens in seconds.  *faults*
     puts :mod:`zodb_swiftblobs.testing.devfaults` in the proxy (see :meth:`inject_faults`).
+    *without_middleware* leaves those middleware out of the proxy (``("slo",)``:
+    a cluster without Static Large Objects).
     """
 
     def __init__(self, directory: str, *, devices: str | None = None,
                  max_file_size: int | None = None,
                  max_deletes_per_request: int | None = None, expose_info: bool = True,
                  rate_limit: float | None = None, keystone: bool = False,
-                 token_life: int = 86400, faults: bool = False) -> None:
+                 token_life: int = 86400, faults: bool = False,
+                 without_middleware: tuple[str, ...] = ()) -> None:
         self.directory = os.path.abspath(directory)
         self.devices = os.path.abspath(devices or os.path.join(self.directory, "devices"))
         self.keystone = keystone
@@ -119,7 +122,8 @@ class DevSwift:
         self.config = SwiftConfig(
             self.directory, self.devices, max_file_size=max_file_size,
             max_deletes_per_request=max_deletes_per_request, expose_info=expose_info,
-            rate_limit=rate_limit, faults_path=self.faults_path if faults else None)
+            rate_limit=rate_limit, faults_path=self.faults_path if faults else None,
+            without_middleware=tuple(without_middleware))
         self.etc = self.config.etc
         self.logs = os.path.join(self.directory, "log")
         self.state_path = os.path.join(self.directory, STATE_FILE)

@@ -19,7 +19,8 @@ class SwiftConfig:
     of a state (see :class:`zodb_swiftblobs.testing.devswift.DevSwift`).
 
     *faults_path*, when given, puts :mod:`zodb_swiftblobs.testing.devfaults`
-    in the proxy, reading its rules from that file."""
+    in the proxy, reading its rules from that file.  The middleware named in
+    *without_middleware* (such as ``slo``) is left out of the proxy."""
 
     directory: str
     devices: str
@@ -28,6 +29,7 @@ class SwiftConfig:
     expose_info: bool = True
     rate_limit: float | None = None
     faults_path: str | None = None
+    without_middleware: tuple[str, ...] = ()
 
     @property
     def etc(self) -> str:
@@ -125,6 +127,10 @@ class SwiftConfig:
             del filters["tempauth"]
             filters.update(devkeystone.proxy_filters(state["ports"]["keystone"],
                                                      state["keystone"]["service_password"]))
+        pipeline = " ".join(item for item in pipeline.split()
+                            if item not in self.without_middleware)
+        filters = {item: extra for item, extra in filters.items()
+                   if item not in self.without_middleware}
         egg = {"cache": "memcache", "proxy-logging": "proxy_logging",
                "container-quotas": "container_quotas", "account-quotas": "account_quotas"}
         sections = "".join(

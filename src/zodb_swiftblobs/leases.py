@@ -1,0 +1,208 @@
+"""Commit leases: a marker each commit with pending uploads keeps fresh, so
+that garbage collection in any process leaves its objects alone.
+
+The marker of commit *token* is the small object ``<prefix>commits/<token>``
+of the segment container (see :class:`~zodb_swiftblobs.layout.ObjectLayout`).
+Its body, JSON, says how long it holds and, once the commit knows them, the
+final names of its pending uploads: ``{"lease": seconds, "objects": {oid hex:
+final name}}``.  It is written when the commit starts, then again every
+lease/4 by the keeper thread of the database's :class:`CommitLeases`.
+Garbage collection takes a marker at least its lease old by Swift's clock (see
+:func:`read_marker`) for abandoned.  A commit publishes only while its lease
+has been continuous (see :meth:`CommitLease.check`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+
+from .layout import ObjectLayout, new_commit_token
+from .swift import SwiftContainer, SwiftError, SwiftUnavailableError
+
+log = logging.getLogger(__name__)
+
+LEASE = 600.0  # seconds
+
+
+class LeaseBroken(SwiftUnavailableError):
+    """A commit's marker went unrefreshed for half its lease or more: garbage
+    collection may have taken the commit for abandoned and removed its
+    pending uploads.  The transaction should be tried again."""
+
+
+class CommitLeases:
+    """The leases of the commits of one database, whose markers are objects of
+    *container*'s segment container named by *layout*, each held for *lease*
+    seconds.  One daemon thread, started on first use, refreshes every live
+    lease every *lease*/4 seconds."""
+
+    def __init__(self, container: SwiftContainer, layout: ObjectLayout,
+                 lease: float = LEASE) -> None:
+        if not 0 < lease < math.inf:
+            raise ValueError(f"a lease is a positive number of seconds, not {lease!r}")
+        self.container = container
+        self.layout = layout
+        self.lease = lease
+        self._changed = threading.Condition()
+        self._live: set[CommitLease] = set()
+        self._keeper: tuple[threading.Thread, threading.Event] | None = None
+
+    def start(self) -> CommitLease:
+        """The lease of a new commit, its marker written (SwiftError when it
+        could not be) and kept fresh from now on."""
+        lease = CommitLease(self, new_commit_token())
+        lease.refresh(raising=True)
+        with self._changed:
+            self._live.add(lease)
+            if self._keeper is None:
+                stop = threading.Event()
+                thread = threading.Thread(target=self._keep, args=(stop,), daemon=True,
+                                          name="zodb-swiftblobs-commit-leases")
+                self._keeper = thread, stop
+                thread.start()
+            self._changed.notify()
+        return lease
+
+    def close(self) -> None:
+        """Stop refreshing the markers: the live leases are no longer kept
+        (until :meth:`start` starts the keeper again)."""
+        with self._changed:
+            keeper, self._keeper = self._keeper, None
+            if keeper is not None:
+                keeper[1].set()
+            self._changed.notify()
+        if keeper is not None:
+            keeper[0].join()
+
+    def forget(self, lease: CommitLease) -> None:
+        """Refresh *lease* no more."""
+        with self._changed:
+            self._live.discard(lease)
+
+    def _keep(self, stop: threading.Event) -> None:
+        """The keeper thread: refresh each live lease when it is due."""
+        while not stop.is_set():
+            with self._changed:
+                now = time.monotonic()
+                due = [lease for lease in self._live if lease.next_refresh <= now]
+                if not due:
+                    wake = min((lease.next_refresh for lease in self._live), default=None)
+                    if not stop.is_set():
+                        self._changed.wait(None if wake is None else wake - now)
+                    continue
+            for lease in due:
+                if not stop.is_set():
+                    lease.refresh(raising=False)
+
+
+class CommitLease:
+    """The lease of one commit (see :meth:`CommitLeases.start`): ``token``
+    and the name of its ``marker``."""
+
+    def __init__(self, leases: CommitLeases, token: str) -> None:
+        self.leases = leases
+        self.token = token
+        self.marker = leases.layout.commit_marker(token)
+        self.next_refresh = math.inf
+        self._objects: dict[str, str] = {}
+        self._writing = threading.Lock()  # one write of the marker at a time
+        self._released = False
+        self._last_refresh: float | None = None  # when the last successful one started
+        self._longest_gap = 0.0
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return f"<CommitLease {self.token}>"
+
+    def pending_name(self, oid: bytes) -> str:
+        """The name of this commit's pending upload of blob *oid*."""
+        return self.leases.layout.pending_name(self.token, oid)
+
+    def record(self, names: dict[bytes, str]) -> None:
+        """Write the final *names* of the commit's blobs (by oid) into its
+        marker (SwiftError when that fails).  This write does not refresh
+        the lease (see :meth:`check`)."""
+        with self._writing:
+            self._objects = {oid.hex(): name for oid, name in names.items()}
+            self._write()
+
+    def check(self) -> None:
+        """LeaseBroken unless the lease has been continuous: successful
+        refreshes (the first when it started) all began less than lease/2
+        after the one before, and the last less than lease/2 ago."""
+        allowed = self.leases.lease / 2
+        gap = max(self._longest_gap, time.monotonic() - (self._last_refresh or -math.inf))
+        if gap >= allowed:
+            raise LeaseBroken(
+                f"its marker went {gap:.1f}s without a refresh, while a lease of "
+                f"{self.leases.lease:g}s allows less than {allowed:g}s: garbage collection "
+                "may have removed the commit's uploads", operation="commit lease",
+                name=self.marker)
+
+    def release(self, *, delete_marker: bool) -> None:
+        """Stop refreshing the marker; with *delete_marker*, delete it
+        (a failure is logged: garbage collection removes it once stale)."""
+        with self._writing:
+            self._released = True
+        self.leases.forget(self)
+        if not delete_marker:
+            return
+        container = self.leases.container
+        try:
+            container.delete(self.marker, large=False, container=container.segment_container)
+        except SwiftError as exc:
+            log.warning("could not delete the marker of commit lease %s (garbage collection "
+                        "removes it once stale): %s", self.token, exc)
+
+    def refresh(self, *, raising: bool) -> None:
+        """Write the marker again, unless released; a failure is raised, or
+        (once per lease) logged."""
+        with self._writing:
+            if self._released:
+                return
+            started = time.monotonic()
+            self.next_refresh = started + self.leases.lease / 4
+            try:
+                self._write()
+            except Exception as exc:
+                if raising:
+                    raise
+                if not self._warned:
+                    self._warned = True
+                    log.warning("could not refresh the marker of commit lease %s (tried "
+                                "again every %gs): %s", self.token, self.leases.lease / 4, exc)
+                return
+            if self._last_refresh is not None:
+                self._longest_gap = max(self._longest_gap, started - self._last_refresh)
+            self._last_refresh = started
+        log.debug("refreshed the marker of commit lease %s", self.token)
+
+    def _write(self) -> None:
+        container = self.leases.container
+        body = json.dumps({"lease": self.leases.lease, "objects": self._objects}).encode()
+        container.put_bytes(self.marker, body, container=container.segment_container)
+
+
+def read_marker(container: SwiftContainer, name: str) -> tuple[dict, float]:
+    """The body of the commit marker *name* (``{"lease": seconds, "objects":
+    {oid hex: final name}}``) and its age in seconds by Swift's clock;
+    NotFoundError when it is absent.  A body that does not parse counts as a
+    lease of LEASE seconds without objects."""
+    small = container.read_small(name, container=container.segment_container)
+    return _marker_body(small.data), small.age
+
+
+def _marker_body(data: bytes) -> dict:
+    try:
+        body = json.loads(data)
+        lease, objects = float(body["lease"]), body["objects"]
+    except (ValueError, TypeError, KeyError):
+        return {"lease": LEASE, "objects": {}}
+    if not (0 < lease < math.inf and isinstance(objects, dict)
+            and all(isinstance(value, str) for value in objects.values())):
+        return {"lease": LEASE, "objects": {}}
+    return {"lease": lease, "objects": objects}
