@@ -20,12 +20,14 @@ import textwrap
 import pytest
 import ZODB
 import ZODB.FileStorage
+from persistent.mapping import PersistentMapping
 from ZODB.blob import Blob
 from ZODB.POSException import ConflictError
 
 from conftest import (child_environment, credentials_for, in_background,
-                      sqlite_relstorage, swift_storage, wait_for)
+                      sqlite_relstorage, swift_storage, wait_for, wait_for_logged)
 from zodb_swiftblobs.swift import SwiftContainer
+from zodb_swiftblobs.testing.devswift import DevSwift
 
 MIB = 1 << 20
 THRESHOLD = MIB
@@ -72,11 +74,14 @@ def pending_names(view):
 
 
 def new_blob(db, key):
-    """A blob added to the root under *key* (not committed): its oid is known."""
+    """A blob added to the root's mapping "big" under *key* (not committed):
+    its oid is known.  Other writers use the mapping "small": no conflict."""
+    with db.transaction() as conn:
+        conn.root()["big"], conn.root()["small"] = PersistentMapping(), PersistentMapping()
     conn = db.open()
     blob = Blob()
     conn.add(blob)
-    conn.root()[key] = blob
+    conn.root()["big"][key] = blob
     return conn, blob
 
 
@@ -92,11 +97,11 @@ def hold(cluster, tmp_path, piece):
 def test_other_transactions_commit_while_a_big_blob_uploads(db, cluster, container_name,
                                                             tmp_path):
     data = os.urandom(BIG)
-    conn, blob = new_blob(db, "big")
+    conn, blob = new_blob(db, "blob")
     with blob.open("w") as f:
         f.write(data)
-    # the big blob's segment: under its pending name, <oid>/<upload id>/<index>
-    release = hold(cluster, tmp_path, f"/{blob._p_oid.hex()}/")
+    # the big blob's pending object (one segment: itself), commits/<token>/<oid>
+    release = hold(cluster, tmp_path, f"/{blob._p_oid.hex()}")
 
     def commit_big():
         conn.transaction_manager.commit()
@@ -106,8 +111,8 @@ def test_other_transactions_commit_while_a_big_blob_uploads(db, cluster, contain
     def commit_small():
         for index in range(3):
             with db.transaction() as other:
-                other.root()[f"small{index}"] = Blob(b"small %d" % index)
-                other.root()[f"plain{index}"] = index
+                other.root()["small"][f"blob{index}"] = Blob(b"small %d" % index)
+                other.root()["small"][f"plain{index}"] = index
     small, join_small = in_background(commit_small)
     small.join(120)
     still_uploading = big.is_alive()
@@ -119,8 +124,8 @@ def test_other_transactions_commit_while_a_big_blob_uploads(db, cluster, contain
     conn.close()
     db.storage.cache.clear()
     with db.transaction() as check:
-        assert check.root()["small2"].open().read() == b"small 2"
-        with check.root()["big"].open() as f:
+        assert check.root()["small"]["blob2"].open().read() == b"small 2"
+        with check.root()["big"]["blob"].open() as f:
             assert f.read() == data
 
 
@@ -208,9 +213,10 @@ def test_gc_in_another_process_leaves_a_commit_in_progress_alone(cluster, contai
         if child.poll() is None:
             child.kill()
             child.wait()
-    with ZODB.DB(parent_storage(cluster, container_name, tmp_path)) as db:
-        with db.transaction() as conn:
-            assert len(conn.root()["big"].open().read()) == BIG
+    db = ZODB.DB(parent_storage(cluster, container_name, tmp_path))
+    with db.transaction() as conn:
+        assert len(conn.root()["big"].open().read()) == BIG
+    db.close()
 
 
 def test_what_a_killed_commit_left_is_collected_once_its_lease_lapses(
@@ -228,19 +234,18 @@ def test_what_a_killed_commit_left_is_collected_once_its_lease_lapses(
         if child.poll() is None:
             child.kill()
             child.wait()
-    release.touch()
     assert pending_names(view)  # the marker, the pending object and its segment
+    release.touch()  # the publishing request of the killed process goes on, or fails
+    wait_for_logged(cluster, f"PUT /v1/AUTH_test/{container_name}/{oid}/")
     parent = parent_storage(cluster, container_name, tmp_path)
     try:
         def collected():
             report = parent.collect_garbage(b"\xff" * 8)
-            return report if report.commits_in_progress == 0 else None
-        report = wait_for(collected, "the killed commit's lease to lapse")
+            return report.commits_in_progress == 0 and not pending_names(view)
+        wait_for(collected, "the killed commit's lease to lapse and its uploads to go")
     finally:
         parent.close()
-    assert report.pending_orphans == 1
-    assert pending_names(view) == []
-    assert [o for o in view.list() if o.name.startswith(f"{oid}/")] == []
+    assert [o.name for o in view.list() if o.name.startswith(f"{oid}/")] == []
 
 
 def test_encrypted_big_blobs_upload_early(cluster, container_name, view, tmp_path):
@@ -249,12 +254,57 @@ def test_encrypted_big_blobs_upload_early(cluster, container_name, view, tmp_pat
     storage = swift_storage(cluster, base, container_name, tmp_path / "cache",
                             early_upload_threshold=THRESHOLD, encryption_keys=key)
     data = os.urandom(BIG)
-    with ZODB.DB(storage) as db:
+    db = ZODB.DB(storage)
+    with db.transaction() as conn:
+        conn.root()["big"] = Blob(data)
+    storage.cache.clear()
+    with db.transaction() as conn:
+        assert conn.root()["big"].open().read() == data
+    db.close()
+    raw = b"".join(view.read_small(name, container=view.segment_container).data
+                   for name in pending_names(view) if name.count("/") == 2)  # one segment
+    assert raw and data not in raw
+
+
+def test_a_big_blob_of_several_segments_is_read_and_collected(cluster, container_name, view,
+                                                              tmp_path):
+    base = ZODB.FileStorage.FileStorage(str(tmp_path / "Data.fs"))
+    storage = swift_storage(cluster, base, container_name, tmp_path / "cache",
+                            early_upload_threshold=THRESHOLD, segment_size=MIB)
+    data = os.urandom(BIG + 1)
+    db = ZODB.DB(storage)
+    with db.transaction() as conn:
+        conn.root()["big"] = Blob(data)
+    assert len([n for n in pending_names(view) if n.count("/") == 4]) == 4  # segments
+    storage.cache.clear()
+    with db.transaction() as conn:
+        assert conn.root()["big"].open().read() == data
+        del conn.root()["big"]
+    db.pack()
+    db.close()
+    # the pack deleted the pending object and its segments with the revision;
+    # the commit's marker stays until its lease lapses
+    assert [name.count("/") for name in pending_names(view)] == [1]
+    assert [o.name for o in view.list() if o.name.endswith(".blob")] == []
+
+
+def test_a_cluster_without_slo_uploads_every_blob_under_the_lock(tmp_path, container_name):
+    no_slo = DevSwift(str(tmp_path / "swift"), without_middleware=("slo",))
+    no_slo.start()
+    try:
+        base = ZODB.FileStorage.FileStorage(str(tmp_path / "Data.fs"))
+        storage = swift_storage(no_slo, base, container_name, tmp_path / "cache",
+                                early_upload_threshold=THRESHOLD)
+        data = os.urandom(BIG)
+        db = ZODB.DB(storage)
         with db.transaction() as conn:
             conn.root()["big"] = Blob(data)
         storage.cache.clear()
         with db.transaction() as conn:
             assert conn.root()["big"].open().read() == data
-    raw = b"".join(view.read_small(name, container=view.segment_container).data
-                   for name in pending_names(view) if name.count("/") == 4)  # segments
-    assert raw and data not in raw
+        view = storage.swift_container
+        assert [o.name for o in view.list() if o.name.endswith(".blob")]
+        assert pending_names(view) == []
+        db.close()
+    finally:
+        no_slo.stop()

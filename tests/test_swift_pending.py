@@ -60,12 +60,14 @@ def test_a_published_pending_object_holds_the_bytes(swift_container, tmp_path, d
     assert list(swift_container.list()) == []
 
 
-@pytest.mark.parametrize("size", [0, 10])
-def test_a_pending_object_of_one_part_is_a_large_object_too(swift_container, tmp_path,
-                                                           devswift, size):
+@pytest.mark.parametrize("size, objects", [(0, 2), (10, 1)])
+def test_a_pending_object_of_one_part_is_that_part(swift_container, tmp_path, devswift, size,
+                                                   objects):
+    """One segment is itself the pending object (an empty file: a large object
+    of one empty segment)."""
     data = write_file(tmp_path / "small", size)
     pending = swift_container.upload_pending(PENDING, str(tmp_path / "small"))
-    assert len(names_in(swift_container, swift_container.segment_container)) == 2
+    assert len(names_in(swift_container, swift_container.segment_container)) == objects
     assert swift_container.publish("final", pending).size == size
     assert raw_get(devswift, swift_container.container, "final").content == data
     assert swift_container.delete("final", large=True)

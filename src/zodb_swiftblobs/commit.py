@@ -34,7 +34,7 @@ from .deferred_begin import DeferredBegin
 from .errors import SwiftStorageError, raises_storage_errors, storage_error
 from .leases import CommitLease
 from .resources import SharedResources
-from .swift import SwiftError
+from .swift import PendingObject, SwiftError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class BlobCommit:
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
         self._lease: CommitLease | None = None
+        self._lease_taken: Future | None = None  # its marker written, before any upload
+        self._recorded: Future | None = None     # the final names written into it
 
     def staged_path(self, oid: bytes, serial: bytes) -> str | None:
         """The staged file of revision *serial* of blob *oid*, if this
@@ -133,7 +135,7 @@ class BlobCommit:
                     self._start(oid)
         if self._pending:
             self._publish_pending()
-        _wait_for(self._work.values())
+        _wait_for([*self._work.values(), *filter(None, [self._recorded])])
         if self._lease is not None:
             self._check_lease()
 
@@ -153,6 +155,7 @@ class BlobCommit:
         its pending objects, then its lease's marker."""
         uploaded = _results(self._work.values())
         pending = _results(self._pending.values())
+        _results(filter(None, [self._lease_taken, self._recorded]))
         container = self._resources.container
         deadline = min(ABORT_DEADLINE, container.deadline)
         removed = True
@@ -190,10 +193,14 @@ class BlobCommit:
         (taken now if need be)."""
         resources = self._resources
         if self._lease is None:
-            self._lease = resources.leases.start()
-        name = self._lease.pending_name(oid)
-        self._pending[oid] = resources.pool.submit(resources.container.upload_pending,
-                                                   name, path)
+            self._lease = resources.leases.new_lease()
+            self._lease_taken = resources.pool.submit(self._lease.take)
+        name, taken = self._lease.pending_name(oid), self._lease_taken
+
+        def upload() -> PendingObject:
+            taken.result()  # submitted first: it runs before, or beside, any upload
+            return resources.container.upload_pending(name, path)
+        self._pending[oid] = resources.pool.submit(upload)
 
     def _discard_pending(self, oid: bytes) -> None:
         """Wait for the pending upload of *oid*, if any, and remove what it stored
@@ -209,14 +216,12 @@ class BlobCommit:
                             "collection will", stored.name, exc)
 
     def _publish_pending(self) -> None:
-        """Record the final names in the lease's marker, then start publishing
-        each pending object under its name (one request each)."""
+        """Start recording the final names in the lease's marker (for garbage
+        collection, once the lease lapses), and publishing each pending object
+        under its name: one request each, all at once."""
         resources = self._resources
         names = {oid: resources.layout.object_name(oid, self.tid) for oid in self._pending}
-        try:
-            self._lease.record(names)
-        except SwiftError as exc:
-            raise storage_error(exc) from None
+        self._recorded = resources.pool.submit(self._lease.record, names)
         for oid, name in names.items():
             self._settle(oid)
             self._track(oid, name, resources.pool.submit(

@@ -54,8 +54,17 @@ class CommitLeases:
     def start(self) -> CommitLease:
         """The lease of a new commit, its marker written (SwiftError when it
         could not be) and kept fresh from now on."""
-        lease = CommitLease(self, new_commit_token())
-        lease.refresh(raising=True)
+        lease = self.new_lease()
+        lease.take()
+        return lease
+
+    def new_lease(self) -> CommitLease:
+        """The lease of a new commit, its marker not written yet: a commit
+        takes it (:meth:`CommitLease.take`) before its first pending upload."""
+        return CommitLease(self, new_commit_token())
+
+    def keep(self, lease: CommitLease) -> None:
+        """Keep *lease*'s marker fresh from now on."""
         with self._changed:
             self._live.add(lease)
             if self._keeper is None:
@@ -65,7 +74,6 @@ class CommitLeases:
                 self._keeper = thread, stop
                 thread.start()
             self._changed.notify()
-        return lease
 
     def close(self) -> None:
         """Stop refreshing the markers: the live leases are no longer kept
@@ -117,6 +125,15 @@ class CommitLease:
 
     def __repr__(self) -> str:
         return f"<CommitLease {self.token}>"
+
+    def take(self) -> None:
+        """Write the marker (SwiftError when that fails) and keep it fresh
+        from now on; nothing once released."""
+        self.refresh(raising=True)
+        with self._writing:
+            if self._released:
+                return
+            self.leases.keep(self)
 
     def pending_name(self, oid: bytes) -> str:
         """The name of this commit's pending upload of blob *oid*."""

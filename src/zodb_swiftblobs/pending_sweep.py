@@ -132,8 +132,13 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
 
 def _refers_to(container: SwiftContainer, final: str, pending: str) -> bool:
     """Whether object *final* (of the main container) is a large object made
-    of pending object *pending*."""
-    return any(group.startswith(f"{pending}/") for group in container.segment_groups(final))
+    of pending object *pending* (a segment itself, or a large object)."""
+    try:
+        segments = container.segment_paths(final)
+    except (NotFoundError, ValueError):  # gone, or not a manifest
+        return False
+    return any(segment == pending or segment.startswith(f"{pending}/")
+               for where, segment in segments if where == container.segment_container)
 
 
 def _delete(container: SwiftContainer, doomed: Iterable[tuple[str, bool]]) -> int:

@@ -294,6 +294,11 @@ class SwiftContainer:
         when there is no such object."""
         return self.large_objects.segment_groups(name)
 
+    def segment_paths(self, name: str) -> list[tuple[str, str]]:
+        """(container, name) of each segment of large object *name*;
+        NotFoundError when there is no such object."""
+        return self.large_objects.segment_paths(name)
+
     # -- pending objects ------------------------------------------------------------
 
     @property
@@ -305,8 +310,9 @@ class SwiftContainer:
     def upload_pending(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
                        deadline: float | None = None) -> PendingObject:
         """Upload the file at *path* as pending object *name* of the segment
-        container: a Static Large Object (whatever its size) in *segment_size*
-        segments, each MD5-checked, encrypted as :meth:`upload` does.  The
+        container: a plain object when it fits in one segment, else a Static
+        Large Object in *segment_size* segments; MD5-checked, encrypted as
+        :meth:`upload` does.  The
         *metadata* goes on the object it is published as (see :meth:`publish`).
         PermanentSwiftError unless :attr:`supports_pending`."""
         source, headers = self._upload_source(path, metadata)

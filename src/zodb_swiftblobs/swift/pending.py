@@ -1,12 +1,13 @@
 """Pending objects: uploaded before their final name is known, published
 under it with one request.
 
-A pending object is a Static Large Object whose manifest is in the segment
-container.  Publishing it stores, under its final name in the main container,
-a manifest with one entry: the pending manifest, which Swift checks with one
-HEAD and reads through as a nested large object.  Deleting the published
-object (``multipart-manifest=delete``) deletes the pending manifest and its
-segments too.
+A pending object is an object of the segment container: a plain one when it
+fits in one segment, else a Static Large Object (its manifest there, under
+the pending object's name).  Publishing it stores, under its final name in
+the main container, a manifest with one entry: the pending object, which
+Swift checks with one HEAD and reads through (as a segment, or as a nested
+large object).  Deleting the published object (``multipart-manifest=delete``)
+deletes the pending object and its segments too.
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ class PendingObjects:
         """Upload *source* as pending object *name*, to be published with
         *headers*."""
         self._require_slo("pending upload", name)
-        entries = self.large_objects.upload_manifest(
-            name, source, {}, budget, container=self.large_objects.segment_container)
+        large_objects = self.large_objects
+        if 0 < source.size <= large_objects.segment_size:  # one segment: itself
+            md5 = large_objects.uploader.put_file(large_objects.segment_container, name, source,
+                                                  0, source.size, {}, budget)
+            return PendingObject(name, source.size, md5, dict(headers))
+        entries = large_objects.upload_manifest(
+            name, source, {}, budget, container=large_objects.segment_container)
         return PendingObject(name, source.size, slo_etag(entries), dict(headers))
 
     def publish(self, name: str, pending: PendingObject, budget: TimeBudget) -> StoredObject:
