@@ -67,6 +67,7 @@ class BlobCommit:
         self._lease: CommitLease | None = None
         self._lease_taken: Future | None = None  # its marker written, before any upload
         self._recorded: Future | None = None     # the final names written into it
+        self._checksums: dict[bytes, int | None] = {}  # oid -> of its staged file, for the cache
 
     def staged_path(self, oid: bytes, serial: bytes) -> str | None:
         """The staged file of revision *serial* of blob *oid*, if this
@@ -117,8 +118,13 @@ class BlobCommit:
 
     def prepare(self) -> None:
         """Before the base's commit lock: wait for the pending uploads (raise
-        the first failure) and check that the commit's lease held."""
+        the first failure), check that the commit's lease held, and read the
+        staged files for the cache's checksums (not while the lock is held)."""
         _wait_for(self._pending.values())
+        cache = self._resources.cache
+        for oid, (path, _) in self._staged.items():
+            with contextlib.suppress(OSError):  # then publishing reads it
+                self._checksums[oid] = cache.checksum(path)
         if self._lease is not None:
             self._check_lease()
 
@@ -145,7 +151,7 @@ class BlobCommit:
         cache = self._resources.cache
         for oid, (path, serial) in self._staged.items():
             try:
-                cache.publish(path, oid, serial or tid)
+                cache.publish(path, oid, serial or tid, self._checksums.get(oid))
             except Exception as exc:
                 log.warning("could not move committed blob %s into the cache (%s); it will "
                             "be downloaded when read", oid.hex(), exc)

@@ -34,11 +34,14 @@ _verified: dict[str, tuple[int, int, int, int]] = {}
 _verified_lock = threading.Lock()
 
 
-def seal(descriptor: int, oid: bytes, tid: bytes) -> None:
+def seal(descriptor: int, oid: bytes, tid: bytes, checksum: int | None = None) -> None:
     """Record the revision, size and checksum of the complete file open as
-    *descriptor* in its extended attribute."""
+    *descriptor* in its extended attribute (the *checksum* of
+    :func:`file_checksum`, computed now when not given)."""
+    if checksum is None:
+        checksum = _checksum(descriptor)
     record = b"v2 %s %s %d %08x" % (oid.hex().encode(), tid.hex().encode(),
-                                     os.fstat(descriptor).st_size, _checksum(descriptor))
+                                     os.fstat(descriptor).st_size, checksum)
     os.setxattr(descriptor, INTEGRITY_ATTRIBUTE, record)
 
 
@@ -118,6 +121,15 @@ def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
     """What changes when a committed file is replaced, rewritten or truncated
     (not its ctime: marking a file used changes that)."""
     return status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def file_checksum(path: str) -> int:
+    """The checksum :func:`seal` records for the file at *path*."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return _checksum(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _checksum(descriptor: int) -> int:

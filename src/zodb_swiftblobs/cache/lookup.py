@@ -194,8 +194,10 @@ class BlobCache:
             self._count(corrupt=1)
         return False
 
-    def publish(self, source: str, oid: bytes, tid: bytes) -> str:
+    def publish(self, source: str, oid: bytes, tid: bytes, checksum: int | None = None) -> str:
         """Move the staged file *source* into the cache as (*oid*, *tid*); return its path.
+        *checksum* is what :meth:`checksum` said of *source* (computed now if not
+        given: that reads the whole file).
 
         *source* must be on the cache's file system (in :attr:`temporary_directory`);
         the file appears at its final path complete, in one rename.  This
@@ -215,7 +217,7 @@ class BlobCache:
                         raise
                     make_private_directory(os.path.dirname(path))
         try:
-            descriptor, status = self._seal(source, oid, tid)
+            descriptor, status = self._seal(source, oid, tid, checksum)
             try:
                 self._admit(status.st_size, rename, wait=False)
             finally:
@@ -404,14 +406,21 @@ class BlobCache:
         log.debug("fetched %s (%d bytes)", path, status.st_size)
         return status.st_size
 
-    def _seal(self, path: str, oid: bytes, tid: bytes) -> tuple[int, os.stat_result]:
+    def checksum(self, path: str) -> int | None:
+        """The checksum :meth:`publish` records of the staged file *path*
+        (None when this cache records none), computed now, so that
+        publishing it later need not read it."""
+        return integrity.file_checksum(path) if self.verifies else None
+
+    def _seal(self, path: str, oid: bytes, tid: bytes,
+              checksum: int | None = None) -> tuple[int, os.stat_result]:
         """Record the revision, size and checksum of the complete file *path*
         as (*oid*, *tid*) (unless this file system cannot), make it read-only;
         return a descriptor pinning it and its status."""
         descriptor = os.open(path, OPEN_FLAGS)
         try:
             if self.verifies:
-                integrity.seal(descriptor, oid, tid)
+                integrity.seal(descriptor, oid, tid, checksum)
             os.fchmod(descriptor, FILE_MODE)  # after the record: a user may not set one then
             fcntl.flock(descriptor, fcntl.LOCK_SH)
             return descriptor, os.fstat(descriptor)
