@@ -3,7 +3,11 @@
 W9: small commits in one thread while another commits a big blob; a small
 commit counts as blocked from ``BLOCKED_FACTOR`` times its median latency
 alone (measured just before) until it ends, and the measure is the share of
-the big commit's duration covered by blocked small commits.
+the big commit's duration covered by blocked small commits.  Beside it, the
+same measure for raw python-swiftclient: small PUTs (what a small commit
+sends Swift) while another thread PUTs the big blob, which shows what the
+cluster and the machine impose on any client; and, over FileStorage, how
+long the big commit held the base's commit lock.
 W10: ``WRITERS`` threads, each with a connection of its own to one database,
 commit a blob each at the same moment, against as many parallel raw PUTs.
 """
@@ -94,6 +98,8 @@ class Beside:
     median_alone: float      # seconds
     worst_alone: float       # seconds
     worst_during: float      # seconds
+    thread: int = 0          # the big commit's
+    lock_held: float | None = None  # seconds the big commit held the base's lock
 
 
 def blocked_share(spans: list[tuple[float, float]], threshold: float,
@@ -131,7 +137,67 @@ def beside_big_commit(bench: Bench, db: ZODB.DB, big_blob: str) -> Beside:
     small.check()
     during = [ended - began for began, ended in small.spans if ended >= start and began <= end]
     return Beside(end - start, blocked_share(small.spans, threshold, start, end),
+                  statistics.median(alone), max(alone), max(during),
+                  threading.get_ident())
+
+
+def raw_beside_big_put(bench: Bench, big_blob: str) -> Beside:
+    """Small raw PUTs alone, then while another thread PUTs the file *big_blob*."""
+    raw = bench.raw
+    container = raw.new_container("w9")
+    connection = raw.connection()
+    small = os.urandom(SMALL_BLOB)
+
+    def put_small() -> tuple[float, float]:
+        began = time.perf_counter()
+        connection.put_object(container, "small", small)
+        return began, time.perf_counter()
+    alone = [end - began for began, end in (put_small() for _ in
+                                             range(bench.sizes.small_commits_alone))]
+    spans: list[tuple[float, float]] = []
+    finished = threading.Event()
+
+    def loop() -> None:
+        while not finished.is_set():
+            spans.append(put_small())
+    thread = threading.Thread(target=loop)
+    thread.start()
+    while not spans:
+        time.sleep(0.001)
+    start = time.perf_counter()
+    raw.put_files(container, [("big", big_blob)], 1)
+    end = time.perf_counter()
+    while thread.is_alive() and spans[-1][0] <= end:
+        time.sleep(0.001)
+    finished.set()
+    thread.join()
+    threshold = BLOCKED_FACTOR * statistics.median(alone)
+    during = [ended - began for began, ended in spans if ended >= start and began <= end]
+    return Beside(end - start, blocked_share(spans, threshold, start, end),
                   statistics.median(alone), max(alone), max(during))
+
+
+class LockHolds:
+    """How long each thread's transactions held a FileStorage's commit lock
+    (from its ``tpc_begin`` to its ``tpc_finish``), measured around the base."""
+
+    def __init__(self, base) -> None:
+        self.base, self.longest = base, {}
+        self._begin, self._finish = base.tpc_begin, base.tpc_finish
+        self._since: dict[int, float] = {}
+        base.tpc_begin, base.tpc_finish = self.tpc_begin, self.tpc_finish
+
+    def tpc_begin(self, *args, **kwargs):
+        result = self._begin(*args, **kwargs)
+        self._since[threading.get_ident()] = time.perf_counter()
+        return result
+
+    def tpc_finish(self, *args, **kwargs):
+        result = self._finish(*args, **kwargs)
+        ident = threading.get_ident()
+        held = time.perf_counter() - self._since.pop(ident)
+        self.longest[ident] = max(held, self.longest.get(ident, 0.0))
+        return result
 
 
 def _milliseconds(seconds: float) -> str:
@@ -158,17 +224,31 @@ def small_beside_big(bench: Bench, repetition: int) -> None:
         else:
             db = ZODB.DB(databases.swift_storage(label, container,
                                                  base=databases.relstorage(label)))
+        holds = LockHolds(getattr(db.storage, "base", db.storage)) \
+            if base == FILESTORAGE else None
         try:
             result = beside_big_commit(bench, db, linked_copy(bench, source, label, "big"))
         finally:
             db.close()
+        if holds is not None:
+            result.lock_held = holds.longest.get(result.thread, 0.0)
         bench.record(*share, subject, result.blocked_share)
         bench.record(*worst, subject, result.worst_during / result.worst_alone)
         notes[base].append(
-            f"{subject}: the big commit took {result.big_commit:.3f} s; small commits "
-            f"alone: median {_milliseconds(result.median_alone)}, worst "
+            f"{subject}: the big commit took {result.big_commit:.3f} s"
+            + (f" (it held the commit lock {_milliseconds(result.lock_held)})"
+               if result.lock_held is not None else "")
+            + f"; small commits alone: median {_milliseconds(result.median_alone)}, worst "
             f"{_milliseconds(result.worst_alone)}; worst during it "
             f"{_milliseconds(result.worst_during)}")
+    floor = raw_beside_big_put(bench, linked_copy(bench, source, "w9-raw", "big"))
+    share = ("W9 raw", f"  raw: {SMALL_BLOB // 1024} KiB PUTs blocked during a "
+             f"{_size_label(size)} PUT", "%")
+    bench.record(*share, RAW, floor.blocked_share)
+    notes[FILESTORAGE].append(
+        f"raw: the big PUT took {floor.big_commit:.3f} s; small PUTs alone: median "
+        f"{_milliseconds(floor.median_alone)}, worst during it "
+        f"{_milliseconds(floor.worst_during)}")
     for base, lines in notes.items():
         bench.rows[f"W9 {base} worst"].note = "; ".join(lines)
     bench.remove_scratch()

@@ -34,7 +34,7 @@ from .deferred_begin import DeferredBegin
 from .errors import SwiftStorageError, raises_storage_errors, storage_error
 from .leases import CommitLease
 from .resources import SharedResources
-from .swift import PendingObject, SwiftError
+from .swift import SwiftError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class BlobCommit:
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
         self._lease: CommitLease | None = None
-        self._lease_taken: Future | None = None  # its marker written, before any upload
+        self._lease_taken: Future | None = None  # its marker written, beside the uploads
         self._recorded: Future | None = None     # the final names written into it
         self._checksums: dict[bytes, int | None] = {}  # oid -> of its staged file, for the cache
 
@@ -120,7 +120,7 @@ class BlobCommit:
         """Before the base's commit lock: wait for the pending uploads (raise
         the first failure), check that the commit's lease held, and read the
         staged files for the cache's checksums (not while the lock is held)."""
-        _wait_for(self._pending.values())
+        _wait_for([*self._pending.values(), *filter(None, [self._lease_taken])])
         cache = self._resources.cache
         for oid, (path, _) in self._staged.items():
             with contextlib.suppress(OSError):  # then publishing reads it
@@ -201,12 +201,8 @@ class BlobCommit:
         if self._lease is None:
             self._lease = resources.leases.new_lease()
             self._lease_taken = resources.pool.submit(self._lease.take)
-        name, taken = self._lease.pending_name(oid), self._lease_taken
-
-        def upload() -> PendingObject:
-            taken.result()  # submitted first: it runs before, or beside, any upload
-            return resources.container.upload_pending(name, path)
-        self._pending[oid] = resources.pool.submit(upload)
+        self._pending[oid] = resources.pool.submit(resources.container.upload_pending,
+                                                   self._lease.pending_name(oid), path)
 
     def _discard_pending(self, oid: bytes) -> None:
         """Wait for the pending upload of *oid*, if any, and remove what it stored

@@ -7,7 +7,8 @@ final name (a manifest referring to it).  This sweep goes through those
 names token by token (one token per commit):
 
 - a token whose marker is fresh belongs to a commit in progress, in some
-  process: it is left whole;
+  process: it is left whole; so is a token without a marker (its commit
+  writes it beside its first upload) until its objects are LEASE seconds old;
 - otherwise each pending object is kept while the final object its marker
   names refers to it (read from Swift, not from a listing), and deleted with
   its segments when nothing does (an aborted or killed commit), unless
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .layout import ObjectLayout
-from .leases import read_marker
+from .leases import LEASE, read_marker
 from .swift import NotFoundError, StoredObject, SwiftContainer
 from .swift.objects import modified_at
 
@@ -100,6 +101,11 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
     """What of *token* to delete: (name, whether a pending object) pairs;
     nothing while its commit's lease is fresh."""
     published: dict[str, str] = {}
+    listed = [stored for _, stored in token.pending.values()] + token.segments
+    if token.marker is None and any(now - modified_at(stored.last_modified) < LEASE
+                                    for stored in listed):
+        report.in_progress += 1  # its marker may be on its way
+        return []
     if token.marker is not None:
         try:
             body, age = read_marker(container, token.marker.name)
