@@ -308,3 +308,62 @@ def test_a_cluster_without_slo_uploads_every_blob_under_the_lock(tmp_path, conta
         db.close()
     finally:
         no_slo.stop()
+
+
+UPLOADING_CHILD = textwrap.dedent("""
+    import os, sys, time, ZODB.FileStorage
+    from ZODB.Connection import TransactionMetaData
+    from zodb_swiftblobs.storage import SwiftBlobStorage
+    auth_url, user, key, container, directory = sys.argv[1:6]
+    storage = SwiftBlobStorage(
+        ZODB.FileStorage.FileStorage(os.path.join(directory, "Data.fs")),
+        container=container, cache_dir=os.path.join(directory, "child-cache"),
+        auth_url=auth_url, user=user, key=key, early_upload_threshold={threshold})
+    path = os.path.join(directory, "blob")
+    with open(path, "wb") as f:
+        f.write(os.urandom({size}))
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    oid = storage.new_oid()
+    storage.storeBlob(oid, b"\\0" * 8, b"a blob record", path, "", txn)
+    view = storage.swift_container
+    while not [o for o in view.list("commits/", container=view.segment_container)
+               if o.name.endswith(oid.hex())]:
+        time.sleep(0.05)
+    print("uploaded", flush=True)
+    sys.stdin.readline()
+""").format(threshold=THRESHOLD, size=BIG)
+
+
+def test_uploads_of_a_commit_killed_before_its_marker_wait_a_lease(cluster, container_name,
+                                                                   view, tmp_path):
+    """A commit writes its marker a quarter of its lease after its first upload
+    (or at its vote): until then its objects are safe by their age alone."""
+    settings = cluster.settings()
+    child = subprocess.Popen(
+        [sys.executable, "-c", UPLOADING_CHILD, settings.auth_url, settings.user,
+         settings.key, container_name, str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_environment())
+    try:
+        assert child.stdout.readline().strip() == "uploaded"
+    finally:
+        child.kill()
+        child.wait()
+    (pending,) = pending_names(view)  # no marker: the commit has not lived long
+    parent = parent_storage(cluster, container_name, tmp_path)
+    try:
+        report = parent.collect_garbage(b"\xff" * 8)
+        assert (report.commits_in_progress, report.deleted_pending) == (1, 0)
+        assert pending_names(view) == [pending]
+    finally:
+        parent.close()
+    base = ZODB.FileStorage.FileStorage(str(tmp_path / "Data.fs"), read_only=True)
+    short = swift_storage(cluster, base, container_name, tmp_path / "parent-cache",
+                          commit_lease=1)
+    try:
+        def collected():
+            short.collect_garbage(b"\xff" * 8)
+            return not pending_names(view)
+        wait_for(collected, "the uploads to be a lease old")
+    finally:
+        short.close()

@@ -65,7 +65,6 @@ class BlobCommit:
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
         self._lease: CommitLease | None = None
-        self._lease_taken: Future | None = None  # its marker written, beside the uploads
         self._recorded: Future | None = None     # the final names written into it
         self._checksums: dict[bytes, int | None] = {}  # oid -> of its staged file, for the cache
 
@@ -120,7 +119,7 @@ class BlobCommit:
         """Before the base's commit lock: wait for the pending uploads (raise
         the first failure), check that the commit's lease held, and read the
         staged files for the cache's checksums (not while the lock is held)."""
-        _wait_for([*self._pending.values(), *filter(None, [self._lease_taken])])
+        _wait_for(self._pending.values())
         cache = self._resources.cache
         for oid, (path, _) in self._staged.items():
             with contextlib.suppress(OSError):  # then publishing reads it
@@ -161,7 +160,7 @@ class BlobCommit:
         its pending objects, then its lease's marker."""
         uploaded = _results(self._work.values())
         pending = _results(self._pending.values())
-        _results(filter(None, [self._lease_taken, self._recorded]))
+        _results(filter(None, [self._recorded]))
         container = self._resources.container
         deadline = min(ABORT_DEADLINE, container.deadline)
         removed = True
@@ -198,9 +197,8 @@ class BlobCommit:
         """Start the pending upload of blob *oid*, under this commit's lease
         (taken now if need be)."""
         resources = self._resources
-        if self._lease is None:
-            self._lease = resources.leases.new_lease()
-            self._lease_taken = resources.pool.submit(self._lease.take)
+        if self._lease is None:  # counted from before the first upload; no request yet
+            self._lease = resources.leases.start(write=False)
         self._pending[oid] = resources.pool.submit(resources.container.upload_pending,
                                                    self._lease.pending_name(oid), path)
 

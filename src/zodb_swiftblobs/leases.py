@@ -51,17 +51,19 @@ class CommitLeases:
         self._live: set[CommitLease] = set()
         self._keeper: tuple[threading.Thread, threading.Event] | None = None
 
-    def start(self) -> CommitLease:
+    def start(self, *, write: bool = True) -> CommitLease:
         """The lease of a new commit, its marker written (SwiftError when it
-        could not be) and kept fresh from now on."""
-        lease = self.new_lease()
-        lease.take()
+        could not be) and kept fresh from now on.  Without *write*, the
+        marker is first written a quarter of the lease from now (if the
+        commit still lives): garbage collection leaves a commit's objects
+        without a marker alone until they are a lease old."""
+        lease = CommitLease(self, new_commit_token())
+        if write:
+            lease.refresh(raising=True)
+        else:
+            lease.count_from_now()
+        self.keep(lease)
         return lease
-
-    def new_lease(self) -> CommitLease:
-        """The lease of a new commit, its marker not written yet: a commit
-        takes it (:meth:`CommitLease.take`) before its first pending upload."""
-        return CommitLease(self, new_commit_token())
 
     def keep(self, lease: CommitLease) -> None:
         """Keep *lease*'s marker fresh from now on."""
@@ -126,14 +128,11 @@ class CommitLease:
     def __repr__(self) -> str:
         return f"<CommitLease {self.token}>"
 
-    def take(self) -> None:
-        """Write the marker (SwiftError when that fails) and keep it fresh
-        from now on; nothing once released."""
-        self.refresh(raising=True)
-        with self._writing:
-            if self._released:
-                return
-            self.leases.keep(self)
+    def count_from_now(self) -> None:
+        """Count the lease from now, its marker unwritten: the first refresh
+        is due a quarter of the lease from now."""
+        now = time.monotonic()
+        self._last_refresh, self.next_refresh = now, now + self.leases.lease / 4
 
     def pending_name(self, oid: bytes) -> str:
         """The name of this commit's pending upload of blob *oid*."""

@@ -7,8 +7,9 @@ final name (a manifest referring to it).  This sweep goes through those
 names token by token (one token per commit):
 
 - a token whose marker is fresh belongs to a commit in progress, in some
-  process: it is left whole; so is a token without a marker (its commit
-  writes it beside its first upload) until its objects are LEASE seconds old;
+  process: it is left whole; so is a token without a marker until its
+  objects are a *lease* old (a commit writes its marker only a quarter of
+  its lease after its first upload began, or at its vote);
 - otherwise each pending object is kept while the final object its marker
   names refers to it (read from Swift, not from a listing), and deleted with
   its segments when nothing does (an aborted or killed commit), unless
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .layout import ObjectLayout
-from .leases import LEASE, read_marker
+from .leases import read_marker
 from .swift import NotFoundError, StoredObject, SwiftContainer
 from .swift.objects import modified_at
 
@@ -57,7 +58,8 @@ class _Token:
 
 
 def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: bool,
-                  min_age: float, before_deleting: Callable[[], None] | None) -> PendingReport:
+                  min_age: float, lease: float,
+                  before_deleting: Callable[[], None] | None) -> PendingReport:
     """Delete the pending objects, segments and markers under *layout*'s
     ``commits/`` that no commit in progress and no published object needs
     (with *dry_run*, only count them)."""
@@ -68,7 +70,7 @@ def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: b
     except NotFoundError:
         return report  # no segment container: nothing was ever pending
     for token in listing:
-        doomed = _judge(container, layout, token, report, min_age=min_age, now=now)
+        doomed = _judge(container, token, report, min_age=min_age, lease=lease, now=now)
         if doomed and not dry_run:
             if before_deleting is not None:
                 before_deleting()
@@ -96,13 +98,13 @@ def _tokens(container: SwiftContainer, layout: ObjectLayout) -> Iterator[_Token]
         yield found
 
 
-def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
-           report: PendingReport, *, min_age: float, now: float) -> list[tuple[str, bool]]:
+def _judge(container: SwiftContainer, token: _Token, report: PendingReport, *,
+           min_age: float, lease: float, now: float) -> list[tuple[str, bool]]:
     """What of *token* to delete: (name, whether a pending object) pairs;
     nothing while its commit's lease is fresh."""
     published: dict[str, str] = {}
     listed = [stored for _, stored in token.pending.values()] + token.segments
-    if token.marker is None and any(now - modified_at(stored.last_modified) < LEASE
+    if token.marker is None and any(now - modified_at(stored.last_modified) < lease
                                     for stored in listed):
         report.in_progress += 1  # its marker may be on its way
         return []

@@ -98,10 +98,14 @@ def open_container(settings: Mapping[str, Any]) -> SwiftContainer:
 def _prepare(container: SwiftContainer, ownership: PrefixOwnership, *, create: bool,
              read_only: bool) -> None:
     """Create the container if missing (unless *read_only* or not *create*),
-    and check (for a writer: claim) the prefix's ownership."""
+    and check (for a writer: claim) the prefix's ownership.  A writer's
+    segment container is made now too (its first big blobs' uploads, all at
+    once, need not each find it missing)."""
     try:
         container.ensure_container(create=create and not read_only)
         ownership.check(claim=not read_only)
+        if create and not read_only and container.supports_pending:
+            container.ensure_container(container.segment_container)
         return
     except NotFoundError:
         why = "a storage opened read-only does not create it" if read_only \
