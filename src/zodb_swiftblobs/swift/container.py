@@ -18,7 +18,8 @@ from ..names import check_container
 from .auth import Credentials
 from .cluster import Cluster
 from .deletion import DeletionSchedule
-from .download import Discard, Download, cipher_of, download_file
+from .decryption import cipher_of
+from .download import Discard, Download, download_file
 from .errors import (ChecksumMismatchError, DecryptionError, NotFoundError, NotLargeObject,
                      PermanentSwiftError)
 from .large_objects import LargeObjects
@@ -175,13 +176,13 @@ class SwiftContainer:
         verified.  A broken connection resumes with a Range request.
         """
         return download_file(self.transport, self.container, name, path, deadline,
-                             self.encryption)
+                             self.encryption, self.large_objects.executor)
 
     def check(self, name: str, *, deadline: float | None = None) -> StoredObject:
         """Read object *name* through, keeping nothing; verify length and checksum
         (ChecksumMismatchError when they do not match)."""
         return Download(self.transport, self.container, name, Discard(), deadline,
-                        self.encryption).run()
+                        self.encryption, self.large_objects.executor).run()
 
     def cipher_of(self, name: str, metadata: Mapping[str, str]) -> ObjectCipher | None:
         """The cipher of object *name* from its *metadata* (None for a plain
