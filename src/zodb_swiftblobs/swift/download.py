@@ -63,7 +63,7 @@ class Download:
         self.budget = transport.budget(deadline)
         self._extend_budget = deadline is None  # once, by the size of the body
         self.manifest: tuple[Mapping[str, str], list[dict]] | None = None
-        self._restart()
+        self._start()
 
     def run(self) -> StoredObject:
         """Download and verify the object; what its first response said of it."""
@@ -95,6 +95,10 @@ class Download:
         """Start over at byte 0."""
         self.out.seek(0)
         self.out.truncate()
+        self._start()
+
+    def _start(self) -> None:
+        """Expect the object's bytes from byte 0 (*out* is empty)."""
         self.written = 0
         self.first: Mapping[str, str] | None = None  # the headers of the body being received
         self.md5 = hashlib.md5(usedforsecurity=False)
@@ -118,7 +122,8 @@ class Download:
             raise DownloadRestart() from None
         try:
             if is_large(response_headers):
-                self._restart()
+                if self.written:
+                    self._restart()
                 self.manifest = (response_headers, json.loads(b"".join(body)))
                 return
             self._accept(response_headers)
