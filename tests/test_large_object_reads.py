@@ -214,3 +214,18 @@ def test_a_large_object_download_cut_mid_segment_resumes_each_segment(
     finally:
         container.close()
         cluster.stop()
+
+
+def test_a_range_of_a_nested_manifest_gives_the_leaf_ranges_it_covers(
+        swift_container, nested, tmp_path, devswift):
+    data, _ = nested
+    conn = raw_connection(devswift)
+    inner = f"/{swift_container.segment_container}/pending/x"
+    etag = conn.head_object(swift_container.segment_container, "pending/x")["etag"].strip('"')
+    conn.put_object(swift_container.container, "ranged", json.dumps([
+        {"path": inner, "etag": etag, "range": f"{MIB - 10}-{2 * MIB + 99}"},
+        {"path": inner, "etag": etag, "range": f"{3 * MIB}-{3 * MIB + 4}"}]),
+        query_string="multipart-manifest=put")
+    conn.close()
+    swift_container.download("ranged", str(tmp_path / "out"))
+    assert read(tmp_path / "out") == data[MIB - 10:2 * MIB + 100] + data[3 * MIB:3 * MIB + 5]

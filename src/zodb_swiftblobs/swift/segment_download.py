@@ -10,7 +10,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, wait
 from dataclasses import replace
 
 from swiftclient import client as swift
@@ -71,17 +71,24 @@ class SegmentDownload:
         return stored
 
     def _wait(self, futures: list[Future]) -> None:
-        """Wait for every segment; on the first failure stop the others and raise it."""
+        """Wait for every segment; on the first failure (or an interruption)
+        stop the others, wait until none is running, and raise it."""
         try:
-            for future in futures:
-                future.result()
+            done, running = wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:
-            self.stopped.set()
-            for future in futures:
-                future.cancel()
-            failures = [future.exception() for future in futures if not future.cancelled()]
-            raise next(failure for failure in failures
-                       if failure is not None and not isinstance(failure, _Stopped)) from None
+            self._stop(futures)
+            raise
+        if running or any(future.exception() for future in done):
+            self._stop(futures)
+            raise next(future.exception() for future in futures
+                       if not future.cancelled() and future.exception() is not None
+                       and not isinstance(future.exception(), _Stopped))
+
+    def _stop(self, futures: list[Future]) -> None:
+        self.stopped.set()
+        for future in futures:
+            future.cancel()
+        wait(futures)
 
     def _fetch(self, index: int, count: int, segment: dict, offset: int,
                write_at: WriteAt) -> None:
