@@ -157,11 +157,15 @@ def test_examine_reports_a_missing_nested_manifest_or_leaf(swift_container, nest
     problem, _ = swift_container.examine_large_object("big")
     assert problem == f"its segment /{swift_container.segment_container}/{segments[2]} " \
                       "is missing"
+    with pytest.raises(ChecksumMismatchError, match=f"its segment .*{segments[2]} is missing"):
+        swift_container.check("big")
     conn.delete_object(swift_container.segment_container, "pending/x")
     conn.close()
     problem, _ = swift_container.examine_large_object("big")
     assert problem == f"its segment /{swift_container.segment_container}/pending/x is missing"
     assert not swift_container.holds_file("big", str(tmp_path / "big"))
+    with pytest.raises(ChecksumMismatchError, match="its segment .*/pending/x is missing"):
+        swift_container.download("big", str(tmp_path / "out"))
 
 
 def test_a_scheduled_deletion_covers_the_nested_manifest_and_its_segments(

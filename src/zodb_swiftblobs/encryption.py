@@ -325,9 +325,9 @@ class ScatteredDecryptor:
         """Take the ciphertext *data* found at *offset*."""
         view = memoryview(data)
         while view:
-            index, within = divmod(offset, self._step)
-            if index >= self._chunks:
+            if offset >= self._size:
                 raise DecryptionFailed("more ciphertext than the object has")
+            index, within = divmod(offset, self._step)
             length = min(self._step, self._size - index * self._step)
             taken = min(len(view), length - within)
             if taken == length:

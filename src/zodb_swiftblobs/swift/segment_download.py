@@ -50,8 +50,11 @@ class SegmentDownload:
 
     def run(self) -> StoredObject:
         """Fetch, verify and write every segment; what the manifest says of the object."""
-        segments = expand(self.transport, self.entries, name=self.name, operation="download",
-                          budget=self.budget).complete(self.name, "download").segments
+        manifest = expand(self.transport, self.entries, name=self.name, operation="download",
+                          budget=self.budget)
+        if manifest.missing:
+            raise self.mismatch(f"its segment {manifest.missing[0]} is missing")
+        segments = manifest.segments
         lengths = [segment_length(segment) for segment in segments]
         offsets = list(itertools.accumulate(lengths, initial=0))
         size = offsets[-1]
