@@ -120,7 +120,7 @@ def test_ciphertext_arriving_in_pieces_in_any_order_is_decrypted_at_its_offsets(
         random.shuffle(pieces)
         out = bytearray(size)
 
-        def write_at(plaintext, offset):
+        def write_at(plaintext, offset, out=out):
             out[offset:offset + len(plaintext)] = plaintext
         decryptor = cipher.scattered_writer(len(whole), write_at)
         for offset, piece in pieces[:-1]:
