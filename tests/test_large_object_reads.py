@@ -12,7 +12,8 @@ from swiftclient import client as swift
 
 from conftest import corrupt_on_disk, credentials_for, read, wait_for_logged
 from zodb_swiftblobs.encryption import CHUNK_SIZE, TAG_SIZE, Keyring
-from zodb_swiftblobs.swift import ChecksumMismatchError, SwiftContainer, file_md5
+from zodb_swiftblobs.swift import (ChecksumMismatchError, SwiftContainer, SwiftUnavailableError,
+                                  file_md5)
 
 KEY = "ab" * 32
 MIB = 1 << 20
@@ -234,3 +235,14 @@ def test_a_range_of_a_nested_manifest_gives_the_leaf_ranges_it_covers(
     conn.close()
     swift_container.download("ranged", str(tmp_path / "out"))
     assert read(tmp_path / "out") == data[MIB - 10:2 * MIB + 100] + data[3 * MIB:3 * MIB + 5]
+
+
+def test_a_segment_download_past_its_deadline_stops_every_segment(swift_container,
+                                                                   tmp_path):
+    (tmp_path / "big").write_bytes(os.urandom(32 * MIB))
+    swift_container.upload("big", str(tmp_path / "big"))
+    with pytest.raises(SwiftUnavailableError, match="exceeded in segment"):
+        swift_container.download("big", str(tmp_path / "out"), deadline=0.01)
+    assert os.listdir(tmp_path) == ["big"], "no partial file is left"
+    swift_container.download("big", str(tmp_path / "out"))
+    assert read(tmp_path / "out") == read(tmp_path / "big")
