@@ -46,7 +46,9 @@ class Row:
 @dataclass
 class Ratio:
     """Median of *subject* in row *key* over the median of *reference* in row
-    *reference_key*; met when at least *at_least* or at most *at_most*."""
+    *reference_key*; met when at least *at_least* or at most *at_most*.
+    *label* names the reference in the target (by default: *reference*, or
+    "without eviction" for another row)."""
 
     key: str
     subject: str
@@ -54,12 +56,14 @@ class Ratio:
     reference: str
     at_least: float | None = None
     at_most: float | None = None
+    label: str | None = None
 
     def evaluate(self, rows: dict[str, Row]) -> tuple[str, str, bool | None]:
         value = rows[self.key].median(self.subject)
         base = rows[self.reference_key].median(self.reference)
         bound = f">= {self.at_least:g}" if self.at_least is not None else f"<= {self.at_most:g}"
-        name = self.reference if self.reference_key == self.key else "without eviction"
+        name = self.label or (self.reference if self.reference_key == self.key
+                              else "without eviction")
         target = f"{bound} x {name}"
         if value is None or not base:
             return "-", target, None

@@ -1,6 +1,6 @@
 """Measure zodb-swiftblobs against the limits of its Swift cluster and local disk.
 
-Starts an embedded Swift, then runs each workload (W1-W10) several times,
+Starts an embedded Swift, then runs each workload (W1-W10, R1) several times,
 interleaving three subjects in every repetition: python-swiftclient alone
 (``raw``), ZODB's BlobStorage over FileStorage (``local``) and
 SwiftBlobStorage over FileStorage (W9: also over RelStorage on SQLite).
@@ -33,13 +33,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import SUBJECT_NAMES, plain, rst, table  # noqa: E402
 from subjects import Databases, RawSwift  # noqa: E402
 from concurrency import WORKLOADS as CONCURRENT_WORKLOADS  # noqa: E402
+from reads import WORKLOADS as READ_WORKLOADS  # noqa: E402
 from workloads import FULL, QUICK, Bench, close  # noqa: E402
 from workloads import WORKLOADS as SINGLE_WRITER_WORKLOADS  # noqa: E402
 from zodb_swiftblobs.testing.devswift import DevSwift  # noqa: E402
 
 README_START = ".. benchmark-table-start"
 README_END = ".. benchmark-table-end"
-WORKLOADS = {**SINGLE_WRITER_WORKLOADS, **CONCURRENT_WORKLOADS}
+WORKLOADS = {**SINGLE_WRITER_WORKLOADS, **CONCURRENT_WORKLOADS, **READ_WORKLOADS}
 
 
 def machine(devices: str) -> dict[str, str]:

@@ -275,11 +275,12 @@ class Databases:
                       **options) -> SwiftBlobStorage:
         """SwiftBlobStorage over *base*, by default a FileStorage (reopened when
         *label* is reused), with the cache directory *cache* (a new one is a
-        cold cache) and other keyword *options* of SwiftBlobStorage."""
+        cold cache) and other keyword *options* of SwiftBlobStorage (the
+        run's large object threshold and segment size unless given)."""
         if self.large_object_threshold:
-            options.update(large_object_threshold=self.large_object_threshold)
+            options.setdefault("large_object_threshold", self.large_object_threshold)
         if self.segment_size:
-            options.update(segment_size=self.segment_size)
+            options.setdefault("segment_size", self.segment_size)
         if base is None:
             base = ZODB.FileStorage.FileStorage(
                 os.path.join(self._directory(label), "Data.fs"))

@@ -43,13 +43,16 @@ class Sizes:
     big_commit_blob: int = 256 * MIB  # W9: the blob committed beside small commits
     small_commits_alone: int = 20   # W9: small commits timed alone first
     writer_blob: int = 16 * MIB     # W10: each writer's blob
+    big_read: int = 256 * MIB       # R1: the big blob read cold
+    big_read_segment: int = 32 * MIB  # R1: its segments
 
 
 FULL = Sizes()
 QUICK = Sizes(blobs=16, small_commits=30, warm_passes=3, large_blob=48 * MIB,
               large_object_threshold=16 * MIB, segment_size=8 * MIB, orphans=400,
               cache_entries=4_000, latency_seconds=0.5, listed_objects=3_000,
-              big_commit_blob=16 * MIB, small_commits_alone=10, writer_blob=4 * MIB)
+              big_commit_blob=16 * MIB, small_commits_alone=10, writer_blob=4 * MIB,
+              big_read=16 * MIB, big_read_segment=4 * MIB)
 
 
 class Bench:

@@ -9,7 +9,7 @@ import sys
 from conftest import child_environment
 
 BENCHMARK = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "run.py")
-WORKLOADS = {f"W{n}" for n in range(1, 11)}
+WORKLOADS = {f"W{n}" for n in range(1, 11)} | {"R1"}
 
 
 def test_quick_run_reports_every_workload_with_its_ratio(tmp_path):

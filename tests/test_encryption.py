@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -107,6 +108,34 @@ def test_keys_are_parsed_from_base64_urlsafe_base64_and_hex_never_echoed():
             Keyring.from_text(bad)
         if bad:
             assert bad not in str(info.value)
+
+
+def test_ciphertext_arriving_in_pieces_in_any_order_is_decrypted_at_its_offsets():
+    cipher = Keyring.from_text(KEY_A).new_cipher()
+    for size in (0, CHUNK_SIZE, 5 * CHUNK_SIZE + 7):
+        data = os.urandom(size)
+        whole = cipher.reader(io.BytesIO(data), size).read()
+        pieces = [(offset, whole[offset:offset + 30_001])
+                  for offset in range(0, len(whole), 30_001)]
+        random.shuffle(pieces)
+        out = bytearray(size)
+
+        def write_at(plaintext, offset, out=out):
+            out[offset:offset + len(plaintext)] = plaintext
+        decryptor = cipher.scattered_writer(len(whole), write_at)
+        for offset, piece in pieces[:-1]:
+            decryptor.write_at(piece, offset)
+        with pytest.raises(DecryptionFailed, match="cut short"):
+            decryptor.finish()
+        decryptor.write_at(pieces[-1][1], pieces[-1][0])
+        decryptor.finish()
+        assert out == data
+    flipped = bytearray(whole)
+    flipped[-1] ^= 1
+    with pytest.raises(DecryptionFailed):
+        cipher.scattered_writer(len(whole), write_at).write_at(bytes(flipped), 0)
+    with pytest.raises(DecryptionFailed, match="more ciphertext"):
+        cipher.scattered_writer(len(whole), write_at).write_at(b"x", len(whole))
 
 
 def test_any_ciphertext_range_is_the_same_bytes_and_tampering_fails():

@@ -279,9 +279,11 @@ def test_downloads_send_no_head_request(swift_container, tmp_path, devswift):
     swift_container.download("big", str(tmp_path / "big-back"))
     assert read(tmp_path / "small-back") == small and read(tmp_path / "big-back") == big
     gets = wait_for_logged(devswift, f" GET /v1/AUTH_test/{swift_container.container}/",
-                           count=3)
-    assert len(gets) == 3, \
-        "one GET for the plain object; the manifest, then the content, for the large one"
+                           count=2)
+    assert len(gets) == 2, "one GET for the plain object, one for the large one's manifest"
+    segment_gets = wait_for_logged(
+        devswift, f" GET /v1/AUTH_test/{swift_container.segment_container}/big/", count=6)
+    assert len(segment_gets) == 6, "then one GET for each of its segments"
     assert not logged(devswift, f" HEAD /v1/AUTH_test/{swift_container.container}/")
 
 

@@ -22,7 +22,8 @@ import binascii
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import BinaryIO
 
 CHUNK_SIZE = 64 << 10
@@ -211,6 +212,12 @@ class ObjectCipher:
         """A writer decrypting the ciphertext written to it into *out*."""
         return DecryptingWriter(out, self)
 
+    def scattered_writer(self, ciphertext_size: int,
+                         write_at: Callable[[bytes, int], None]) -> ScatteredDecryptor:
+        """A writer decrypting a ciphertext of *ciphertext_size* bytes that
+        arrives in pieces at any offsets; see :class:`ScatteredDecryptor`."""
+        return ScatteredDecryptor(self, ciphertext_size, write_at)
+
 
 class EncryptedReader:
     """A seekable, readable view of the ciphertext of an open plaintext file
@@ -295,3 +302,57 @@ class DecryptingWriter:
         self._out.write(self._cipher.decrypt_chunk(self._index, bytes(self._pending), last))
         self._pending.clear()
         self._index += 1
+
+
+class ScatteredDecryptor:
+    """Decrypts a ciphertext of *size* bytes that arrives in pieces, each at
+    its offset, in any order and from several threads at once: a chunk is
+    decrypted as soon as all of its bytes have arrived, and its plaintext
+    handed to ``write_at(plaintext, offset)``.  Memory holds the chunks that
+    have partly arrived.  :meth:`finish` checks that every chunk was."""
+
+    def __init__(self, cipher: ObjectCipher, size: int,
+                 write_at: Callable[[bytes, int], None]) -> None:
+        self._cipher, self._write_at = cipher, write_at
+        self._step = cipher.chunk_size + TAG_SIZE
+        self._size = size
+        self._chunks = -(-size // self._step)
+        self._partial: dict[int, tuple[bytearray, int]] = {}
+        self._decrypted = 0
+        self._lock = threading.Lock()
+
+    def write_at(self, data: bytes, offset: int) -> None:
+        """Take the ciphertext *data* found at *offset*."""
+        view = memoryview(data)
+        while view:
+            if offset >= self._size:
+                raise DecryptionFailed("more ciphertext than the object has")
+            index, within = divmod(offset, self._step)
+            length = min(self._step, self._size - index * self._step)
+            taken = min(len(view), length - within)
+            if taken == length:
+                self._decrypt(index, bytes(view[:taken]))
+            else:
+                self._add(index, within, view[:taken], length)
+            view, offset = view[taken:], offset + taken
+
+    def finish(self) -> None:
+        """DecryptionFailed unless every chunk has been decrypted."""
+        if not self._chunks or self._decrypted != self._chunks:
+            raise DecryptionFailed("the ciphertext is cut short")
+
+    def _add(self, index: int, within: int, piece: memoryview, length: int) -> None:
+        with self._lock:
+            buffer, filled = self._partial.pop(index, None) or (bytearray(length), 0)
+            buffer[within:within + len(piece)] = piece
+            filled += len(piece)
+            if filled < length:
+                self._partial[index] = (buffer, filled)
+                return
+        self._decrypt(index, bytes(buffer))
+
+    def _decrypt(self, index: int, ciphertext: bytes) -> None:
+        plaintext = self._cipher.decrypt_chunk(index, ciphertext, index == self._chunks - 1)
+        self._write_at(plaintext, index * self._cipher.chunk_size)
+        with self._lock:
+            self._decrypted += 1

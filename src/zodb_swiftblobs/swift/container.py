@@ -18,7 +18,8 @@ from ..names import check_container
 from .auth import Credentials
 from .cluster import Cluster
 from .deletion import DeletionSchedule
-from .download import Discard, Download, cipher_of, download_file
+from .decryption import cipher_of
+from .download import Discard, Download, download_file
 from .errors import (ChecksumMismatchError, DecryptionError, NotFoundError, NotLargeObject,
                      PermanentSwiftError)
 from .large_objects import LargeObjects
@@ -41,7 +42,8 @@ class SwiftContainer:
     operation.  Files larger than *large_object_threshold* (by default 1 GiB,
     and never more than the cluster's ``max_file_size``) are uploaded as Static
     Large Objects in *segment_size* pieces, *segment_concurrency* at a time,
-    to the container ``<container>_segments``.  Object names are never reused
+    to the container ``<container>_segments``; large objects (nested ones
+    too) are downloaded that many segments at a time.  Object names are never reused
     by this package; uploading over an existing large object leaves its old
     segments behind.
 
@@ -189,16 +191,18 @@ class SwiftContainer:
         """Stream object *name* into the file *path*; verify length and checksum.
 
         The bytes go to a temporary file beside *path*, renamed to *path* once
-        verified.  A broken connection resumes with a Range request.
+        verified.  A large object's segments are fetched in parallel, each
+        checked against its manifest.  A broken connection resumes with a
+        Range request.
         """
         return download_file(self.transport, self.container, name, path, deadline,
-                             self.encryption)
+                             self.encryption, self.large_objects.executor)
 
     def check(self, name: str, *, deadline: float | None = None) -> StoredObject:
         """Read object *name* through, keeping nothing; verify length and checksum
         (ChecksumMismatchError when they do not match)."""
         return Download(self.transport, self.container, name, Discard(), deadline,
-                        self.encryption).run()
+                        self.encryption, self.large_objects.executor).run()
 
     def cipher_of(self, name: str, metadata: Mapping[str, str]) -> ObjectCipher | None:
         """The cipher of object *name* from its *metadata* (None for a plain
@@ -254,10 +258,11 @@ class SwiftContainer:
     # -- large objects ------------------------------------------------------------
 
     def examine_large_object(self, name: str) -> tuple[str | None, int | None]:
-        """What is wrong with large object *name* (a segment missing, or of
-        another size than its manifest says; None when all is in place), and
-        when Swift deletes the first of its segments scheduled for deletion
-        (None: none is), which its manifest need not show."""
+        """What is wrong with large object *name* (a segment or nested
+        manifest missing, or a segment of another size than its manifest
+        says; None when all is in place), and when Swift deletes the first
+        of its segments or nested manifests scheduled for deletion (None:
+        none is), which its manifest need not show."""
         return self.large_objects.examine(name)
 
     def holds_file(self, name: str, path: str, stored: StoredObject | None = None) -> bool:
@@ -338,7 +343,7 @@ class SwiftContainer:
         """Have Swift delete object *name* of *container* (by default this
         one; a large object with its segments) *after* seconds from now
         (X-Delete-At), unless it is scheduled already: then return when (None:
-        scheduled now).  The object keeps its metadata
+        scheduled now); a large object's nested manifests go with it.  The object keeps its metadata
         (a POST replaces it: it is sent again) and its content type gets the
         DELETION_MARK parameter, which listings show.  A large object is
         marked first, its segments after: a schedule cut short (a failure, a

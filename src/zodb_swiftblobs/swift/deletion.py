@@ -1,5 +1,6 @@
 """Deletions Swift carries out later (X-Delete-At): scheduled, cancelled and
-looked up for an object and the segments of a large object."""
+looked up for an object and, for a large object, its nested manifests and
+leaf segments."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ POST_REPLACED_HEADERS = ("content-disposition", "content-encoding", "content-lan
 
 class DeletionSchedule:
     """The scheduled deletions of the objects of *container* (and of their
-    segments, found through *large_objects*)."""
+    nested manifests and segments, found through *large_objects*)."""
 
     def __init__(self, transport: Transport, large_objects: LargeObjects,
                  container: str) -> None:
@@ -48,8 +49,8 @@ class DeletionSchedule:
         """As :meth:`.SwiftContainer.cancel_deletion`."""
         headers = self._head_in(self.container, name)
         cancelled = False
-        if is_large(headers):
-            for container, segment in self.large_objects.segment_paths(name):
+        if is_large(headers):  # leaf segments first, nested manifests after
+            for container, segment in reversed(self.large_objects.segment_paths(name)):
                 segment_headers = self._head_in(container, segment)
                 if segment_headers.get("x-delete-at"):
                     self._post_deletion(container, segment, segment_headers, None)

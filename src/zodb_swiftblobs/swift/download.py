@@ -1,5 +1,7 @@
-"""Streamed downloads: resumed with a Range request after a broken connection,
-checked against the object's MD5 (or each segment's), decrypted as they arrive."""
+"""Streamed downloads, verified: a plain object checked against its MD5 as
+it arrives, a large object's segments fetched in parallel (see
+:mod:`.segment_download`); resumed with a Range request after a broken
+connection, decrypted as they arrive."""
 
 from __future__ import annotations
 
@@ -7,29 +9,33 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
-from ..encryption import DecryptionFailed, Keyring, KeyNotConfigured, ObjectCipher
+from ..encryption import Keyring, ObjectCipher
 from ..partial_files import make_partial_file
-from .errors import (ChecksumMismatchError, DecryptionError, DownloadRestart, MissingKeyError,
-                     SwiftUnavailableError)
-from .objects import StoredObject, encryption_header, is_large, stored_object
+from .decryption import cipher_of, decrypting
+from .errors import ChecksumMismatchError, DownloadRestart, SwiftUnavailableError
+from .objects import StoredObject, is_large, stored_object
+from .segment_download import SegmentDownload
 from .transport import CHUNK_SIZE, MIB, Transport
 
 log = logging.getLogger(__name__)
 
 
 def download_file(transport: Transport, container: str, name: str, path: str,
-                  deadline: float | None, keyring: Keyring | None) -> StoredObject:
+                  deadline: float | None, keyring: Keyring | None,
+                  executor: Callable[[], Executor]) -> StoredObject:
     """Stream object *name* into the file *path*, through a partial file beside
     it renamed to *path* once verified."""
     descriptor, partial = make_partial_file(path)
     try:
         with os.fdopen(descriptor, "wb") as out:
-            stored = Download(transport, container, name, out, deadline, keyring).run()
+            stored = Download(transport, container, name, out, deadline, keyring,
+                              executor).run()
         os.replace(partial, path)
         return stored
     except BaseException:
@@ -37,85 +43,89 @@ def download_file(transport: Transport, container: str, name: str, path: str,
         raise
 
 
-def cipher_of(name: str, metadata: Mapping[str, str],
-              keyring: Keyring | None) -> ObjectCipher | None:
-    """The cipher of object *name* from its *metadata* (None for a plain
-    object).  MissingKeyError when its key is not in *keyring*,
-    DecryptionError when its encryption metadata is malformed."""
-    header = encryption_header(metadata)
-    if header is None:
-        return None
-    if keyring is None:
-        key = header.split()[1] if len(header.split()) > 1 else "?"
-        raise MissingKeyError(f"it is encrypted (key id {key}) and no encryption key is "
-                              "configured", operation="decryption", name=name)
-    return _decrypting(name, lambda: keyring.cipher_for(header))
-
-
 class Download:
-    """One download of object *name* into *out* (write, seek and truncate),
+    """One download of object *name* into *out* (a file, or :class:`Discard`),
     verified, within *deadline* seconds (by default the transport's, plus one
     second per MiB of the object).
 
-    A plain object is checked against its ETag.  For a large object the
-    first request returns its manifest instead (``multipart-manifest=get``
-    is ignored by plain objects, so no HEAD is needed to tell them apart),
-    and each segment's bytes are checked against the MD5 in the manifest.
+    The first request asks for a large object's manifest
+    (``multipart-manifest=get`` is ignored by plain objects, so no HEAD is
+    needed to tell them apart).  A plain object is checked against its ETag;
+    a large object's segments are fetched in the threads of *executor*
+    (called for it), each checked against the MD5 in its manifest entry.
     """
 
     def __init__(self, transport: Transport, container: str, name: str, out,
-                 deadline: float | None, keyring: Keyring | None) -> None:
+                 deadline: float | None, keyring: Keyring | None,
+                 executor: Callable[[], Executor]) -> None:
         self.transport, self.container, self.name = transport, container, name
-        self.out, self.keyring = out, keyring
+        self.out, self.keyring, self.executor = out, keyring, executor
         self.budget = transport.budget(deadline)
         self._extend_budget = deadline is None  # once, by the size of the body
-        self.spans: list[tuple[int, str | None]] | None = None  # of a large object
-        self._restart()
+        self.manifest: tuple[Mapping[str, str], list[dict]] | None = None
+        self._start()
 
     def run(self) -> StoredObject:
         """Download and verify the object; what its first response said of it."""
         self.transport.call("download", self.name, self._get, budget=self.budget)
+        if self.manifest is not None:
+            headers, entries = self.manifest
+            return SegmentDownload(
+                self.transport, self.name, headers, entries, self._writer_at(),
+                budget=self.budget, extend_budget=self._extend_budget, keyring=self.keyring,
+                executor=self.executor()).run()
         stored = stored_object(self.name, self.first)
         if self.written != stored.size:
-            raise ChecksumMismatchError(
-                f"received {self.written} bytes, expected {stored.size}",
-                operation="download", name=self.name,
-                transaction_id=self.first.get("x-trans-id"))
-        self.checker.finish()
+            raise self._mismatch(f"received {self.written} bytes, expected {stored.size}")
+        received = self.md5.hexdigest()
+        if stored.md5 is not None and received != stored.md5:
+            raise self._mismatch(f"received bytes have MD5 {received}, expected {stored.md5}")
         if self.sink is not self.out:
             self.sink.finish()
         return stored
 
-    def _restart(self, same_object: bool = False) -> None:
-        """Start over at byte 0 (the manifest is kept for *same_object*)."""
+    def _writer_at(self) -> Callable[[bytes, int], None]:
+        """How a large object's bytes are written at their offsets into *out*."""
+        if isinstance(self.out, Discard):
+            return self.out.write_at
+        descriptor = self.out.fileno()
+        return lambda data, offset: _write_at(descriptor, data, offset)
+
+    def _restart(self) -> None:
+        """Start over at byte 0."""
         self.out.seek(0)
         self.out.truncate()
+        self._start()
+
+    def _start(self) -> None:
+        """Expect the object's bytes from byte 0 (*out* is empty)."""
         self.written = 0
         self.first: Mapping[str, str] | None = None  # the headers of the body being received
-        self.spans = self.spans if same_object else None
-        self.checker: _SpanChecker | None = None
+        self.md5 = hashlib.md5(usedforsecurity=False)
         self.sink = None
 
     def _get(self, url: str, token: str, http: tuple) -> None:
         """One attempt: request the object (from where the last one stopped)
-        and receive its bytes."""
+        and receive its bytes (or a large object's manifest)."""
         if self.first and self.written >= stored_object(self.name, self.first).size:
             return
         headers = {"Range": f"bytes={self.written}-"} if self.written else {}
-        query = None if self.spans is not None else "multipart-manifest=get"
         try:
             response_headers, body = swift.get_object(
-                url, token, self.container, self.name, http_conn=http, query_string=query,
-                resp_chunk_size=CHUNK_SIZE, headers=headers)
+                url, token, self.container, self.name, http_conn=http,
+                query_string="multipart-manifest=get", resp_chunk_size=CHUNK_SIZE,
+                headers=headers)
         except ClientException as exc:
             if exc.http_status != 416 or not self.written:
                 raise
             self._restart()  # the object shrank under us
             raise DownloadRestart() from None
         try:
-            if self.spans is None and is_large(response_headers):
-                self.spans = manifest_spans(json.loads(b"".join(body)))
-                raise DownloadRestart()  # now its content
+            if is_large(response_headers):
+                if self.written:
+                    self._restart()
+                self.manifest = (response_headers, json.loads(b"".join(body)))
+                return
             self._accept(response_headers)
             self._receive(response_headers, body)
         finally:
@@ -131,7 +141,7 @@ class Download:
             raise DownloadRestart()
         content_range = headers.get("content-range")
         if content_range is None:
-            self._restart(same_object=True)  # the Range was ignored: this body starts at byte 0
+            self._restart()  # the Range was ignored: this body starts at byte 0
             self.first = headers
         elif not content_range.startswith(f"bytes {self.written}-"):
             self._restart()
@@ -139,10 +149,8 @@ class Download:
 
     def _receive(self, headers: Mapping[str, str], body) -> None:
         """Write and check the bytes of an accepted response."""
-        if self.checker is None:
+        if self.sink is None:
             stored = stored_object(self.name, headers)
-            self.checker = _SpanChecker(self.spans or [(stored.size, stored.md5)], self.name,
-                                        headers)
             cipher = cipher_of(self.name, stored.metadata, self.keyring)
             self.sink = self.out if cipher is None else _DecryptingSink(self.name, cipher,
                                                                         self.out)
@@ -153,12 +161,16 @@ class Download:
             log.debug("resuming download of %r at byte %d", self.name, self.written)
         for chunk in body:
             self.sink.write(chunk)
-            self.checker.update(chunk)
+            self.md5.update(chunk)
             self.written += len(chunk)
             if self.budget.remaining() <= 0:
                 raise SwiftUnavailableError(
                     f"deadline of {self.budget.seconds:.0f}s exceeded after "
                     f"{self.written} bytes", operation="download", name=self.name)
+
+    def _mismatch(self, message: str) -> ChecksumMismatchError:
+        return ChecksumMismatchError(message, operation="download", name=self.name,
+                                     transaction_id=self.first.get("x-trans-id"))
 
 
 class Discard:
@@ -173,6 +185,9 @@ class Discard:
     def truncate(self) -> int:
         return 0
 
+    def write_at(self, data: bytes, offset: int) -> None:
+        """Keep nothing of *data*, wherever it goes."""
+
 
 class _DecryptingSink:
     """A download's sink that decrypts object *name* into *out*."""
@@ -181,84 +196,19 @@ class _DecryptingSink:
         self._name, self._writer = name, cipher.writer(out)
 
     def write(self, data: bytes) -> int:
-        return _decrypting(self._name, lambda: self._writer.write(data))
+        return decrypting(self._name, lambda: self._writer.write(data))
 
     def finish(self) -> None:
         """Decrypt the last chunk: a download is complete only then."""
-        _decrypting(self._name, self._writer.finish)
+        decrypting(self._name, self._writer.finish)
 
 
-def _decrypting(name: str, step):
-    """Run *step*; a decryption failure becomes a DecryptionError (or a
-    MissingKeyError) naming object *name*."""
-    failure = None
-    try:
-        return step()
-    except KeyNotConfigured as exc:
-        failure = MissingKeyError(str(exc), operation="decryption", name=name)
-    except DecryptionFailed as exc:
-        failure = DecryptionError(str(exc), operation="decryption", name=name)
-    raise failure
-
-
-def manifest_spans(manifest: list[dict]) -> list[tuple[int, str | None]]:
-    """(length, MD5) of each segment of a large object's manifest; the MD5 is
-    None where the manifest's hash is not that of the bytes served (a range
-    of a segment, or a nested large object)."""
-    return [(int(segment["bytes"]) if "range" not in segment else _range_length(segment),
-             None if segment.get("sub_slo") or "range" in segment else segment["hash"])
-            for segment in manifest]
-
-
-def _range_length(segment: dict) -> int:
-    first, _, last = segment["range"].partition("-")
-    return int(last) - int(first) + 1
-
-
-class _SpanChecker:
-    """Checks the MD5 of each span of a byte stream as the bytes arrive: the
-    whole object, or each segment of a large object."""
-
-    def __init__(self, spans: list[tuple[int, str | None]], name: str,
-                 headers: Mapping[str, str]) -> None:
-        self._spans, self._name, self._headers = spans, name, headers
-        self._index, self._filled = 0, 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
-
-    def update(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            if self._index >= len(self._spans):
-                raise self._mismatch("more bytes than the object has")
-            length = self._spans[self._index][0]
-            taken = min(len(view), length - self._filled)
-            self._md5.update(view[:taken])
-            self._filled += taken
-            view = view[taken:]
-            if self._filled == length:
-                self._end_span()
-
-    def finish(self) -> None:
-        """Check the spans not ended yet (empty ones); all must have been received."""
-        while self._index < len(self._spans) and self._spans[self._index][0] == self._filled:
-            self._end_span()
-        if self._index < len(self._spans):
-            raise self._mismatch("fewer bytes than the object has")
-
-    def _end_span(self) -> None:
-        expected = self._spans[self._index][1]
-        received = self._md5.hexdigest()
-        if expected is not None and received != expected:
-            where = f"segment {self._index + 1} of {len(self._spans)}: " \
-                if len(self._spans) > 1 else ""
-            raise self._mismatch(f"{where}received bytes have MD5 {received}, "
-                                 f"expected {expected}")
-        self._index, self._filled = self._index + 1, 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
-
-    def _mismatch(self, message: str) -> ChecksumMismatchError:
-        return ChecksumMismatchError(message, operation="download", name=self._name,
-                                     transaction_id=self._headers.get("x-trans-id"))
+def _write_at(descriptor: int, data: bytes, offset: int) -> None:
+    """Write all of *data* at *offset* of the open file *descriptor*."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _remove(path: str) -> None:

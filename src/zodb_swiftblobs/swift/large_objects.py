@@ -21,6 +21,8 @@ from ..names import SEGMENT_CONTAINER_SUFFIX
 from .cluster import Cluster
 from .errors import NotFoundError, SwiftError, SwiftUnavailableError
 from .listing import BulkDeleter
+from .manifests import (Manifest, expand, get_manifest, segment_length, segment_md5,
+                        split_path)
 from .objects import StoredObject, metadata_of
 from .transport import TimeBudget, Transport, raise_for_bulk_result
 from .upload import Uploader, UploadSource
@@ -131,7 +133,7 @@ class LargeObjects:
         """Copy large object *source* to *destination*, with copies of its segments
         (so that deleting either object never breaks the other)."""
         def copier(segment: dict) -> Callable[[str], ManifestEntry]:
-            container, _, name = segment["name"].lstrip("/").partition("/")
+            container, name = split_path(segment["name"])
 
             def copy(copied: str) -> ManifestEntry:
                 self.transport.call("segment copy", copied, lambda u, t, h: swift.copy_object(
@@ -198,15 +200,23 @@ class LargeObjects:
             raise ClientException("not found", http_status=404)
 
     def manifest(self, name: str, *, operation: str = "manifest",
-                 deadline: float | None = None, budget: TimeBudget | None = None,
-                 container: str | None = None) -> list[dict]:
-        """The manifest of large object *name* of *container* (by default this
-        one), as Swift lists it (within *budget*, else *deadline* seconds)."""
-        container = container or self.container
-        _, body = self.transport.call(operation, name, lambda u, t, h: swift.get_object(
-            u, t, container, name, query_string="multipart-manifest=get", http_conn=h),
-            deadline=deadline, budget=budget)
-        return json.loads(body)
+                 deadline: float | None = None,
+                 budget: TimeBudget | None = None) -> list[dict]:
+        """The leaf segments of large object *name*, as Swift lists them (nested
+        manifests expanded; NotFoundError when one is missing), within
+        *budget*, else *deadline* seconds."""
+        return self.read_manifest(name, operation=operation, deadline=deadline,
+                                  budget=budget).complete(name, operation).segments
+
+    def read_manifest(self, name: str, *, operation: str = "manifest",
+                      deadline: float | None = None,
+                      budget: TimeBudget | None = None) -> Manifest:
+        """The manifest of large object *name*, nested manifests expanded
+        (those missing noted), within *budget*, else *deadline* seconds."""
+        budget = budget or self.transport.budget(deadline)
+        _, entries = get_manifest(self.transport, self.container, name, operation=operation,
+                                  budget=budget)
+        return expand(self.transport, entries, name=name, operation=operation, budget=budget)
 
     def manifest_stored(self, name: str, prefix: str, budget: TimeBudget, *,
                         container: str) -> bool | None:
@@ -215,9 +225,9 @@ class LargeObjects:
         Swift; None when that cannot be told within what is left of *budget*
         (one attempt when nothing is)."""
         try:
-            segments = self.manifest(name, operation="manifest check",
-                                     deadline=max(0.0, budget.remaining()),
-                                     container=container)
+            _, segments = get_manifest(self.transport, container, name,
+                                       operation="manifest check",
+                                       budget=TimeBudget(max(0.0, budget.remaining())))
         except NotFoundError:
             return False
         except (SwiftError, ValueError):
@@ -234,9 +244,13 @@ class LargeObjects:
 
     def examine(self, name: str) -> tuple[str | None, int | None]:
         """What is wrong with large object *name* (None: nothing), and when the
-        first of its segments scheduled for deletion goes (None: none is)."""
-        problem, deletions = None, []
-        for segment in self.manifest(name):
+        first of its segments or nested manifests scheduled for deletion goes
+        (None: none is)."""
+        manifest = self.read_manifest(name)
+        problem = f"its segment {manifest.missing[0]} is missing" if manifest.missing else None
+        deletions = [int(headers["x-delete-at"]) for _, headers in manifest.nested
+                     if headers.get("x-delete-at")]
+        for segment in manifest.segments:
             segment_problem, delete_at = self._segment_state(segment)
             problem = problem or segment_problem
             if delete_at is not None:
@@ -246,22 +260,23 @@ class LargeObjects:
     def holds(self, name: str, source: UploadSource) -> bool:
         """Whether the segments of large object *name* hold the bytes of *source*,
         each in place and of the MD5 of its part of them."""
-        segments = self.manifest(name)
-        offsets = list(itertools.accumulate((int(s["bytes"]) for s in segments), initial=0))
-        if offsets[-1] != source.size:
+        manifest = self.read_manifest(name)
+        segments = manifest.segments
+        offsets = list(itertools.accumulate(map(segment_length, segments), initial=0))
+        if manifest.missing or offsets[-1] != source.size:
             return False
 
         def matches(index: int) -> bool:
             segment = segments[index]
             return self._segment_state(segment)[0] is None and \
-                source.md5(offsets[index], int(segment["bytes"])) == segment["hash"]
+                source.md5(offsets[index], segment_length(segment)) == segment_md5(segment)
         return all(self.executor().map(matches, range(len(segments))))
 
     def segment_groups(self, name: str) -> set[str]:
         """The segment prefixes (see :func:`segment_group`) that the manifest of
         large object *name* refers to; empty when there is no such object."""
         try:
-            segments = self.manifest(name)
+            segments = self.read_manifest(name).segments
         except NotFoundError:
             return set()
         container_path = f"/{self.segment_container}/"
@@ -270,14 +285,16 @@ class LargeObjects:
         return {group[1] for group in groups if group is not None}
 
     def segment_paths(self, name: str) -> list[tuple[str, str]]:
-        """(container, name) of each segment of large object *name*."""
-        return [tuple(segment["name"].lstrip("/").split("/", 1))
-                for segment in self.manifest(name)]
+        """(container, name) of each nested manifest (outermost first), then of
+        each leaf segment, of large object *name* (those found)."""
+        manifest = self.read_manifest(name)
+        return [split_path(path) for path, _ in manifest.nested] + \
+            [split_path(segment["name"]) for segment in manifest.segments]
 
     def _segment_state(self, segment: dict) -> tuple[str | None, int | None]:
         """What is wrong with a manifest's *segment* (None: nothing), and when
         Swift deletes it (None: not scheduled)."""
-        container, _, object_name = segment["name"].lstrip("/").partition("/")
+        container, object_name = split_path(segment["name"])
         try:
             headers = self.transport.call("head", object_name, lambda u, t, h: (
                 swift.head_object(u, t, container, object_name, http_conn=h)))
