@@ -236,6 +236,8 @@ BAD_SETTINGS = [
     ("segment-concurrency 0", "segment_concurrency"),
     ("upload-concurrency 0", "upload_concurrency"),
     ("upload-concurrency 2.5", "2.5"),
+    ("early-upload-threshold 0", "early_upload_threshold"),
+    ("commit-lease 0", "commit_lease"),
     ("large-object-threshold 0", "large_object_threshold"),
     ("segment-size 0", "segment_size"),
     ("segment-size big", "big"),

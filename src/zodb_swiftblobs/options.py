@@ -181,9 +181,10 @@ OPTIONS: tuple[Option, ...] = (
                name, value, number=True)),
     _container("large_object_threshold", SIZE, "Files larger than this are uploaded as "
                "Static Large Objects (default 1GB, at most the cluster's max_file_size)."),
-    _container("segment_size", SIZE, "The size of a large object's segments."),
+    _container("segment_size", SIZE, "The size of a large object's segments (and of a "
+               "big blob's, uploaded before the commit lock)."),
     _container("segment_concurrency", COUNT, "How many segments of a large object are "
-               "uploaded at a time."),
+               "uploaded, or downloaded, at a time."),
     Option("temp_url_key", TEXT, None, "The key of blob_url's TempURLs (default: the "
            "container's or the account's Temp-URL-Key).", check=_nonempty_text),
     Option("create_container", FLAG, True, "Create the container when it is missing; "
