@@ -111,9 +111,7 @@ class BlobCommit:
         self.begin.begin()
         if learn_tid is not None and self.tid is None:
             self.tid = learn_tid()
-            for oid in list(self._staged) + list(self._copies):
-                if oid not in self._pending:
-                    self._start(oid)
+            self._start_known()
 
     def prepare(self) -> None:
         """Before the base's commit lock: wait for the pending uploads (raise
@@ -135,11 +133,7 @@ class BlobCommit:
         within about one deadline however many blobs wait in the queue."""
         if self.tid is None and (self._staged or self._copies):
             self.tid = learn_tid()
-            for oid in list(self._staged) + list(self._copies):
-                if oid not in self._pending:
-                    self._start(oid)
-        if self._pending:
-            self._publish_pending()
+            self._start_known()
         _wait_for([*self._work.values(), *filter(None, [self._recorded])])
         if self._lease is not None:
             self._check_lease()
@@ -187,6 +181,15 @@ class BlobCommit:
         if self._lease is not None:
             self._lease.release(delete_marker=False)
 
+    def _start_known(self) -> None:
+        """Now that the transaction id is known: start the uploads of small
+        blobs, the copies, and publishing the pending objects."""
+        for oid in list(self._staged) + list(self._copies):
+            if oid not in self._pending:
+                self._start(oid)
+        if self._pending:
+            self._publish_pending()
+
     def _uploads_early(self, path: str) -> bool:
         """Whether the staged blob file at *path* is uploaded before the lock."""
         resources = self._resources
@@ -219,6 +222,7 @@ class BlobCommit:
         """Start recording the final names in the lease's marker (for garbage
         collection, once the lease lapses), and publishing each pending object
         under its name: one request each, all at once."""
+        _wait_for(self._pending.values())  # done, unless an undo began the base early
         resources = self._resources
         names = {oid: resources.layout.object_name(oid, self.tid) for oid in self._pending}
         self._recorded = resources.pool.submit(self._lease.record, names)
