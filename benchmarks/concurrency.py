@@ -14,6 +14,7 @@ commit a blob each at the same moment, against as many parallel raw PUTs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
@@ -26,7 +27,7 @@ import ZODB
 from persistent.mapping import PersistentMapping
 
 from report import Below, Ratio
-from subjects import LOCAL, MIB, RAW, SWIFTBLOBS, Stopwatch, add_blobs, opened
+from subjects import LOCAL, MIB, RAW, SWIFTBLOBS, CpuSeconds, Stopwatch, add_blobs, opened
 from workloads import Bench, new_database, order
 
 BLOCKED_FACTOR = 10     # W9: blocked beyond this many times the median latency alone
@@ -297,10 +298,12 @@ def parallel_writers(bench: Bench, repetition: int) -> None:
     row = (key, f"{WRITERS} writers commit a {_size_label(size)} blob each, at once",
            "MiB/s")
     bench.target(key, Ratio(key, SWIFTBLOBS, key, RAW, at_least=0.8))
+    cpu = {subject: CpuSeconds(bench.server_pids) for subject in (RAW, SWIFTBLOBS)}
+    holds: list[float] = []
     for subject in order(repetition, (RAW, LOCAL, SWIFTBLOBS)):
         if subject == RAW:
             container = bench.raw.new_container("w10")
-            with Stopwatch() as watch:
+            with cpu[RAW], Stopwatch() as watch:
                 bench.raw.put_files(container, [(f"w{index}", path) for index, path in
                                                 enumerate(paths)], WRITERS)
             seconds = watch.seconds
@@ -308,13 +311,21 @@ def parallel_writers(bench: Bench, repetition: int) -> None:
             db = new_database(bench, "w10", repetition, subject, {})
             blobs = [linked_copy(bench, path, "w10", subject, str(index))
                      for index, path in enumerate(paths)]
+            locks = LockHolds(getattr(db.storage, "base", db.storage))
             try:
-                seconds = parallel_commits(db, blobs)
+                with cpu.get(subject, contextlib.nullcontext()):
+                    seconds = parallel_commits(db, blobs)
             finally:
                 db.close()
+            if subject == SWIFTBLOBS:
+                holds = sorted(locks.longest.values())
         bench.record(*row, subject, WRITERS * size / MIB / seconds)
-    bench.rows[key].note = (f"raw: {WRITERS} parallel PUTs, a connection each; ZODB: one "
-                            f"database, {WRITERS} threads with a connection each")
+    bench.rows[key].note = (
+        f"raw: {WRITERS} parallel PUTs, a connection each; ZODB: one database, {WRITERS} "
+        f"threads with a connection each; CPU seconds, this process + the embedded "
+        f"Swift's servers (2 cores): raw {cpu[RAW].text()}, swiftblobs "
+        f"{cpu[SWIFTBLOBS].text()}; each swiftblobs commit held FileStorage's commit lock "
+        f"(one after the other) {', '.join(_milliseconds(hold) for hold in holds)}")
     bench.remove_scratch()
 
 

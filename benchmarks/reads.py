@@ -23,7 +23,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from report import Below, Ratio
-from subjects import MIB, RAW, SWIFTBLOBS, PeakMemory, RawSwift, Stopwatch, add_blobs, opened
+from subjects import (MIB, RAW, SWIFTBLOBS, CpuSeconds, PeakMemory, RawSwift, Stopwatch,
+                      add_blobs, opened)
 from workloads import MEMORY_LIMIT, Bench, order
 
 PEER = "peer"  # zodb-s3blobs' method, reported in the raw column of its own row
@@ -106,16 +107,18 @@ def big_read(bench: Bench, repetition: int) -> None:
     label, container = f"r1-{repetition}", f"bench-r1-{uuid.uuid4().hex[:8]}"
     commit_nested_blob(bench, label, container, source)
     target = os.path.join(bench.scratch("r1"), "download")
+    cpu: dict[str, CpuSeconds] = {}
     for subject in order(repetition, (RAW, PEER, SWIFTBLOBS)):
+        cpu[subject] = CpuSeconds(bench.server_pids)
         if subject == SWIFTBLOBS:
             db = bench.databases.swift(label, container, cache=f"cold-{uuid.uuid4().hex[:8]}")
             with opened(db) as (conn, manager):
                 blob = conn.root()["big"]
-                with PeakMemory() as memory, Stopwatch() as watch:
+                with PeakMemory() as memory, cpu[subject], Stopwatch() as watch:
                     blob._p_activate()  # loads the record, then loadBlob
             bench.record(*memory_row, subject, memory.growth)
         else:
-            with Stopwatch() as watch:
+            with cpu[subject], Stopwatch() as watch:
                 if subject == RAW:
                     raw.get_to_file(plain, "big", target)
                 else:
@@ -123,6 +126,9 @@ def big_read(bench: Bench, repetition: int) -> None:
         row = peer if subject == PEER else read
         bench.record(*row, RAW if subject == PEER else subject,
                      size / MIB / watch.seconds)
+    bench.rows[read[0]].note = (
+        "CPU seconds of one read, this process + the embedded Swift's servers (2 cores): "
+        + "; ".join(f"{subject} {cpu[subject].text()}" for subject in (RAW, PEER, SWIFTBLOBS)))
     bench.remove_scratch()
     shutil.rmtree(os.path.join(bench.databases.directory, label))
     raw.connection().delete_object(plain, "big")

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = cluster.start()
         bench = Bench(directory, RawSwift(settings),
                       Databases(os.path.join(directory, "db"), settings,
-                                sizes.large_object_threshold, sizes.segment_size), sizes)
+                                sizes.large_object_threshold, sizes.segment_size), sizes,
+                      [pid for pid in cluster.state["pids"].values() if pid])
         try:
             for repetition in range(repeats):
                 for name in selected:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import tarfile
 import threading
 import time
@@ -58,6 +59,40 @@ def _status_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class CpuSeconds:
+    """The CPU seconds (user and system) this process (``client``) and the
+    processes *pids* (``servers``: the embedded Swift's) used in the block."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.client = self.servers = 0.0
+
+    def __enter__(self) -> CpuSeconds:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        client, servers = self._now()
+        self.client, self.servers = client - self._start[0], servers - self._start[1]
+
+    def _now(self) -> tuple[float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime, sum(map(_process_cpu, self.pids))
+
+    def text(self) -> str:
+        return f"{self.client:.2f} + {self.servers:.2f} s"
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds process *pid* has used (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class PeakMemory:

@@ -59,8 +59,9 @@ class Bench:
     """The state shared by the workloads of one benchmark run."""
 
     def __init__(self, directory: str, raw: RawSwift, databases: Databases,
-                 sizes: Sizes) -> None:
+                 sizes: Sizes, server_pids: list[int] | None = None) -> None:
         self.directory = directory
+        self.server_pids = server_pids or []  # the embedded Swift's, for CPU time
         self.raw = raw
         self.databases = databases
         self.sizes = sizes
