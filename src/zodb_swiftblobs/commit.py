@@ -34,7 +34,7 @@ from .deferred_begin import DeferredBegin
 from .errors import SwiftStorageError, raises_storage_errors, storage_error
 from .leases import CommitLease
 from .resources import SharedResources
-from .swift import SwiftError
+from .swift import PendingObject, SwiftError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class BlobCommit:
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
         self._lease: CommitLease | None = None
+        self._lease_taken: Future | None = None  # its marker written, before any upload
         self._recorded: Future | None = None     # the final names written into it
         self._checksums: dict[bytes, int | None] = {}  # oid -> of its staged file, for the cache
 
@@ -154,7 +155,7 @@ class BlobCommit:
         its pending objects, then its lease's marker."""
         uploaded = _results(self._work.values())
         pending = _results(self._pending.values())
-        _results(filter(None, [self._recorded]))
+        _results(filter(None, [self._lease_taken, self._recorded]))
         container = self._resources.container
         deadline = min(ABORT_DEADLINE, container.deadline)
         removed = True
@@ -200,10 +201,15 @@ class BlobCommit:
         """Start the pending upload of blob *oid*, under this commit's lease
         (taken now if need be)."""
         resources = self._resources
-        if self._lease is None:  # counted from before the first upload; no request yet
-            self._lease = resources.leases.start(write=False)
-        self._pending[oid] = resources.pool.submit(resources.container.upload_pending,
-                                                   self._lease.pending_name(oid), path)
+        if self._lease is None:
+            self._lease = resources.leases.start(take=False)
+            self._lease_taken = resources.early_pool.submit(self._lease.take)
+        name, taken = self._lease.pending_name(oid), self._lease_taken
+
+        def upload() -> PendingObject:
+            taken.result()  # its marker first (submitted first, so it runs first)
+            return resources.container.upload_pending(name, path)
+        self._pending[oid] = resources.early_pool.submit(upload)
 
     def _discard_pending(self, oid: bytes) -> None:
         """Wait for the pending upload of *oid*, if any, and remove what it stored

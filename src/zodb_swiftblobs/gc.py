@@ -31,7 +31,6 @@ from typing import Any
 from .bases import revision_exists
 from .cache import BlobCache
 from .layout import ObjectLayout
-from .leases import LEASE
 from .options import require_grace_period
 from .pending_sweep import sweep_pending
 from .progress import Progress
@@ -73,8 +72,7 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
                     last_tid: bytes, *, dry_run: bool = False,
                     protected: Collection[str] = (), min_age: float = 0.0,
                     grace_period: float = 0.0, progress: Progress | None = None,
-                    before_deleting: Callable[[], None] | None = None,
-                    commit_lease: float = LEASE) -> GarbageReport:
+                    before_deleting: Callable[[], None] | None = None) -> GarbageReport:
     """Delete the objects under *layout* whose revision *base* no longer has,
     or with a *grace_period* (seconds), schedule their deletion that much later.
 
@@ -85,8 +83,6 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
     database restored from a backup older than an earlier sweep) get their
     deletion cancelled (``rescued``).  With *dry_run*, orphans and revisions
     to rescue are counted but nothing is deleted or cancelled.
-    Pending uploads of commits without a lease marker are left alone until
-    *commit_lease* seconds old (see :mod:`.pending_sweep`).
     *progress* counts the objects examined.  *before_deleting* is called
     before each batch of deletions (and may raise to stop the sweep).
     """
@@ -110,7 +106,7 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
                     protected=protected, min_age=min_age, now=now,
                     before_deleting=before_deleting)
     pending = sweep_pending(container, layout, dry_run=dry_run, min_age=min_age,
-                            lease=commit_lease, before_deleting=before_deleting)
+                            before_deleting=before_deleting)
     report.commits_in_progress, report.pending_orphans = pending.in_progress, pending.orphans
     report.pending_too_young, report.deleted_pending = pending.too_young, pending.deleted
     report.seconds = time.monotonic() - started

@@ -51,18 +51,14 @@ class CommitLeases:
         self._live: set[CommitLease] = set()
         self._keeper: tuple[threading.Thread, threading.Event] | None = None
 
-    def start(self, *, write: bool = True) -> CommitLease:
+    def start(self, *, take: bool = True) -> CommitLease:
         """The lease of a new commit, its marker written (SwiftError when it
-        could not be) and kept fresh from now on.  Without *write*, the
-        marker is first written a quarter of the lease from now (if the
-        commit still lives): garbage collection leaves a commit's objects
-        without a marker alone until they are a lease old."""
+        could not be) and kept fresh from now on; without *take*, not yet:
+        :meth:`CommitLease.take` does that, before any of the commit's
+        objects is uploaded."""
         lease = CommitLease(self, new_commit_token())
-        if write:
-            lease.refresh(raising=True)
-        else:
-            lease.count_from_now()
-        self.keep(lease)
+        if take:
+            lease.take()
         return lease
 
     def keep(self, lease: CommitLease) -> None:
@@ -128,11 +124,13 @@ class CommitLease:
     def __repr__(self) -> str:
         return f"<CommitLease {self.token}>"
 
-    def count_from_now(self) -> None:
-        """Count the lease from now, its marker unwritten: the first refresh
-        is due a quarter of the lease from now."""
-        now = time.monotonic()
-        self._last_refresh, self.next_refresh = now, now + self.leases.lease / 4
+    def take(self) -> None:
+        """Write the marker (SwiftError when that fails) and keep it fresh
+        from now on; nothing once released."""
+        self.refresh(raising=True)
+        with self._writing:
+            if not self._released:
+                self.leases.keep(self)
 
     def pending_name(self, oid: bytes) -> str:
         """The name of this commit's pending upload of blob *oid*."""
@@ -161,12 +159,16 @@ class CommitLease:
 
     def release(self, *, delete_marker: bool) -> None:
         """Stop refreshing the marker; with *delete_marker*, delete it
-        (a failure is logged: garbage collection removes it once stale)."""
-        with self._writing:
+        (a failure is logged: garbage collection removes it once stale).
+        Without, this makes no request and waits for none: a refresh under
+        way (it only renews the marker) ends on its own."""
+        if not delete_marker:
+            self._released = True
+            self.leases.forget(self)
+            return
+        with self._writing:  # no refresh may write the marker again after its deletion
             self._released = True
         self.leases.forget(self)
-        if not delete_marker:
-            return
         container = self.leases.container
         try:
             container.delete(self.marker, large=False, container=container.segment_container)

@@ -7,9 +7,8 @@ final name (a manifest referring to it).  This sweep goes through those
 names token by token (one token per commit):
 
 - a token whose marker is fresh belongs to a commit in progress, in some
-  process: it is left whole; so is a token without a marker until its
-  objects are a *lease* old (a commit writes its marker only a quarter of
-  its lease after its first upload began, or at its vote);
+  process: it is left whole (the marker is read from Swift, not from the
+  listing, which may lag behind; a commit writes it before any upload);
 - otherwise each pending object is kept while the final object its marker
   names refers to it (read from Swift, not from a listing), and deleted with
   its segments when nothing does (an aborted or killed commit), unless
@@ -52,14 +51,12 @@ class _Token:
     """Every name under one commit's token, as listed."""
 
     token: str
-    marker: StoredObject | None = None
     pending: dict[str, tuple[bytes, StoredObject]] = field(default_factory=dict)
     segments: list[StoredObject] = field(default_factory=list)
 
 
 def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: bool,
-                  min_age: float, lease: float,
-                  before_deleting: Callable[[], None] | None) -> PendingReport:
+                  min_age: float, before_deleting: Callable[[], None] | None) -> PendingReport:
     """Delete the pending objects, segments and markers under *layout*'s
     ``commits/`` that no commit in progress and no published object needs
     (with *dry_run*, only count them)."""
@@ -70,7 +67,7 @@ def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: b
     except NotFoundError:
         return report  # no segment container: nothing was ever pending
     for token in listing:
-        doomed = _judge(container, token, report, min_age=min_age, lease=lease, now=now)
+        doomed = _judge(container, layout, token, report, min_age=min_age, now=now)
         if doomed and not dry_run:
             if before_deleting is not None:
                 before_deleting()
@@ -80,7 +77,8 @@ def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: b
 
 def _tokens(container: SwiftContainer, layout: ObjectLayout) -> Iterator[_Token]:
     """The listing of ``commits/`` grouped by token (names of one token are
-    listed together: the marker first, then its pending objects and segments)."""
+    listed together: the marker first, then its pending objects and segments;
+    the marker, read from Swift when judging, is left out)."""
     entries = container.list(layout.commits_prefix, container=container.segment_container)
     for token, group in itertools.groupby(entries,
                                           key=lambda stored: layout.commit_token_of(stored.name)):
@@ -91,33 +89,24 @@ def _tokens(container: SwiftContainer, layout: ObjectLayout) -> Iterator[_Token]
             parsed = layout.parse_commit_name(stored.name)
             if parsed is None:
                 found.segments.append(stored)
-            elif parsed[1] is None:
-                found.marker = stored
-            else:
+            elif parsed[1] is not None:
                 found.pending[stored.name] = (parsed[1], stored)
         yield found
 
 
-def _judge(container: SwiftContainer, token: _Token, report: PendingReport, *,
-           min_age: float, lease: float, now: float) -> list[tuple[str, bool]]:
+def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
+           report: PendingReport, *, min_age: float, now: float) -> list[tuple[str, bool]]:
     """What of *token* to delete: (name, whether a pending object) pairs;
     nothing while its commit's lease is fresh."""
-    published: dict[str, str] = {}
-    listed = [stored for _, stored in token.pending.values()] + token.segments
-    if token.marker is None and any(now - modified_at(stored.last_modified) < lease
-                                    for stored in listed):
-        report.in_progress += 1  # its marker may be on its way
+    marker = layout.commit_marker(token.token)
+    try:
+        body, age = read_marker(container, marker)
+    except NotFoundError:  # aborted (its marker goes last), or collected
+        body, age = {"objects": {}}, None
+    if age is not None and age < body["lease"]:
+        report.in_progress += 1
         return []
-    if token.marker is not None:
-        try:
-            body, age = read_marker(container, token.marker.name)
-        except NotFoundError:
-            body, age = None, None
-        if body is not None:
-            if age < body["lease"]:
-                report.in_progress += 1
-                return []
-            published = body["objects"]
+    published: dict[str, str] = body["objects"]
     kept: list[str] = []
     doomed: list[tuple[str, bool]] = []
     for name, (oid, stored) in token.pending.items():
@@ -133,8 +122,8 @@ def _judge(container: SwiftContainer, token: _Token, report: PendingReport, *,
             doomed.append((name, True))
     doomed += [(segment.name, False) for segment in token.segments
                if not any(segment.name.startswith(f"{name}/") for name in kept)]
-    if not kept and token.marker is not None:
-        doomed.append((token.marker.name, False))
+    if not kept and age is not None:
+        doomed.append((marker, False))
     return doomed
 
 

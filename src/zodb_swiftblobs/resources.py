@@ -38,6 +38,9 @@ class SharedResources:
         self.configured_temp_url_key = temp_url_key
         self._swift_temp_url_key: tuple[float, str | None] = (float("-inf"), None)
         self.pool = ThreadPoolExecutor(upload_concurrency, thread_name_prefix="swift-upload")
+        # Big blobs' uploads before the commit lock: never ahead of those under it.
+        self.early_pool = ThreadPoolExecutor(upload_concurrency,
+                                             thread_name_prefix="swift-early-upload")
         self.in_flight: set[str] = set()  # names uploaded by commits not yet ended
         self.early_upload_threshold = early_upload_threshold
         self.leases = CommitLeases(container, layout, commit_lease)
@@ -73,6 +76,7 @@ class SharedResources:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.early_pool.shutdown(wait=True)
         self.leases.close()
         self.staging.close()
         self.cache.close()

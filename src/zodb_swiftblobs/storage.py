@@ -455,8 +455,7 @@ class SwiftBlobStorage:
                 protected=resources.in_flight, min_age=min_age,
                 grace_period=resources.gc_grace_period if grace_period is None
                 else grace_period, progress=progress,
-                before_deleting=lambda: resources.ownership.check(claim=False),
-                commit_lease=resources.leases.lease)
+                before_deleting=lambda: resources.ownership.check(claim=False))
 
     def copyTransactionsFrom(self, other: Any) -> None:
         """Copy every transaction of *other*, its blobs going to Swift under
