@@ -104,15 +104,14 @@ class BlobCommit:
         if self.tid is not None:
             self._start(oid)
 
-    def begin_base(self, learn_tid: Callable[[], bytes] | None) -> None:
+    def begin_base(self, learn_tid: Callable[[], bytes]) -> None:
         """Begin the base if its ``tpc_begin`` waits (see :attr:`begin`);
-        *learn_tid* then gives the transaction id, when the base chose it."""
+        *learn_tid* then gives the transaction id the base chose."""
         if self.begin is None or self.begin.begun:
             return
         self.begin.begin()
-        if learn_tid is not None and self.tid is None:
-            self.tid = learn_tid()
-            self._start_known()
+        self.tid = learn_tid()
+        self._start_known()
 
     def prepare(self) -> None:
         """Before the base's commit lock: wait for the pending uploads (raise

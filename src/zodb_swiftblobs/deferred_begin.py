@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ZODB.POSException import StorageTransactionError
-
 LOGGED_CALLS = ("store", "restore", "checkCurrentSerialInTransaction", "deleteObject")
 
 
@@ -30,9 +28,8 @@ class DeferredBegin:
         self._log: list[tuple[str, tuple]] = []
 
     def call(self, method: str, *args: Any) -> None:
-        """Call *method* of the base with *args*, or log it until :meth:`begin`."""
-        if method not in LOGGED_CALLS:
-            raise StorageTransactionError(f"{method} cannot wait for the vote")
+        """Call *method* (one of LOGGED_CALLS) of the base with *args*, or log
+        it until :meth:`begin`."""
         if self.begun:
             getattr(self.base, method)(*args)
         else:
