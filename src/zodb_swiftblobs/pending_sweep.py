@@ -62,11 +62,7 @@ def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: b
     (with *dry_run*, only count them)."""
     report = PendingReport()
     now = time.time()
-    try:
-        listing = list(_tokens(container, layout))
-    except NotFoundError:
-        return report  # no segment container: nothing was ever pending
-    for token in listing:
+    for token in _tokens(container, layout):
         doomed = _judge(container, layout, token, report, min_age=min_age, now=now)
         if doomed and not dry_run:
             if before_deleting is not None:
@@ -80,7 +76,11 @@ def _tokens(container: SwiftContainer, layout: ObjectLayout) -> Iterator[_Token]
     listed together: the marker first, then its pending objects and segments;
     the marker, read from Swift when judging, is left out)."""
     entries = container.list(layout.commits_prefix, container=container.segment_container)
-    for token, group in itertools.groupby(entries,
+    try:
+        first = next(entries)
+    except (StopIteration, NotFoundError):  # no segment container: nothing was ever pending
+        return
+    for token, group in itertools.groupby(itertools.chain([first], entries),
                                           key=lambda stored: layout.commit_token_of(stored.name)):
         if token is None:
             continue
