@@ -184,6 +184,24 @@ def start_child(cluster, container, directory, lease):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_environment())
 
 
+def publishing_child(cluster, container, directory, lease):
+    """A child process committing a big blob, held in the proxy while it
+    publishes it (its pending upload done); returns (child, oid hex, the
+    release file of the held request)."""
+    child = start_child(cluster, container, directory, lease)
+    try:
+        oid = child.stdout.readline().strip()
+        release = hold(cluster, directory, f"{container}/{oid}/")  # the final manifest's PUT
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        wait_for(lambda: os.path.exists(f"{release}.held"), "the child to publish")
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    return child, oid, release
+
+
 def parent_storage(cluster, container, directory):
     base = ZODB.FileStorage.FileStorage(str(directory / "Data.fs"), read_only=True)
     return swift_storage(cluster, base, container, directory / "parent-cache")
@@ -191,14 +209,8 @@ def parent_storage(cluster, container, directory):
 
 def test_gc_in_another_process_leaves_a_commit_in_progress_alone(cluster, container_name,
                                                                    view, tmp_path):
-    child = start_child(cluster, container_name, tmp_path, 600)
+    child, _, release = publishing_child(cluster, container_name, tmp_path, 600)
     try:
-        oid = child.stdout.readline().strip()
-        # the final manifest's PUT: the pending upload is done, publishing has begun
-        release = hold(cluster, tmp_path, f"{container_name}/{oid}/")
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        wait_for(lambda: os.path.exists(f"{release}.held"), "the child to publish")
         parent = parent_storage(cluster, container_name, tmp_path)
         try:
             report = parent.collect_garbage(b"\xff" * 8, min_age=0)
@@ -221,19 +233,9 @@ def test_gc_in_another_process_leaves_a_commit_in_progress_alone(cluster, contai
 
 def test_what_a_killed_commit_left_is_collected_once_its_lease_lapses(
         cluster, container_name, view, tmp_path):
-    child = start_child(cluster, container_name, tmp_path, 3)
-    try:
-        oid = child.stdout.readline().strip()
-        release = hold(cluster, tmp_path, f"{container_name}/{oid}/")
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        wait_for(lambda: os.path.exists(f"{release}.held"), "the child to publish")
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    child, oid, release = publishing_child(cluster, container_name, tmp_path, 3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
     assert pending_names(view)  # the marker, the pending object and its segment
     release.touch()  # the publishing request of the killed process goes on, or fails
     wait_for_logged(cluster, f"PUT /v1/AUTH_test/{container_name}/{oid}/")
