@@ -35,7 +35,7 @@ from .options import require_grace_period
 from .pending_sweep import sweep_pending
 from .progress import Progress
 from .swift import NotFoundError, StoredObject, SwiftContainer
-from .swift.objects import modified_at
+from .swift.objects import younger
 from .swift.large_objects import segment_group
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
             progress.advance(1, stored.size)
         oid, tid = revision
         if tid <= last_tid and stored.name not in protected:
-            sweep.judge(stored, oid, tid, base, young=_younger(stored, min_age, now))
+            sweep.judge(stored, oid, tid, base, young=younger(stored, min_age, now))
     sweep.flush()
     _sweep_segments(container, layout, last_tid, report, dry_run=dry_run,
                     protected=protected, min_age=min_age, now=now,
@@ -241,7 +241,7 @@ def _sweep_segments(container: SwiftContainer, layout: ObjectLayout, last_tid: b
             revision = layout.parse(name)
             if revision is None or revision[1] > last_tid or name in protected:
                 continue
-            if _younger(stored, min_age, now):
+            if younger(stored, min_age, now):
                 continue
             if name not in manifests:
                 manifests.clear()  # one object's segments at a time (listing order)
@@ -277,8 +277,3 @@ class _BatchDeleter:
                 self._before_deleting()
             self._delete(self._batch)
         self._batch = []
-
-
-def _younger(stored: StoredObject, min_age: float, now: float) -> bool:
-    """Whether *stored* was modified less than *min_age* seconds before *now*."""
-    return min_age > 0 and not now - modified_at(stored.last_modified) >= min_age

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from .layout import ObjectLayout
 from .leases import read_marker
 from .swift import NotFoundError, StoredObject, SwiftContainer
-from .swift.objects import modified_at
+from .swift.objects import younger
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
             kept.append(name)
             continue
         report.orphans += 1
-        if min_age > 0 and now - modified_at(stored.last_modified) < min_age:
+        if younger(stored, min_age, now):
             report.too_young += 1
             kept.append(name)
         else:

@@ -122,7 +122,7 @@ def encryption_header(metadata: Mapping[str, str]) -> str | None:
     return next((value for key, value in metadata.items() if key.lower() == wanted), None)
 
 
-def modified_at(last_modified: str | None) -> float:
+def _modified_at(last_modified: str | None) -> float:
     """A container listing's ``last_modified`` (UTC, ISO 8601) as a POSIX time;
     the far future when unknown, so that unknown ages count as young."""
     if not last_modified:
@@ -131,3 +131,8 @@ def modified_at(last_modified: str | None) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
+
+
+def younger(stored: StoredObject, min_age: float, now: float) -> bool:
+    """Whether *stored* was modified less than *min_age* seconds before *now*."""
+    return min_age > 0 and not now - _modified_at(stored.last_modified) >= min_age
