@@ -59,35 +59,69 @@ def linked_copy(bench: Bench, source: str, *parts: str) -> str:
 
 # -- W9: small commits beside a big one ------------------------------------------------
 
-@dataclass
-class SmallCommits:
-    """Commits of one small blob each, one after the other: when each began and
-    ended (``time.perf_counter`` seconds)."""
+def _nothing() -> None:
+    pass
 
-    db: ZODB.DB
-    data: bytes
+
+@dataclass
+class Repeated:
+    """A call made again and again, one after the other, each after an
+    untimed *prepare*: when each call began and ended (``time.perf_counter``
+    seconds)."""
+
+    call: Callable[[], object]
+    prepare: Callable[[], object] = _nothing
     spans: list[tuple[float, float]] = field(default_factory=list)
     error: BaseException | None = None
 
     def run(self, keep_going: Callable[[], bool]) -> None:
-        """Commit while *keep_going()*; an error is kept, for :meth:`check`."""
+        """Call while *keep_going()*; an error is kept, for :meth:`check`."""
         clock = time.perf_counter
         try:
-            with opened(self.db, close_db=False) as (conn, manager):
-                while keep_going():
-                    add_blobs(conn, manager, {"latest": self.data}, into=conn.root()["small"])
-                    began = clock()
-                    manager.commit()
-                    self.spans.append((began, clock()))
+            while keep_going():
+                self.prepare()
+                began = clock()
+                self.call()
+                self.spans.append((began, clock()))
         except BaseException as error:
             self.error = error
+
+    def alone(self, count: int) -> list[float]:
+        """The latencies of *count* calls in this thread (then forgotten)."""
+        self.run(lambda: len(self.spans) < count)
+        self.check()
+        latencies = [end - began for began, end in self.spans]
+        self.spans = []
+        return latencies
 
     def check(self) -> None:
         if self.error is not None:
             raise self.error
 
-    def latencies(self) -> list[float]:
-        return [end - began for began, end in self.spans]
+    def during(self, start: float, end: float) -> list[float]:
+        """The latencies of the calls that overlapped [*start*, *end*]."""
+        return [stop - began for began, stop in self.spans if stop >= start and began <= end]
+
+
+def alongside(repeated: Repeated, operation: Callable[[], object]) -> tuple[float, float]:
+    """Run *operation* once *repeated*'s calls are under way in a thread of
+    their own (stopped after one began after it ended): when it began and ended."""
+    finished = threading.Event()
+    thread = threading.Thread(target=repeated.run, args=(lambda: not finished.is_set(),))
+    thread.start()
+    try:
+        while not repeated.spans and thread.is_alive():
+            time.sleep(0.001)
+        start = time.perf_counter()
+        operation()
+        end = time.perf_counter()
+        while thread.is_alive() and repeated.spans[-1][0] <= end:
+            time.sleep(0.001)
+    finally:
+        finished.set()
+        thread.join()
+    repeated.check()
+    return start, end
 
 
 @dataclass
@@ -115,30 +149,17 @@ def blocked_share(spans: list[tuple[float, float]], threshold: float,
 def beside_big_commit(bench: Bench, db: ZODB.DB, big_blob: str) -> Beside:
     """Small commits alone, then during the commit of the file *big_blob*."""
     add_mappings(db, "small", "big")
-    small = SmallCommits(db, os.urandom(SMALL_BLOB))
-    small.run(lambda: len(small.spans) < bench.sizes.small_commits_alone)
-    small.check()
-    alone = small.latencies()
-    threshold = BLOCKED_FACTOR * statistics.median(alone)
-    small.spans = []
-    finished = threading.Event()
-    thread = threading.Thread(target=small.run, args=(lambda: not finished.is_set(),))
-    with opened(db, close_db=False) as (conn, manager):
+    data = os.urandom(SMALL_BLOB)
+    with opened(db, close_db=False) as (small_conn, small_manager), \
+            opened(db, close_db=False) as (conn, manager):
+        small = Repeated(small_manager.commit, lambda: add_blobs(
+            small_conn, small_manager, {"latest": data}, into=small_conn.root()["small"]))
+        alone = small.alone(bench.sizes.small_commits_alone)
         add_blobs(conn, manager, {"big": big_blob}, into=conn.root()["big"])
-        thread.start()
-        while not small.spans and thread.is_alive():  # the small commits are under way
-            time.sleep(0.001)
-        start = time.perf_counter()
-        manager.commit()
-        end = time.perf_counter()
-    while thread.is_alive() and small.spans[-1][0] <= end:  # one more began after it
-        time.sleep(0.001)
-    finished.set()
-    thread.join()
-    small.check()
-    during = [ended - began for began, ended in small.spans if ended >= start and began <= end]
+        start, end = alongside(small, manager.commit)
+    threshold = BLOCKED_FACTOR * statistics.median(alone)
     return Beside(end - start, blocked_share(small.spans, threshold, start, end),
-                  statistics.median(alone), max(alone), max(during),
+                  statistics.median(alone), max(alone), max(small.during(start, end)),
                   threading.get_ident())
 
 
@@ -147,35 +168,13 @@ def raw_beside_big_put(bench: Bench, big_blob: str) -> Beside:
     raw = bench.raw
     container = raw.new_container("w9")
     connection = raw.connection()
-    small = os.urandom(SMALL_BLOB)
-
-    def put_small() -> tuple[float, float]:
-        began = time.perf_counter()
-        connection.put_object(container, "small", small)
-        return began, time.perf_counter()
-    alone = [end - began for began, end in (put_small() for _ in
-                                             range(bench.sizes.small_commits_alone))]
-    spans: list[tuple[float, float]] = []
-    finished = threading.Event()
-
-    def loop() -> None:
-        while not finished.is_set():
-            spans.append(put_small())
-    thread = threading.Thread(target=loop)
-    thread.start()
-    while not spans:
-        time.sleep(0.001)
-    start = time.perf_counter()
-    raw.put_files(container, [("big", big_blob)], 1)
-    end = time.perf_counter()
-    while thread.is_alive() and spans[-1][0] <= end:
-        time.sleep(0.001)
-    finished.set()
-    thread.join()
+    data = os.urandom(SMALL_BLOB)
+    small = Repeated(lambda: connection.put_object(container, "small", data))
+    alone = small.alone(bench.sizes.small_commits_alone)
+    start, end = alongside(small, lambda: raw.put_files(container, [("big", big_blob)], 1))
     threshold = BLOCKED_FACTOR * statistics.median(alone)
-    during = [ended - began for began, ended in spans if ended >= start and began <= end]
-    return Beside(end - start, blocked_share(spans, threshold, start, end),
-                  statistics.median(alone), max(alone), max(during))
+    return Beside(end - start, blocked_share(small.spans, threshold, start, end),
+                  statistics.median(alone), max(alone), max(small.during(start, end)))
 
 
 class LockHolds:
