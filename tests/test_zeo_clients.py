@@ -1,0 +1,146 @@
+"""Wrapped ZEO clients: a real ZEO server (its own process) whose storage is a
+SwiftBlobStorage, and clients wrapped in SwiftBlobStorage that write and
+read blobs in Swift themselves, beside plain ZEO clients."""
+
+import os
+
+import pytest
+import ZEO
+import ZODB
+from ZEO.ClientStorage import ClientStorage
+from ZODB.blob import Blob
+
+from conftest import (blob_objects, blob_revision, credentials_for, read, swift_storage,
+                      wait_for)
+from test_zeo import wait_for as wait_for_commit
+from zodb_swiftblobs.swift import SwiftContainer
+
+MIB = 1 << 20
+THRESHOLD = MIB  # the clients' early-upload-threshold: smaller blobs are copied by the server
+
+SERVER_STORAGE = """
+%import zodb_swiftblobs
+<swiftblobstorage>
+  container {container}
+  prefix {prefix}
+  cache-dir {cache}
+  auth-url {auth_url}
+  user {user}
+  key {key}
+  gc-grace-period 0
+  segment-size {segment_size}
+  <filestorage>
+    path {path}
+  </filestorage>
+</swiftblobstorage>
+"""
+
+
+class Deployment:
+    """A ZEO server subprocess over a wrapped FileStorage, and its clients."""
+
+    def __init__(self, cluster, tmp_path, container, prefix="db/"):
+        self.cluster, self.tmp_path = cluster, tmp_path
+        self.container, self.prefix = container, prefix
+        credentials = credentials_for(cluster)
+        self.address, self._stop = ZEO.server(storage_conf=SERVER_STORAGE.format(
+            container=container, prefix=prefix, cache=tmp_path / "server-cache",
+            auth_url=credentials.auth_url, user=credentials.user, key=credentials.key,
+            segment_size=MIB, path=tmp_path / "Data.fs"), threaded=False)
+        self.databases = []
+
+    def wrapped(self, name, **options):
+        """A database on a wrapped client, with its own cache (a host of its own)."""
+        options.setdefault("early_upload_threshold", THRESHOLD)
+        options.setdefault("segment_size", MIB)
+        client = ClientStorage(self.address, blob_dir=str(self.tmp_path / f"{name}-zeo-blobs"))
+        storage = swift_storage(self.cluster, client, self.container,
+                                self.tmp_path / f"{name}-cache", prefix=self.prefix, **options)
+        return self._opened(ZODB.DB(storage))
+
+    def plain(self, name):
+        """A database on a plain ZEO client (blobs through the server)."""
+        return self._opened(ZEO.DB(self.address, blob_dir=str(self.tmp_path / f"{name}-blobs")))
+
+    def _opened(self, db):
+        self.databases.append(db)
+        return db
+
+    def stop(self):
+        for db in self.databases:
+            db.close()
+        self._stop()
+
+
+@pytest.fixture
+def deployment(devswift, tmp_path, container_name):
+    deployment = Deployment(devswift, tmp_path, container_name)
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture
+def view(devswift, container_name):
+    view = SwiftContainer(credentials_for(devswift), container_name)
+    yield view
+    view.close()
+
+
+def commit_blobs(db, **blobs):
+    with db.transaction() as conn:
+        for name, data in blobs.items():
+            conn.root()[name] = Blob(data)
+    return db.storage.lastTransaction()
+
+
+def read_blobs(db, *names):
+    with db.transaction() as conn:
+        return {name: conn.root()[name].open().read() for name in names}
+
+
+def test_wrapped_and_plain_clients_read_each_others_blobs(deployment, view):
+    small, big = os.urandom(1000), os.urandom(3 * MIB + 5)
+    wrapped, plain, other = (deployment.wrapped("w1"), deployment.plain("p"),
+                             deployment.wrapped("w2"))
+    tid = commit_blobs(wrapped, small=small, big=big, empty=b"")
+    for db in (plain, other):
+        wait_for_commit(db, tid)
+        assert read_blobs(db, "small", "big", "empty") == {"small": small, "big": big,
+                                                           "empty": b""}
+    tid = commit_blobs(plain, from_plain=b"through the server")
+    wait_for_commit(wrapped, tid)
+    assert read_blobs(wrapped, "from_plain") == {"from_plain": b"through the server"}
+    names = {o.name for o in blob_objects(view, "db/")}
+    assert len(names) == 4 and all(name.endswith(".blob") for name in names)
+    # the server copied the small blobs, and the client then deleted their
+    # pending objects; the big one's stays, named in its commit's record
+    big_oid = blob_revision(wrapped, "big")[0].hex()
+    wait_for(lambda: commit_names(view) == ["marker", big_oid, "published"],
+             "the copied pending objects deleted")
+
+
+def commit_names(view):
+    """What is under db/commits/, segments left out: "marker", oids, "published"."""
+    names = [o.name.split("/")[2:] for o in view.list("db/commits/",
+                                                      container=view.segment_container)]
+    return [parts[1] if len(parts) == 2 else "marker" for parts in names if len(parts) <= 2]
+
+
+def files_of_at_least(directory, size):
+    return [os.path.join(d, f) for d, _, files in os.walk(directory) for f in files
+            if os.path.getsize(os.path.join(d, f)) >= size]
+
+
+def test_the_server_never_holds_a_wrapped_clients_blob(deployment, tmp_path):
+    wrapped, plain = deployment.wrapped("w"), deployment.plain("p")
+    big = os.urandom(2 * MIB)
+    tid = commit_blobs(wrapped, big=big)
+    wait_for_commit(plain, tid)
+    assert files_of_at_least(tmp_path / "server-cache", MIB) == []
+    assert read_blobs(plain, "big") == {"big": big}  # the server downloads it for plain clients
+    assert len(files_of_at_least(tmp_path / "server-cache", MIB)) == 1
+    assert read(wrapped.storage.loadBlob(*blob_revision(wrapped, "big"))) == big
+    commit_blobs(plain, through=big)  # a plain client's blob passes through the server
+    assert len(files_of_at_least(tmp_path / "server-cache", MIB)) == 2
+    assert [f for f in files_of_at_least(tmp_path / "w-zeo-blobs", 1)
+            if not os.path.basename(f).startswith(".")] == [], "its ZEO blob-dir is unused"
