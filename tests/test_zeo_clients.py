@@ -8,11 +8,14 @@ import pytest
 import ZEO
 import ZODB
 from ZEO.ClientStorage import ClientStorage
+import ZODB.config
 from ZODB.blob import Blob
+from ZODB.POSException import StorageError
 
-from conftest import (blob_objects, blob_revision, credentials_for, read, swift_storage,
-                      wait_for)
+from conftest import (blob_objects, blob_revision, credentials_for, read, swift_config,
+                      swift_storage, wait_for)
 from test_zeo import wait_for as wait_for_commit
+from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.swift import SwiftContainer
 
 MIB = 1 << 20
@@ -144,3 +147,34 @@ def test_the_server_never_holds_a_wrapped_clients_blob(deployment, tmp_path):
     assert len(files_of_at_least(tmp_path / "server-cache", MIB)) == 2
     assert [f for f in files_of_at_least(tmp_path / "w-zeo-blobs", 1)
             if not os.path.basename(f).startswith(".")] == [], "its ZEO blob-dir is unused"
+
+
+def test_a_swiftblobstorage_section_wraps_a_zeoclient_section(deployment, devswift, tmp_path,
+                                                              container_name, capsys):
+    host, port = deployment.address
+    config = tmp_path / "zope-client.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "conf-cache", f"""
+    <zeoclient>
+      server {host}:{port}
+      blob-dir {tmp_path / "conf-zeo-blobs"}
+      shared-blob-dir false
+    </zeoclient>""", prefix="db/"))
+    db = ZODB.config.databaseFromFile(open(config))
+    deployment.databases.append(db)
+    assert isinstance(db.storage.base, ClientStorage)
+    tid = commit_blobs(db, configured=b"via zope.conf")
+    assert not [f for f in files_of_at_least(tmp_path / "server-cache", 1)
+                if read(f) == b"via zope.conf"], "the server never had its bytes"
+    plain = deployment.plain("p")
+    wait_for_commit(plain, tid)
+    assert read_blobs(plain, "configured") == {"configured": b"via zope.conf"}
+    assert main(["gc", str(config)]) != 0
+    assert "ZEO server's configuration" in capsys.readouterr().err
+
+
+def test_a_wrapped_client_refuses_a_prefix_no_database_owns(deployment, devswift, tmp_path):
+    client = ClientStorage(deployment.address)
+    with pytest.raises(StorageError, match="not claimed by any database"):
+        swift_storage(devswift, client, deployment.container, tmp_path / "cache",
+                      prefix="elsewhere/")
+    client.close()
