@@ -9,14 +9,18 @@ import ZEO
 import ZODB
 from ZEO.ClientStorage import ClientStorage
 import ZODB.config
-from ZODB.blob import Blob
+from ZODB.blob import Blob, BlobStorage
+from ZODB.FileStorage import FileStorage
 from ZODB.POSException import StorageError
 
 from conftest import (blob_objects, blob_revision, credentials_for, read, swift_config,
                       swift_storage, wait_for)
 from test_zeo import wait_for as wait_for_commit
+from zodb_swiftblobs.blob_references import MAGIC, InvalidBlobReference
 from zodb_swiftblobs.cli import main
+from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import SwiftContainer
+from zodb_swiftblobs.testing.devswift import DevSwift
 
 MIB = 1 << 20
 THRESHOLD = MIB  # the clients' early-upload-threshold: smaller blobs are copied by the server
@@ -54,12 +58,15 @@ class Deployment:
 
     def wrapped(self, name, **options):
         """A database on a wrapped client, with its own cache (a host of its own)."""
+        return self._opened(ZODB.DB(self.wrapped_storage(name, **options)))
+
+    def wrapped_storage(self, name, **options):
+        """A wrapped client, with its own cache (a host of its own)."""
         options.setdefault("early_upload_threshold", THRESHOLD)
         options.setdefault("segment_size", MIB)
         client = ClientStorage(self.address, blob_dir=str(self.tmp_path / f"{name}-zeo-blobs"))
-        storage = swift_storage(self.cluster, client, self.container,
-                                self.tmp_path / f"{name}-cache", prefix=self.prefix, **options)
-        return self._opened(ZODB.DB(storage))
+        return swift_storage(self.cluster, client, self.container,
+                             self.tmp_path / f"{name}-cache", prefix=self.prefix, **options)
 
     def plain(self, name):
         """A database on a plain ZEO client (blobs through the server)."""
@@ -178,3 +185,61 @@ def test_a_wrapped_client_refuses_a_prefix_no_database_owns(deployment, devswift
         swift_storage(devswift, client, deployment.container, tmp_path / "cache",
                       prefix="elsewhere/")
     client.close()
+
+
+def test_copy_transactions_into_a_wrapped_client(deployment, tmp_path, view):
+    source = BlobStorage(str(tmp_path / "old-blobs"), FileStorage(str(tmp_path / "old.fs")))
+    old = ZODB.DB(source)
+    second = os.urandom(2 * MIB)
+    commit_blobs(old, first=b"v1")
+    revisions = [blob_revision(old, "first")]
+    commit_blobs(old, first=b"v2", second=second)  # new blobs: three in all
+    revisions += [blob_revision(old, name) for name in ("first", "second")]
+    wrapped = deployment.wrapped_storage("w")  # the server's database is still empty
+    wrapped.copyTransactionsFrom(source)
+    last = wrapped.lastTransaction()
+    wrapped.close()
+    old.close()
+    layout = ObjectLayout("db/")
+    assert {o.name for o in blob_objects(view, "db/")} == {
+        layout.object_name(oid, tid) for oid, tid in revisions}
+    plain = deployment.plain("p")
+    wait_for_commit(plain, last)
+    assert read_blobs(plain, "first", "second") == {"first": b"v2", "second": second}
+
+
+def test_a_local_storage_keeps_a_file_that_looks_like_a_reference(devswift, tmp_path,
+                                                                   container_name):
+    data = MAGIC + b'{"not": "a reference"}'
+    storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                            tmp_path / "cache")
+    db = ZODB.DB(storage)
+    commit_blobs(db, looks_like=data)
+    storage.cache.clear()
+    assert read_blobs(db, "looks_like") == {"looks_like": data}
+    db.close()
+
+
+def test_a_crafted_reference_from_a_plain_client_is_refused(deployment):
+    plain = deployment.plain("p")
+    with pytest.raises(Exception, match=r"malformed blob reference \(no 'pending'\)") as info:
+        commit_blobs(plain, crafted=MAGIC + b'{"not": "a reference"}')
+    assert InvalidBlobReference.__name__ in str(info.value)  # as ZEO's client reports it
+    commit_blobs(plain, fine=b"the transaction after it commits")
+
+
+def test_without_slo_a_wrapped_client_sends_its_blobs_through_the_server(tmp_path,
+                                                                         container_name):
+    no_slo = DevSwift(str(tmp_path / "swift"), without_middleware=("slo",))
+    no_slo.start()
+    deployment = Deployment(no_slo, tmp_path, container_name)
+    try:
+        wrapped, plain = deployment.wrapped("w"), deployment.plain("p")
+        data = os.urandom(2 * MIB)
+        tid = commit_blobs(wrapped, big=data, small=b"small")
+        wait_for_commit(plain, tid)
+        assert read_blobs(plain, "big", "small") == {"big": data, "small": b"small"}
+        assert len(files_of_at_least(tmp_path / "server-cache", 2 * MIB)) == 1
+    finally:
+        deployment.stop()
+        no_slo.stop()

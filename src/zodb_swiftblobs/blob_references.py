@@ -81,8 +81,11 @@ def read_reference(path: str) -> BlobReference | None:
         raise InvalidBlobReference("a blob reference of more than 64 KiB")
     try:
         return _parse(json.loads(data))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidBlobReference(f"a malformed blob reference ({exc})") from None
+    except KeyError as exc:
+        problem = f"no {exc}"
+    except (ValueError, TypeError, AttributeError) as exc:
+        problem = str(exc)
+    raise InvalidBlobReference(f"a malformed blob reference ({problem})")
 
 
 def take_reference(path: str, oid: bytes, container: str,
