@@ -432,10 +432,12 @@ class SwiftBlobStorage:
             finally:
                 self._end(commit)
 
-    def _end(self, commit: BlobCommit) -> None:
-        commit.end()
+    def _end(self, commit: BlobCommit | ClientBlobCommit) -> None:
+        """End *commit*, once (``tpc_finish`` ends it in the base's callback,
+        or after the base failed)."""
         if self._commits.get(commit.transaction) is commit:
             del self._commits[commit.transaction]
+            commit.end()
 
     # -- pack and copy -----------------------------------------------------------------
 
