@@ -2,6 +2,7 @@
 SwiftBlobStorage, and clients wrapped in SwiftBlobStorage that write and
 read blobs in Swift themselves, beside plain ZEO clients."""
 
+import json
 import os
 
 import pytest
@@ -175,6 +176,9 @@ def test_a_swiftblobstorage_section_wraps_a_zeoclient_section(deployment, devswi
     plain = deployment.plain("p")
     wait_for_commit(plain, tid)
     assert read_blobs(plain, "configured") == {"configured": b"via zope.conf"}
+    capsys.readouterr()
+    assert main(["verify", str(config), "--json"]) == 0  # through the server, read-only
+    assert json.loads(capsys.readouterr().out)["present"] == 1
     assert main(["gc", str(config)]) != 0
     assert "ZEO server's configuration" in capsys.readouterr().err
 
