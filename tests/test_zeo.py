@@ -26,7 +26,7 @@ SERVER_STORAGE = """
 """
 
 
-def wait_for(db, tid, timeout=10.0):
+def wait_for(db, tid, timeout=30.0):
     """ZEO tells clients of other clients' commits asynchronously: wait for it."""
     deadline = time.monotonic() + timeout
     while db.storage.lastTransaction() < tid:

@@ -5,8 +5,9 @@ committing, nor, for a FileStorage opened read-only beside a writing process,
 for its last *committed* transaction.  Each supported base keeps these
 somewhere known; this module is the only one that looks there (the
 RelStorage names it reads exist from RelStorage 3.4 on: see setup.py).  It also
-knows how to ask a base for one revision and for its current state, and
-recognises a ZEO server registering with the wrapper.
+knows how to ask a base for one revision and for its current state,
+recognises a ZEO server registering with the wrapper, and sends a ZEO server
+a blob file the way ZEO's ClientStorage does.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ZODB.utils import u64, z64
 
 TRANSACTION_LENGTH = 8  # FileStorage repeats each transaction's length after it
 FILE_HEADER = 4         # FileStorage's magic bytes before the first transaction
+ZEO_CHUNK = 59000       # bytes per message of a blob sent to a ZEO server, as ZEO's own
 
 
 class TidKnown(Enum):
@@ -34,6 +36,7 @@ class TidKnown(Enum):
 
     AT_BEGIN = "begin"
     AT_VOTE = "vote"
+    AT_FINISH = "finish"  # a ZEO client: its server chooses, and tells at tpc_finish
     NEVER = "never"  # a read-only view (a historical connection's): it never commits
 
 
@@ -45,12 +48,15 @@ class TidProbe:
     ``tpc_finish``; for a transaction with blobs the probe asks that one
     transaction to lock at the end of its vote instead (the step RelStorage
     itself takes for its shared blob directory), so the blobs can be uploaded
-    before the vote ends.  Nothing process-wide is changed.
+    before the vote ends.  Nothing process-wide is changed.  A ZEO client
+    learns it from ``tpc_finish`` only.
     """
 
     def __init__(self, base: Any) -> None:
         self.base = base
-        if is_relstorage(base):
+        if is_zeo_client(base):
+            self.known = TidKnown.AT_FINISH
+        elif is_relstorage(base):
             _require_relstorage_vote()
             self.known = TidKnown.AT_VOTE
         elif isinstance(base, ZODB.DemoStorage.DemoStorage):
@@ -64,8 +70,7 @@ class TidProbe:
             raise ValueError(
                 f"SwiftBlobStorage cannot wrap {type(base).__name__}: it cannot learn the "
                 "transaction id while committing; supported bases are FileStorage, "
-                "MappingStorage, DemoStorage and RelStorage (for ZEO, wrap the server's "
-                "storage)")
+                "MappingStorage, DemoStorage, RelStorage and ZEO's ClientStorage")
 
     def tid(self) -> bytes:
         """The id of the transaction the base is committing (past ``tpc_begin``
@@ -110,6 +115,29 @@ def last_committed_tid(base: Any) -> bytes:
         start = end - TRANSACTION_LENGTH - u64(f.read(TRANSACTION_LENGTH))
         f.seek(start)
         return f.read(8)
+
+
+def is_zeo_client(base: Any) -> bool:
+    """Whether *base* is a ZEO client (ZEO's ClientStorage)."""
+    client = sys.modules.get("ZEO.ClientStorage")
+    return client is not None and isinstance(base, client.ClientStorage)
+
+
+def send_blob_file(client: Any, oid: bytes, serial: bytes, data: bytes, path: str,
+                   transaction: Any) -> None:
+    """Send ZEO client *client*'s server the file at *path* as blob *oid*'s
+    (record *data*, stored over *serial*) in *transaction*: the messages of
+    ``ClientStorage.storeBlob`` (``storeBlobStart``, ``storeBlobChunk``,
+    ``storeBlobEnd``), without its moving the file into the client's blob
+    directory.  The file is read as the messages go, before the server
+    answers the vote; the record must have been stored (``store``) already."""
+    def messages() -> Iterator[tuple[str, tuple]]:
+        yield "storeBlobStart", ()
+        with open(path, "rb") as f:
+            while chunk := f.read(ZEO_CHUNK):
+                yield "storeBlobChunk", (chunk,)
+        yield "storeBlobEnd", (oid, serial, data, id(transaction))
+    client._async_iter(messages())
 
 
 def is_relstorage(base: Any) -> bool:

@@ -12,33 +12,38 @@ uploads before the base takes its lock (see
 final name with one small request.  Smaller blobs are uploaded once the
 transaction id is known (at the vote; at ``tpc_begin`` for a restore), in a
 bounded pool; an undo copies, inside Swift, each blob revision it brings
-back.  The vote waits for all of it and fails if anything failed, so the
-transaction aborts cleanly.  *Finishing* only renames staged files into the
-cache; *aborting* deletes what the transaction uploaded.
+back.  On a ZEO server, a blob a wrapped ZEO client uploaded itself arrives
+as a reference to its pending object (see
+:mod:`zodb_swiftblobs.blob_references`): it is *adopted*, and published at
+the vote while the client's lease holds.  The vote waits for all of it and
+fails if anything failed, so the transaction aborts cleanly.  *Finishing*
+only renames staged files into the cache; *aborting* deletes what the
+transaction stored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import time
 from base64 import decodebytes
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
 from typing import Any
 
 from ZODB.blob import is_blob_record
 from ZODB.POSException import POSKeyError
 
+from .blob_references import BlobReference
 from .deferred_begin import DeferredBegin
-from .errors import SwiftStorageError, raises_storage_errors, storage_error
-from .leases import CommitLease
+from .errors import raises_storage_errors, storage_error
+from .leases import LeaseBroken, lease_time_left, write_record
+from .pending_uploads import PendingUploads
+from .staged_blobs import StagedBlobs
 from .resources import SharedResources
-from .swift import PendingObject, SwiftError
+from .waiting import results, wait_for
 
 log = logging.getLogger(__name__)
-
-ABORT_DEADLINE = 10.0  # at most this (or the deadline) to delete an abort's uploads; else GC
 
 
 class BlobCommit:
@@ -58,51 +63,58 @@ class BlobCommit:
         self.tid = tid
         self.begin = begin
         self._resources = resources
-        self._staging_prefix = resources.staging.commit_prefix()
-        self._staged: dict[bytes, tuple[str, bytes | None]] = {}  # oid -> (path, serial)
+        self._staged = StagedBlobs(resources.cache, resources.staging.commit_prefix())
         self._copies: dict[bytes, str] = {}                        # oid -> source name
-        self._pending: dict[bytes, Future] = {}                    # oid -> pending upload
+        self._pending = PendingUploads(resources)                  # big blobs, before the lock
+        self._adopted: dict[bytes, BlobReference] = {}             # oid -> a ZEO client's upload
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
-        self._lease: CommitLease | None = None
-        self._lease_taken: Future | None = None  # its marker written, before any upload
-        self._recorded: Future | None = None     # the final names written into it
-        self._checksums: dict[bytes, int | None] = {}  # oid -> of its staged file, for the cache
+        self._recorded: list[Future] = []     # records of final names, its own or clients'
+        self._records: list[str] = []         # the names of the clients' records written
+        self._leases_end: dict[str, float] = {}  # a ZEO client's token -> its lease's end
 
     def staged_path(self, oid: bytes, serial: bytes) -> str | None:
         """The staged file of revision *serial* of blob *oid*, if this
         transaction stores it."""
-        entry = self._staged.get(oid)
-        if entry is None:
-            return None
-        path, own_serial = entry
-        return path if (own_serial or self.tid) == serial else None
+        return self._staged.path(oid, serial, self.tid)
 
     @raises_storage_errors
     def stage(self, oid: bytes, serial: bytes | None, blobfilename: str) -> None:
         """Take the blob file of *oid* (of revision *serial* for a restore, else
         of this transaction): upload it now if it is big (pending), else once
         the transaction id is known."""
-        staged = f"{self._staging_prefix}{oid.hex()}.blob"
-        self._settle(oid)  # an earlier upload of this oid may still read the file
-        self._discard_pending(oid)
-        self._resources.cache.stage(blobfilename, staged)
-        self._staged[oid] = (staged, serial)
-        self._copies.pop(oid, None)
+        self._forget(oid)
+        staged = self._staged.take(oid, serial, blobfilename)
         if self.tid is not None:
             self._start(oid)
         elif serial is None and self._uploads_early(staged):
-            self._start_pending(oid, staged)
+            self._pending.start(oid, staged)
+
+    def adopt(self, oid: bytes, reference: BlobReference) -> None:
+        """Take blob *oid* as the pending object a wrapped ZEO client uploaded
+        (see :mod:`zodb_swiftblobs.blob_references`): published at the vote,
+        if the client's lease still holds."""
+        self._forget(oid)
+        self._adopted[oid] = reference
+        if self.tid is not None:
+            self._publish_adopted()
 
     def copy_undone(self, oid: bytes, serial: bytes) -> None:
         """Bring back revision *serial* of blob *oid* (an undo): copied inside
         Swift to this transaction's id."""
+        self._forget(oid)
         self._copies[oid] = self._resources.layout.object_name(oid, serial)
-        self._settle(oid)
-        self._discard_pending(oid)
-        self._unstage(oid)
         if self.tid is not None:
             self._start(oid)
+
+    def _forget(self, oid: bytes) -> None:
+        """Forget what this transaction stored of blob *oid* so far (it is
+        stored again), once its requests have ended."""
+        self._settle(oid)  # an earlier upload of this oid may still read the file
+        self._pending.discard(oid)
+        self._staged.discard(oid)
+        self._copies.pop(oid, None)
+        self._adopted.pop(oid, None)
 
     def begin_base(self, learn_tid: Callable[[], bytes]) -> None:
         """Begin the base if its ``tpc_begin`` waits (see :attr:`begin`);
@@ -117,13 +129,10 @@ class BlobCommit:
         """Before the base's commit lock: wait for the pending uploads (raise
         the first failure), check that the commit's lease held, and read the
         staged files for the cache's checksums (not while the lock is held)."""
-        _wait_for(self._pending.values())
-        cache = self._resources.cache
-        for oid, (path, _) in self._staged.items():
-            with contextlib.suppress(OSError):  # then publishing reads it
-                self._checksums[oid] = cache.checksum(path)
-        if self._lease is not None:
-            self._check_lease()
+        self._pending.wait()
+        self._staged.read_checksums()
+        if self._pending:
+            self._pending.check_lease()
 
     def vote(self, learn_tid: Callable[[], bytes]) -> None:
         """Start what waits for the transaction id (*learn_tid* gives it):
@@ -131,64 +140,49 @@ class BlobCommit:
         pending object; then wait for all of it and raise the first failure.
         After a failure, uploads not started yet are cancelled: the vote fails
         within about one deadline however many blobs wait in the queue."""
-        if self.tid is None and (self._staged or self._copies):
+        if self.tid is None and (self._staged or self._copies or self._adopted):
             self.tid = learn_tid()
             self._start_known()
-        _wait_for([*self._work.values(), *filter(None, [self._recorded])])
-        if self._lease is not None:
-            self._check_lease()
+        wait_for([*self._work.values(), *self._recorded])
+        if self._pending:
+            self._pending.check_lease()
+        for token, end in self._leases_end.items():
+            if time.monotonic() >= end:
+                raise storage_error(LeaseBroken(
+                    "publishing took longer than the ZEO client's lease allows",
+                    operation="commit lease", name=self._resources.layout.commit_marker(token)))
 
     def finish(self, tid: bytes) -> None:
-        """Move the committed blobs into the cache (local renames only; a
-        failure here costs a download later, never the commit)."""
-        cache = self._resources.cache
-        for oid, (path, serial) in self._staged.items():
-            try:
-                cache.publish(path, oid, serial or tid, self._checksums.get(oid))
-            except Exception as exc:
-                log.warning("could not move committed blob %s into the cache (%s); it will "
-                            "be downloaded when read", oid.hex(), exc)
+        """Move the committed blobs into the cache."""
+        self._staged.move_into_cache(tid)
 
     def abort(self) -> None:
         """Remove what the aborted transaction put into Swift: its objects,
-        its pending objects, then its lease's marker."""
-        uploaded = _results(self._work.values())
-        pending = _results(self._pending.values())
-        _results(filter(None, [self._lease_taken, self._recorded]))
-        container = self._resources.container
-        deadline = min(ABORT_DEADLINE, container.deadline)
-        removed = True
-        try:
-            if uploaded:
-                container.delete_many(uploaded, deadline=deadline)
-            for stored in pending:
-                container.delete_pending(stored.name, deadline=deadline)
-        except SwiftError as exc:
-            removed = False
-            log.warning("could not delete %d objects of an aborted transaction (%s); "
-                        "the next pack's garbage collection will",
-                        len(uploaded) + len(pending), exc)
-        if self._lease is not None:
-            self._lease.release(delete_marker=removed)
+        the ZEO clients' records it wrote, its pending objects, then its
+        lease's marker."""
+        uploaded = results(self._work.values())
+        results(self._recorded)
+        self._pending.abort(uploaded, self._records)
 
     def end(self) -> None:
         """Remove the staged files not moved into the cache; the objects this
         transaction wrote are no longer in flight, and its lease ends (its
         marker stays: it names the objects published, for garbage collection)."""
-        for oid in list(self._staged):
-            self._unstage(oid)
+        self._staged.discard_all()
         self._resources.in_flight.difference_update(self._names)
-        if self._lease is not None:
-            self._lease.release(delete_marker=False)
+        if self._pending.lease is not None:
+            self._pending.lease.release(delete_marker=False)
 
     def _start_known(self) -> None:
         """Now that the transaction id is known: start the uploads of small
         blobs, the copies, and publishing the pending objects."""
-        for oid in list(self._staged) + list(self._copies):
+        for oid in [*self._staged, *self._copies]:
             if oid not in self._pending:
                 self._start(oid)
         if self._pending:
             self._publish_pending()
+        if self._adopted:
+            self._publish_adopted()
 
     def _uploads_early(self, path: str) -> bool:
         """Whether the staged blob file at *path* is uploaded before the lock."""
@@ -196,58 +190,49 @@ class BlobCommit:
         return (os.path.getsize(path) >= resources.early_upload_threshold
                 and resources.container.supports_pending)
 
-    def _start_pending(self, oid: bytes, path: str) -> None:
-        """Start the pending upload of blob *oid*, under this commit's lease
-        (taken now if need be)."""
-        resources = self._resources
-        if self._lease is None:
-            self._lease = resources.leases.start(take=False)
-            self._lease_taken = resources.early_pool.submit(self._lease.take)
-        name, taken = self._lease.pending_name(oid), self._lease_taken
-
-        def upload() -> PendingObject:
-            taken.result()  # its marker first (submitted first, so it runs first)
-            return resources.container.upload_pending(name, path)
-        self._pending[oid] = resources.early_pool.submit(upload)
-
-    def _discard_pending(self, oid: bytes) -> None:
-        """Wait for the pending upload of *oid*, if any, and remove what it stored
-        (the blob was stored again, or an undo brings back an old revision)."""
-        future = self._pending.pop(oid, None)
-        if future is None:
-            return
-        for stored in _results([future]):
-            try:
-                self._resources.container.delete_pending(stored.name)
-            except SwiftError as exc:
-                log.warning("could not delete pending object %r (%s); garbage "
-                            "collection will", stored.name, exc)
-
     def _publish_pending(self) -> None:
         """Start recording the final names in the lease's marker (for garbage
         collection, once the lease lapses), and publishing each pending object
         under its name: one request each, all at once."""
-        _wait_for(self._pending.values())  # done, unless an undo began the base early
+        self._pending.wait()  # done, unless an undo began the base early
         resources = self._resources
-        names = {oid: resources.layout.object_name(oid, self.tid) for oid in self._pending}
-        self._recorded = resources.pool.submit(self._lease.record, names)
+        objects = self._pending.objects()
+        names = {oid: resources.layout.object_name(oid, self.tid) for oid in objects}
+        self._recorded.append(resources.pool.submit(self._pending.lease.record, names))
         for oid, name in names.items():
             self._settle(oid)
             self._track(oid, name, resources.pool.submit(
-                resources.container.publish, name, self._pending[oid].result()))
+                resources.container.publish, name, objects[oid]))
 
-    def _check_lease(self) -> None:
-        try:
-            self._lease.check()
-        except SwiftError as exc:
-            raise storage_error(exc) from None
-
-    def _unstage(self, oid: bytes) -> None:
-        """Forget the staged file of *oid* (its upload must be settled), and remove it."""
-        path, _ = self._staged.pop(oid, (None, None))
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    @raises_storage_errors
+    def _publish_adopted(self) -> None:
+        """Publish the pending objects of wrapped ZEO clients: for each
+        client's commit, once its lease is known to hold long enough, a copy
+        or a manifest per blob, and the record of the manifests' names."""
+        resources = self._resources
+        container, layout = resources.container, resources.layout
+        by_token: dict[str, dict[bytes, BlobReference]] = {}
+        for oid, reference in self._adopted.items():
+            by_token.setdefault(reference.token, {})[oid] = reference
+        for token, references in by_token.items():
+            if token not in self._leases_end:
+                self._leases_end[token] = time.monotonic() + lease_time_left(
+                    container, layout, token)
+            manifests = {}
+            for oid, reference in references.items():
+                name = layout.object_name(oid, self.tid)
+                publish = container.publish
+                if reference.publish == "copy":
+                    publish = container.publish_copy
+                else:
+                    manifests[oid] = name
+                self._settle(oid)
+                self._track(oid, name, resources.pool.submit(publish, name, reference.pending))
+            if manifests:
+                self._records.append(layout.commit_record(token))
+                self._recorded.append(resources.pool.submit(
+                    write_record, container, layout, token, manifests))
+        self._adopted.clear()
 
     def _settle(self, oid: bytes) -> None:
         """Wait for the earlier upload or copy of *oid* in this transaction, if any:
@@ -261,7 +246,7 @@ class BlobCommit:
         resources = self._resources
         self._settle(oid)
         if oid in self._staged:
-            path, serial = self._staged[oid]
+            path, serial = self._staged.file(oid)
             name = resources.layout.object_name(oid, serial or self.tid)
             work = resources.pool.submit(resources.container.upload, name, path)
         else:
@@ -275,37 +260,6 @@ class BlobCommit:
         self._work[oid] = work
         self._names.add(name)
         self._resources.in_flight.add(name)
-
-
-def _wait_for(futures: Collection[Future]) -> None:
-    """Wait for *futures* (uploads, copies); on the first failure cancel those
-    not started, wait for the others, and raise it as a storage error."""
-    wait(futures, return_when=FIRST_EXCEPTION)
-    for future in futures:
-        future.cancel()  # does nothing to the finished and the running
-    wait(futures)
-    failures = [future.exception() for future in futures
-                if not future.cancelled() and future.exception() is not None]
-    if not failures:
-        return
-    cancelled = sum(future.cancelled() for future in futures)
-    log.warning("%d of %d blob uploads failed (%d cancelled before they started); "
-                "the transaction aborts", len(failures), len(futures), cancelled)
-    error = failures[0]
-    if isinstance(error, SwiftError):
-        raise storage_error(error)
-    raise SwiftStorageError(f"blob upload failed: {type(error).__name__}: {error}")
-
-
-def _results(futures: Collection[Future]) -> list:
-    """Cancel what has not started, wait for the rest: the results of those
-    that succeeded."""
-    futures = list(futures)
-    for future in futures:
-        future.cancel()
-    wait(futures)
-    return [future.result() for future in futures
-            if not future.cancelled() and future.exception() is None]
 
 
 def revisions_undo_restores(

@@ -12,7 +12,8 @@ segment container, the names under ``<prefix>commits/<token>`` (a token: 16
 hex digits, one per commit): that object is the commit's lease marker (see
 :mod:`zodb_swiftblobs.leases`), ``<prefix>commits/<token>/<oid>`` the pending
 upload of blob *oid* (see :mod:`zodb_swiftblobs.swift.pending`), whose
-segments are named below it.
+segments are named below it, and ``<prefix>commits/<token>/published`` the
+record of the final names its pending uploads were published under.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .names import check_prefix
 SUFFIX = ".blob"
 MARKER = "zodb-swiftblobs.owner"
 COMMITS = "commits/"
+RECORD = "published"
 OBJECT_NAME = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{16})\.blob$")
 COMMIT_TOKEN = re.compile(r"^[0-9a-f]{16}$")
 COMMIT_NAME = re.compile(r"^([0-9a-f]{16})(?:/([0-9a-f]{16}))?$")
@@ -77,6 +79,11 @@ class ObjectLayout:
     def pending_name(self, token: str, oid: bytes) -> str:
         """The name of the pending upload of blob *oid* in commit *token*."""
         return f"{self.commits_prefix}{_token(token)}/{_hex(oid)}"
+
+    def commit_record(self, token: str) -> str:
+        """The name of the record of the final names of commit *token*'s
+        published pending uploads."""
+        return f"{self.commits_prefix}{_token(token)}/{RECORD}"
 
     def parse_commit_name(self, name: str) -> tuple[str, bytes | None] | None:
         """``(token, None)`` of a commit's marker, ``(token, oid)`` of a pending

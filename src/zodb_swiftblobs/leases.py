@@ -2,14 +2,19 @@
 that garbage collection in any process leaves its objects alone.
 
 The marker of commit *token* is the small object ``<prefix>commits/<token>``
-of the segment container (see :class:`~zodb_swiftblobs.layout.ObjectLayout`).
-Its body, JSON, says how long it holds and, once the commit knows them, the
-final names of its pending uploads: ``{"lease": seconds, "objects": {oid hex:
-final name}}``.  It is written when the commit starts, then again every
-lease/4 by the keeper thread of the database's :class:`CommitLeases`.
-Garbage collection takes a marker at least its lease old by Swift's clock (see
-:func:`read_marker`) for abandoned.  A commit publishes only while its lease
-has been continuous (see :meth:`CommitLease.check`).
+of the segment container (see :class:`~zodb_swiftblobs.layout.ObjectLayout`);
+its body, JSON, says how long it holds: ``{"lease": seconds}``.  It is
+written when the commit starts, then again every lease/4 by the keeper
+thread of the database's :class:`CommitLeases`.  Garbage collection takes a
+marker at least its lease old by Swift's clock (see :func:`read_marker`) for
+abandoned.  A commit publishes only while its lease has been continuous (see
+:meth:`CommitLease.check`; a ZEO server publishing a client's uploads, see
+:func:`lease_time_left`).
+
+Whoever publishes a commit's pending uploads writes, once, the *record* of
+their final names, ``<prefix>commits/<token>/published`` (``{oid hex: final
+name}``; see :func:`write_record`): an object of its own, which no refresh of
+the marker can overwrite.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import threading
 import time
 
 from .layout import ObjectLayout, new_commit_token
-from .swift import SwiftContainer, SwiftError, SwiftUnavailableError
+from .swift import NotFoundError, SwiftContainer, SwiftError, SwiftUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +119,7 @@ class CommitLease:
         self.token = token
         self.marker = leases.layout.commit_marker(token)
         self.next_refresh = math.inf
-        self._objects: dict[str, str] = {}
+        self._recorded = False
         self._writing = threading.Lock()  # one write of the marker at a time
         self._released = False
         self._last_refresh: float | None = None  # when the last successful one started
@@ -137,12 +142,16 @@ class CommitLease:
         return self.leases.layout.pending_name(self.token, oid)
 
     def record(self, names: dict[bytes, str]) -> None:
-        """Write the final *names* of the commit's blobs (by oid) into its
-        marker (SwiftError when that fails).  This write does not refresh
-        the lease (see :meth:`check`)."""
+        """Write the record of the final *names* of the commit's blobs (by
+        oid; SwiftError when that fails)."""
+        write_record(self.leases.container, self.leases.layout, self.token, names)
+        self._recorded = True
+
+    def stop_refreshing(self) -> None:
+        """Refresh the marker no more, once a refresh under way has ended."""
         with self._writing:
-            self._objects = {oid.hex(): name for oid, name in names.items()}
-            self._write()
+            self._released = True
+        self.leases.forget(self)
 
     def check(self) -> None:
         """LeaseBroken unless the lease has been continuous: successful
@@ -158,8 +167,9 @@ class CommitLease:
                 name=self.marker)
 
     def release(self, *, delete_marker: bool) -> None:
-        """Stop refreshing the marker; with *delete_marker*, delete it
-        (a failure is logged: garbage collection removes it once stale).
+        """Stop refreshing the marker; with *delete_marker*, delete it, after
+        the record if one was written (a failure is logged: garbage
+        collection removes them once stale).
         Without, this makes no request and waits for none: a refresh under
         way (it only renews the marker) ends on its own."""
         if not delete_marker:
@@ -170,8 +180,12 @@ class CommitLease:
             self._released = True
         self.leases.forget(self)
         container = self.leases.container
+        names = [self.marker]
+        if self._recorded:
+            names.insert(0, self.leases.layout.commit_record(self.token))
         try:
-            container.delete(self.marker, large=False, container=container.segment_container)
+            for name in names:
+                container.delete(name, large=False, container=container.segment_container)
         except SwiftError as exc:
             log.warning("could not delete the marker of commit lease %s (garbage collection "
                         "removes it once stale): %s", self.token, exc)
@@ -201,26 +215,65 @@ class CommitLease:
 
     def _write(self) -> None:
         container = self.leases.container
-        body = json.dumps({"lease": self.leases.lease, "objects": self._objects}).encode()
+        body = json.dumps({"lease": self.leases.lease}).encode()
         container.put_bytes(self.marker, body, container=container.segment_container)
 
 
-def read_marker(container: SwiftContainer, name: str) -> tuple[dict, float]:
-    """The body of the commit marker *name* (``{"lease": seconds, "objects":
-    {oid hex: final name}}``) and its age in seconds by Swift's clock;
-    NotFoundError when it is absent.  A body that does not parse counts as a
-    lease of LEASE seconds without objects."""
+def read_marker(container: SwiftContainer, name: str) -> tuple[float, float]:
+    """The lease (seconds) of the commit marker *name* and the marker's age
+    in seconds by Swift's clock; NotFoundError when it is absent.  A body
+    that does not parse counts as a lease of LEASE seconds."""
     small = container.read_small(name, container=container.segment_container)
-    return _marker_body(small.data), small.age
-
-
-def _marker_body(data: bytes) -> dict:
     try:
-        body = json.loads(data)
-        lease, objects = float(body["lease"]), body["objects"]
+        lease = float(json.loads(small.data)["lease"])
     except (ValueError, TypeError, KeyError):
-        return {"lease": LEASE, "objects": {}}
-    if not (0 < lease < math.inf and isinstance(objects, dict)
-            and all(isinstance(value, str) for value in objects.values())):
-        return {"lease": LEASE, "objects": {}}
-    return {"lease": lease, "objects": objects}
+        lease = LEASE
+    return (lease if 0 < lease < math.inf else LEASE), small.age
+
+
+def lease_time_left(container: SwiftContainer, layout: ObjectLayout, token: str) -> float:
+    """How long the lease of commit *token*, kept by another process (a ZEO
+    client), is certain to keep garbage collection away: less than half its
+    lease since the marker was last written (its owner stops refreshing it
+    once it has checked it held, before asking for publication).  LeaseBroken
+    when that is no time at all, or the marker is gone."""
+    marker = layout.commit_marker(token)
+    try:
+        lease, age = read_marker(container, marker)
+    except NotFoundError:
+        raise LeaseBroken("its marker is gone: garbage collection may have removed the "
+                          "commit's uploads", operation="commit lease", name=marker) from None
+    left = lease / 2 - age
+    if left <= 0:
+        raise LeaseBroken(f"its marker was last written {age:.1f}s ago, while a lease of "
+                          f"{lease:g}s allows less than {lease / 2:g}s", operation="commit lease",
+                          name=marker)
+    return left
+
+
+def write_record(container: SwiftContainer, layout: ObjectLayout, token: str,
+                 names: dict[bytes, str]) -> None:
+    """Record the final *names* (by oid) commit *token*'s pending uploads
+    are published under (SwiftError when that fails)."""
+    body = json.dumps({oid.hex(): name for oid, name in names.items()}).encode()
+    container.put_bytes(layout.commit_record(token), body,
+                        container=container.segment_container)
+
+
+def read_record(container: SwiftContainer, layout: ObjectLayout,
+                token: str) -> dict[str, str] | None:
+    """The final names (by oid hex) of commit *token*'s published pending
+    uploads: empty when it has no record, None when its record is unreadable."""
+    try:
+        data = container.read_small(layout.commit_record(token),
+                                    container=container.segment_container).data
+    except NotFoundError:
+        return {}
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not all(isinstance(name, str)
+                                               for name in record.values()):
+        return None
+    return record

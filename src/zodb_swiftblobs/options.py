@@ -284,7 +284,10 @@ def component_xml() -> str:
       environment variables, as the swift command-line client reads them.
     </description>
     <section type="ZODB.storage" name="*" attribute="base" required="yes">
-      <description>The wrapped storage (without a blob directory).</description>
+      <description>
+        The wrapped storage (without a blob directory; a zeoclient may keep
+        its blob-dir, which is then unused).
+      </description>
     </section>
 {keys}  </sectiontype>
 

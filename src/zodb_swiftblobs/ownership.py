@@ -157,6 +157,20 @@ class PrefixOwnership:
             self._check_encryption(marker)
             self._update(marker)
 
+    def check_served(self, *, writes: bool) -> None:
+        """For a ZEO client, whose server's database owns the prefix:
+        ForeignPrefixError unless the prefix is claimed; for one that *writes*,
+        EncryptionRequiredError if it would write plaintext into an encrypting
+        database."""
+        marker = self.owner()
+        if marker is None:
+            raise ForeignPrefixError(
+                f"{self.where} is not claimed by any database: a ZEO client writes and reads "
+                "the blobs of its server's database, so wrap the ZEO server's storage in a "
+                "swiftblobstorage with this container and prefix, and start it first")
+        if writes:
+            self._check_encryption(marker)
+
     def _check_encryption(self, marker: dict) -> None:
         """For a process that writes: refuse to write plaintext into an
         encrypting database."""

@@ -9,12 +9,13 @@ names token by token (one token per commit):
 - a token whose marker is fresh belongs to a commit in progress, in some
   process: it is left whole (the marker is read from Swift, not from the
   listing, which may lag behind; a commit writes it before any upload);
-- otherwise each pending object is kept while the final object its marker
-  names refers to it (read from Swift, not from a listing), and deleted with
-  its segments when nothing does (an aborted or killed commit), unless
-  modified less than the sweep's minimum age ago;
+- otherwise each pending object is kept while the final object the token's
+  record names refers to it (both read from Swift, not from a listing), and
+  deleted with its segments when nothing does (an aborted or killed commit),
+  unless modified less than the sweep's minimum age ago; an unreadable record
+  keeps them all;
 - segments of the token outside any pending object kept go too, and the
-  marker goes once nothing of its token is left.
+  record and the marker go once nothing else of the token is left.
 
 The commit side publishes only while its lease has been continuous, so a
 marker found stale here belongs to a commit that will never publish again.
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .layout import ObjectLayout
-from .leases import read_marker
+from .leases import read_marker, read_record
 from .swift import NotFoundError, StoredObject, SwiftContainer
 from .swift.objects import younger
 
@@ -53,6 +54,7 @@ class _Token:
     token: str
     pending: dict[str, tuple[bytes, StoredObject]] = field(default_factory=dict)
     segments: list[StoredObject] = field(default_factory=list)
+    record: str | None = None  # the name of its record of final names, if listed
 
 
 def sweep_pending(container: SwiftContainer, layout: ObjectLayout, *, dry_run: bool,
@@ -85,9 +87,12 @@ def _tokens(container: SwiftContainer, layout: ObjectLayout) -> Iterator[_Token]
         if token is None:
             continue
         found = _Token(token)
+        record = layout.commit_record(token)
         for stored in group:
             parsed = layout.parse_commit_name(stored.name)
-            if parsed is None:
+            if stored.name == record:
+                found.record = record
+            elif parsed is None:
                 found.segments.append(stored)
             elif parsed[1] is not None:
                 found.pending[stored.name] = (parsed[1], stored)
@@ -100,13 +105,17 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
     nothing while its commit's lease is fresh."""
     marker = layout.commit_marker(token.token)
     try:
-        body, age = read_marker(container, marker)
+        lease, age = read_marker(container, marker)
     except NotFoundError:  # aborted (its marker goes last), or collected
-        body, age = {"objects": {}}, None
-    if age is not None and age < body["lease"]:
+        lease, age = None, None
+    if age is not None and age < lease:
         report.in_progress += 1
         return []
-    published: dict[str, str] = body["objects"]
+    published = read_record(container, layout, token.token) if token.pending else {}
+    if published is None:
+        log.warning("the record of commit %s is unreadable: its pending uploads are kept",
+                    token.token)
+        return []
     kept: list[str] = []
     doomed: list[tuple[str, bool]] = []
     for name, (oid, stored) in token.pending.items():
@@ -122,8 +131,11 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
             doomed.append((name, True))
     doomed += [(segment.name, False) for segment in token.segments
                if not any(segment.name.startswith(f"{name}/") for name in kept)]
-    if not kept and age is not None:
-        doomed.append((marker, False))
+    if not kept:
+        if token.record is not None:
+            doomed.append((token.record, False))
+        if age is not None:
+            doomed.append((marker, False))
     return doomed
 
 

@@ -15,6 +15,7 @@ from .errors import SwiftStorageError, raises_storage_errors
 from .layout import ObjectLayout
 from .leases import CommitLeases
 from .options import container_settings
+from .bases import is_zeo_client
 from .ownership import PrefixOwnership, database_identity
 from .staging import StagingArea
 from .swift import NotFoundError, SwiftContainer
@@ -49,15 +50,19 @@ class SharedResources:
     def open(cls, base: Any, settings: Mapping[str, Any]) -> SharedResources:
         """Open the resources of the database of *base* (*settings*: every
         option, checked): the container is created if need be, and the prefix
-        claimed, unless *base* is read-only."""
+        claimed, unless *base* is read-only; for a ZEO client, whose server's
+        database owns them, they must exist."""
         layout = object_layout(settings)  # local settings first: no network for their errors
         cache = open_cache(settings)
         container = open_container(settings)
         try:
             ownership = PrefixOwnership(container, layout, database_identity(base),
                                         encrypts=container.encryption is not None)
-            _prepare(container, ownership, create=settings["create_container"],
-                     read_only=base.isReadOnly())
+            if is_zeo_client(base):
+                _join(container, ownership, read_only=base.isReadOnly())
+            else:
+                _prepare(container, ownership, create=settings["create_container"],
+                         read_only=base.isReadOnly())
             return cls(container, layout, cache, ownership, settings["upload_concurrency"],
                        settings["early_upload_threshold"], settings["commit_lease"],
                        settings["temp_url_key"], settings["gc_grace_period"])
@@ -115,3 +120,16 @@ def _prepare(container: SwiftContainer, ownership: PrefixOwnership, *, create: b
         why = "a storage opened read-only does not create it" if read_only \
             else "create-container is off"
     raise SwiftStorageError(f"Swift container {container.container!r} does not exist ({why})")
+
+
+@raises_storage_errors
+def _join(container: SwiftContainer, ownership: PrefixOwnership, *, read_only: bool) -> None:
+    """Check that the container exists and that a database (the ZEO
+    server's) owns the prefix, for a ZEO client."""
+    try:
+        container.ensure_container(create=False)
+    except NotFoundError:
+        raise SwiftStorageError(
+            f"Swift container {container.container!r} does not exist: a ZEO client uses its "
+            "server's, which the server's swiftblobstorage creates") from None
+    ownership.check_served(writes=not read_only)

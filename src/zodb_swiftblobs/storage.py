@@ -21,9 +21,11 @@ from ZODB.POSException import POSKeyError, ReadOnlyError, StorageError, StorageT
 from zope.interface import directlyProvides, implementer, providedBy
 
 from . import options
-from .bases import (TidKnown, TidProbe, current_view, last_committed_tid, revision_exists,
-                    served_by_zeo_server)
+from .bases import (TidKnown, TidProbe, current_view, is_zeo_client, last_committed_tid,
+                    revision_exists, served_by_zeo_server)
+from .blob_references import take_reference
 from .cache import BlobCache
+from .client_commit import ClientBlobCommit
 from .commit import BlobCommit, revisions_undo_restores
 from .copying import copy_transactions_with_blobs
 from .deferred_begin import LOGGED_CALLS, DeferredBegin
@@ -95,7 +97,9 @@ class SwiftBlobStorage:
         return instance
 
     def _wrap(self, base) -> None:
-        if ZODB.interfaces.IBlobStorage.providedBy(base):
+        # A ZEO client says it stores blobs when its server does; wrapped, it
+        # writes and reads them in Swift itself.
+        if ZODB.interfaces.IBlobStorage.providedBy(base) and not is_zeo_client(base):
             raise ValueError(f"{type(base).__name__} keeps blobs itself; configure it "
                              "without a blob directory to wrap it in SwiftBlobStorage")
         self.base = base
@@ -107,8 +111,10 @@ class SwiftBlobStorage:
         if root:  # a ZODB database asks for paths it does not open (a ZEO server: see registerDB)
             resources.cache.pins_wait_for_open = False
         self._root = root
-        self._commits: dict[Any, BlobCommit] = {}  # by transaction: FileStorage's begin waits
+        # by transaction: several at once, as FileStorage's begin waits
+        self._commits: dict[Any, BlobCommit | ClientBlobCommit] = {}
         self._db = None
+        self._served_by_zeo = False  # then blob files may be wrapped ZEO clients' references
         for name in self.copied_methods:
             method = getattr(base, name, None)
             if method is not None:
@@ -158,6 +164,7 @@ class SwiftBlobStorage:
         self._db = db
         if served_by_zeo_server(db):  # it opens each path it asks for, maybe much later
             self._resources.cache.pins_wait_for_open = True
+            self._served_by_zeo = True
 
     def invalidateCache(self) -> None:
         if self._db is not None:
@@ -309,17 +316,21 @@ class SwiftBlobStorage:
             self.base.tpc_begin(transaction)
         else:
             self.base.tpc_begin(transaction, tid, status)
+        if self._probe.known is TidKnown.AT_FINISH:
+            self._commits[transaction] = ClientBlobCommit(transaction, self._resources,
+                                                          self.base, tid)
+            return
         if tid is None and self._probe.known is TidKnown.AT_BEGIN:
             tid = self._probe.tid()
         self._commits[transaction] = BlobCommit(transaction, self._resources, tid)
 
-    def _current(self, transaction: Any) -> BlobCommit:
+    def _current(self, transaction: Any) -> BlobCommit | ClientBlobCommit:
         commit = self._commits.get(transaction)
         if commit is None:
             raise StorageError("blob stored outside of the storage's current transaction")
         return commit
 
-    def _committing(self, transaction: Any) -> BlobCommit | None:
+    def _committing(self, transaction: Any) -> BlobCommit | ClientBlobCommit | None:
         return self._commits.get(transaction)
 
     def _transactional(self, method: str) -> Callable[..., None]:
@@ -340,7 +351,17 @@ class SwiftBlobStorage:
                   version: str, transaction: Any) -> None:
         assert not version, "versions are not supported"
         self.store(oid, oldserial, data, "", transaction)
-        self._current(transaction).stage(oid, None, blobfilename)
+        commit = self._current(transaction)
+        if isinstance(commit, ClientBlobCommit):
+            commit.store_blob(oid, oldserial, data, blobfilename)
+            return
+        resources = self._resources
+        reference = take_reference(blobfilename, oid, resources.container.container,
+                                   resources.layout) if self._served_by_zeo else None
+        if reference is None:
+            commit.stage(oid, None, blobfilename)
+        else:
+            commit.adopt(oid, reference)
 
     def restoreBlob(self, oid: bytes, serial: bytes, data: bytes, blobfilename: str,
                     prev_txn: bytes | None, transaction: Any) -> None:
@@ -349,7 +370,10 @@ class SwiftBlobStorage:
 
     def undo(self, transaction_id: bytes, transaction: Any) -> Any:
         """Undo through the base; each blob revision the undo brings back is
-        copied inside Swift to the undoing transaction's id."""
+        copied inside Swift to the undoing transaction's id (by the ZEO
+        server's wrapper, for a ZEO client)."""
+        if self._probe.known is TidKnown.AT_FINISH:
+            return self.base.undo(transaction_id, transaction)
         commit = self._committing(transaction)
         if commit is not None:
             commit.begin_base(self._probe.tid)  # the base's undo needs its transaction
@@ -408,10 +432,12 @@ class SwiftBlobStorage:
             finally:
                 self._end(commit)
 
-    def _end(self, commit: BlobCommit) -> None:
-        commit.end()
+    def _end(self, commit: BlobCommit | ClientBlobCommit) -> None:
+        """End *commit*, once (``tpc_finish`` ends it in the base's callback,
+        or after the base failed)."""
         if self._commits.get(commit.transaction) is commit:
             del self._commits[commit.transaction]
+            commit.end()
 
     # -- pack and copy -----------------------------------------------------------------
 
@@ -421,9 +447,12 @@ class SwiftBlobStorage:
 
         Extra arguments go to the base's pack (``gc`` for FileStorage,
         ``prepack_only``/``check_refs`` for RelStorage, which skip collection).
+        A ZEO client's server packs, and its wrapper collects.
         """
         if kwargs.get("gc", 0) is None:
             del kwargs["gc"]
+        if self._probe.known is TidKnown.AT_FINISH:
+            return self.base.pack(pack_time, referencesf, *args, **kwargs)
         with current_view(self.base) as view:
             last = last_committed_tid(view)
         result = self.base.pack(pack_time, referencesf, *args, **kwargs)
@@ -446,6 +475,10 @@ class SwiftBlobStorage:
         if isinstance(self.base, ZODB.DemoStorage.DemoStorage):
             raise SwiftStorageError("no blob garbage collection over a DemoStorage: its "
                                     "blobs may be those of the storage it is layered on")
+        if self._probe.known is TidKnown.AT_FINISH:
+            raise SwiftStorageError("no blob garbage collection through a ZEO client: pack "
+                                    "the database, or run gc with the ZEO server's "
+                                    "configuration")
         resources = self._resources
         resources.ownership.check(claim=not dry_run)
         with current_view(self.base) as view:

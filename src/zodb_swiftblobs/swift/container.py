@@ -313,16 +313,16 @@ class SwiftContainer:
         return self.cluster.supports_slo
 
     def upload_pending(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
-                       deadline: float | None = None) -> PendingObject:
+                       deadline: float | None = None, plain: bool = False) -> PendingObject:
         """Upload the file at *path* as pending object *name* of the segment
-        container: a plain object when it fits in one segment, else a Static
-        Large Object in *segment_size* segments; MD5-checked, encrypted as
-        :meth:`upload` does.  The
-        *metadata* goes on the object it is published as (see :meth:`publish`).
-        PermanentSwiftError unless :attr:`supports_pending`."""
+        container: a plain object when it fits in one segment (or is to be
+        published as a copy: *plain*), else a Static Large Object in
+        *segment_size* segments; MD5-checked, encrypted as :meth:`upload`
+        does.  The *metadata* goes on the object it is published as (see
+        :meth:`publish`).  PermanentSwiftError unless :attr:`supports_pending`."""
         source, headers = self._upload_source(path, metadata)
         return self.pending.upload(name, source, headers,
-                                   self.transport.budget(deadline, source.size))
+                                   self.transport.budget(deadline, source.size), plain=plain)
 
     def publish(self, name: str, pending: PendingObject, *,
                 deadline: float | None = None) -> StoredObject:
@@ -331,6 +331,14 @@ class SwiftContainer:
         (PermanentSwiftError) unless *pending* is in place as uploaded.
         Deleting it deletes the pending object too."""
         return self.pending.publish(name, pending, self.transport.budget(deadline))
+
+    def publish_copy(self, name: str, pending: PendingObject, *,
+                     deadline: float | None = None) -> StoredObject:
+        """Store object *name* as a copy, made inside Swift, of plain pending
+        object *pending*, which is then no longer needed (ChecksumMismatchError
+        unless the copy has its etag)."""
+        return self.pending.publish_copy(name, pending,
+                                         self.transport.budget(deadline, pending.size))
 
     def delete_pending(self, name: str, *, deadline: float | None = None) -> bool:
         """Delete pending object *name* with its segments; False if it was absent."""

@@ -13,8 +13,11 @@ deletes the pending object and its segments too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from .errors import PermanentSwiftError, SwiftUnavailableError
+import swiftclient.client as swift
+
+from .errors import ChecksumMismatchError, PermanentSwiftError, SwiftUnavailableError
 from .large_objects import LargeObjects, slo_etag
 from .objects import StoredObject, metadata_of
 from .transport import TimeBudget
@@ -43,12 +46,12 @@ class PendingObjects:
         self.large_objects = large_objects
 
     def upload(self, name: str, source: UploadSource, headers: dict[str, str],
-               budget: TimeBudget) -> PendingObject:
+               budget: TimeBudget, *, plain: bool = False) -> PendingObject:
         """Upload *source* as pending object *name*, to be published with
-        *headers*."""
+        *headers*; a plain object if *plain* (to be published as a copy)."""
         self._require_slo("pending upload", name)
         large_objects = self.large_objects
-        if 0 < source.size <= large_objects.segment_size:  # one segment: itself
+        if plain or 0 < source.size <= large_objects.segment_size:  # one segment: itself
             md5 = large_objects.uploader.put_file(large_objects.segment_container, name, source,
                                                   0, source.size, {}, budget)
             return PendingObject(name, source.size, md5, dict(headers))
@@ -72,6 +75,28 @@ class PendingObjects:
                                                  container=large_objects.container):
                 raise
         return StoredObject(name, pending.size, None, True, None, metadata_of(pending.headers))
+
+    def publish_copy(self, name: str, pending: PendingObject,
+                     budget: TimeBudget) -> StoredObject:
+        """Store object *name* of the container as a copy, made inside Swift,
+        of plain pending object *pending* (with its headers only);
+        ChecksumMismatchError (the copy deleted) unless it has *pending*'s
+        etag, NotFoundError when *pending* is gone."""
+        large_objects = self.large_objects
+        headers = {**pending.headers, "X-Copy-From":
+                   f"/{large_objects.segment_container}/{quote(pending.name)}",
+                   "X-Fresh-Metadata": "true"}
+        container = large_objects.container
+        etag = large_objects.transport.call("publish", name, lambda u, t, h: swift.put_object(
+            u, t, container, name, b"", content_length=0, headers=headers, http_conn=h),
+            budget=budget)
+        if etag != pending.etag:
+            large_objects.transport.call("delete", name, lambda u, t, h: swift.delete_object(
+                u, t, container, name, http_conn=h), budget=budget)
+            raise ChecksumMismatchError(
+                f"the copy of pending object {pending.name!r} has etag {etag}, not "
+                f"{pending.etag}", operation="publish", name=name)
+        return StoredObject(name, pending.size, etag, False, None, metadata_of(pending.headers))
 
     def _require_slo(self, operation: str, name: str) -> None:
         if not self.large_objects.cluster.supports_slo:
