@@ -117,6 +117,8 @@ def format_value(value: float, unit: str) -> str:
         number = f"{value:,.0f}"
     elif value >= 10:
         number = f"{value:.1f}"
+    elif 0 < value < 0.01:
+        number = f"{value:.2g}"  # small, but not nothing
     else:
         number = f"{value:.2f}"
     return f"{number} {unit}".rstrip()

@@ -1,11 +1,11 @@
 """Measure zodb-swiftblobs against the limits of its Swift cluster and local disk.
 
-Starts an embedded Swift, then runs each workload (W1-W10, R1) several times,
-interleaving three subjects in every repetition: python-swiftclient alone
-(``raw``), ZODB's BlobStorage over FileStorage (``local``) and
-SwiftBlobStorage over FileStorage (W9: also over RelStorage on SQLite).
-Prints the median, min and max of every measure, the ratios, and whether
-each target is met.
+Starts an embedded Swift, then runs each workload (W1-W10, R1, Z1, Z2) several
+times, interleaving three subjects in every repetition: python-swiftclient
+alone (``raw``), ZODB's BlobStorage over FileStorage (``local``) and
+SwiftBlobStorage over FileStorage (W9: also over RelStorage on SQLite; Z1 and
+Z2: clients of a ZEO server, see ``zeo.py``).  Prints the median, min and max
+of every measure, the ratios, and whether each target is met.
 
     python benchmarks/run.py               # the full run (about half an hour)
     python benchmarks/run.py --quick       # small sizes, one repetition (a smoke test)
@@ -36,11 +36,13 @@ from concurrency import WORKLOADS as CONCURRENT_WORKLOADS  # noqa: E402
 from reads import WORKLOADS as READ_WORKLOADS  # noqa: E402
 from workloads import FULL, QUICK, Bench, close  # noqa: E402
 from workloads import WORKLOADS as SINGLE_WRITER_WORKLOADS  # noqa: E402
+from zeo import WORKLOADS as ZEO_WORKLOADS  # noqa: E402
 from zodb_swiftblobs.testing.devswift import DevSwift  # noqa: E402
 
 README_START = ".. benchmark-table-start"
 README_END = ".. benchmark-table-end"
-WORKLOADS = {**SINGLE_WRITER_WORKLOADS, **CONCURRENT_WORKLOADS, **READ_WORKLOADS}
+WORKLOADS = {**SINGLE_WRITER_WORKLOADS, **CONCURRENT_WORKLOADS, **READ_WORKLOADS,
+             **ZEO_WORKLOADS}
 
 
 def machine(devices: str) -> dict[str, str]:
