@@ -128,9 +128,10 @@ class ZeoServer:
             try:
                 socket.create_connection(self.address, timeout=1).close()
                 return
-            except OSError:
+            except OSError as error:
                 if time.monotonic() > give_up:
-                    raise RuntimeError(f"the ZEO server never listened: {self._log_tail()}")
+                    raise RuntimeError(f"the ZEO server never listened: "
+                                       f"{self._log_tail()}") from error
                 time.sleep(0.05)
 
     def _log_tail(self) -> str:
@@ -223,9 +224,9 @@ class WorstWait:
 
     def text(self, operation: str) -> str:
         return (f"the {operation} took {self.duration:.3f} s (ZEO server CPU "
-                f"{self.server_cpu:.2f} s); alone: median {_milliseconds(self.median_alone)}, "
-                f"worst {_milliseconds(self.worst_alone)}; worst during it "
-                f"{_milliseconds(self.worst_during)}")
+                f"{self.server_cpu:.2f} s, B's included); alone: median "
+                f"{_milliseconds(self.median_alone)}, worst {_milliseconds(self.worst_alone)}; "
+                f"worst during it {_milliseconds(self.worst_during)}")
 
 
 def beside(repeated: Repeated, operation: Callable[[], object], alone: int,
