@@ -30,11 +30,11 @@ from ZODB.tests.PackableStorage import IExternalGC_suite
 from ZODB.tests.testblob import storage_reusable_suite
 
 from conftest import blob_objects, blob_revision, credentials_for, store_blobs, swift_storage
-from test_conformance import case_name, failed_examples, flatten, run_case
+from test_conformance import case_name, failed_examples, flatten, run_case, run_case_named
 from test_zeo import wait_for as wait_for_commit
-from test_zeo_clients import MIB, SERVER_STORAGE, Deployment, read_blobs
+import test_zeo_clients
+from test_zeo_clients import MIB, SERVER_STORAGE, read_blobs
 from zodb_swiftblobs.layout import ObjectLayout
-from zodb_swiftblobs.swift import SwiftContainer
 
 THRESHOLD = 16 << 10  # the clients' early-upload-threshold: smaller blobs are
 #                       copied by the server, bigger ones published by manifest
@@ -233,14 +233,8 @@ def test_the_suite_runs_every_case():
 
 def zeo_failures(case_id):
     """What ZEO's own blob support fails in the same case."""
-    reference = storage_reusable_suite("ZEOClient", testZEO.ServerManagingClientStorage)
-    [case] = [c for c in flatten(reference) if case_name(c) == case_id]
-    here = os.getcwd()
-    os.chdir(tempfile.mkdtemp(dir=here))
-    try:
-        return run_case(case, reference)
-    finally:
-        os.chdir(here)
+    return run_case_named(
+        storage_reusable_suite("ZEOClient", testZEO.ServerManagingClientStorage), case_id)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_name(case) for case in CASES])
@@ -289,18 +283,7 @@ def test_external_gc(factory, monkeypatch):
 
 # -- historical connections, undo and pack through a wrapped client ---------------------
 
-@pytest.fixture
-def deployment(devswift, tmp_path, container_name):
-    deployment = Deployment(devswift, tmp_path, container_name)
-    yield deployment
-    deployment.stop()
-
-
-@pytest.fixture
-def view(devswift, container_name):
-    view = SwiftContainer(credentials_for(devswift), container_name)
-    yield view
-    view.close()
+deployment, view = test_zeo_clients.deployment, test_zeo_clients.view  # their fixtures
 
 
 def revisions(small, big):
