@@ -20,9 +20,11 @@ import time
 import unittest
 import uuid
 
+import persistent
 import pytest
 import transaction
 import ZEO
+import ZODB
 from ZEO.ClientStorage import ClientStorage
 from ZEO.tests import forker, testZEO
 from ZODB.POSException import POSKeyError
@@ -121,24 +123,45 @@ class TestWrappedClientConflictResolution(WrappedClients, testZEO.ClientConflict
 
 
 class TestPlainClientConflictResolution(TestWrappedClientConflictResolution):
-    """The same with plain clients (the defect below is the server's wrapper's)."""
+    """The same with plain clients (the server's wrapper leaves conflicts to them)."""
 
     def _wrap_client(self, client):
         return client
 
 
-# The server's wrapper begins FileStorage only at its vote (deferred_begin.py): a
-# conflicting store raises there, without the record (``data``) ZEO's server sends
-# the client to resolve; given it, the replayed stale store would conflict again
-# at each of the client's votes.  (The wrapper also keeps the tryToResolveConflict
-# ZEO sets on it from FileStorage, which then resolves on the server.)
-CLIENT_CONFLICT_RESOLUTION_DEFECT = (
-    "defect: with client-conflict-resolution, a conflict at the vote of a wrapped "
-    "server storage fails in ZEO's server (AttributeError: 'ConflictError' object has "
-    "no attribute 'data')")
-leave_out(TestWrappedClientConflictResolution, dict.fromkeys(
-    ("testBuggyResolve1", "testBuggyResolve2", "testUnresolvable"),
-    CLIENT_CONFLICT_RESOLUTION_DEFECT))
+
+class Counters(persistent.Persistent):
+    """Resolves conflicts by adding the changes, noting which process resolved."""
+
+    def _p_resolveConflict(self, old, committed, new):
+        return {name: committed.get(name, 0) + new.get(name, 0) - old.get(name, 0)
+                for name in ("a", "b")} | {"resolved_by": os.getpid()}
+
+
+def test_with_client_conflict_resolution_the_client_resolves(devswift, tmp_path,
+                                                            container_name):
+    address, stop = ZEO.server(
+        storage_conf=server_storage(devswift, container_name, "db/", str(tmp_path)),
+        zeo_conf=dict(client_conflict_resolution=True), threaded=False)
+    databases = [ZODB.DB(wrapped_client(devswift, ClientStorage(address, wait=1),
+                                        container_name, "db/", tmp_path / f"cache-{n}"))
+                 for n in (1, 2)]
+    try:
+        with databases[0].transaction() as conn:
+            conn.root.counters = Counters()
+        wait_for_commit(databases[1], databases[0].lastTransaction())
+        managers = [transaction.TransactionManager() for _ in databases]
+        for db, manager, name in zip(databases, managers, "ab", strict=True):
+            setattr(db.open(manager).root.counters, name, 1)
+        for manager in managers:
+            manager.commit()
+        with databases[0].transaction() as conn:
+            counters = conn.root.counters
+            assert (counters.a, counters.b, counters.resolved_by) == (1, 1, os.getpid())
+    finally:
+        for db in databases:
+            db.close()
+        stop()
 
 
 @collecting_check_methods
