@@ -155,6 +155,7 @@ def test_with_client_conflict_resolution_the_client_resolves(devswift, tmp_path,
             setattr(db.open(manager).root.counters, name, 1)
         for manager in managers:
             manager.commit()
+        wait_for_commit(databases[0], databases[1].lastTransaction())
         with databases[0].transaction() as conn:
             counters = conn.root.counters
             assert (counters.a, counters.b, counters.resolved_by) == (1, 1, os.getpid())
