@@ -2,8 +2,8 @@
 ClientStorage, ZODB's reusable blob suite and IExternalGC doctest, run
 against SwiftBlobStorage around ClientStorage, whose server is a real ZEO
 server process over a ``<swiftblobstorage>`` around ``<filestorage>`` (same
-container and prefix); then historical connections, undo and pack through a
-wrapped client.
+container and prefix), also with the server's client-conflict-resolution on;
+then historical connections, undo and pack through a wrapped client.
 
 A case of the reusable blob suite must pass, unless ZEO's own blob support
 (a plain client, ZODB's BlobStorage on the server) fails it too, in the same
