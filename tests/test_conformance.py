@@ -102,17 +102,22 @@ def failed_examples(problems):
             for m in re.finditer(r"Failed example:\n(.*?)\n(?:Expected|Exception)", text, re.S)]
 
 
-def reference_failures(base_name, case_id):
-    """What the base's own blob support fails in the same case."""
-    _, open_reference, options = BASES[base_name]
-    reference = storage_reusable_suite(f"Native-{base_name}", open_reference, **options)
-    [case] = [c for c in flatten(reference) if case_name(c) == case_id]
+def run_case_named(suite, case_id):
+    """Run the case of *suite* named *case_id* in a new directory; its failure reports."""
+    [case] = [c for c in flatten(suite) if case_name(c) == case_id]
     here = os.getcwd()
     os.chdir(tempfile.mkdtemp(dir=here))
     try:
-        return run_case(case, reference)
+        return run_case(case, suite)
     finally:
         os.chdir(here)
+
+
+def reference_failures(base_name, case_id):
+    """What the base's own blob support fails in the same case."""
+    _, open_reference, options = BASES[base_name]
+    return run_case_named(
+        storage_reusable_suite(f"Native-{base_name}", open_reference, **options), case_id)
 
 
 def test_the_suite_runs_every_case_that_applies():

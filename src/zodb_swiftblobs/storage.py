@@ -297,16 +297,28 @@ class SwiftBlobStorage:
         """Counters of the local cache: hits, misses, bytes downloaded, evictions..."""
         return self._resources.cache.stats()
 
+    @property
+    def tryToResolveConflict(self) -> Callable[..., bytes]:
+        """The base's, which its ``store`` calls (a ZEO server may set its own)."""
+        return self.base.tryToResolveConflict
+
+    @tryToResolveConflict.setter
+    def tryToResolveConflict(self, resolve: Callable[..., bytes]) -> None:
+        self.base.tryToResolveConflict = resolve
+
     # -- two-phase commit --------------------------------------------------------------
 
     def tpc_begin(self, transaction: Any, tid: bytes | None = None,
                   status: str = " ") -> None:
         """Begin *transaction*.  A base that takes its commit lock here
         (FileStorage, MappingStorage, DemoStorage) begins only at the vote,
-        after the big blobs' uploads (see :mod:`.deferred_begin`)."""
+        after the big blobs' uploads (see :mod:`.deferred_begin`), unless a
+        ZEO server serves it: the server begins it at its own vote, under its
+        own lock, and needs each store's ConflictError from the store."""
         if transaction in self._commits:
             raise StorageTransactionError("Duplicate tpc_begin calls for same transaction")
-        if tid is None and status == " " and self._probe.known is TidKnown.AT_BEGIN:
+        if (tid is None and status == " " and self._probe.known is TidKnown.AT_BEGIN
+                and not self._served_by_zeo):
             if self.base.isReadOnly():
                 raise ReadOnlyError()
             begin = DeferredBegin(self.base, transaction)
