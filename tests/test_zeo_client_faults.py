@@ -1,0 +1,440 @@
+"""Wrapped ZEO clients under faults: clients killed or frozen mid-commit,
+garbage collection at every stage of their commits, a server held while it
+publishes, crafted references, misconfigured clients.
+
+A real ZEO server (its own process) serves a wrapped FileStorage; wrapped
+clients run in child processes the tests kill (SIGKILL) or freeze (SIGSTOP)
+at a known point of their commit, or in this process.  Requests are held in
+the embedded Swift's proxy (its fault middleware) to catch the server while
+it publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import ZEO
+import ZODB
+import ZODB.FileStorage
+from ZEO.ClientStorage import ClientStorage
+from ZODB.blob import Blob
+
+from conftest import (child_environment, credentials_for, read, swift_storage, wait_for,
+                      wait_for_logged)
+from test_zeo import wait_for as wait_for_commit
+from zodb_swiftblobs.blob_references import MAGIC
+from zodb_swiftblobs.cli import main
+from zodb_swiftblobs.layout import ObjectLayout
+from zodb_swiftblobs.swift import SwiftContainer
+
+MIB = 1 << 20
+THRESHOLD = MIB      # the clients' early-upload-threshold: smaller blobs are copied
+SEGMENT = MIB        # everyone's segment size
+LEASE = 4.0          # the child clients' commit lease
+PREFIX = "db/"
+LAYOUT = ObjectLayout(PREFIX)
+
+SERVER_STORAGE = """
+%import zodb_swiftblobs
+<swiftblobstorage>
+  container {container}
+  prefix {prefix}
+  cache-dir {cache}
+  auth-url {auth_url}
+  user {user}
+  key {key}
+  gc-grace-period 0
+  segment-size {segment_size}
+  {extra}
+  <filestorage>
+    path {path}
+  </filestorage>
+</swiftblobstorage>
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(start_cluster):
+    """A cluster of this module's own, with fault injection in its proxy."""
+    cluster = start_cluster("zeo-client-faults", faults=True)
+    yield cluster
+    cluster.stop()
+
+
+class Deployment:
+    """A ZEO server subprocess over a wrapped FileStorage (its zeo.conf
+    written for the command), its clients here and in child processes."""
+
+    def __init__(self, cluster, tmp_path, container, *, server_extra=""):
+        self.cluster, self.tmp_path, self.container = cluster, tmp_path, container
+        credentials = credentials_for(cluster)
+        storage_conf = SERVER_STORAGE.format(
+            container=container, prefix=PREFIX, cache=tmp_path / "server-cache",
+            auth_url=credentials.auth_url, user=credentials.user, key=credentials.key,
+            segment_size=SEGMENT, path=tmp_path / "Data.fs", extra=server_extra)
+        self.zeo_conf = tmp_path / "zeo.conf"
+        self.zeo_conf.write_text("<zeo>\n  address 127.0.0.1:0\n</zeo>\n" + storage_conf.replace(
+            "<swiftblobstorage>", "<swiftblobstorage 1>"))
+        self.address, self._stop = ZEO.server(storage_conf=storage_conf, threaded=False)
+        self.databases, self.children = [], []
+        self.view = SwiftContainer(credentials, container, deadline=30)
+
+    def wrapped(self, name, **options):
+        """A database on a wrapped client in this process (a host of its own)."""
+        options.setdefault("early_upload_threshold", THRESHOLD)
+        options.setdefault("segment_size", SEGMENT)
+        options.setdefault("prefix", PREFIX)
+        client = ClientStorage(self.address, blob_dir=str(self.tmp_path / f"{name}-zeo-blobs"))
+        storage = swift_storage(self.cluster, client, options.pop("container", self.container),
+                                self.tmp_path / f"{name}-cache", **options)
+        return self._opened(ZODB.DB(storage))
+
+    def plain(self, name):
+        """A database on a plain ZEO client (blobs through the server)."""
+        return self._opened(ZEO.DB(self.address, blob_dir=str(self.tmp_path / f"{name}-blobs")))
+
+    def _opened(self, db):
+        self.databases.append(db)
+        return db
+
+    def child(self, name, lease=LEASE):
+        """A wrapped client in a child process (see :class:`Child`)."""
+        child = Child(self, name, lease)
+        self.children.append(child)
+        return child
+
+    def gc(self):
+        """The command's garbage collection on the server's zeo.conf, no minimum age."""
+        assert main(["gc", str(self.zeo_conf), "--min-age", "0", "--json"]) == 0
+
+    def commit_names(self):
+        """What is under the prefix's commits/ (markers, pending objects, segments)."""
+        return [o.name for o in self.view.list(LAYOUT.commits_prefix,
+                                               container=self.view.segment_container)]
+
+    def blob_names(self):
+        return sorted(o.name for o in self.view.list(PREFIX) if o.name.endswith(".blob"))
+
+    def collected(self, what="what the commit left to be collected"):
+        """Run gc until nothing is under commits/ (a lease must lapse first)."""
+        def nothing_left():
+            self.gc()
+            return not self.commit_names()
+        wait_for(nothing_left, what, timeout=60)
+
+    def stop(self):
+        for child in self.children:
+            child.end()
+        for db in self.databases:
+            db.close()
+        self._stop()
+        self.view.close()
+
+
+@pytest.fixture
+def deployment(cluster, tmp_path, container_name, capsys):
+    deployment = Deployment(cluster, tmp_path, container_name)
+    yield deployment
+    deployment.stop()
+    cluster.inject_faults()
+
+
+CHILD = textwrap.dedent("""
+    import os, sys, transaction, ZODB
+    from ZEO.ClientStorage import ClientStorage
+    from ZODB.blob import Blob
+    from zodb_swiftblobs.storage import SwiftBlobStorage
+
+    host, port, auth_url, user, key, container, prefix, directory, lease = sys.argv[1:10]
+    client = ClientStorage((host, int(port)), blob_dir=os.path.join(directory, "zeo-blobs"))
+    storage = SwiftBlobStorage(client, container=container, prefix=prefix,
+                               cache_dir=os.path.join(directory, "cache"),
+                               auth_url=auth_url, user=user, key=key,
+                               early_upload_threshold={threshold}, segment_size={segment},
+                               commit_lease=float(lease))
+    db = ZODB.DB(storage)
+
+
+    class Stop:
+        # A data manager that stops the commit before (sort key first) or
+        # after (last) the storage's vote, until told to go on.
+        def __init__(self, where):
+            self.where = where
+        def sortKey(self):
+            return "\\x00" if self.where == "before-vote" else "\\xff"
+        def tpc_vote(self, txn):
+            print(self.where, flush=True)
+            sys.stdin.readline()
+        abort = tpc_begin = commit = tpc_finish = tpc_abort = lambda self, txn: None
+
+
+    def say(*words):
+        print(*words, flush=True)
+
+
+    conn = db.open()
+    for line in sys.stdin:
+        command, *args = line.split()
+        try:
+            if command == "store":      # store NAME PATH: a new blob of that file's bytes
+                conn.root()[args[0]] = blob = Blob()
+                conn.add(blob)
+                with open(args[1], "rb") as source, blob.open("w") as target:
+                    target.write(source.read())
+                say("stored")
+            elif command == "commit":   # commit [before-vote|after-vote]
+                if args:
+                    transaction.get().join(Stop(args[0]))
+                try:
+                    transaction.commit()
+                except Exception as exc:
+                    transaction.abort()
+                    say("failed", type(exc).__name__, str(exc).replace("\\n", " "))
+                else:
+                    say("committed", storage.lastTransaction().hex())
+            elif command == "oid":      # oid NAME
+                blob = conn.root()[args[0]]
+                say(blob._p_oid.hex())
+            elif command == "read":     # read NAME: its size
+                conn.sync()
+                with conn.root()[args[0]].open() as f:
+                    say(len(f.read()))
+        except Exception as exc:
+            say("error", type(exc).__name__, exc)
+""").format(threshold=THRESHOLD, segment=SEGMENT)
+
+
+class Child:
+    """A wrapped client of the deployment's server in a child process, told
+    by lines on its standard input what to store and commit."""
+
+    def __init__(self, deployment, name, lease):
+        settings = deployment.cluster.settings()
+        host, port = deployment.address
+        self.directory = deployment.tmp_path / name
+        self.directory.mkdir()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CHILD, host, str(port), settings.auth_url, settings.user,
+             settings.key, deployment.container, PREFIX, str(self.directory), str(lease)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_environment())
+        self.pid = self.process.pid
+
+    def tell(self, *words):
+        self.process.stdin.write(" ".join(words) + "\n")
+        self.process.stdin.flush()
+
+    def answer(self):
+        line = self.process.stdout.readline().strip()
+        assert line, f"the child ended ({self.process.wait()})"
+        return line
+
+    def store(self, name, data):
+        """Store a new blob *name* of *data*; its oid."""
+        path = self.directory / f"{name}.data"
+        path.write_bytes(data)
+        self.tell("store", name, str(path))
+        assert self.answer() == "stored"
+        self.tell("oid", name)
+        return bytes.fromhex(self.answer())
+
+    def signal(self, number):
+        os.kill(self.pid, number)
+
+    def end(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def assert_failed(child, error, *words):
+    """The child's commit failed with *error*, whose message has *words*."""
+    answer = child.answer()
+    assert answer.startswith(f"failed {error}") and all(w in answer for w in words), answer
+
+
+def pending_of(deployment, oid):
+    """The names of *oid*'s pending objects (not their segments)."""
+    return [name for name in deployment.commit_names()
+            if name.endswith(f"/{oid.hex()}") and name.count("/") == 3]
+
+
+def committed_tid(child):
+    answer = child.answer()
+    assert answer.startswith("committed "), answer
+    return bytes.fromhex(answer.split()[1])
+
+
+def read_blob(db, name):
+    with db.transaction() as conn:
+        with conn.root()[name].open() as f:
+            return f.read()
+
+
+def hold_publishing(deployment, oid):
+    """Hold the server's next publishing request for blob *oid* (the PUT of
+    its final object: a manifest, or a copy) in the proxy; the release file."""
+    release = deployment.tmp_path / f"release-{oid.hex()}"
+    deployment.cluster.inject_faults({"method": "PUT", "times": 1, "hold_until": str(release),
+                                      "path": f"/{deployment.container}/{PREFIX}{oid.hex()}/"})
+    return release
+
+
+def wait_until_held(deployment, oid):
+    def held():
+        return [fault for fault in deployment.cluster.faults_applied()
+                if f"/{PREFIX}{oid.hex()}/" in fault["path"]]
+    wait_for(held, "the server's publishing request to be held")
+
+
+def uploaded(deployment, *oids):
+    """Wait until the pending objects of *oids* are in Swift."""
+    wait_for(lambda: all(pending_of(deployment, oid) for oid in oids),
+             "the child's pending uploads")
+
+
+def committed_names(deployment, oid):
+    return [name for name in deployment.blob_names() if name.startswith(f"{PREFIX}{oid.hex()}/")]
+
+
+def commit_from_plain(deployment, name="after", data=b"the server is free"):
+    """A plain client commits a blob (the server's commit lock is free) and reads it."""
+    plain = deployment.plain(f"plain-{name}")
+    with plain.transaction() as conn:
+        conn.root()[name] = Blob(data)
+    assert read_blob(plain, name) == data
+    return plain
+
+
+@pytest.mark.parametrize("size", [1000, 3 * MIB], ids=["copied", "manifest"])
+def test_a_client_killed_after_its_uploads_leaves_only_what_gc_collects(deployment, size):
+    child = deployment.child("c")
+    oid = child.store("blob", os.urandom(size))
+    child.tell("commit", "before-vote")
+    assert child.answer() == "before-vote"
+    uploaded(deployment, oid)
+    child.signal(signal.SIGKILL)
+    child.end()
+    deployment.collected()
+    assert deployment.blob_names() == []
+    commit_from_plain(deployment)
+
+
+@pytest.mark.parametrize("size", [1000, 3 * MIB], ids=["copied", "manifest"])
+def test_a_client_killed_while_the_server_publishes_leaves_nothing_committed(deployment, size):
+    child = deployment.child("c")
+    oid = child.store("blob", os.urandom(size))
+    release = hold_publishing(deployment, oid)
+    child.tell("commit")
+    wait_until_held(deployment, oid)
+    child.signal(signal.SIGKILL)
+    child.end()
+    release.touch()
+    # the server's vote ends, then it aborts the dead client's transaction
+    plain = commit_from_plain(deployment)
+    wait_for(lambda: committed_names(deployment, oid) == [], "the server's abort")
+    deployment.collected()
+    with plain.transaction() as conn:
+        assert "blob" not in conn.root()
+
+
+def test_a_client_killed_between_its_vote_and_finish_leaves_nothing_committed(deployment):
+    child = deployment.child("c")
+    small, big = child.store("small", b"small"), child.store("big", os.urandom(3 * MIB))
+    child.tell("commit", "after-vote")
+    assert child.answer() == "after-vote"
+    assert committed_names(deployment, small) and committed_names(deployment, big)
+    child.signal(signal.SIGKILL)
+    child.end()
+    plain = commit_from_plain(deployment)  # the server released its lock
+    assert committed_names(deployment, small) == committed_names(deployment, big) == []
+    deployment.collected()
+    with plain.transaction() as conn:
+        assert "small" not in conn.root() and "big" not in conn.root()
+
+
+def test_a_client_frozen_between_vote_and_finish_keeps_its_blobs_through_gc(deployment):
+    child = deployment.child("c")
+    small, big = b"small" * 100, os.urandom(3 * MIB + 1)
+    child.store("small", small)
+    child.store("big", big)
+    child.tell("commit", "after-vote")
+    assert child.answer() == "after-vote"
+    child.signal(signal.SIGSTOP)
+    try:
+        time.sleep(LEASE + 2)  # its lease has lapsed: gc may take its commit for abandoned
+        deployment.gc()
+    finally:
+        child.signal(signal.SIGCONT)
+    child.tell("go")
+    tid = committed_tid(child)
+    fresh = deployment.wrapped("fresh")  # a cold cache: from Swift
+    plain = deployment.plain("p")
+    for db in (fresh, plain):
+        wait_for_commit(db, tid)
+        assert read_blob(db, "small") == small and read_blob(db, "big") == big
+    deployment.gc()
+    fresh.storage.cache.clear()
+    assert read_blob(fresh, "big") == big, "gc kept the big blob's pending object"
+
+
+def test_a_client_frozen_before_its_vote_until_gc_took_its_uploads_fails_cleanly(deployment):
+    child = deployment.child("c")
+    oid = child.store("big", os.urandom(3 * MIB))
+    child.tell("commit", "before-vote")
+    assert child.answer() == "before-vote"
+    uploaded(deployment, oid)
+    child.signal(signal.SIGSTOP)
+    try:
+        deployment.collected("gc to take the frozen commit's uploads")
+    finally:
+        child.signal(signal.SIGCONT)
+    child.tell("go")
+    assert_failed(child, "SwiftTransientError", "without a refresh")
+    assert deployment.blob_names() == []
+    deployment.collected()
+    data = os.urandom(2 * MIB)  # the client commits again
+    child.store("again", data)
+    child.tell("commit")
+    tid = committed_tid(child)
+    plain = deployment.plain("p")
+    wait_for_commit(plain, tid)
+    assert read_blob(plain, "again") == data
+
+
+def test_gc_while_the_server_publishes_leaves_the_commit_alone(deployment):
+    child = deployment.child("c", lease=600)
+    data = os.urandom(3 * MIB)
+    oid = child.store("big", data)
+    release = hold_publishing(deployment, oid)
+    child.tell("commit")
+    wait_until_held(deployment, oid)
+    deployment.gc()
+    release.touch()
+    tid = committed_tid(child)
+    deployment.gc()
+    plain = deployment.plain("p")
+    wait_for_commit(plain, tid)
+    assert read_blob(plain, "big") == data
+
+
+def test_the_server_refuses_to_publish_once_its_hold_outlived_the_clients_lease(deployment):
+    child = deployment.child("c")
+    oid = child.store("big", os.urandom(3 * MIB))
+    release = hold_publishing(deployment, oid)
+    child.tell("commit")
+    wait_until_held(deployment, oid)
+    time.sleep(LEASE + 2)
+    deployment.gc()  # the lease lapsed: the pending object is gone
+    assert pending_of(deployment, oid) == []
+    release.touch()  # the manifest is stored, naming what is gone
+    assert_failed(child, "ServerException", "longer than the ZEO client's lease allows")
+    assert committed_names(deployment, oid) == []
+    deployment.collected()
+    commit_from_plain(deployment)
