@@ -25,6 +25,8 @@ import ZODB
 import ZODB.FileStorage
 from ZEO.ClientStorage import ClientStorage
 from ZODB.blob import Blob
+from ZODB.Connection import TransactionMetaData
+from ZODB.utils import z64
 
 from conftest import (child_environment, credentials_for, read, swift_storage, wait_for,
                       wait_for_logged)
@@ -199,6 +201,10 @@ CHILD = textwrap.dedent("""
                     say("failed", type(exc).__name__, str(exc).replace("\\n", " "))
                 else:
                     say("committed", storage.lastTransaction().hex())
+            elif command == "write":    # write NAME PATH: a new revision of blob NAME
+                with open(args[1], "rb") as source, conn.root()[args[0]].open("w") as target:
+                    target.write(source.read())
+                say("stored")
             elif command == "oid":      # oid NAME
                 blob = conn.root()[args[0]]
                 say(blob._p_oid.hex())
@@ -244,6 +250,13 @@ class Child:
         self.tell("oid", name)
         return bytes.fromhex(self.answer())
 
+    def write(self, name, data):
+        """Write *data* into the existing blob *name*."""
+        path = self.directory / f"{name}.data"
+        path.write_bytes(data)
+        self.tell("write", name, str(path))
+        assert self.answer() == "stored"
+
     def signal(self, number):
         os.kill(self.pid, number)
 
@@ -259,10 +272,11 @@ def assert_failed(child, error, *words):
     assert answer.startswith(f"failed {error}") and all(w in answer for w in words), answer
 
 
-def pending_of(deployment, oid):
-    """The names of *oid*'s pending objects (not their segments)."""
+def pending_of(deployment, oid=None):
+    """The names of the pending objects (not their segments) of *oid*, or of all."""
     return [name for name in deployment.commit_names()
-            if name.endswith(f"/{oid.hex()}") and name.count("/") == 3]
+            if LAYOUT.parse_commit_name(name) and LAYOUT.parse_commit_name(name)[1]
+            and (oid is None or name.endswith(f"/{oid.hex()}"))]
 
 
 def committed_tid(child):
@@ -438,3 +452,74 @@ def test_the_server_refuses_to_publish_once_its_hold_outlived_the_clients_lease(
     assert committed_names(deployment, oid) == []
     deployment.collected()
     commit_from_plain(deployment)
+
+
+def test_two_clients_writing_one_blob_conflict_and_the_loser_leaves_nothing(deployment):
+    plain = commit_from_plain(deployment, "shared", b"first")
+    first, second = deployment.child("first", lease=600), deployment.child("second", lease=600)
+    data = {first: os.urandom(3 * MIB), second: os.urandom(3 * MIB + 7)}
+    for child in (first, second):
+        child.write("shared", data[child])
+        child.tell("commit", "before-vote")
+        assert child.answer() == "before-vote"
+    wait_for(lambda: len({name.split("/")[2] for name in deployment.commit_names()}) == 2,
+             "both clients' uploads")
+    first.tell("go")
+    tid = committed_tid(first)
+    second.tell("go")
+    assert_failed(second, "ConflictError")
+    tokens = {name.split("/")[2] for name in deployment.commit_names()}
+    assert len(tokens) == 1, "the loser's pending upload and marker are gone"
+    deployment.gc()
+    wait_for_commit(plain, tid)
+    fresh = deployment.wrapped("fresh")
+    wait_for_commit(fresh, tid)
+    assert read_blob(fresh, "shared") == read_blob(plain, "shared") == data[first]
+
+
+SIZES = [0, MIB - 1, MIB, MIB + 1, 2 * MIB, 2 * MIB + 1]  # the threshold and a segment: 1 MiB
+
+
+def test_blobs_at_the_threshold_and_segment_boundaries_savepoints_and_blobs_stored_twice(
+        deployment):
+    wrapped = deployment.wrapped("w")
+    contents = {f"size{size}": os.urandom(size) for size in SIZES}
+    with wrapped.transaction() as conn:
+        for name, data in contents.items():
+            conn.root()[name] = Blob(b"overwritten after a savepoint")
+        conn.transaction_manager.savepoint()
+        for name, data in contents.items():
+            with conn.root()[name].open("w") as f:
+                f.write(data)
+    twice = os.urandom(MIB + 3)
+    with wrapped.transaction() as conn:
+        record = wrapped.storage.load(conn.root()["size0"]._p_oid)[0]
+    oid, tid = store_one_blob_twice(wrapped.storage, record, os.urandom(MIB), twice)
+    plain = deployment.plain("p")
+    wait_for_commit(plain, tid)
+    deployment.gc()
+    fresh = deployment.wrapped("fresh")
+    wait_for_commit(fresh, tid)
+    for db in (wrapped, plain, fresh):
+        assert {name: read_blob(db, name) for name in contents} == contents
+        assert read(db.storage.loadBlob(oid, tid)) == twice
+    # the copied pending objects are deleted after the commit: those published
+    # by manifest stay, named in their commits' records
+    wait_for(lambda: len(pending_of(deployment)) == 5,
+             "the copied pending objects' deletion")
+
+
+def store_one_blob_twice(storage, record, first, second):
+    """Store a new blob (of *record*) twice in one transaction through
+    *storage*'s API, *first* then *second*; its oid and the transaction's id."""
+    transaction = TransactionMetaData()
+    storage.tpc_begin(transaction)
+    oid = storage.new_oid()
+    for index, data in enumerate((first, second)):
+        path = os.path.join(storage.temporaryDirectory(), f"twice{index}")
+        with open(path, "wb") as f:
+            f.write(data)
+        storage.storeBlob(oid, z64, record, path, "", transaction)
+    storage.tpc_vote(transaction)
+    return oid, storage.tpc_finish(transaction)
+
