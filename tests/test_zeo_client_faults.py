@@ -36,7 +36,6 @@ from zodb_swiftblobs.blob_references import MAGIC
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
-from zodb_swiftblobs.testing.devswift import DevSwift
 
 MIB = 1 << 20
 THRESHOLD = MIB      # the clients' early-upload-threshold: smaller blobs are copied
@@ -653,30 +652,6 @@ def test_the_server_refuses_blobs_encrypted_with_a_key_it_lacks(cluster, tmp_pat
         assert deployment.blob_names() == []
     finally:
         deployment.stop()
-
-
-def test_without_slo_a_wrapped_client_sends_its_blobs_through_the_server(tmp_path,
-                                                                          container_name):
-    no_slo = DevSwift(str(tmp_path / "swift"), without_middleware=("slo",))
-    no_slo.start()
-    try:
-        deployment = Deployment(no_slo, tmp_path, container_name)
-        try:
-            wrapped = deployment.wrapped("w")
-            contents = {"empty": b"", "small": b"small", "big": os.urandom(2 * MIB + 1)}
-            with wrapped.transaction() as conn:
-                for name, data in contents.items():
-                    conn.root()[name] = Blob(data)
-            plain = deployment.plain("p")
-            wait_for_commit(plain, wrapped.storage.lastTransaction())
-            for db in (plain, deployment.wrapped("fresh")):
-                wait_for_commit(db, wrapped.storage.lastTransaction())
-                assert {name: read_blob(db, name) for name in contents} == contents
-            assert len(deployment.blob_names()) == 3 and pending_of(deployment) == []
-        finally:
-            deployment.stop()
-    finally:
-        no_slo.stop()
 
 
 SERVER_WRAPPED_STORAGE = """
