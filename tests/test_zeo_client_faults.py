@@ -289,6 +289,16 @@ def committed_tid(child):
     return bytes.fromhex(answer.split()[1])
 
 
+def assert_round_trip(deployment, wrapped, size):
+    """A blob of *size* committed through *wrapped* is what a plain client reads."""
+    data = os.urandom(size)
+    with wrapped.transaction() as conn:
+        conn.root()["blob"] = Blob(data)
+    plain = deployment.plain("p")
+    wait_for_commit(plain, wrapped.storage.lastTransaction())
+    assert read_blob(plain, "blob") == data
+
+
 def read_blob(db, name):
     with db.transaction() as conn:
         with conn.root()[name].open() as f:
@@ -626,13 +636,8 @@ def test_a_client_without_the_servers_encryption_key_cannot_open(deployment, clu
     try:
         with pytest.raises(Exception, match="no encryption key is configured here"):
             encrypting.wrapped("w")
-        wrapped = encrypting.wrapped("w", encryption_keys="0" * 64)
-        data = os.urandom(2 * MIB)
-        with wrapped.transaction() as conn:
-            conn.root()["blob"] = Blob(data)
-        plain = encrypting.plain("p")
-        wait_for_commit(plain, wrapped.storage.lastTransaction())
-        assert read_blob(plain, "blob") == data
+        assert_round_trip(encrypting, encrypting.wrapped("w", encryption_keys="0" * 64),
+                          2 * MIB)
     finally:
         encrypting.stop()
 
@@ -721,3 +726,33 @@ def test_a_wrapped_client_of_a_server_without_swiftblobstorage_cannot_commit(
             plain.close()
     finally:
         stop()
+
+
+def test_a_client_whose_threshold_exceeds_the_clusters_largest_object_commits(
+        small_swift, tmp_path, container_name):
+    # the cluster stores objects of at most 8 MiB: bigger ones are large objects
+    deployment = Deployment(small_swift, tmp_path, container_name)
+    try:
+        assert_round_trip(deployment, deployment.wrapped("w", early_upload_threshold=16 * MIB),
+                          10 * MIB)
+    finally:
+        deployment.stop()
+
+
+def test_gc_and_packs_leave_a_live_clients_uploads_alone(deployment):
+    child = deployment.child("c")
+    data = os.urandom(3 * MIB)
+    oid = child.store("big", data)
+    child.tell("commit", "before-vote")
+    assert child.answer() == "before-vote"
+    uploaded(deployment, oid)
+    plain = deployment.plain("p")
+    for _ in range(2):
+        plain.pack()
+        deployment.gc()
+        time.sleep(LEASE)  # the child's keeper renews its lease meanwhile
+    assert pending_of(deployment, oid)
+    child.tell("go")
+    tid = committed_tid(child)
+    wait_for_commit(plain, tid)
+    assert read_blob(plain, "big") == data

@@ -6,12 +6,12 @@ wraps its storage in a SwiftBlobStorage too, with the same container and
 prefix).  The client never knows the transaction id before ``tpc_finish``,
 so each blob is uploaded, as soon as it is stored, as a *pending object*
 under the commit's lease (see :mod:`zodb_swiftblobs.pending_uploads`): a
-plain object when it is smaller than ``early_upload_threshold`` (the server
-will copy it inside Swift), else as big blobs are (the server will publish a
-manifest naming it).  Before the client votes, it waits for the uploads,
-stops refreshing the lease once it has checked that it held, and sends the
-server, through ZEO's ordinary blob messages, a small reference per blob
-instead of its bytes (see :mod:`zodb_swiftblobs.blob_references`); the
+plain object when it is smaller than ``early_upload_threshold`` and fits in
+one object of the cluster (the server will copy it inside Swift), else as big
+blobs are (the server will publish a manifest naming it).  Before the client
+votes, it waits for the uploads, stops refreshing the lease once it has
+checked that it held, and sends the server, through ZEO's ordinary blob
+messages, a small reference per blob instead of its bytes (see :mod:`zodb_swiftblobs.blob_references`); the
 server publishes them at its vote (:meth:`.BlobCommit.adopt`).
 
 After ``tpc_finish`` the staged files move into the client's cache, and the
@@ -82,7 +82,8 @@ class ClientBlobCommit:
         resources = self._resources
         if resources.container.supports_pending:
             size = os.path.getsize(staged)
-            small = size == 0 or size < resources.early_upload_threshold
+            small = size == 0 or (size < resources.early_upload_threshold
+                                  and size <= resources.container.large_object_threshold)
             if small:
                 self._small.add(oid)
             self._pending.start(oid, staged, plain=small)
