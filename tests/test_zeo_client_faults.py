@@ -756,3 +756,37 @@ def test_gc_and_packs_leave_a_live_clients_uploads_alone(deployment):
     tid = committed_tid(child)
     wait_for_commit(plain, tid)
     assert read_blob(plain, "big") == data
+
+
+@pytest.mark.xfail(strict=True, reason="defect: the server publishes a committed commit's "
+                   "pending object again, as a later revision that gc then destroys")
+def test_a_committed_pending_object_is_never_published_again(deployment):
+    wrapped, plain = deployment.wrapped("w"), deployment.plain("p")
+    data = os.urandom(THRESHOLD)  # one segment: its etag is its MD5
+    with wrapped.transaction() as conn:
+        conn.root()["blob"] = Blob(data)
+    oid, _ = wait_for_blob(plain, wrapped)
+    # who learns the commit's token (from a listing, or a manifest) and may
+    # store a new revision of that blob through a plain client
+    token = LAYOUT.commit_token_of(pending_of(deployment, oid)[0])
+    reference = crafted_reference(deployment, oid, token, publish="manifest",
+                                  pending_size=len(data),
+                                  pending_etag=hashlib.md5(data).hexdigest())
+    republished = False
+    with contextlib.suppress(Exception):
+        with plain.transaction() as conn:
+            with conn.root()["blob"].open("w") as f:
+                f.write(reference)
+        republished = True
+    plain.pack()  # drops the first revision: gc deletes its manifest and its segments
+    fresh = deployment.plain("fresh")
+    assert not republished or read_blob(fresh, "blob") == data
+
+
+def wait_for_blob(plain, wrapped):
+    """(oid, serial) of the root's "blob" once *plain* sees *wrapped*'s last commit."""
+    wait_for_commit(plain, wrapped.storage.lastTransaction())
+    with plain.transaction() as conn:
+        blob = conn.root()["blob"]
+        blob._p_activate()
+        return blob._p_oid, blob._p_serial
