@@ -95,8 +95,13 @@ class Deployment:
         options.setdefault("segment_size", SEGMENT)
         options.setdefault("prefix", PREFIX)
         client = ClientStorage(self.address, blob_dir=str(self.tmp_path / f"{name}-zeo-blobs"))
-        storage = swift_storage(self.cluster, client, options.pop("container", self.container),
-                                self.tmp_path / f"{name}-cache", **options)
+        try:
+            storage = swift_storage(self.cluster, client,
+                                    options.pop("container", self.container),
+                                    self.tmp_path / f"{name}-cache", **options)
+        except BaseException:
+            client.close()
+            raise
         return self._opened(ZODB.DB(storage))
 
     def plain(self, name):
@@ -317,7 +322,7 @@ def hold_publishing(deployment, oid):
 def wait_until_held(deployment, oid):
     def held():
         return [fault for fault in deployment.cluster.faults_applied()
-                if f"/{PREFIX}{oid.hex()}/" in fault["path"]]
+                if f"/{deployment.container}/{PREFIX}{oid.hex()}/" in fault["path"]]
     wait_for(held, "the server's publishing request to be held")
 
 
@@ -452,16 +457,21 @@ def test_gc_while_the_server_publishes_leaves_the_commit_alone(deployment):
     assert read_blob(plain, "big") == data
 
 
-def test_the_server_refuses_to_publish_once_its_hold_outlived_the_clients_lease(deployment):
+def test_the_server_refuses_to_publish_once_its_hold_outlived_a_frozen_clients_lease(
+        deployment):
     child = deployment.child("c")
     oid = child.store("big", os.urandom(3 * MIB))
     release = hold_publishing(deployment, oid)
     child.tell("commit")
     wait_until_held(deployment, oid)
-    time.sleep(LEASE + 2)
-    deployment.gc()  # the lease lapsed: the pending object is gone
-    assert pending_of(deployment, oid) == []
-    release.touch()  # the manifest is stored, naming what is gone
+    child.signal(signal.SIGSTOP)
+    try:
+        time.sleep(LEASE + 2)
+        deployment.gc()  # the lease lapsed: the pending object is gone
+        assert pending_of(deployment, oid) == []
+        release.touch()  # the manifest is stored, naming what is gone
+    finally:
+        child.signal(signal.SIGCONT)
     assert_failed(child, "ServerException", "longer than the ZEO client's lease allows")
     assert committed_names(deployment, oid) == []
     deployment.collected()
@@ -790,3 +800,23 @@ def wait_for_blob(plain, wrapped):
         blob = conn.root()["blob"]
         blob._p_activate()
         return blob._p_oid, blob._p_serial
+
+
+def test_a_client_waiting_for_the_commit_lock_longer_than_half_its_lease_commits(deployment):
+    plain = deployment.plain("p")
+    with plain.transaction() as conn:
+        conn.root()["first"], conn.root()["second"] = Blob(b"1"), Blob(b"2")
+    holder, waiter = deployment.child("holder", lease=600), deployment.child("waiter")
+    holder.write("first", b"holds the lock")
+    holder.tell("commit", "after-vote")
+    assert holder.answer() == "after-vote"  # the server's commit lock is held
+    data = os.urandom(2 * MIB)
+    waiter.write("second", data)
+    waiter.tell("commit")
+    time.sleep(LEASE)  # the waiter is alive, and waits for the lock
+    holder.tell("go")
+    committed_tid(holder)
+    tid = committed_tid(waiter)
+    wait_for_commit(plain, tid)
+    assert read_blob(plain, "second") == data
+
