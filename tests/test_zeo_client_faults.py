@@ -22,6 +22,7 @@ import textwrap
 import time
 
 import pytest
+import transaction
 import ZEO
 import ZODB
 import ZODB.FileStorage
@@ -820,3 +821,24 @@ def test_a_client_waiting_for_the_commit_lock_longer_than_half_its_lease_commits
     wait_for_commit(plain, tid)
     assert read_blob(plain, "second") == data
 
+
+
+def test_an_undone_revision_published_by_manifest_survives_the_pack_of_the_original(
+        deployment):
+    wrapped = deployment.wrapped("w")
+    first = os.urandom(3 * MIB + 1)  # a manifest naming a pending large object
+    with wrapped.transaction() as conn:
+        conn.root()["blob"] = Blob(first)
+    with wrapped.transaction() as conn:
+        with conn.root()["blob"].open("w") as f:
+            f.write(b"second")
+    wrapped.undo(wrapped.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    oid, _ = wait_for_blob(wrapped, wrapped)
+    wrapped.pack()  # drops the first revision: gc deletes its manifest and what it names
+    deployment.gc()
+    assert len(committed_names(deployment, oid)) == 1, "only the undo's revision is left"
+    fresh = deployment.wrapped("fresh")
+    wait_for_commit(fresh, wrapped.storage.lastTransaction())
+    assert read_blob(fresh, "blob") == first
+    assert read_blob(deployment.plain("p"), "blob") == first
