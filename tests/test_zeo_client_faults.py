@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -73,8 +74,8 @@ def cluster(start_cluster):
 
 
 class Deployment:
-    """A ZEO server subprocess over a wrapped FileStorage (its zeo.conf
-    written for the command), its clients here and in child processes."""
+    """A ZEO server process (runzeo) over a wrapped FileStorage, configured
+    by its zeo.conf, and its clients here and in child processes."""
 
     def __init__(self, cluster, tmp_path, container, *, server_extra=""):
         self.cluster, self.tmp_path, self.container = cluster, tmp_path, container
@@ -83,12 +84,33 @@ class Deployment:
             container=container, prefix=PREFIX, cache=tmp_path / "server-cache",
             auth_url=credentials.auth_url, user=credentials.user, key=credentials.key,
             segment_size=SEGMENT, path=tmp_path / "Data.fs", extra=server_extra)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.address = probe.getsockname()
         self.zeo_conf = tmp_path / "zeo.conf"
-        self.zeo_conf.write_text("<zeo>\n  address 127.0.0.1:0\n</zeo>\n" + storage_conf.replace(
-            "<swiftblobstorage>", "<swiftblobstorage 1>"))
-        self.address, self._stop = ZEO.server(storage_conf=storage_conf, threaded=False)
+        self.zeo_conf.write_text(f"<zeo>\n  address {self.address[0]}:{self.address[1]}\n"
+                                 "</zeo>\n" + storage_conf)
         self.databases, self.children = [], []
+        self.server = None
+        self.start_server()
         self.view = SwiftContainer(credentials, container, deadline=30)
+
+    def start_server(self):
+        with open(self.tmp_path / "server.log", "ab") as log:
+            self.server = subprocess.Popen(
+                [sys.executable, "-m", "ZEO.runzeo", "-C", str(self.zeo_conf)],
+                stdout=log, stderr=subprocess.STDOUT, env=child_environment())
+
+        def listening():
+            assert self.server.poll() is None, "the ZEO server ended: see server.log"
+            with socket.socket() as connection:
+                return connection.connect_ex(self.address) == 0
+        wait_for(listening, "the ZEO server to listen")
+
+    def stop_server(self, signal_number=signal.SIGTERM):
+        if self.server.poll() is None:
+            self.server.send_signal(signal_number)
+        self.server.wait(30)
 
     def wrapped(self, name, **options):
         """A database on a wrapped client in this process (a host of its own)."""
@@ -146,7 +168,7 @@ class Deployment:
             child.end()
         for db in self.databases:
             db.close()
-        self._stop()
+        self.stop_server()
         self.view.close()
 
 
@@ -159,13 +181,14 @@ def deployment(cluster, tmp_path, container_name, capsys):
 
 
 CHILD = textwrap.dedent("""
-    import os, sys, transaction, ZODB
+    import os, sys, time, transaction, ZODB
     from ZEO.ClientStorage import ClientStorage
     from ZODB.blob import Blob
     from zodb_swiftblobs.storage import SwiftBlobStorage
 
     host, port, auth_url, user, key, container, prefix, directory, lease = sys.argv[1:10]
-    client = ClientStorage((host, int(port)), blob_dir=os.path.join(directory, "zeo-blobs"))
+    client = ClientStorage((host, int(port)), blob_dir=os.path.join(directory, "zeo-blobs"),
+                           wait_timeout=5)
     storage = SwiftBlobStorage(client, container=container, prefix=prefix,
                                cache_dir=os.path.join(directory, "cache"),
                                auth_url=auth_url, user=user, key=key,
@@ -215,6 +238,10 @@ CHILD = textwrap.dedent("""
                 with open(args[1], "rb") as source, conn.root()[args[0]].open("w") as target:
                     target.write(source.read())
                 say("stored")
+            elif command == "connect":  # wait until connected to the server
+                while not client.is_connected():
+                    time.sleep(0.05)
+                say("connected")
             elif command == "oid":      # oid NAME
                 blob = conn.root()[args[0]]
                 say(blob._p_oid.hex())
@@ -842,3 +869,33 @@ def test_an_undone_revision_published_by_manifest_survives_the_pack_of_the_origi
     wait_for_commit(fresh, wrapped.storage.lastTransaction())
     assert read_blob(fresh, "blob") == first
     assert read_blob(deployment.plain("p"), "blob") == first
+
+
+def test_a_server_killed_while_it_publishes_leaves_only_what_gc_collects(deployment):
+    child = deployment.child("c")
+    oid = child.store("big", os.urandom(3 * MIB))
+    release = hold_publishing(deployment, oid)
+    child.tell("commit")
+    wait_until_held(deployment, oid)
+    deployment.stop_server(signal.SIGKILL)
+    release.touch()  # the held manifest is stored: a revision never committed
+    assert_failed(child, "ClientDisconnected")
+    wait_for(lambda: committed_names(deployment, oid), "the held manifest's PUT")
+    deployment.start_server()
+    child.tell("connect")
+    assert child.answer() == "connected"
+    data = os.urandom(2 * MIB)  # the client commits again
+    oid_again = child.store("again", data)
+    child.tell("commit")
+    tid = committed_tid(child)
+    kept = LAYOUT.commit_token_of(pending_of(deployment, oid_again)[0])
+
+    def only_the_committed_left():
+        deployment.gc()
+        return {LAYOUT.commit_token_of(name) for name in deployment.commit_names()} == {kept}
+    wait_for(only_the_committed_left, "the killed commit's lease to lapse")
+    assert committed_names(deployment, oid) == [], "gc removed the uncommitted revision"
+    plain = deployment.plain("p")
+    wait_for_commit(plain, tid)
+    assert read_blob(plain, "again") == data
+    assert len(committed_names(deployment, oid_again)) == 1
