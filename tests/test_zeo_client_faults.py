@@ -548,3 +548,19 @@ def test_a_server_killed_while_it_publishes_leaves_only_what_gc_collects(deploym
     wait_for_commit(plain, tid)
     assert read_blob(plain, "again") == data
     assert len(committed_names(deployment, oid_again)) == 1
+
+
+def test_a_publication_refused_by_swift_fails_the_vote_and_both_sides_clean_up(deployment):
+    child = deployment.child("c", lease=600)
+    small, big = child.store("small", b"small"), child.store("big", os.urandom(3 * MIB))
+    deployment.cluster.inject_faults({"method": "PUT", "status": 400, "times": 1,
+                                      "path": f"/{deployment.container}/{PREFIX}{small.hex()}/"})
+    child.tell("commit")
+    assert_failed(child, "ServerException", "400")
+    assert deployment.blob_names() == []
+    wait_for(lambda: deployment.commit_names() == [], "the client's abort to remove its uploads")
+    deployment.cluster.inject_faults()
+    child.store("again", b"again")
+    child.tell("commit")
+    committed_tid(child)
+    assert len(committed_names(deployment, big)) == 0
