@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from ZODB.POSException import StorageError
 
 from .layout import COMMIT_TOKEN, ObjectLayout
-from .swift import PendingObject
+from .swift import DecryptionError, PendingObject, SwiftContainer
+from .swift.objects import metadata_of
 
 MAGIC = b"zodb-swiftblobs blob reference v1\n"
 MAX_SIZE = 64 << 10  # bytes: far above any reference
@@ -88,17 +89,34 @@ def read_reference(path: str) -> BlobReference | None:
     raise InvalidBlobReference(f"a malformed blob reference ({problem})")
 
 
-def take_reference(path: str, oid: bytes, container: str,
+def take_reference(path: str, oid: bytes, container: SwiftContainer,
                    layout: ObjectLayout) -> BlobReference | None:
     """The reference to blob *oid*'s pending upload in the file at *path*
     (the file is then removed); None when the file is a blob's content;
     InvalidBlobReference when it starts as a reference but is not a valid
-    one for *oid* in *container* under *layout*'s prefix."""
+    one for *oid* in *container* under *layout*'s prefix, or names a blob
+    *container* could not read or would have encrypted."""
     reference = read_reference(path)
     if reference is not None:
-        check_reference(reference, oid, container, layout)
+        check_reference(reference, oid, container.container, layout)
+        check_encryption(reference, container)
         os.unlink(path)
     return reference
+
+
+def check_encryption(reference: BlobReference, container: SwiftContainer) -> None:
+    """InvalidBlobReference unless *container* has the key of the pending
+    object *reference* names, which is encrypted if *container* encrypts."""
+    pending = reference.pending
+    advice = "configure the client's swiftblobstorage with the server's encryption keys"
+    try:
+        cipher = container.cipher_of(pending.name, metadata_of(pending.headers))
+    except DecryptionError as exc:
+        raise InvalidBlobReference(f"a ZEO client stored a blob this server cannot read "
+                                   f"({exc}): {advice}") from None
+    if cipher is None and container.encryption is not None:
+        raise InvalidBlobReference(f"a ZEO client stored a blob unencrypted, while this "
+                                   f"server's are encrypted: {advice}")
 
 
 def _parse(body: dict) -> BlobReference:

@@ -6,13 +6,14 @@ wraps its storage in a SwiftBlobStorage too, with the same container and
 prefix).  The client never knows the transaction id before ``tpc_finish``,
 so each blob is uploaded, as soon as it is stored, as a *pending object*
 under the commit's lease (see :mod:`zodb_swiftblobs.pending_uploads`): a
-plain object when it is smaller than ``early_upload_threshold`` (the server
-will copy it inside Swift), else as big blobs are (the server will publish a
-manifest naming it).  Before the client votes, it waits for the uploads,
-stops refreshing the lease once it has checked that it held, and sends the
+plain object when it is smaller than ``early_upload_threshold`` and fits in
+one object of the cluster (the server will copy it inside Swift), else as big
+blobs are (the server will publish a manifest naming it).  Before the client
+votes, it waits for the uploads, checks that the lease held, and sends the
 server, through ZEO's ordinary blob messages, a small reference per blob
 instead of its bytes (see :mod:`zodb_swiftblobs.blob_references`); the
-server publishes them at its vote (:meth:`.BlobCommit.adopt`).
+server publishes them at its vote (:meth:`.BlobCommit.adopt`), and the
+client stops refreshing the lease once the vote has returned.
 
 After ``tpc_finish`` the staged files move into the client's cache, and the
 pending objects the server copied are deleted in the background (with the
@@ -82,7 +83,8 @@ class ClientBlobCommit:
         resources = self._resources
         if resources.container.supports_pending:
             size = os.path.getsize(staged)
-            small = size == 0 or size < resources.early_upload_threshold
+            small = size == 0 or (size < resources.early_upload_threshold
+                                  and size <= resources.container.large_object_threshold)
             if small:
                 self._small.add(oid)
             self._pending.start(oid, staged, plain=small)
@@ -110,15 +112,15 @@ class ClientBlobCommit:
 
     def prepare(self) -> None:
         """Before the vote: wait for the uploads (raise the first failure),
-        read the staged files' checksums for the cache, stop refreshing the
-        lease and check that it held, and send the server each blob's
-        reference (its file, on a cluster without pending objects)."""
+        read the staged files' checksums for the cache, check that the lease
+        held, and send the server each blob's reference (its file, on a
+        cluster without pending objects).  The lease is kept while the vote
+        waits for the server's commit lock, however long that takes."""
         self._pending.wait()
         wait_for(self._restores.values())
         self._staged.read_checksums()
         objects = {}
         if self._pending:
-            self._pending.lease.stop_refreshing()
             self._pending.check_lease()
             objects = self._pending.objects()
         for oid, (serial, data) in self._records.items():
@@ -144,7 +146,10 @@ class ClientBlobCommit:
         """Nothing: the ZEO server begins its storage's transaction."""
 
     def vote(self, learn_tid: Any) -> None:
-        """Nothing: the server published the blobs while the base voted."""
+        """The server published the blobs while the base voted: stop
+        refreshing the lease (its record keeps the manifests' pending objects)."""
+        if self._pending:
+            self._pending.lease.stop_refreshing()
 
     def finish(self, tid: bytes) -> None:
         """Move the committed blobs into the cache."""

@@ -234,9 +234,9 @@ def read_marker(container: SwiftContainer, name: str) -> tuple[float, float]:
 def lease_time_left(container: SwiftContainer, layout: ObjectLayout, token: str) -> float:
     """How long the lease of commit *token*, kept by another process (a ZEO
     client), is certain to keep garbage collection away: less than half its
-    lease since the marker was last written (its owner stops refreshing it
-    once it has checked it held, before asking for publication).  LeaseBroken
-    when that is no time at all, or the marker is gone."""
+    lease since the marker was last written (its owner may write it again
+    meanwhile, which only makes it hold longer).  LeaseBroken when that is
+    no time at all, or the marker is gone."""
     marker = layout.commit_marker(token)
     try:
         lease, age = read_marker(container, marker)

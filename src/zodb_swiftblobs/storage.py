@@ -368,7 +368,7 @@ class SwiftBlobStorage:
             commit.store_blob(oid, oldserial, data, blobfilename)
             return
         resources = self._resources
-        reference = take_reference(blobfilename, oid, resources.container.container,
+        reference = take_reference(blobfilename, oid, resources.container,
                                    resources.layout) if self._served_by_zeo else None
         if reference is None:
             commit.stage(oid, None, blobfilename)
