@@ -8,11 +8,11 @@ import pytest
 import requests
 from ZODB.utils import p64
 
-from conftest import wait_for_logged
+from conftest import wait_for, wait_for_logged
 from test_swift_container import raw_session
 from zodb_swiftblobs.layout import ObjectLayout
-from zodb_swiftblobs.leases import (LEASE, CommitLeases, LeaseBroken, lease_time_left,
-                                    read_marker, read_record, write_record)
+from zodb_swiftblobs.leases import (LEASE, CommitLeases, LeaseBroken, PublishedAlready,
+                                    lease_time_left, read_marker, read_record, write_record)
 from zodb_swiftblobs.swift import NotFoundError, SwiftUnavailableError
 
 FINAL = "db/0000000000000001/03d5a2b1c4e6f708.blob"
@@ -36,8 +36,8 @@ def test_a_started_lease_has_a_marker_until_released(leases, swift_container):
     small = swift_container.read_small(lease.marker,
                                        container=swift_container.segment_container)
     assert json.loads(small.data) == {"lease": LEASE}
-    lease_seconds, age = read_marker(swift_container, lease.marker)
-    assert lease_seconds == LEASE and 0 <= age <= 5
+    lease_seconds, age, broken = read_marker(swift_container, lease.marker)
+    assert lease_seconds == LEASE and 0 <= age <= 5 and not broken
     assert leases.start().token != lease.token
     lease.check()
 
@@ -67,7 +67,7 @@ def test_a_lease_that_stopped_refreshing_writes_its_marker_no_more(swift_contain
         wait_for_logged(devswift, marker_puts(swift_container, lease), count=2)
         lease.stop_refreshing()
         lease.check()
-        _, age = read_marker(swift_container, lease.marker)
+        age = read_marker(swift_container, lease.marker).age
         time.sleep(3)
         assert read_marker(swift_container, lease.marker)[1] >= age + 2, "not refreshed"
         with pytest.raises(LeaseBroken):
@@ -106,7 +106,7 @@ def test_the_keeper_keeps_markers_fresh(swift_container, devswift, caplog):
         assert not [r for r in caplog.records if r.levelno >= logging.INFO]
         for each in (lease, other):
             wait_for_logged(devswift, marker_puts(swift_container, each), count=4)
-            lease_seconds, age = read_marker(swift_container, each.marker)
+            lease_seconds, age, _ = read_marker(swift_container, each.marker)
             assert age < 3, "refreshed every second"
         assert lease_seconds == 4
         assert read_record(swift_container, leases.layout, lease.token) == {
@@ -135,6 +135,10 @@ def test_a_gap_between_refreshes_breaks_the_lease_for_good(swift_container, devs
         wait_for_logged(devswift, marker_puts(swift_container, lease), count=2)
         with pytest.raises(LeaseBroken):
             lease.check()
+        wait_for(lambda: read_marker(swift_container, lease.marker).broken,
+                 "the next refresh marks the lease broken, for other processes too")
+        with pytest.raises(LeaseBroken, match="without refreshing"):
+            lease_time_left(swift_container, leases.layout, lease.token)
     finally:
         leases.close()
 
@@ -162,8 +166,8 @@ def test_failing_refreshes_warn_once_and_break_the_lease(swift_container, devswi
 def test_a_marker_that_does_not_parse_counts_as_the_default_lease(swift_container, data):
     swift_container.put_bytes("commits/0123456789abcdef", data,
                               container=swift_container.segment_container)
-    lease, age = read_marker(swift_container, "commits/0123456789abcdef")
-    assert lease == LEASE and age >= 0
+    lease, age, broken = read_marker(swift_container, "commits/0123456789abcdef")
+    assert lease == LEASE and age >= 0 and not broken
 
 
 @pytest.mark.parametrize("data", [b"not json", b"[]", b'{"0000000000000001": 1}'])
@@ -173,7 +177,19 @@ def test_an_unreadable_record_is_told_from_none(swift_container, data):
     swift_container.put_bytes(layout.commit_record("0123456789abcdef"), data,
                               container=swift_container.segment_container)
     assert read_record(swift_container, layout, "0123456789abcdef") is None
+    swift_container.delete(layout.commit_record("0123456789abcdef"), large=False,
+                           container=swift_container.segment_container)
     write_record(swift_container, layout, "0123456789abcdef", {p64(1): FINAL})
+    assert read_record(swift_container, layout, "0123456789abcdef") == {
+        "0000000000000001": FINAL}
+
+
+def test_a_record_is_written_once(swift_container):
+    layout = ObjectLayout()
+    write_record(swift_container, layout, "0123456789abcdef", {p64(1): FINAL})
+    write_record(swift_container, layout, "0123456789abcdef", {p64(1): FINAL})  # a retry
+    with pytest.raises(PublishedAlready):
+        write_record(swift_container, layout, "0123456789abcdef", {p64(2): FINAL})
     assert read_record(swift_container, layout, "0123456789abcdef") == {
         "0000000000000001": FINAL}
 

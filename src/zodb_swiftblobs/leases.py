@@ -3,7 +3,9 @@ that garbage collection in any process leaves its objects alone.
 
 The marker of commit *token* is the small object ``<prefix>commits/<token>``
 of the segment container (see :class:`~zodb_swiftblobs.layout.ObjectLayout`);
-its body, JSON, says how long it holds: ``{"lease": seconds}``.  It is
+its body, JSON, says how long it holds: ``{"lease": seconds}``, with
+``"broken": true`` once its refreshes have been more than lease/2 apart (its
+commit must not be published any more: see :func:`lease_time_left`).  It is
 written when the commit starts, then again every lease/4 by the keeper
 thread of the database's :class:`CommitLeases`.  Garbage collection takes a
 marker at least its lease old by Swift's clock (see :func:`read_marker`) for
@@ -14,7 +16,8 @@ abandoned.  A commit publishes only while its lease has been continuous (see
 Whoever publishes a commit's pending uploads writes, once, the *record* of
 their final names, ``<prefix>commits/<token>/published`` (``{oid hex: final
 name}``; see :func:`write_record`): an object of its own, which no refresh of
-the marker can overwrite.
+the marker can overwrite, and which is never written twice (a commit's
+uploads are published once).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import logging
 import math
 import threading
 import time
+from typing import NamedTuple
 
 from .layout import ObjectLayout, new_commit_token
-from .swift import NotFoundError, SwiftContainer, SwiftError, SwiftUnavailableError
+from .swift import (NotFoundError, PermanentSwiftError, SwiftContainer, SwiftError,
+                    SwiftUnavailableError)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,19 @@ class LeaseBroken(SwiftUnavailableError):
     """A commit's marker went unrefreshed for half its lease or more: garbage
     collection may have taken the commit for abandoned and removed its
     pending uploads.  The transaction should be tried again."""
+
+
+class PublishedAlready(PermanentSwiftError):
+    """A commit's uploads have been published before: its record exists."""
+
+
+class Marker(NamedTuple):
+    """A commit's lease marker as read from Swift: its *lease* (seconds),
+    its *age* by Swift's clock, and whether its owner found it *broken*."""
+
+    lease: float
+    age: float
+    broken: bool
 
 
 class CommitLeases:
@@ -198,8 +216,10 @@ class CommitLease:
                 return
             started = time.monotonic()
             self.next_refresh = started + self.leases.lease / 4
+            gap = self._longest_gap if self._last_refresh is None else max(
+                self._longest_gap, started - self._last_refresh)
             try:
-                self._write()
+                self._write(broken=gap >= self.leases.lease / 2)
             except Exception as exc:
                 if raising:
                     raise
@@ -213,36 +233,42 @@ class CommitLease:
             self._last_refresh = started
         log.debug("refreshed the marker of commit lease %s", self.token)
 
-    def _write(self) -> None:
+    def _write(self, *, broken: bool = False) -> None:
         container = self.leases.container
-        body = json.dumps({"lease": self.leases.lease}).encode()
-        container.put_bytes(self.marker, body, container=container.segment_container)
+        body = {"lease": self.leases.lease, **({"broken": True} if broken else {})}
+        container.put_bytes(self.marker, json.dumps(body).encode(),
+                            container=container.segment_container)
 
 
-def read_marker(container: SwiftContainer, name: str) -> tuple[float, float]:
-    """The lease (seconds) of the commit marker *name* and the marker's age
-    in seconds by Swift's clock; NotFoundError when it is absent.  A body
-    that does not parse counts as a lease of LEASE seconds."""
+def read_marker(container: SwiftContainer, name: str) -> Marker:
+    """The commit marker *name* as Swift has it; NotFoundError when it is
+    absent.  A body that does not parse counts as a lease of LEASE seconds."""
     small = container.read_small(name, container=container.segment_container)
     try:
-        lease = float(json.loads(small.data)["lease"])
-    except (ValueError, TypeError, KeyError):
-        lease = LEASE
-    return (lease if 0 < lease < math.inf else LEASE), small.age
+        body = json.loads(small.data)
+        lease, broken = float(body["lease"]), body.get("broken") is True
+    except (ValueError, TypeError, KeyError, AttributeError):
+        lease, broken = LEASE, False
+    return Marker(lease if 0 < lease < math.inf else LEASE, small.age, broken)
 
 
 def lease_time_left(container: SwiftContainer, layout: ObjectLayout, token: str) -> float:
     """How long the lease of commit *token*, kept by another process (a ZEO
     client), is certain to keep garbage collection away: less than half its
-    lease since the marker was last written (its owner may write it again
-    meanwhile, which only makes it hold longer).  LeaseBroken when that is
-    no time at all, or the marker is gone."""
+    lease since the marker was last written, provided its owner has never
+    found it broken (a gap between refreshes that garbage collection may
+    have taken for the end of the lease marks it so).  LeaseBroken when that
+    is no time at all, or the marker is gone."""
     marker = layout.commit_marker(token)
     try:
-        lease, age = read_marker(container, marker)
+        lease, age, broken = read_marker(container, marker)
     except NotFoundError:
         raise LeaseBroken("its marker is gone: garbage collection may have removed the "
                           "commit's uploads", operation="commit lease", name=marker) from None
+    if broken:
+        raise LeaseBroken("its owner went half a lease or more without refreshing it: "
+                          "garbage collection may have removed the commit's uploads",
+                          operation="commit lease", name=marker)
     left = lease / 2 - age
     if left <= 0:
         raise LeaseBroken(f"its marker was last written {age:.1f}s ago, while a lease of "
@@ -254,10 +280,21 @@ def lease_time_left(container: SwiftContainer, layout: ObjectLayout, token: str)
 def write_record(container: SwiftContainer, layout: ObjectLayout, token: str,
                  names: dict[bytes, str]) -> None:
     """Record the final *names* (by oid) commit *token*'s pending uploads
-    are published under (SwiftError when that fails)."""
-    body = json.dumps({oid.hex(): name for oid, name in names.items()}).encode()
-    container.put_bytes(layout.commit_record(token), body,
-                        container=container.segment_container)
+    are published under: PublishedAlready when it has another record (its
+    uploads were published before), SwiftError when the write fails."""
+    record = {oid.hex(): name for oid, name in names.items()}
+    name = layout.commit_record(token)
+    try:
+        container.put_bytes(name, json.dumps(record).encode(), if_absent=True,
+                            container=container.segment_container)
+    except PermanentSwiftError as exc:
+        if exc.status != 412:
+            raise
+    else:
+        return
+    if read_record(container, layout, token) != record:  # not a retry of this very write
+        raise PublishedAlready("the commit's uploads were published before",
+                               operation="record", name=name)
 
 
 def read_record(container: SwiftContainer, layout: ObjectLayout,

@@ -105,7 +105,7 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
     nothing while its commit's lease is fresh."""
     marker = layout.commit_marker(token.token)
     try:
-        lease, age = read_marker(container, marker)
+        lease, age, _ = read_marker(container, marker)
     except NotFoundError:  # aborted (its marker goes last), or collected
         lease, age = None, None
     if age is not None and age < lease:
