@@ -12,6 +12,7 @@ through ZEO.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 LOGGED_CALLS = ("store", "restore", "checkCurrentSerialInTransaction", "deleteObject")
@@ -45,3 +46,20 @@ class DeferredBegin:
         log, self._log = self._log, []
         for method, args in log:
             getattr(self.base, method)(*args)
+
+
+def through_deferred_begin(base: Any, method: str,
+                           commits: Mapping[Any, Any]) -> Callable[..., None]:
+    """*base*'s *method* (one of LOGGED_CALLS; its last argument is the
+    transaction), called through the transaction's :class:`DeferredBegin`
+    when its commit in *commits* (by transaction) has one (``begin``)."""
+    call = getattr(base, method)
+
+    def transactional(*args: Any) -> None:
+        commit = commits.get(args[-1])
+        if commit is not None and commit.begin is not None:
+            commit.begin.call(method, *args)
+        else:
+            call(*args)
+    transactional.__name__ = method
+    return transactional
