@@ -366,8 +366,6 @@ SERVER_WRAPPED_STORAGE = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a ZEO server's swiftblobstorage wrapped in "
-                   "another storage stores wrapped clients' references as the blobs' content")
 def test_a_server_whose_storage_wraps_the_swiftblobstorage_adopts_references(
         cluster, tmp_path, container_name):
     # as zc.zlibstorage's serverzlibstorage does: ZODB's test wrapper stands in
@@ -393,8 +391,6 @@ def test_a_server_whose_storage_wraps_the_swiftblobstorage_adopts_references(
         stop()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a wrapped client of a ZEO server whose "
-                   "storage is no swiftblobstorage commits its references as the blobs' content")
 def test_a_wrapped_client_of_a_server_without_swiftblobstorage_cannot_commit(
         cluster, tmp_path, container_name):
     # the container and prefix exist (another database, or this server's
@@ -454,8 +450,6 @@ def test_gc_and_packs_leave_a_live_clients_uploads_alone(deployment):
     assert read_blob(plain, "big") == data
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the server publishes a committed commit's "
-                   "pending object again, as a later revision that gc then destroys")
 def test_a_committed_pending_object_is_never_published_again(deployment):
     wrapped, plain = deployment.wrapped("w"), deployment.plain("p")
     data = os.urandom(THRESHOLD)  # one segment: its etag is its MD5

@@ -34,7 +34,8 @@ from typing import Any
 
 from .bases import send_blob_file
 from .blob_references import BlobReference, write_reference
-from .errors import raises_storage_errors
+from .errors import SwiftStorageError, raises_storage_errors
+from .leases import read_record
 from .pending_uploads import PendingUploads
 from .staged_blobs import StagedBlobs
 from .resources import SharedResources
@@ -145,11 +146,26 @@ class ClientBlobCommit:
     def begin_base(self, learn_tid: Any) -> None:
         """Nothing: the ZEO server begins its storage's transaction."""
 
+    @raises_storage_errors
     def vote(self, learn_tid: Any) -> None:
         """The server published the blobs while the base voted: stop
-        refreshing the lease (its record keeps the manifests' pending objects)."""
-        if self._pending:
-            self._pending.lease.stop_refreshing()
+        refreshing the lease (the record the server wrote keeps the
+        manifests' pending objects), and check that record names every blob:
+        a server whose storage is no SwiftBlobStorage would have stored the
+        references themselves as the blobs."""
+        if not self._pending:
+            return
+        lease = self._pending.lease
+        lease.stop_refreshing()
+        resources = self._resources
+        record = read_record(resources.container, resources.layout, lease.token) or {}
+        missing = [oid.hex() for oid in self._records if oid.hex() not in record]
+        if missing:
+            raise SwiftStorageError(
+                f"the ZEO server did not publish blob(s) {', '.join(missing)}: its storage "
+                "must be a swiftblobstorage (possibly inside other wrappers) with this "
+                f"client's container {resources.container.container!r} and prefix "
+                f"{resources.layout.prefix!r}")
 
     def finish(self, tid: bytes) -> None:
         """Move the committed blobs into the cache."""

@@ -67,6 +67,7 @@ class BlobCommit:
         self._copies: dict[bytes, str] = {}                        # oid -> source name
         self._pending = PendingUploads(resources)                  # big blobs, before the lock
         self._adopted: dict[bytes, BlobReference] = {}             # oid -> a ZEO client's upload
+        self._published_for: dict[str, dict[bytes, str]] = {}     # client's token -> final names
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
         self._recorded: list[Future] = []     # records of final names, its own or clients'
@@ -115,6 +116,8 @@ class BlobCommit:
         self._staged.discard(oid)
         self._copies.pop(oid, None)
         self._adopted.pop(oid, None)
+        for names in self._published_for.values():
+            names.pop(oid, None)
 
     def begin_base(self, learn_tid: Callable[[], bytes]) -> None:
         """Begin the base if its ``tpc_begin`` waits (see :attr:`begin`);
@@ -136,13 +139,15 @@ class BlobCommit:
 
     def vote(self, learn_tid: Callable[[], bytes]) -> None:
         """Start what waits for the transaction id (*learn_tid* gives it):
-        uploads of small blobs, copies, and one publishing request per
-        pending object; then wait for all of it and raise the first failure.
+        uploads of small blobs, copies, one publishing request per pending
+        object, and the records of wrapped ZEO clients' blobs; then wait for
+        all of it and raise the first failure.
         After a failure, uploads not started yet are cancelled: the vote fails
         within about one deadline however many blobs wait in the queue."""
         if self.tid is None and (self._staged or self._copies or self._adopted):
             self.tid = learn_tid()
             self._start_known()
+        self._record_adopted()
         wait_for([*self._work.values(), *self._recorded])
         if self._pending:
             self._pending.check_lease()
@@ -206,33 +211,37 @@ class BlobCommit:
 
     @raises_storage_errors
     def _publish_adopted(self) -> None:
-        """Publish the pending objects of wrapped ZEO clients: for each
-        client's commit, once its lease is known to hold long enough, a copy
-        or a manifest per blob, and the record of the manifests' names."""
+        """Start publishing the pending objects of wrapped ZEO clients adopted
+        so far: for each client's commit, once its lease is known to hold long
+        enough, a copy or a manifest per blob."""
         resources = self._resources
         container, layout = resources.container, resources.layout
-        by_token: dict[str, dict[bytes, BlobReference]] = {}
         for oid, reference in self._adopted.items():
-            by_token.setdefault(reference.token, {})[oid] = reference
-        for token, references in by_token.items():
+            token = reference.token
             if token not in self._leases_end:
                 self._leases_end[token] = time.monotonic() + lease_time_left(
                     container, layout, token)
-            manifests = {}
-            for oid, reference in references.items():
-                name = layout.object_name(oid, self.tid)
-                publish = container.publish
-                if reference.publish == "copy":
-                    publish = container.publish_copy
-                else:
-                    manifests[oid] = name
-                self._settle(oid)
-                self._track(oid, name, resources.pool.submit(publish, name, reference.pending))
-            if manifests:
-                self._records.append(layout.commit_record(token))
-                self._recorded.append(resources.pool.submit(
-                    write_record, container, layout, token, manifests))
+            name = layout.object_name(oid, self.tid)
+            publish = container.publish_copy if reference.publish == "copy" \
+                else container.publish
+            self._settle(oid)
+            self._track(oid, name, resources.pool.submit(publish, name, reference.pending))
+            self._published_for.setdefault(token, {})[oid] = name
         self._adopted.clear()
+
+    def _record_adopted(self) -> None:
+        """Start writing, for each wrapped ZEO client's commit, the record of
+        the final names of its blobs: it keeps those published by manifest
+        from garbage collection, and tells the client they were published."""
+        resources = self._resources
+
+        def record(token: str, names: dict[bytes, str]) -> None:
+            write_record(resources.container, resources.layout, token, names)
+            self._records.append(resources.layout.commit_record(token))  # to delete on abort
+        for token, names in self._published_for.items():
+            if names:
+                self._recorded.append(resources.pool.submit(record, token, dict(names)))
+        self._published_for.clear()
 
     def _settle(self, oid: bytes) -> None:
         """Wait for the earlier upload or copy of *oid* in this transaction, if any:

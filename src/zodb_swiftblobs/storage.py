@@ -28,7 +28,7 @@ from .cache import BlobCache
 from .client_commit import ClientBlobCommit
 from .commit import BlobCommit, revisions_undo_restores
 from .copying import copy_transactions_with_blobs
-from .deferred_begin import LOGGED_CALLS, DeferredBegin
+from .deferred_begin import LOGGED_CALLS, DeferredBegin, through_deferred_begin
 from .errors import SwiftStorageError, SwiftTransientError, raises_storage_errors
 from .gc import GarbageReport, collect_garbage
 from .layout import ObjectLayout
@@ -114,14 +114,14 @@ class SwiftBlobStorage:
         # by transaction: several at once, as FileStorage's begin waits
         self._commits: dict[Any, BlobCommit | ClientBlobCommit] = {}
         self._db = None
-        self._served_by_zeo = False  # then blob files may be wrapped ZEO clients' references
+        self._served_by_zeo = False
         for name in self.copied_methods:
             method = getattr(base, name, None)
             if method is not None:
                 setattr(self, name, method)
         for name in LOGGED_CALLS:  # they wait for a delayed tpc_begin
             if hasattr(base, name):
-                setattr(self, name, self._transactional(name))
+                setattr(self, name, through_deferred_begin(base, name, self._commits))
         provided = [providedBy(base), ZODB.interfaces.IStorageWrapper,
                     ZODB.interfaces.IBlobStorage]
         if ZODB.interfaces.IStorageRestoreable.providedBy(base):
@@ -345,20 +345,6 @@ class SwiftBlobStorage:
     def _committing(self, transaction: Any) -> BlobCommit | ClientBlobCommit | None:
         return self._commits.get(transaction)
 
-    def _transactional(self, method: str) -> Callable[..., None]:
-        """The base's *method* (whose last argument is the transaction), called
-        through the transaction's delayed ``tpc_begin`` when it has one."""
-        call = getattr(self.base, method)
-
-        def transactional(*args: Any) -> None:
-            commit = self._commits.get(args[-1])
-            if commit is not None and commit.begin is not None:
-                commit.begin.call(method, *args)
-            else:
-                call(*args)
-        transactional.__name__ = method
-        return transactional
-
     def storeBlob(self, oid: bytes, oldserial: bytes, data: bytes, blobfilename: str,
                   version: str, transaction: Any) -> None:
         assert not version, "versions are not supported"
@@ -368,8 +354,7 @@ class SwiftBlobStorage:
             commit.store_blob(oid, oldserial, data, blobfilename)
             return
         resources = self._resources
-        reference = take_reference(blobfilename, oid, resources.container,
-                                   resources.layout) if self._served_by_zeo else None
+        reference = take_reference(blobfilename, oid, resources.container, resources.layout)
         if reference is None:
             commit.stage(oid, None, blobfilename)
         else:
