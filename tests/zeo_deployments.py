@@ -31,7 +31,7 @@ from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 MIB = 1 << 20
 THRESHOLD = MIB      # the clients' early-upload-threshold: smaller blobs are copied
 SEGMENT = MIB        # everyone's segment size
-LEASE = 4.0          # the child clients' commit lease
+LEASE = 8.0          # the child clients' commit lease (refreshed every 2 s; 4 s of slack)
 PREFIX = "db/"
 LAYOUT = ObjectLayout(PREFIX)
 
