@@ -130,7 +130,7 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
 
     logged = caplog.text + "\n".join(str(record.args) for record in caplog.records)
     loggers = {record.name for record in caplog.records}
-    assert "zodb_swiftblobs.commit" in loggers and \
+    assert "zodb_swiftblobs.waiting" in loggers and \
         any(name.startswith("zodb_swiftblobs.swift.") for name in loggers), \
         "the session logged too little"
     for secret in secrets:
