@@ -16,6 +16,7 @@ import ZODB
 from ZEO.ClientStorage import ClientStorage
 from ZODB.blob import Blob
 
+from conftest import wait_for
 from test_zeo import wait_for as wait_for_commit
 from test_zeo_conformance import server_storage as conformance_server_storage
 from test_zeo_conformance import wrapped_client
@@ -39,6 +40,14 @@ def test_a_refused_republication_leaves_the_committed_blob_whole(deployment):
     # the server's abort deletes the manifest it published, not the client's
     # pending object it names: the committed revision names it too
     assert read_blob(deployment.wrapped("fresh"), "blob") == data  # from Swift
+
+
+def test_a_commit_of_copied_blobs_leaves_nothing_under_commits(deployment):
+    wrapped = deployment.wrapped("w")
+    with wrapped.transaction() as conn:
+        conn.root()["small"], conn.root()["empty"] = Blob(b"small"), Blob(b"")
+    wait_for(lambda: deployment.commit_names() == [],
+             "the client to delete its pending objects, the record and the marker")
 
 
 class Counter(persistent.Persistent):
