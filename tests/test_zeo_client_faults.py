@@ -46,7 +46,9 @@ def cluster(start_cluster):
 
 @pytest.fixture
 def deployment(cluster, tmp_path, container_name, capsys):
-    deployment = Deployment(cluster, tmp_path, container_name)
+    # requests held in the proxy longer than the default socket timeout (10 s)
+    # must not be sent again: the server waits for them
+    deployment = Deployment(cluster, tmp_path, container_name, server_extra="timeout 30")
     yield deployment
     deployment.stop()
     cluster.inject_faults()
