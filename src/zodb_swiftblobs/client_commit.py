@@ -17,7 +17,8 @@ client stops refreshing the lease once the vote has returned.
 
 After ``tpc_finish`` the staged files move into the client's cache, and the
 pending objects the server copied are deleted in the background (with the
-lease's marker, when no blob was published by manifest).  An abort deletes
+server's record of them and the lease's marker, when no blob was published
+by manifest).  An abort deletes
 the pending objects, then the marker.  On a cluster without Static Large
 Objects there are no pending objects: blob files go to the server as a plain
 ZEO client sends them.  A restore (``copyTransactionsFrom``) knows its
