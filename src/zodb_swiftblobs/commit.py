@@ -73,7 +73,7 @@ class BlobCommit:
         self._recorded: list[Future] = []     # records of final names, its own or clients'
         self._records: list[str] = []         # the names of the clients' records written
         self._leases_end: dict[str, float] = {}  # a ZEO client's token -> its lease's end
-        self._clients_objects: set[str] = set()  # final names of clients' pending objects
+        self._clients_objects: set[str] = set()  # final names of ZEO clients' uploads
 
     def staged_path(self, oid: bytes, serial: bytes) -> str | None:
         """The staged file of revision *serial* of blob *oid*, if this
@@ -273,6 +273,7 @@ class BlobCommit:
         *name* from this process's garbage collection until the end."""
         self._work[oid] = work
         self._names.add(name)
+        self._clients_objects.discard(name)  # until _publish_adopted adds it again
         self._resources.in_flight.add(name)
 
 
