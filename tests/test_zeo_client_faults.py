@@ -12,7 +12,6 @@ it publishes.  See :mod:`zeo_deployments`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import time
@@ -31,6 +30,7 @@ from conftest import read, swift_storage, wait_for
 from test_zeo import wait_for as wait_for_commit
 from zeo_deployments import (LAYOUT, LEASE, MIB, PREFIX, THRESHOLD,
                              Deployment, assert_failed, assert_round_trip, commit_from_plain,
+                             committed_blob_and_its_reference,
                              committed_names, committed_tid, crafted_reference, hold_publishing,
                              pending_of, read_blob, server_storage, uploaded, wait_for_blob,
                              wait_until_held)
@@ -46,7 +46,9 @@ def cluster(start_cluster):
 
 @pytest.fixture
 def deployment(cluster, tmp_path, container_name, capsys):
-    deployment = Deployment(cluster, tmp_path, container_name)
+    # requests held in the proxy longer than the default socket timeout (10 s)
+    # must not be sent again: the server waits for them
+    deployment = Deployment(cluster, tmp_path, container_name, server_extra="timeout 30")
     yield deployment
     deployment.stop()
     cluster.inject_faults()
@@ -452,16 +454,7 @@ def test_gc_and_packs_leave_a_live_clients_uploads_alone(deployment):
 
 def test_a_committed_pending_object_is_never_published_again(deployment):
     wrapped, plain = deployment.wrapped("w"), deployment.plain("p")
-    data = os.urandom(THRESHOLD)  # one segment: its etag is its MD5
-    with wrapped.transaction() as conn:
-        conn.root()["blob"] = Blob(data)
-    oid, _ = wait_for_blob(plain, wrapped)
-    # who learns the commit's token (from a listing, or a manifest) and may
-    # store a new revision of that blob through a plain client
-    token = LAYOUT.commit_token_of(pending_of(deployment, oid)[0])
-    reference = crafted_reference(deployment, oid, token, publish="manifest",
-                                  pending_size=len(data),
-                                  pending_etag=hashlib.md5(data).hexdigest())
+    data, reference = committed_blob_and_its_reference(deployment, wrapped, plain)
     republished = False
     with contextlib.suppress(Exception):
         with plain.transaction() as conn:

@@ -358,3 +358,18 @@ def wait_for_blob(plain, wrapped):
         blob = conn.root()["blob"]
         blob._p_activate()
         return blob._p_oid, blob._p_serial
+
+
+def committed_blob_and_its_reference(deployment, wrapped, plain):
+    """*wrapped* commits a blob published by manifest (the root's "blob");
+    its data, and a reference to its committed pending object, which a plain
+    client could store as a new revision of it (who learnt the commit's token
+    from a listing, or a manifest)."""
+    data = os.urandom(THRESHOLD)  # one segment: its etag is its MD5
+    with wrapped.transaction() as conn:
+        conn.root()["blob"] = Blob(data)
+    oid, _ = wait_for_blob(plain, wrapped)
+    token = LAYOUT.commit_token_of(pending_of(deployment, oid)[0])
+    return data, crafted_reference(deployment, oid, token, publish="manifest",
+                                   pending_size=len(data),
+                                   pending_etag=hashlib.md5(data).hexdigest())

@@ -17,7 +17,8 @@ client stops refreshing the lease once the vote has returned.
 
 After ``tpc_finish`` the staged files move into the client's cache, and the
 pending objects the server copied are deleted in the background (with the
-lease's marker, when no blob was published by manifest).  An abort deletes
+server's record of them and the lease's marker, when no blob was published
+by manifest).  An abort deletes
 the pending objects, then the marker.  On a cluster without Static Large
 Objects there are no pending objects: blob files go to the server as a plain
 ZEO client sends them.  A restore (``copyTransactionsFrom``) knows its
@@ -195,15 +196,20 @@ class ClientBlobCommit:
                                     len(self._copied) == len(self._records))
 
     def _clean_up(self, copied: list[PendingObject], all_copied: bool) -> None:
-        """Delete the pending objects the server copied, then the lease's
-        marker if nothing of the commit is left (else garbage collection
-        removes it once its manifests are gone)."""
+        """Delete the pending objects the server copied, then, if nothing of
+        the commit is left, the server's record of them and the lease's
+        marker (else garbage collection removes them once its manifests are
+        gone)."""
         container = self._resources.container
+        lease = self._pending.lease
         try:
             for pending in copied:
                 container.delete_pending(pending.name)
+            if all_copied:
+                container.delete(self._resources.layout.commit_record(lease.token),
+                                 large=False, container=container.segment_container)
         except SwiftError as exc:
             log.info("could not delete the pending objects of a commit after publishing "
                      "(%s); garbage collection will", exc)
             all_copied = False
-        self._pending.lease.release(delete_marker=all_copied)
+        lease.release(delete_marker=all_copied)

@@ -73,6 +73,7 @@ class BlobCommit:
         self._recorded: list[Future] = []     # records of final names, its own or clients'
         self._records: list[str] = []         # the names of the clients' records written
         self._leases_end: dict[str, float] = {}  # a ZEO client's token -> its lease's end
+        self._clients_objects: set[str] = set()  # final names of ZEO clients' uploads
 
     def staged_path(self, oid: bytes, serial: bytes) -> str | None:
         """The staged file of revision *serial* of blob *oid*, if this
@@ -164,8 +165,11 @@ class BlobCommit:
     def abort(self) -> None:
         """Remove what the aborted transaction put into Swift: its objects,
         the ZEO clients' records it wrote, its pending objects, then its
-        lease's marker."""
-        uploaded = results(self._work.values())
+        lease's marker.  A ZEO client's pending object stays (its manifest
+        goes alone): the client deletes it, or garbage collection once its
+        lease lapsed, unless a committed manifest names it."""
+        uploaded = [stored.name if stored.name in self._clients_objects else stored
+                    for stored in results(self._work.values())]
         results(self._recorded)
         self._pending.abort(uploaded, self._records)
 
@@ -226,6 +230,7 @@ class BlobCommit:
                 else container.publish
             self._settle(oid)
             self._track(oid, name, resources.pool.submit(publish, name, reference.pending))
+            self._clients_objects.add(name)
             self._published_for.setdefault(token, {})[oid] = name
         self._adopted.clear()
 
@@ -268,6 +273,7 @@ class BlobCommit:
         *name* from this process's garbage collection until the end."""
         self._work[oid] = work
         self._names.add(name)
+        self._clients_objects.discard(name)  # until _publish_adopted adds it again
         self._resources.in_flight.add(name)
 
 

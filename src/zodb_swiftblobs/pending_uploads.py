@@ -82,11 +82,12 @@ class PendingUploads:
         except SwiftError as exc:
             raise storage_error(exc) from None
 
-    def abort(self, uploaded: list[StoredObject], records: list[str] = ()) -> None:
+    def abort(self, uploaded: list[StoredObject | str], records: list[str] = ()) -> None:
         """Delete what an aborted commit stored in Swift: the objects it
-        *uploaded*, the *records* of ZEO clients' commits it wrote, its
-        pending objects (once those under way have ended), then its lease's
-        marker.  A failure is logged: garbage collection removes them."""
+        *uploaded* (for a name, a large object's manifest alone), the
+        *records* of ZEO clients' commits it wrote, its pending objects (once
+        those under way have ended), then its lease's marker.  A failure is
+        logged: garbage collection removes them."""
         pending = results(self._uploads.values())
         results(filter(None, [self._lease_taken]))
         container = self._resources.container
