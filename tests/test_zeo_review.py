@@ -60,16 +60,11 @@ class Counter(persistent.Persistent):
         return {"value": committed["value"] + new["value"] - old["value"]}
 
 
-@pytest.mark.xfail(strict=True, reason="with client-conflict-resolution, ZEO's server aborts "
-                   "its first vote on a conflict and replays, at the second, the blob's record "
-                   "without the blob (its blob_log is consumed): a wrapped client's vote fails "
-                   "(its blob unpublished), a plain client's blob is lost; over ZODB's "
-                   "BlobStorage the server resolves conflicts itself, and never gets there")
 @pytest.mark.parametrize("kind", ["wrapped", "plain"])
-def test_a_blob_beside_a_conflict_the_client_resolves_commits(devswift, tmp_path,
-                                                            container_name, kind):
-    """The second client (wrapped or plain) commits a new blob beside a
-    conflict it resolves."""
+def test_a_blob_beside_a_resolvable_conflict_commits(devswift, tmp_path, container_name,
+                                                     kind):
+    """With client-conflict-resolution, the second client (wrapped or plain)
+    commits a new blob beside a conflict the server resolves."""
     address, stop = ZEO.server(
         storage_conf=conformance_server_storage(devswift, container_name, "db/",
                                                 str(tmp_path)),
@@ -85,13 +80,13 @@ def test_a_blob_beside_a_conflict_the_client_resolves_commits(devswift, tmp_path
             conn.root.counter = Counter()
         wait_for_commit(databases[1], databases[0].lastTransaction())
         managers = [transaction.TransactionManager() for _ in databases]
-        connections = [db.open(manager) for db, manager in zip(databases, managers)]
+        connections = [db.open(manager) for db, manager in zip(databases, managers, strict=True)]
         for conn in connections:
             conn.root.counter.value += 1
         data = os.urandom(THRESHOLD * 2)  # published by manifest
         connections[1].root.blob = Blob(data)
         managers[0].commit()
-        managers[1].commit()  # its counter conflicts; its client resolves it
+        managers[1].commit()  # its counter conflicts; the server resolves it
         wait_for_commit(databases[0], databases[1].lastTransaction())
         with databases[0].transaction() as conn:
             assert conn.root.counter.value == 2

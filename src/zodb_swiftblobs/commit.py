@@ -67,10 +67,9 @@ class BlobCommit:
         self._copies: dict[bytes, str] = {}                        # oid -> source name
         self._pending = PendingUploads(resources)                  # big blobs, before the lock
         self._adopted: dict[bytes, BlobReference] = {}             # oid -> a ZEO client's upload
-        self._published_for: dict[str, dict[bytes, str]] = {}     # client's token -> final names
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
-        self._recorded: list[Future] = []     # records of final names, its own or clients'
+        self._recorded: list[Future] = []     # the record of its own pending objects' names
         self._records: list[str] = []         # the names of the clients' records written
         self._leases_end: dict[str, float] = {}  # a ZEO client's token -> its lease's end
         self._clients_objects: set[str] = set()  # final names of ZEO clients' uploads
@@ -98,8 +97,6 @@ class BlobCommit:
         if the client's lease still holds."""
         self._forget(oid)
         self._adopted[oid] = reference
-        if self.tid is not None:
-            self._publish_adopted()
 
     def copy_undone(self, oid: bytes, serial: bytes) -> None:
         """Bring back revision *serial* of blob *oid* (an undo): copied inside
@@ -117,8 +114,6 @@ class BlobCommit:
         self._staged.discard(oid)
         self._copies.pop(oid, None)
         self._adopted.pop(oid, None)
-        for names in self._published_for.values():
-            names.pop(oid, None)
 
     def begin_base(self, learn_tid: Callable[[], bytes]) -> None:
         """Begin the base if its ``tpc_begin`` waits (see :attr:`begin`);
@@ -148,7 +143,8 @@ class BlobCommit:
         if self.tid is None and (self._staged or self._copies or self._adopted):
             self.tid = learn_tid()
             self._start_known()
-        self._record_adopted()
+        if self._adopted:
+            self._publish_adopted()
         wait_for([*self._work.values(), *self._recorded])
         if self._pending:
             self._pending.check_lease()
@@ -190,8 +186,6 @@ class BlobCommit:
                 self._start(oid)
         if self._pending:
             self._publish_pending()
-        if self._adopted:
-            self._publish_adopted()
 
     def _uploads_early(self, path: str) -> bool:
         """Whether the staged blob file at *path* is uploaded before the lock."""
@@ -215,38 +209,31 @@ class BlobCommit:
 
     @raises_storage_errors
     def _publish_adopted(self) -> None:
-        """Start publishing the pending objects of wrapped ZEO clients adopted
-        so far: for each client's commit, once its lease is known to hold long
-        enough, a copy or a manifest per blob."""
+        """Publish the pending objects of wrapped ZEO clients: for each
+        client's commit, once its lease is known to hold long enough, record
+        the final names of its blobs (which keeps those published by manifest
+        from garbage collection, tells the client they were published, and
+        fails if its uploads were published before), then start a copy or a
+        manifest per blob."""
         resources = self._resources
         container, layout = resources.container, resources.layout
+        by_token: dict[str, dict[bytes, BlobReference]] = {}
         for oid, reference in self._adopted.items():
-            token = reference.token
-            if token not in self._leases_end:
-                self._leases_end[token] = time.monotonic() + lease_time_left(
-                    container, layout, token)
-            name = layout.object_name(oid, self.tid)
-            publish = container.publish_copy if reference.publish == "copy" \
-                else container.publish
-            self._settle(oid)
-            self._track(oid, name, resources.pool.submit(publish, name, reference.pending))
-            self._clients_objects.add(name)
-            self._published_for.setdefault(token, {})[oid] = name
+            by_token.setdefault(reference.token, {})[oid] = reference
+        for token, references in by_token.items():
+            self._leases_end[token] = time.monotonic() + lease_time_left(
+                container, layout, token)
+            names = {oid: layout.object_name(oid, self.tid) for oid in references}
+            write_record(container, layout, token, names)
+            self._records.append(layout.commit_record(token))  # deleted if the vote fails
+            for oid, reference in references.items():
+                publish = container.publish_copy if reference.publish == "copy" \
+                    else container.publish
+                self._settle(oid)
+                self._track(oid, names[oid], resources.pool.submit(
+                    publish, names[oid], reference.pending))
+                self._clients_objects.add(names[oid])
         self._adopted.clear()
-
-    def _record_adopted(self) -> None:
-        """Start writing, for each wrapped ZEO client's commit, the record of
-        the final names of its blobs: it keeps those published by manifest
-        from garbage collection, and tells the client they were published."""
-        resources = self._resources
-
-        def record(token: str, names: dict[bytes, str]) -> None:
-            write_record(resources.container, resources.layout, token, names)
-            self._records.append(resources.layout.commit_record(token))  # to delete on abort
-        for token, names in self._published_for.items():
-            if names:
-                self._recorded.append(resources.pool.submit(record, token, dict(names)))
-        self._published_for.clear()
 
     def _settle(self, oid: bytes) -> None:
         """Wait for the earlier upload or copy of *oid* in this transaction, if any:

@@ -83,5 +83,6 @@ class StagedBlobs:
                 os.unlink(path)
 
     def discard_all(self) -> None:
+        """Remove every staged file not moved into the cache."""
         for oid in self:
             self.discard(oid)

@@ -297,15 +297,6 @@ class SwiftBlobStorage:
         """Counters of the local cache: hits, misses, bytes downloaded, evictions..."""
         return self._resources.cache.stats()
 
-    @property
-    def tryToResolveConflict(self) -> Callable[..., bytes]:
-        """The base's, which its ``store`` calls (a ZEO server may set its own)."""
-        return self.base.tryToResolveConflict
-
-    @tryToResolveConflict.setter
-    def tryToResolveConflict(self, resolve: Callable[..., bytes]) -> None:
-        self.base.tryToResolveConflict = resolve
-
     # -- two-phase commit --------------------------------------------------------------
 
     def tpc_begin(self, transaction: Any, tid: bytes | None = None,
