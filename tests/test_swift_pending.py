@@ -173,3 +173,32 @@ def test_a_pending_manifest_is_json_listing_its_segments(swift_container, tmp_pa
         f"/{swift_container.segment_container}/{PENDING}/")
     assert pending.etag == raw_get(devswift, swift_container.segment_container,
                                    PENDING).headers["Etag"].strip('"')
+
+
+def test_a_record_whose_pending_object_the_listing_misses_is_kept(swift_container, tmp_path):
+    """A container listing may lag behind: the sweep keeps a lapsed commit's
+    record and marker while a published object it names refers to a pending
+    object, whether or not the listing shows it."""
+    from ZODB.utils import p64
+
+    from zodb_swiftblobs.layout import ObjectLayout
+    from zodb_swiftblobs.leases import write_record
+    from zodb_swiftblobs.pending_sweep import PendingReport, _judge, _Token
+
+    layout, token = ObjectLayout(), "0123456789abcdef"
+    swift_container.ensure_container()
+    write_file(tmp_path / "blob", 1000)
+    pending = swift_container.upload_pending(PENDING, str(tmp_path / "blob"))
+    final = layout.object_name(p64(1), p64(2))
+    swift_container.publish(final, pending)
+    write_record(swift_container, layout, token, {p64(1): final})
+    swift_container.put_bytes(layout.commit_marker(token), b'{"lease": 1}',
+                              container=swift_container.segment_container)
+    time.sleep(2)  # the lease lapsed
+    lagging = _Token(token, record=layout.commit_record(token))  # no pending object listed
+    assert _judge(swift_container, layout, lagging, PendingReport(), min_age=0,
+                  now=time.time()) == []
+    swift_container.delete(final)  # with its pending object: now the record may go
+    assert sorted(_judge(swift_container, layout, lagging, PendingReport(), min_age=0,
+                         now=time.time())) == [(layout.commit_marker(token), False),
+                                               (layout.commit_record(token), False)]

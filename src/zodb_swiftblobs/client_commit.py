@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -44,6 +45,9 @@ from .swift import PendingObject, SwiftError
 from .waiting import results, wait_for
 
 log = logging.getLogger(__name__)
+
+RECORD_READS = 3          # reads of the server's record before the vote fails
+RECORD_READ_PAUSE = 0.5   # seconds between them
 
 
 class ClientBlobCommit:
@@ -159,14 +163,18 @@ class ClientBlobCommit:
         lease = self._pending.lease
         lease.stop_refreshing()
         resources = self._resources
-        record = read_record(resources.container, resources.layout, lease.token) or {}
-        missing = [oid.hex() for oid in self._records if oid.hex() not in record]
-        if missing:
-            raise SwiftStorageError(
-                f"the ZEO server did not publish blob(s) {', '.join(missing)}: its storage "
-                "must be a swiftblobstorage (possibly inside other wrappers) with this "
-                f"client's container {resources.container.container!r} and prefix "
-                f"{resources.layout.prefix!r}")
+        for attempt in range(RECORD_READS):  # just written: another node may lag behind
+            if attempt:
+                time.sleep(RECORD_READ_PAUSE)
+            record = read_record(resources.container, resources.layout, lease.token) or {}
+            missing = [oid.hex() for oid in self._records if oid.hex() not in record]
+            if not missing:
+                return
+        raise SwiftStorageError(
+            f"the ZEO server did not publish blob(s) {', '.join(missing)}: its storage "
+            "must be a swiftblobstorage (possibly inside other wrappers) with this "
+            f"client's container {resources.container.container!r} and prefix "
+            f"{resources.layout.prefix!r}")
 
     def finish(self, tid: bytes) -> None:
         """Move the committed blobs into the cache."""

@@ -111,7 +111,8 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
     if age is not None and age < lease:
         report.in_progress += 1
         return []
-    published = read_record(container, layout, token.token) if token.pending else {}
+    published = read_record(container, layout, token.token) \
+        if token.pending or token.record is not None else {}
     if published is None:
         log.warning("the record of commit %s is unreadable: its pending uploads are kept",
                     token.token)
@@ -131,12 +132,29 @@ def _judge(container: SwiftContainer, layout: ObjectLayout, token: _Token,
             doomed.append((name, True))
     doomed += [(segment.name, False) for segment in token.segments
                if not any(segment.name.startswith(f"{name}/") for name in kept)]
+    if not kept and not token.pending and _still_named(container, layout, token.token,
+                                                       published):
+        return []  # the listing lags behind a pending object a published one names
     if not kept:
         if token.record is not None:
             doomed.append((token.record, False))
         if age is not None:
             doomed.append((marker, False))
     return doomed
+
+
+def _still_named(container: SwiftContainer, layout: ObjectLayout, token: str,
+                 published: dict[str, str]) -> bool:
+    """Whether a published object in *published* (commit *token*'s record)
+    still refers to its pending object, which the listing did not show."""
+    for oid, final in published.items():
+        try:
+            pending = layout.pending_name(token, bytes.fromhex(oid))
+        except ValueError:  # a record this package did not write: keep what it names
+            return True
+        if _refers_to(container, final, pending):
+            return True
+    return False
 
 
 def _refers_to(container: SwiftContainer, final: str, pending: str) -> bool:
