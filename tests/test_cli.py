@@ -19,7 +19,7 @@ from ZODB.FileStorage import FileStorage
 
 from conftest import (blob_objects, child_environment, corrupt_on_disk, sqlite_relstorage,
                       swift_config)
-from zodb_swiftblobs.cli import main
+from zodb_swiftblobs.cli import build_parser, main
 from zodb_swiftblobs.progress import Progress
 from zodb_swiftblobs.swift import NotFoundError, SwiftContainer
 
@@ -645,3 +645,26 @@ def test_every_bad_setting_exits_2_from_every_command(devswift, tmp_path, capsys
                               str(config)], capture_output=True, text=True, timeout=120,
                              env=child_environment())
     assert process.returncode == 2 and "Traceback" not in process.stderr
+
+
+def test_the_command_says_its_version_and_takes_options_after_the_command_too(
+        devswift, tmp_path, container_name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip().startswith("zodb-swiftblobs 0.")
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>"))
+    for argv in (["cache", str(config)], ["cache", str(config), "stats"],
+                 ["cache", "stats", str(config)], ["-v", "cache", str(config)],
+                 ["cache", "stats", str(config), "-v"]):
+        status, stats = run(capsys, *argv)
+        assert status == 0 and stats["entries"] == 0, argv
+    assert main(["cache", "prune", str(config), "--size", "1GB"]) == 0
+    assert "removed 0 files" in capsys.readouterr().out
+    assert main(["cache", str(config), "empty"]) == 2
+    assert "no cache action 'empty'" in capsys.readouterr().err
+    for argv, verbose in ((["cache", "c"], False), (["-v", "cache", "c"], True),
+                          (["gc", "c", "-v"], True), (["devswift", "env", "-v"], True)):
+        assert build_parser().parse_args(argv).verbose is verbose, argv

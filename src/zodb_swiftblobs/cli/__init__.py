@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import sys
@@ -25,9 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
         "0 when all is well, 1 when something is missing, corrupt or failed, 2 for a usage "
         "or configuration error.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.metadata.version('zodb-swiftblobs')}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in (migrate, verify, cache, claim, url, devswift, demo):
         command.add_commands(commands)
+    for command_parser in commands.choices.values():  # also after the command's name
+        command_parser.add_argument("-v", "--verbose", action="store_true",
+                                    default=argparse.SUPPRESS, help="log more")
     return parser
 
 

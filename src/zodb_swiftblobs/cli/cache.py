@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import swift_section
+from ..config import ConfigurationError, swift_section
 from .arguments import add_storage_command, byte_size
 from .output import mib, print_result
+
+
+ACTIONS = ("stats", "prune", "clear")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -15,8 +18,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         commands, "cache", run_cache, "show, prune or clear the local blob cache",
         "Show the cache's size, entries and hit rate (counted by every process using "
         "it), prune it to a size, or clear it. Running sites fetch what they miss again.")
-    cache.add_argument("action", nargs="?", choices=("stats", "prune", "clear"),
-                       default="stats")
+    cache.add_argument("action", nargs="?", default="stats", metavar="{stats,prune,clear}",
+                       help="stats (the default): show the totals; prune: remove the least "
+                            "recently used files down to --size; clear: remove every file "
+                            "(before or after the configuration file)")
     cache.add_argument("--size", type=byte_size,
                        help="prune: the size to shrink to (default: the configured "
                             "cache-size), such as 500MB or 2GB")
@@ -24,6 +29,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_cache(args: argparse.Namespace) -> int:
     """Show, prune or clear the cache; print its totals."""
+    if args.config in ACTIONS and args.action not in ACTIONS:  # cache ACTION CONFIG
+        args.config, args.action = args.action, args.config
+    if args.action not in ACTIONS:
+        raise ConfigurationError(f"no cache action {args.action!r}: say "
+                                 f"{', '.join(ACTIONS)}")
     cache = swift_section(args.config, args.database).open_cache()
     try:
         result: dict = {"directory": cache.directory, "budget": cache.size}
