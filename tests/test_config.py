@@ -333,5 +333,6 @@ def test_the_package_exports_the_wrapper_and_its_errors_without_loading_zodb():
                              env=child_environment(), timeout=120)
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert printed.stdout.split() == ["False", "SwiftBlobStorage", "SwiftTransientError",
-                                      "SwiftStorageError", "BlobCacheError",
-                                      "ForeignPrefixError", "EncryptionRequiredError"]
+                                      "SwiftStorageError", "SwiftAuthenticationError",
+                                      "BlobCacheError", "ForeignPrefixError",
+                                      "EncryptionRequiredError"]

@@ -17,7 +17,7 @@ from ZODB.blob import Blob
 
 from conftest import assert_secret_free, mint_token, swift_config
 from zodb_swiftblobs.cli import main
-from zodb_swiftblobs import SwiftBlobStorage, SwiftStorageError, SwiftTransientError
+from zodb_swiftblobs import (SwiftAuthenticationError, SwiftBlobStorage, SwiftTransientError)
 from zodb_swiftblobs.swift import AuthenticationError, Credentials, SwiftContainer
 
 ENCRYPTION_KEY = base64.b64encode(b"k" * 16 + os.urandom(16)).decode()
@@ -105,9 +105,9 @@ def test_no_secret_in_logs_errors_reprs_or_json(cluster, tmp_path, container_nam
     wrong = tmp_path / "wrong.conf"
     wrong.write_text(config_text(cluster, container_name, tmp_path, key="wrong-" + settings.key))
     status, out, err = run_cli("verify", str(wrong), "--json")
-    assert status == 1 and "rejected" in out
+    assert status == 2 and "rejected" in out  # wrong credentials: a configuration error
     texts += [out, err]
-    failing(SwiftStorageError, "credentials rejected",
+    failing(SwiftAuthenticationError, "credentials rejected",
             lambda: ZODB.config.databaseFromString(wrong.read_text()))
 
     preauthenticated = Credentials(preauth_url=settings.storage_url, preauth_token=token)

@@ -9,7 +9,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers see; at run time, each is imported on first use
-    from .errors import BlobCacheError, SwiftStorageError, SwiftTransientError
+    from .errors import (BlobCacheError, SwiftAuthenticationError, SwiftStorageError,
+                         SwiftTransientError)
     from .ownership import EncryptionRequiredError, ForeignPrefixError
     from .storage import SwiftBlobStorage
 
@@ -18,13 +19,15 @@ _EXPORTS = {
     "SwiftBlobStorage": "storage",
     "SwiftTransientError": "errors",
     "SwiftStorageError": "errors",
+    "SwiftAuthenticationError": "errors",
     "BlobCacheError": "errors",
     "ForeignPrefixError": "ownership",
     "EncryptionRequiredError": "ownership",
 }
 
-__all__ = ["SwiftBlobStorage", "SwiftTransientError", "SwiftStorageError", "BlobCacheError",
-           "ForeignPrefixError", "EncryptionRequiredError"]
+__all__ = ["SwiftBlobStorage", "SwiftTransientError", "SwiftStorageError",
+           "SwiftAuthenticationError", "BlobCacheError", "ForeignPrefixError",
+           "EncryptionRequiredError"]
 
 
 def __dir__() -> list[str]:

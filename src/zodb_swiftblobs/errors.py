@@ -11,7 +11,7 @@ import transaction.interfaces
 from ZODB.POSException import StorageError
 
 from .cache import CacheDirectoryError
-from .swift import SwiftError, SwiftUnavailableError
+from .swift import AuthenticationError, SwiftError, SwiftUnavailableError
 
 Result = TypeVar("Result")
 
@@ -25,6 +25,10 @@ class SwiftStorageError(StorageError):
     """Swift refused an operation (authentication, checksum, configuration)."""
 
 
+class SwiftAuthenticationError(SwiftStorageError):
+    """Swift rejected the credentials or token: a configuration error."""
+
+
 class BlobCacheError(StorageError):
     """The local blob cache could not take a file: its disk is full or
     read-only, or permissions forbid it (the message says which, and where)."""
@@ -34,6 +38,8 @@ def storage_error(error: SwiftError | CacheDirectoryError) -> StorageError:
     """The storage error that reports *error* (with its message only)."""
     if isinstance(error, CacheDirectoryError):
         return BlobCacheError(str(error))
+    if isinstance(error, AuthenticationError):
+        return SwiftAuthenticationError(str(error))
     if isinstance(error, SwiftUnavailableError):
         return SwiftTransientError(str(error))
     return SwiftStorageError(str(error))

@@ -14,7 +14,8 @@ from ZODB.POSException import POSKeyError, StorageError
 
 from ..config import ConfigurationError
 from ..migrate import MigrationError
-from ..swift import SwiftError
+from ..errors import SwiftAuthenticationError
+from ..swift import AuthenticationError, SwiftError
 from ..testing.devswift import DevSwiftError
 from . import cache, claim, demo, devswift, migrate, url, verify
 
@@ -44,8 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except ConfigurationError as exc:
-        failure, status = exc, 2
+    except (ConfigurationError, AuthenticationError, SwiftAuthenticationError) as exc:
+        failure, status = exc, 2  # a configuration error: wrong credentials included
     except (DevSwiftError, SwiftError, StorageError, POSKeyError, MigrationError,
             ValueError, OSError, LockError) as exc:
         failure, status = exc, 1
