@@ -204,18 +204,17 @@ class ClientBlobCommit:
                                     len(self._copied) == len(self._records))
 
     def _clean_up(self, copied: list[PendingObject], all_copied: bool) -> None:
-        """Delete the pending objects the server copied, then, if nothing of
-        the commit is left, the server's record of them and the lease's
-        marker (else garbage collection removes them once its manifests are
-        gone)."""
+        """Delete the pending objects the server copied and, if nothing of
+        the commit is left, the server's record of them (one bulk request),
+        then the lease's marker (else garbage collection removes them once
+        its manifests are gone)."""
         container = self._resources.container
         lease = self._pending.lease
+        names = [pending.name for pending in copied]  # plain objects: no segments
+        if all_copied:
+            names.append(self._resources.layout.commit_record(lease.token))
         try:
-            for pending in copied:
-                container.delete_pending(pending.name)
-            if all_copied:
-                container.delete(self._resources.layout.commit_record(lease.token),
-                                 large=False, container=container.segment_container)
+            container.delete_many(names, container=container.segment_container)
         except SwiftError as exc:
             log.info("could not delete the pending objects of a commit after publishing "
                      "(%s); garbage collection will", exc)
