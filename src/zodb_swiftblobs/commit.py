@@ -69,7 +69,7 @@ class BlobCommit:
         self._adopted: dict[bytes, BlobReference] = {}             # oid -> a ZEO client's upload
         self._work: dict[bytes, Future] = {}                       # oid -> upload, copy, publish
         self._names: set[str] = set()                              # objects it writes
-        self._recorded: list[Future] = []     # the record of its own pending objects' names
+        self._recorded: Future | None = None  # the record of its own pending objects' names
         self._records: list[str] = []         # the names of the clients' records written
         self._leases_end: dict[str, float] = {}  # a ZEO client's token -> its lease's end
         self._clients_objects: set[str] = set()  # final names of ZEO clients' uploads
@@ -145,7 +145,7 @@ class BlobCommit:
             self._start_known()
         if self._adopted:
             self._publish_adopted()
-        wait_for([*self._work.values(), *self._recorded])
+        wait_for([*self._work.values(), *filter(None, [self._recorded])])
         if self._pending:
             self._pending.check_lease()
         for token, end in self._leases_end.items():
@@ -166,13 +166,14 @@ class BlobCommit:
         lease lapsed, unless a committed manifest names it."""
         uploaded = [stored.name if stored.name in self._clients_objects else stored
                     for stored in results(self._work.values())]
-        results(self._recorded)
+        results(filter(None, [self._recorded]))
         self._pending.abort(uploaded, self._records)
 
     def end(self) -> None:
         """Remove the staged files not moved into the cache; the objects this
         transaction wrote are no longer in flight, and its lease ends (its
-        marker stays: it names the objects published, for garbage collection)."""
+        marker and record stay: the record names the objects published, for
+        garbage collection)."""
         self._staged.discard_all()
         self._resources.in_flight.difference_update(self._names)
         if self._pending.lease is not None:
@@ -194,14 +195,14 @@ class BlobCommit:
                 and resources.container.supports_pending)
 
     def _publish_pending(self) -> None:
-        """Start recording the final names in the lease's marker (for garbage
+        """Start writing the record of the final names (for garbage
         collection, once the lease lapses), and publishing each pending object
         under its name: one request each, all at once."""
         self._pending.wait()  # done, unless an undo began the base early
         resources = self._resources
         objects = self._pending.objects()
         names = {oid: resources.layout.object_name(oid, self.tid) for oid in objects}
-        self._recorded.append(resources.pool.submit(self._pending.lease.record, names))
+        self._recorded = resources.pool.submit(self._pending.lease.record, names)
         for oid, name in names.items():
             self._settle(oid)
             self._track(oid, name, resources.pool.submit(
