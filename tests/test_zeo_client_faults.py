@@ -28,12 +28,11 @@ from ZODB.utils import z64
 
 from conftest import read, swift_storage, wait_for
 from test_zeo import wait_for as wait_for_commit
-from zeo_deployments import (LAYOUT, LEASE, MIB, PREFIX, THRESHOLD,
-                             Deployment, assert_failed, assert_round_trip, commit_from_plain,
-                             committed_blob_and_its_reference,
-                             committed_names, committed_tid, crafted_reference, hold_publishing,
-                             pending_of, read_blob, server_storage, uploaded, wait_for_blob,
-                             wait_until_held)
+from zeo_deployments import (LAYOUT, LEASE, MIB, PREFIX, THRESHOLD, Deployment,
+                             assert_failed, assert_round_trip, commit_from_plain,
+                             commit_held_while_publishing, committed_blob_and_its_reference,
+                             committed_names, committed_tid, crafted_reference, pending_of,
+                             read_blob, server_storage, uploaded, wait_for_blob)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +71,7 @@ def test_a_client_killed_after_its_uploads_leaves_only_what_gc_collects(deployme
 def test_a_client_killed_while_the_server_publishes_leaves_nothing_committed(deployment, size):
     child = deployment.child("c")
     oid = child.store("blob", os.urandom(size))
-    release = hold_publishing(deployment, oid)
-    child.tell("commit")
-    wait_until_held(deployment, oid)
+    release = commit_held_while_publishing(deployment, child, oid)
     child.signal(signal.SIGKILL)
     child.end()
     release.touch()
@@ -154,9 +151,7 @@ def test_gc_while_the_server_publishes_leaves_the_commit_alone(deployment):
     child = deployment.child("c", lease=600)
     data = os.urandom(3 * MIB)
     oid = child.store("big", data)
-    release = hold_publishing(deployment, oid)
-    child.tell("commit")
-    wait_until_held(deployment, oid)
+    release = commit_held_while_publishing(deployment, child, oid)
     deployment.gc()
     release.touch()
     tid = committed_tid(child)
@@ -170,9 +165,7 @@ def test_the_server_refuses_to_publish_once_its_hold_outlived_a_frozen_clients_l
         deployment):
     child = deployment.child("c")
     oid = child.store("big", os.urandom(3 * MIB))
-    release = hold_publishing(deployment, oid)
-    child.tell("commit")
-    wait_until_held(deployment, oid)
+    release = commit_held_while_publishing(deployment, child, oid)
     child.signal(signal.SIGSTOP)
     try:
         time.sleep(LEASE + 2)
@@ -510,9 +503,7 @@ def test_an_undone_revision_published_by_manifest_survives_the_pack_of_the_origi
 def test_a_server_killed_while_it_publishes_leaves_only_what_gc_collects(deployment):
     child = deployment.child("c")
     oid = child.store("big", os.urandom(3 * MIB))
-    release = hold_publishing(deployment, oid)
-    child.tell("commit")
-    wait_until_held(deployment, oid)
+    release = commit_held_while_publishing(deployment, child, oid)
     deployment.stop_server(signal.SIGKILL)
     release.touch()  # the held manifest is stored: a revision never committed
     assert_failed(child, "ClientDisconnected")

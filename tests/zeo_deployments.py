@@ -307,11 +307,17 @@ def hold_publishing(deployment, oid):
     return release
 
 
-def wait_until_held(deployment, oid):
+def commit_held_while_publishing(deployment, child, oid):
+    """Have *child* commit, and hold the server's publishing request for
+    blob *oid* in the proxy until the release file (returned) exists."""
+    release = hold_publishing(deployment, oid)
+    child.tell("commit")
+
     def held():
         return [fault for fault in deployment.cluster.faults_applied()
                 if f"/{deployment.container}/{PREFIX}{oid.hex()}/" in fault["path"]]
     wait_for(held, "the server's publishing request to be held")
+    return release
 
 
 def uploaded(deployment, *oids):
