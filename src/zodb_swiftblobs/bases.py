@@ -4,7 +4,7 @@ ZODB has no public way to ask a storage for the id of the transaction it is
 committing, nor, for a FileStorage opened read-only beside a writing process,
 for its last *committed* transaction.  Each supported base keeps these
 somewhere known; this module is the only one that looks there (the
-RelStorage names it reads exist from RelStorage 3.4 on: see setup.py).  It also
+RelStorage names it reads exist from RelStorage 3.4 on: see pyproject.toml).  It also
 knows how to ask a base for one revision and for its current state,
 recognises a ZEO server registering with the wrapper, and sends a ZEO server
 a blob file the way ZEO's ClientStorage does.
