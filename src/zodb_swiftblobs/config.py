@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import ZConfig
@@ -121,23 +122,27 @@ def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseC
     return storages[database]
 
 
-def swift_section(path: str, database: str | None = None) -> SwiftBlobStorageFactory:
+def swift_section(path: str, database: str | None = None, *,
+                  overrides: Mapping[str, Any] | None = None) -> SwiftBlobStorageFactory:
     """The ``<swiftblobstorage>`` section of *database* in the file at *path*
-    (the database's storage, or a storage that it wraps)."""
-    return _swift_within(storage_section(path, database), path, database)
+    (the database's storage, or a storage that it wraps), with the settings
+    *overrides* gives (option names and values) instead of the file's."""
+    return _swift_within(storage_section(path, database), path, database, overrides)
 
 
-def open_swift_storage(path: str, database: str | None = None, *,
-                       read_only: bool = False) -> tuple[object, SwiftBlobStorage]:
+def open_swift_storage(path: str, database: str | None = None, *, read_only: bool = False,
+                       overrides: Mapping[str, Any] | None = None
+                       ) -> tuple[object, SwiftBlobStorage]:
     """Open the storage of *database* in the file at *path*: the outermost
     storage (to close) and its SwiftBlobStorage (the storage itself, or one
-    that wrappers around it reach through ``base``).
+    that wrappers around it reach through ``base``), with the settings
+    *overrides* gives instead of the file's.
 
     With *read_only*, every storage of the chain that can be opened read-only
     is (tools that only read the database run beside a live site so).
     """
     section = storage_section(path, database)
-    _swift_within(section, path, database)  # say so before opening anything
+    _swift_within(section, path, database, overrides)  # say so before opening anything
     storage = _open(section, read_only)
     inner = storage
     while not isinstance(inner, SwiftBlobStorage):
@@ -151,14 +156,16 @@ def open_storage(path: str, database: str | None = None, *, read_only: bool = Fa
     return _open(storage_section(path, database), read_only)
 
 
-def _swift_within(section: ZODB.config.BaseConfig, path: str,
-                  database: str | None) -> SwiftBlobStorageFactory:
+def _swift_within(section: ZODB.config.BaseConfig, path: str, database: str | None,
+                  overrides: Mapping[str, Any] | None = None) -> SwiftBlobStorageFactory:
     while not isinstance(section, SwiftBlobStorageFactory):
         section = getattr(section.config, "base", None)
         if section is None:
             raise ConfigurationError(
                 f"{path}: the storage of database {database or 'main'!r} has no "
                 "<swiftblobstorage> section (add '%import zodb_swiftblobs' and wrap it)")
+    for name, value in (overrides or {}).items():
+        setattr(section.config, name, value)
     section.check(path)
     return section
 

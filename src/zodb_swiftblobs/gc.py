@@ -22,10 +22,11 @@ restore old transaction ids, such as migrations).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .bases import revision_exists
@@ -45,12 +46,31 @@ SCHEDULING_JOBS = 8  # objects whose deletion is scheduled or cancelled at once
 
 
 @dataclass
+class CollectableSpan:
+    """When the first and the last of some orphans, spared for being younger
+    than a minimum age, become old enough to collect (POSIX times; None
+    while there are none, or none of known age)."""
+
+    first: float | None = None
+    last: float | None = None
+
+    def add(self, stored: StoredObject, min_age: float) -> None:
+        """Count orphan *stored*, spared by *min_age* seconds."""
+        moment = stored.modified_at + min_age
+        if math.isinf(moment):
+            return
+        self.first = moment if self.first is None else min(self.first, moment)
+        self.last = moment if self.last is None else max(self.last, moment)
+
+
+@dataclass
 class GarbageReport:
     """What one sweep found and did."""
 
     examined: int = 0
     orphans: int = 0
-    too_young: int = 0
+    too_young: int = 0  # orphans modified less than min_age ago: kept
+    too_young_collectable: CollectableSpan = field(default_factory=CollectableSpan)
     deleted: int = 0
     bytes: int = 0
     orphan_segments: int = 0  # large objects' segments no manifest refers to
@@ -89,7 +109,7 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
     require_grace_period(grace_period)
     report = GarbageReport(grace_period=grace_period)
     started, now = time.monotonic(), time.time()
-    sweep = _ObjectSweep(container, cache, report, dry_run=dry_run,
+    sweep = _ObjectSweep(container, cache, report, dry_run=dry_run, min_age=min_age,
                          before_deleting=before_deleting)
     for stored in container.list(layout.prefix):
         revision = layout.parse(stored.name)
@@ -120,9 +140,10 @@ class _ObjectSweep:
     referenced revisions marked for deletion rescued."""
 
     def __init__(self, container: SwiftContainer, cache: BlobCache, report: GarbageReport, *,
-                 dry_run: bool, before_deleting: Callable[[], None] | None) -> None:
+                 dry_run: bool, min_age: float,
+                 before_deleting: Callable[[], None] | None) -> None:
         self.container, self.cache, self.report = container, cache, report
-        self.dry_run = dry_run
+        self.dry_run, self.min_age = dry_run, min_age
         self.orphans = _BatchDeleter(self._delete, dry_run=dry_run,
                                      before_deleting=before_deleting)
         self.rescues = _BatchDeleter(self._rescue, dry_run=dry_run, before_deleting=None)
@@ -137,6 +158,7 @@ class _ObjectSweep:
                     report.rescued += 1
         elif young:
             report.too_young += 1
+            report.too_young_collectable.add(stored, self.min_age)
         else:
             report.orphans += 1
             report.bytes += stored.size

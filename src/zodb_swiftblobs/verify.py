@@ -13,7 +13,8 @@ confirmed by a HEAD; a large object also when one of its segments (each
 looked at) is scheduled; a deep verification sees every schedule, marked or
 not.
 An object no revision references is an *orphan* (the garbage collector's
-business); a large object with a segment gone or of the
+business; a *young* one when modified less than the minimum age ago that
+garbage collection spares); a large object with a segment gone or of the
 wrong size, or (with ``deep``) an object whose bytes do not match their
 size and MD5, or an encrypted object that fails authentication, is
 *corrupt*; an encrypted object whose key is not configured is *unchecked*.
@@ -30,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 from ZODB.blob import is_blob_record
 
 from .bases import last_committed_tid
+from .gc import CollectableSpan
 from .layout import ObjectLayout
 from .pool import BoundedPool
 from .progress import Progress
 from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError, NotFoundError,
                     StoredObject, SwiftContainer, SwiftError)
+from .swift.objects import younger
 
 if TYPE_CHECKING:
     from .storage import SwiftBlobStorage
@@ -57,6 +60,9 @@ class VerificationReport:
     repaired: list[str] = field(default_factory=list)   # of those, deletion cancelled
     listing_lag: int = 0       # present objects the container listing lacks
     orphans: list[str] = field(default_factory=list)
+    orphan_min_age: float = 0.0  # the age below which garbage collection spares orphans
+    young_orphans: list[str] = field(default_factory=list)  # of the orphans, those younger
+    young_orphans_collectable: CollectableSpan = field(default_factory=CollectableSpan)
     seconds: float = 0.0
 
     @property
@@ -86,11 +92,14 @@ def referenced_revisions(storage: Any) -> list[bytes]:
 
 
 def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = False, jobs: int = 8,
-           progress: Progress | None = None) -> VerificationReport:
+           progress: Progress | None = None,
+           orphan_min_age: float = 0.0) -> VerificationReport:
     """Check that *storage*'s container holds every blob revision it references;
-    with *repair*, cancel the deletion of those scheduled for deletion."""
-    report = VerificationReport(deep=deep)
-    started = time.monotonic()
+    with *repair*, cancel the deletion of those scheduled for deletion.
+    Orphans modified less than *orphan_min_age* seconds ago (which garbage
+    collection with that minimum age spares) are reported as young too."""
+    report = VerificationReport(deep=deep, orphan_min_age=orphan_min_age)
+    started, now = time.monotonic(), time.time()
     container: SwiftContainer = storage.swift_container
     layout: ObjectLayout = storage.object_layout
     last = last_committed_tid(storage.base)
@@ -114,6 +123,9 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
                 wanted = next(expected, None)
             elif revision[1] <= last:
                 report.orphans.append(stored.name)
+                if younger(stored, orphan_min_age, now):
+                    report.young_orphans.append(stored.name)
+                    report.young_orphans_collectable.add(stored, orphan_min_age)
         while wanted is not None:
             checker.missing(wanted)
             wanted = next(expected, None)
@@ -122,10 +134,11 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
     report.seconds = time.monotonic() - started
     log.info("blob verification%s: %d revisions referenced, %d present (%d not listed "
              "yet), %d missing, %d corrupt, %d unchecked, %d scheduled for deletion (%d "
-             "cancelled), %d orphans, in %.1fs", " (deep)" if deep else "",
-             report.referenced, report.present, report.listing_lag, len(report.missing),
-             len(report.corrupt), len(report.unchecked), len(report.scheduled),
-             len(report.repaired), len(report.orphans), report.seconds)
+             "cancelled), %d orphans (%d younger than %gs), in %.1fs",
+             " (deep)" if deep else "", report.referenced, report.present,
+             report.listing_lag, len(report.missing), len(report.corrupt),
+             len(report.unchecked), len(report.scheduled), len(report.repaired),
+             len(report.orphans), len(report.young_orphans), orphan_min_age, report.seconds)
     return report
 
 

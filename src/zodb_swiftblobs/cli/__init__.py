@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -16,8 +17,9 @@ from ..config import ConfigurationError
 from ..migrate import MigrationError
 from ..errors import SwiftAuthenticationError
 from ..swift import AuthenticationError, SwiftError
-from ..testing.devswift import DevSwiftError
+from ..testing.devswift import DevSwiftError, SwiftNotInstalledError
 from . import cache, claim, demo, devswift, migrate, url, verify
+from .output import waits_shown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,27 +28,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zodb-swiftblobs", description="Keep ZODB blobs in OpenStack Swift. Exit status: "
         "0 when all is well, 1 when something is missing, corrupt or failed, 2 for a usage "
         "or configuration error.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _add_output_options(parser)
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {importlib.metadata.version('zodb-swiftblobs')}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in (migrate, verify, cache, claim, url, devswift, demo):
         command.add_commands(commands)
     for command_parser in commands.choices.values():  # also after the command's name
-        command_parser.add_argument("-v", "--verbose", action="store_true",
-                                    default=argparse.SUPPRESS, help="log more")
+        _add_output_options(command_parser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser, **default) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more", **default)
+    parser.add_argument("-q", "--quiet", action="store_true", **default,
+                        help="say nothing on stderr but errors: no progress line, no word "
+                             "of what the command waits for, no warnings logged")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command *argv* names; return the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
-    except (ConfigurationError, AuthenticationError, SwiftAuthenticationError) as exc:
-        failure, status = exc, 2  # a configuration error: wrong credentials included
+        with contextlib.nullcontext() if args.quiet else waits_shown(args.command):
+            return args.func(args)
+    except (ConfigurationError, AuthenticationError, SwiftAuthenticationError,
+            SwiftNotInstalledError) as exc:
+        failure, status = exc, 2  # configuration: wrong credentials, a missing extra too
     except (DevSwiftError, SwiftError, StorageError, POSKeyError, MigrationError,
             ValueError, OSError, LockError) as exc:
         failure, status = exc, 1

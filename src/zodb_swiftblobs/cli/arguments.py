@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 from ZConfig.datatypes import Registry
 
@@ -30,6 +32,17 @@ def duration(text: str) -> float:
             from None
 
 
+def seconds(text: str) -> float:
+    """A positive number of seconds: 5, 2.5."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def zodb_id(text: str) -> bytes:
     """An oid or tid: 0x-prefixed hex (as ZODB prints them), 16 hex digits, or decimal."""
     try:
@@ -48,13 +61,32 @@ def zodb_id(text: str) -> bytes:
 
 def add_storage_command(commands: argparse._SubParsersAction, name: str,
                         func: Callable[[argparse.Namespace], int], help: str,
-                        description: str) -> argparse.ArgumentParser:
-    """Add the command *name*, run by *func*, on the storage a configuration file names."""
+                        description: str, *, swift: bool = True) -> argparse.ArgumentParser:
+    """Add the command *name*, run by *func*, on the storage a configuration
+    file names (with *swift*, a command that talks to Swift)."""
     command = commands.add_parser(name, help=help, description=description)
     command.add_argument("config", help="zope.conf, or a ZODB configuration file, whose "
                                         "database storage is (or wraps) a <swiftblobstorage>")
     command.add_argument("-d", "--database", help="the database's section name, when the "
                                                   "file has several (default: main)")
     command.add_argument("--json", action="store_true", help="print the result as JSON")
+    if swift:
+        add_deadline(command)
     command.set_defaults(func=func)
     return command
+
+
+def add_deadline(command: argparse.ArgumentParser, default: str = "the configured "
+                 "deadline") -> None:
+    """Add ``--deadline`` to *command*, which talks to Swift."""
+    command.add_argument(
+        "--deadline", type=seconds, metavar="SECONDS",
+        help=f"how long each request to Swift may take, retries included (default: "
+             f"{default}); while Swift does not answer, the command says on stderr what "
+             f"it is waiting for")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives instead of the configuration file's."""
+    deadline = getattr(args, "deadline", None)
+    return {} if deadline is None else {"deadline": deadline}

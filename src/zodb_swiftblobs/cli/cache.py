@@ -17,7 +17,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cache = add_storage_command(
         commands, "cache", run_cache, "show, prune or clear the local blob cache",
         "Show the cache's size, entries and hit rate (counted by every process using "
-        "it), prune it to a size, or clear it. Running sites fetch what they miss again.")
+        "it), prune it to a size, or clear it. Running sites fetch what they miss again.",
+        swift=False)
     cache.add_argument("action", nargs="?", default="stats", metavar="{stats,prune,clear}",
                        help="stats (the default): show the totals; prune: remove the least "
                             "recently used files down to --size; clear: remove every file "

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import swift_section
 from ..ownership import PrefixOwnership, database_identity, owner_of
-from .arguments import add_storage_command
+from .arguments import add_storage_command, overrides
 from .output import print_result
 
 
@@ -22,7 +22,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_claim(args: argparse.Namespace) -> int:
     """Write the prefix's ownership marker naming this database."""
-    section = swift_section(args.config, args.database)
+    section = swift_section(args.config, args.database, overrides=overrides(args))
     base = section.open_base()
     try:
         identity = database_identity(base)

@@ -4,6 +4,7 @@ packing blobs kept in Swift."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -15,10 +16,11 @@ import ZODB
 from ZODB.blob import Blob
 from ZODB.FileStorage import FileStorage
 
+from ..config import ConfigurationError
 from ..storage import SwiftBlobStorage
 from ..swift import MIB, Credentials, SwiftContainer
 from ..testing.devswift import DevSwift
-from .arguments import DEFAULT_DEVSWIFT_DIR
+from .arguments import add_deadline
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -27,47 +29,70 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "demo", help="the main job: commit, read, undo and pack blobs kept in Swift",
         description="Runs a FileStorage wrapped by SwiftBlobStorage against the Swift "
                     "named by ST_AUTH/ST_USER/ST_KEY or OS_* variables, or else against "
-                    "the embedded Swift in --dir, and prints what it did.")
-    demo.add_argument("--dir", default=DEFAULT_DEVSWIFT_DIR,
-                      help="embedded Swift directory (default: %(default)s)")
+                    "an embedded Swift (in a temporary directory unless --dir names one), "
+                    "and prints what it did. It leaves nothing behind in the current "
+                    "directory, nor in Swift.")
+    demo.add_argument("--dir", help="run the embedded Swift in this directory, or use the "
+                                    "one running there (default: a temporary directory, "
+                                    "removed afterwards)")
     demo.add_argument("--container", default="zodb-swiftblobs-demo")
     demo.add_argument("--objects", type=int, default=20, help="small blobs to commit")
     demo.add_argument("--keep", action="store_true",
-                      help="leave the embedded Swift running afterwards")
+                      help="leave the embedded Swift in --dir running afterwards (stop it "
+                           "with: zodb-swiftblobs devswift stop --dir DIR)")
+    add_deadline(demo, "60")
     demo.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """Commit, read, undo and pack blobs through SwiftBlobStorage; print what happened."""
     credentials = Credentials.from_environ()
-    cluster = None
-    if credentials.is_empty:
-        cluster = DevSwift(args.dir)
-        was_running = cluster.running()
-        started = time.monotonic()
-        settings = cluster.start()
-        print(f"embedded Swift {'already running' if was_running else 'started'} at "
-              f"{settings.auth_url} in {time.monotonic() - started:.1f}s "
-              f"(directory {cluster.directory})")
-        credentials = Credentials(auth_url=settings.auth_url, user=settings.user,
-                                  key=settings.key)
-    else:
-        print(f"using the Swift named by the environment: {credentials.describe()}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-demo-") as work:
-            _Demo(credentials, args.container, work, args.objects).run()
-    finally:
-        if cluster is not None and not was_running and not args.keep:
-            cluster.stop()
-            print("embedded Swift stopped (use --keep to leave it running)")
+    with contextlib.ExitStack() as cleanup:
+        if credentials.is_empty:
+            credentials = _embedded_swift(args, cleanup)
+        else:
+            print(f"using the Swift named by the environment: {credentials.describe()}")
+        work = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-demo-"))
+        _Demo(credentials, args.container, work, args.objects, args.deadline).run()
     return 0
+
+
+def _embedded_swift(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> Credentials:
+    """Start the embedded Swift in --dir (or use the one running there), else
+    in a temporary directory; *cleanup* stops what was started (unless
+    --keep) and removes the temporary directory."""
+    if args.dir is not None:
+        directory = args.dir
+    elif args.keep:
+        raise ConfigurationError("--keep leaves the embedded Swift running in --dir: "
+                                 "name that directory")
+    else:
+        directory = cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix="zodb-swiftblobs-devswift-"))
+    cluster = DevSwift(directory)
+    was_running = cluster.running()
+    started = time.monotonic()
+    settings = cluster.start()
+    where = f"directory {cluster.directory}" if args.dir is not None \
+        else "in a temporary directory"
+    print(f"embedded Swift {'already running' if was_running else 'started'} at "
+          f"{settings.auth_url} in {time.monotonic() - started:.1f}s ({where})")
+    if not (was_running or args.keep):
+        cleanup.callback(_stop, cluster, "" if args.dir is None
+                         else " (use --keep to leave it running)")
+    return Credentials(auth_url=settings.auth_url, user=settings.user, key=settings.key)
+
+
+def _stop(cluster: DevSwift, hint: str) -> None:
+    cluster.stop()
+    print(f"embedded Swift stopped{hint}")
 
 
 class _Demo:
     """The demo's blobs, in a prefix of their own, and its steps."""
 
     def __init__(self, credentials: Credentials, container_name: str, work: str,
-                 count: int) -> None:
+                 count: int, deadline: float | None) -> None:
         self.credentials = credentials
         self.container_name = container_name
         self.prefix = f"demo-{uuid.uuid4().hex[:8]}/"
@@ -75,6 +100,8 @@ class _Demo:
                    if value is not None}
         options.update(container=container_name, prefix=self.prefix,
                        large_object_threshold=4 * MIB, segment_size=MIB)
+        if deadline is not None:
+            options["deadline"] = deadline
         self.options = options
         self.work = work
         self.payloads = {f"file{i:03d}": os.urandom(4096 * (i + 1)) for i in range(count)}

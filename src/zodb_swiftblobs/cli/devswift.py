@@ -16,7 +16,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Start, stop or show a real OpenStack Swift all-in-one on 127.0.0.1. "
                     "'start' and 'env' print ST_AUTH, ST_USER and ST_KEY as shell exports: "
                     "eval \"$(zodb-swiftblobs devswift start)\".")
-    devswift.add_argument("action", choices=("start", "stop", "env"))
+    devswift.add_argument("action", choices=("start", "stop", "env"),
+                          help="start: set the cluster up in --dir (the first time), start "
+                               "its servers unless they run, and print the exports; stop: "
+                               "stop the processes it started (by PID; the data stays); "
+                               "env: print the exports of the running cluster")
     devswift.add_argument("--dir", default=DEFAULT_DEVSWIFT_DIR,
                           help="directory for its data, configuration and logs "
                                "(default: %(default)s)")
@@ -35,7 +39,8 @@ def run_devswift(args: argparse.Namespace) -> int:
                          else settings.exports())
     elif args.action == "stop":
         cluster.stop()
-        print(f"# embedded Swift in {cluster.directory} stopped", file=sys.stderr)
+        if not args.quiet:
+            print(f"# embedded Swift in {cluster.directory} stopped", file=sys.stderr)
     else:
         if not cluster.running():
             print(f"no embedded Swift is running in {cluster.directory}; "

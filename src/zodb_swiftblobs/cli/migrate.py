@@ -9,8 +9,8 @@ from ..config import ConfigurationError, open_storage, open_swift_storage, swift
 from ..migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                        copy_transactions, migrate_blob_directory)
 from ..progress import Progress
-from .arguments import add_storage_command
-from .output import listed, mib, print_result
+from .arguments import add_storage_command, overrides
+from .output import listed, mib, print_result, progress_shown
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -34,9 +34,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Upload a blob directory, or copy a storage; print the report."""
-    section = swift_section(args.config, args.database)
+    section = swift_section(args.config, args.database, overrides=overrides(args))
     failure = None
-    with Progress("migrating", unit="blobs") as progress:
+    with Progress("migrating", unit="blobs", enabled=progress_shown(args)) as progress:
         if args.blob_dir:
             container = section.open_container()
             try:
@@ -72,7 +72,8 @@ def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationRep
     try:
         try:
             outer, destination = open_swift_storage(args.config, args.database,
-                                                    read_only=args.dry_run)
+                                                    read_only=args.dry_run,
+                                                    overrides=overrides(args))
         except FileNotFoundError:
             if not args.dry_run:
                 raise

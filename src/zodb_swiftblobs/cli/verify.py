@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 
 from ..config import open_swift_storage
+from ..gc import CollectableSpan
 from ..progress import Progress
 from ..verify import verify
-from .arguments import add_storage_command, duration
-from .output import duration_text, listed, mib, print_result
+from .arguments import add_storage_command, duration, overrides
+from .output import duration_text, listed, mib, moment_text, print_result, progress_shown
+
+GC_MIN_AGE = 3600.0  # gc spares orphans younger than this by default (see --min-age)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -26,6 +30,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--deep", action="store_true",
                        help="read every object and check its size and MD5")
     check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
+    check.add_argument("--min-age", type=duration, default=GC_MIN_AGE,
+                       help="report the orphans modified more recently than this as young: "
+                            "gc with the same --min-age spares them (default 1h, gc's)")
     check.add_argument("--repair", action="store_true",
                        help="cancel the deletion of referenced revisions that a garbage "
                             "collection scheduled (after the database was restored from a "
@@ -33,11 +40,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     gc = add_storage_command(
         commands, "gc", run_gc, "delete orphaned blob objects without packing",
-        "The garbage collection a pack runs, on its own: delete the objects of blob "
+        "The garbage collection a pack runs, on its own: delete the Swift objects of blob "
         "revisions the database no longer has, or schedule their deletion after the grace "
-        "period. The storage is opened read-only.")
+        "period (with --dry-run, only count them). It changes nothing in the database, "
+        "whose records it only reads (so it runs beside a live site), and works only in a "
+        "prefix this database owns (claiming one no database has claimed). Orphans modified "
+        "less than --min-age ago are spared: a migrate running beside may need them.")
     gc.add_argument("--dry-run", action="store_true", help="count orphans; delete nothing")
-    gc.add_argument("--min-age", type=duration, default=3600.0,
+    gc.add_argument("--min-age", type=duration, default=GC_MIN_AGE,
                     help="spare orphans modified more recently than this (default 1h; "
                          "say 0, 90, 30m, 6h, 7d)")
     gc.add_argument("--grace-period", "--gc-grace-period", dest="grace_period",
@@ -50,12 +60,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Check the container against the database; print the report."""
-    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True,
+                                         overrides=overrides(args))
     try:
-        with Progress("repairing" if args.repair else "verifying",
-                      unit="revisions") as progress:
+        with Progress("repairing" if args.repair else "verifying", unit="revisions",
+                      enabled=progress_shown(args)) as progress:
             report = verify(storage, deep=args.deep, repair=args.repair, jobs=args.jobs,
-                            progress=progress)
+                            progress=progress, orphan_min_age=args.min_age)
     finally:
         opened.close()
     lines = [f"{report.referenced} blob revisions referenced by the database; "
@@ -63,7 +74,9 @@ def run_verify(args: argparse.Namespace) -> int:
              f"missing, {len(report.corrupt)} corrupt"
              f"{' (sizes and checksums read)' if report.deep else ''}, "
              f"{len(report.scheduled)} scheduled for deletion, "
-             f"{len(report.orphans)} orphans, in {report.seconds:.1f}s"]
+             f"{len(report.orphans)} orphans"
+             f"{young_count(len(report.young_orphans), args.min_age)}, "
+             f"in {report.seconds:.1f}s"]
     if report.listing_lag:
         lines.append(f"the container listing lags: {report.listing_lag} objects are in "
                      "Swift but not listed yet (written while a container server was "
@@ -79,17 +92,25 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         lines += listed("scheduled for deletion by a garbage collection older than the "
                          "database (verify --repair cancels their deletion)", report.scheduled)
-    lines += listed("orphans (the gc command removes them)", report.orphans)
+    young = set(report.young_orphans)
+    collectable = [name for name in report.orphans if name not in young]
+    lines += listed("orphans old enough for gc to remove", collectable)
+    lines += listed(f"orphans younger than {duration_text(args.min_age)}",
+                    report.young_orphans)
+    lines += young_orphan_lines(len(young), report.young_orphans_collectable, args.min_age)
     lines.append("all is well" if report.ok else "PROBLEMS FOUND")
-    print_result(args, dataclasses.asdict(report) | {"ok": report.ok}, lines)
+    print_result(args, dataclasses.asdict(report) | {"ok": report.ok,
+                                                     "collectable_orphans": collectable},
+                 lines)
     return 0 if report.ok else 1
 
 
 def run_gc(args: argparse.Namespace) -> int:
     """Collect the container's garbage; print the report."""
-    opened, storage = open_swift_storage(args.config, args.database, read_only=True)
+    opened, storage = open_swift_storage(args.config, args.database, read_only=True,
+                                         overrides=overrides(args))
     try:
-        with Progress("examining", unit="objects") as progress:
+        with Progress("examining", unit="objects", enabled=progress_shown(args)) as progress:
             report = storage.collect_garbage(dry_run=args.dry_run, min_age=args.min_age,
                                              grace_period=args.grace_period,
                                              progress=progress)
@@ -107,8 +128,9 @@ def run_gc(args: argparse.Namespace) -> int:
         segments, when = report.deleted_segments, ""
     lines = [f"{'dry run: ' if args.dry_run else ''}{report.examined} objects examined, "
              f"{report.orphans} orphans ({mib(report.bytes)}), {verb} {count}{when}, "
-             f"{report.too_young} younger than {args.min_age:g}s kept, "
+             f"{report.too_young} younger than {duration_text(args.min_age)} kept, "
              f"in {report.seconds:.1f}s"]
+    lines += young_orphan_lines(report.too_young, report.too_young_collectable, args.min_age)
     if report.orphan_segments:
         segments = report.orphan_segments if args.dry_run else segments
         lines.append(f"orphaned large-object segments: {report.orphan_segments}, "
@@ -119,7 +141,8 @@ def run_gc(args: argparse.Namespace) -> int:
         lines.append(f"uploads of aborted or killed commits: {report.pending_orphans}, "
                      f"{'would delete' if args.dry_run else 'deleted'} {pending} "
                      f"(with their segments and markers), "
-                     f"{report.pending_too_young} younger than {args.min_age:g}s kept")
+                     f"{report.pending_too_young} younger than "
+                     f"{duration_text(args.min_age)} kept")
     if report.commits_in_progress:
         lines.append(f"commits in progress (their uploads left alone): "
                      f"{report.commits_in_progress}")
@@ -130,3 +153,26 @@ def run_gc(args: argparse.Namespace) -> int:
     print_result(args, dataclasses.asdict(report) | {"dry_run": args.dry_run,
                                                      "min_age": args.min_age}, lines)
     return 0
+
+
+def young_count(count: int, min_age: float) -> str:
+    """How many of the orphans are younger than *min_age*, for a summary line."""
+    return f" ({count} younger than {duration_text(min_age)})" if count else ""
+
+
+def young_orphan_lines(count: int, collectable: CollectableSpan, min_age: float) -> list[str]:
+    """What to say of *count* orphans that gc spares for being younger than
+    *min_age*: when they become old enough, and how to remove them now."""
+    if not count:
+        return []
+    now = time.time()
+    if collectable.first is None:
+        when = "of unknown age"
+    elif collectable.last - collectable.first < 1:
+        when = f"old enough to collect at {moment_text(collectable.first, now)}"
+    else:
+        when = (f"old enough to collect from {moment_text(collectable.first, now)} to "
+                f"{moment_text(collectable.last, now)}")
+    return [f"{count} orphans younger than {duration_text(min_age)} (gc --min-age) are kept "
+            f"by gc: {when}; 'gc --min-age 0' removes them now (unless a migrate or "
+            f"another copy into this database is running)"]

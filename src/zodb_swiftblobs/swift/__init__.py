@@ -18,13 +18,13 @@ from .errors import (AuthenticationError, ChecksumMismatchError, DecryptionError
                      SwiftUnavailableError)
 from .objects import SmallObject, StoredObject
 from .pending import PendingObject
-from .transport import MIB
+from .transport import MIB, WAITING_LOGGER
 from .upload import UPLOAD_ATTEMPTS, file_md5
 
 __all__ = [
     "MIB", "UPLOAD_ATTEMPTS", "AuthenticationError", "ChecksumMismatchError", "Credentials",
     "DecryptionError", "MissingKeyError", "NotFoundError", "PendingObject",
     "PermanentSwiftError", "SmallObject", "StoredObject", "SwiftContainer", "SwiftError",
-    "SwiftUnavailableError",
+    "SwiftUnavailableError", "WAITING_LOGGER",
     "container_arguments", "file_md5", "open_container", "require_positive",
 ]

@@ -32,6 +32,17 @@ class StoredObject:
     delete_at: int | None = None  # when Swift deletes it (X-Delete-At), if scheduled
 
     @property
+    def modified_at(self) -> float:
+        """Its ``last_modified`` (UTC, ISO 8601, as listings give it) as a POSIX
+        time; the far future when unknown (so that an unknown age counts as young)."""
+        if not self.last_modified:
+            return float("inf")
+        moment = datetime.fromisoformat(self.last_modified)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+
+    @property
     def marked_for_deletion(self) -> int | None:
         """When its content type (as a listing shows it) says it is scheduled
         for deletion (see :meth:`.SwiftContainer.schedule_deletion`)."""
@@ -122,17 +133,6 @@ def encryption_header(metadata: Mapping[str, str]) -> str | None:
     return next((value for key, value in metadata.items() if key.lower() == wanted), None)
 
 
-def _modified_at(last_modified: str | None) -> float:
-    """A container listing's ``last_modified`` (UTC, ISO 8601) as a POSIX time;
-    the far future when unknown, so that unknown ages count as young."""
-    if not last_modified:
-        return float("inf")
-    moment = datetime.fromisoformat(last_modified)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
 def younger(stored: StoredObject, min_age: float, now: float) -> bool:
     """Whether *stored* was modified less than *min_age* seconds before *now*."""
-    return min_age > 0 and not now - _modified_at(stored.last_modified) >= min_age
+    return min_age > 0 and not now - stored.modified_at >= min_age

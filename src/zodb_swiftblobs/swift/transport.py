@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import weakref
@@ -29,6 +30,11 @@ from .errors import (AuthenticationError, AuthServiceUnreachable, ChecksumMismat
 from .swiftclient_log import configure_swiftclient_log
 
 log = logging.getLogger(__name__)
+# What an operation waits for while Swift fails to answer: one INFO record per
+# wait, at most one a NOTE_INTERVAL per SwiftContainer (the command line shows them).
+WAITING_LOGGER = "zodb_swiftblobs.swift.waiting"
+waiting_log = logging.getLogger(WAITING_LOGGER)
+NOTE_INTERVAL = 1.0
 configure_swiftclient_log()
 
 CHUNK_SIZE = 1 << 20
@@ -57,6 +63,9 @@ TRANSPORT_ERRORS = (
 # What the retry loop judges (anything else is raised as it is).
 JUDGED_ERRORS = (ClientException, AuthServiceUnreachable, LocalFileFailure, SendTimeUp,
                  DownloadRestart) + TRANSPORT_ERRORS + INVALID_REQUEST_ERRORS
+
+# The system's reason in a network error's text: "[Errno 111] Connection refused".
+SYSTEM_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"()]+)")
 
 # request(url, token, (parsed url, connection)): one attempt of an operation.
 Request = Callable[[str, str, tuple], Any]
@@ -89,6 +98,8 @@ class _Attempts:
     last: str = "no attempt made"
     last_txn: str | None = None
     wait: float = 0.0  # what the last answer asked to wait (Retry-After)
+    where: str = ""  # the URL the last attempt addressed
+    doing: str = ""  # what it did there: authenticating, or the operation
 
 
 class _ThreadConnection:
@@ -119,6 +130,7 @@ class Transport:
         self._local = threading.local()
         self._connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._noted_at = float("-inf")  # when a wait was last noted
 
     def budget(self, deadline: float | None = None, size: int = 0) -> TimeBudget:
         """The time of an operation: *deadline* seconds, by default the
@@ -177,8 +189,12 @@ class Transport:
             attempts.count += 1
             wait_for_answer = min(timeout, max(budget.remaining(), shortest_wait))
             token = None
+            attempts.where = self.credentials.auth_url or self.credentials.preauth_url or ""
+            attempts.doing = "authenticating"
             try:
                 url, token = self.tokens.current(wait_for_answer)
+                attempts.where = url
+                attempts.doing = f"{operation} of {name!r}" if name else operation
                 parsed, conn = self._http(url)
                 conn.requests_args["timeout"] = wait_for_answer
                 return request(url, token, (parsed, conn))
@@ -193,11 +209,24 @@ class Transport:
             if delay + shortest_wait > budget.remaining():
                 raise SwiftUnavailableError(
                     f"gave up after {attempts.count} attempt(s) within the "
-                    f"{budget.seconds:.0f}s deadline; last error: {attempts.last}",
+                    f"{budget.seconds:.0f}s deadline; last error ({attempts.doing} at "
+                    f"{self.redact(attempts.where)}): {attempts.last}",
                     operation=operation, name=name, transaction_id=attempts.last_txn)
             log.debug("Swift %s of %r failed (%s); retry %d in %.2fs",
                       operation, name, attempts.last, attempts.count, delay)
+            self._note_wait(attempts, budget)
             time.sleep(delay)
+
+    def _note_wait(self, attempts: _Attempts, budget: TimeBudget) -> None:
+        """Say what is being waited for (at most once a NOTE_INTERVAL)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._noted_at < NOTE_INTERVAL:
+                return
+            self._noted_at = now
+        waiting_log.info("waiting for Swift at %s (%s): %s; retrying, %.0f s left",
+                         self.redact(attempts.where), attempts.doing, attempts.last,
+                         budget.remaining())
 
     def _judge(self, exc: Exception, token: str | None, attempts: _Attempts, operation: str,
                name: str, budget: TimeBudget) -> tuple[BaseException | None, bool]:
@@ -210,7 +239,7 @@ class Transport:
             attempts.last, attempts.last_txn = "the object changed during the download", None
             return None, True
         if isinstance(exc, AuthServiceUnreachable):
-            attempts.last = self.redact(f"authentication service unreachable: {exc}")
+            attempts.last = self.redact(f"authentication service unreachable: {_reason(exc)}")
             attempts.last_txn = None
             return None, False
         if isinstance(exc, INVALID_REQUEST_ERRORS) \
@@ -225,7 +254,8 @@ class Transport:
             return SwiftUnavailableError(
                 f"deadline of {budget.seconds:.0f}s exceeded while sending the body",
                 operation=operation, name=name), False
-        attempts.last, attempts.last_txn = self.redact(f"{type(exc).__name__}: {exc}")[:300], None
+        attempts.last = self.redact(f"{type(exc).__name__}: {_reason(exc)}")[:300]
+        attempts.last_txn = None
         if isinstance(exc, requests.exceptions.SSLError):
             attempts.last = self.redact(f"SSLError: {exc}")[:300]
             if any(marker in str(exc) for marker in TLS_VERIFICATION):
@@ -317,6 +347,13 @@ def unavailable_segments(exc: ClientException) -> list[str]:
             return []
         statuses.append(str(problem[1]))
     return sorted(set(statuses))
+
+
+def _reason(exc: Exception) -> str:
+    """A network error's reason: the system's (``Connection refused``) when
+    its text names one, else the whole text."""
+    found = SYSTEM_REASON.search(str(exc))
+    return found.group(1).strip() if found else str(exc)
 
 
 def _retry_after(exc: ClientException) -> float:

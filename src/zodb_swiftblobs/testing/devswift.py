@@ -31,6 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from . import devfaults, devkeystone
+from .serve import SWIFT_MISSING
 from .swiftconf import ACCOUNT, POLICIES, STORAGE_SERVERS, USER, SwiftConfig
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ LAUNCH_MARKER = "zodb_swiftblobs.testing.serve"
 
 class DevSwiftError(RuntimeError):
     """The embedded Swift could not be started or is not usable."""
+
+
+class SwiftNotInstalledError(DevSwiftError):
+    """OpenStack Swift (the ``devswift`` extra) cannot be imported here."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +385,11 @@ class DevSwift:
             [sys.executable, "-m", LAUNCH_MARKER, *args],
             env=self._child_env(), capture_output=True, text=True, timeout=120,
         )
+        if result.returncode == SWIFT_MISSING:
+            raise SwiftNotInstalledError(
+                f"the embedded Swift needs OpenStack Swift, and it cannot be imported here "
+                f"({result.stderr.strip().splitlines()[-1]}): "
+                f"pip install 'zodb-swiftblobs[devswift]'")
         if result.returncode:
             raise DevSwiftError(
                 f"devswift {args[0]} failed (is the 'swift' package installed? "

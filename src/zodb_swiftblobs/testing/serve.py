@@ -14,6 +14,8 @@ import sys
 
 from . import devkeystone
 
+SWIFT_MISSING = 3  # the exit status of rings and serve when Swift cannot be imported
+
 
 def _build_rings(etc: str, account: str, container: str, obj: str, policies: str) -> None:
     from swift.common.ring import RingBuilder
@@ -41,11 +43,15 @@ def _serve(app: str, conf: str, etc: str) -> int:
 
 def _main(argv: list[str]) -> int:
     command, *args = argv
-    if command == "rings":
-        _build_rings(*args)
-        return 0
-    if command == "serve":
-        return _serve(*args)
+    try:
+        if command == "rings":
+            _build_rings(*args)
+            return 0
+        if command == "serve":
+            return _serve(*args)
+    except ImportError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return SWIFT_MISSING
     if command == "serve-keystone":
         devkeystone.serve(args[0], int(args[1]))
         return 0

@@ -1,0 +1,212 @@
+"""The command line as an operator meets it: help for every choice, --deadline
+and what a command says while Swift does not answer, young orphans, and the
+embedded Swift's commands without Swift installed."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import ZODB
+from ZODB.FileStorage import FileStorage
+
+from conftest import child_environment, swift_config
+from test_cli import commit_blobs, run, wrapped_db
+from zodb_swiftblobs.cli import build_parser, main
+from zodb_swiftblobs.cli.output import progress_shown
+from zodb_swiftblobs.swift import SwiftContainer
+
+SWIFT_COMMANDS = [["verify"], ["gc"], ["claim"], ["url", "0x01"], ["migrate", "--blob-dir", "."]]
+
+
+def command(*argv, cwd=None, env=None, timeout=120):
+    """Run the command in a child process; (the process, seconds it took)."""
+    started = time.monotonic()
+    process = subprocess.run([sys.executable, "-m", "zodb_swiftblobs.cli", *argv], cwd=cwd,
+                             capture_output=True, text=True, timeout=timeout,
+                             env=env or child_environment())
+    return process, time.monotonic() - started
+
+
+def help_of(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_says_what_each_choice_does(capsys):
+    text = help_of(capsys, "devswift")
+    assert "start: set the cluster up in --dir" in text and "stop: stop the processes" in text
+    assert "env: print the exports" in text
+    text = help_of(capsys, "url")
+    assert "GET (the default): the URL serves the blob's bytes" in text
+    assert "HEAD: it answers only the headers" in text
+    text = help_of(capsys, "gc")
+    assert "read-only" not in text and "delete the Swift objects" in text
+    assert "changes nothing in the database" in text
+    assert "stats (the default)" in help_of(capsys, "cache")
+
+
+def test_every_command_talking_to_swift_takes_a_deadline():
+    parser = build_parser()
+    for argv in [*SWIFT_COMMANDS, ["demo"]]:
+        args = parser.parse_args([argv[0], *(["c"] if argv[0] != "demo" else []),
+                                  *argv[1:], "--deadline", "2.5"])
+        assert args.deadline == 2.5, argv
+    for argv in (["cache", "c", "--deadline", "5"], ["verify", "c", "--deadline", "0"],
+                 ["gc", "c", "--deadline", "soon"]):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        assert exit_.value.code == 2, argv
+
+
+def test_quiet_draws_no_progress_line():
+    parser = build_parser()
+    assert progress_shown(parser.parse_args(["gc", "c"])) is None  # on a terminal only
+    for argv in (["gc", "c", "-q"], ["-q", "verify", "c"], ["migrate", "c", "--quiet",
+                                                              "--blob-dir", "."]):
+        assert progress_shown(parser.parse_args(argv)) is False, argv
+
+
+def free_port():
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, authenticating", [
+    (["verify", "--json"], True), (["gc"], True), (["url", "0x01", "--json"], False),
+    (["claim", "-q"], True)])
+def test_an_unreachable_swift_is_waited_for_out_loud_within_the_deadline(
+        devswift, tmp_path, container_name, argv, authenticating):
+    """The real Swift's credentials, at a port nobody listens on (for
+    authentication, or as a pre-authenticated storage URL); the configured
+    deadline is ten minutes, --deadline 5 overrides it."""
+    port = free_port()
+    text = swift_config(devswift, container_name, tmp_path / "cache",
+                        f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>",
+                        extra="deadline 600")
+    auth_url = devswift.settings().auth_url
+    if authenticating:
+        where = auth_url.replace(auth_url.split("/")[2], f"127.0.0.1:{port}")
+        text = text.replace(auth_url, where)
+    else:
+        where = f"http://127.0.0.1:{port}/v1/AUTH_test"
+        text = text.replace(f"auth-url {auth_url}", f"preauth-url {where}\n"
+                                                    "preauth-token AUTH_tk-expired-long-ago")
+    config = tmp_path / "swift.conf"
+    config.write_text(text)
+    ZODB.DB(FileStorage(str(tmp_path / "Data.fs"))).close()  # which they open read-only
+    process, seconds = command(argv[0], str(config), *argv[1:], "--deadline", "5")
+    assert process.returncode == 1 and seconds < 60, process.stderr
+    lines = process.stderr.splitlines()
+    waiting = [line for line in lines if "waiting for Swift" in line]
+    assert bool(waiting) is ("-q" not in argv) and "Traceback" not in process.stderr
+    assert lines[-1].startswith(f"zodb-swiftblobs {argv[0]}: Swift ")
+    assert "within the 5s deadline" in lines[-1] and where in lines[-1]
+    assert "Connection refused" in lines[-1]
+    attempts = int(re.search(r"gave up after (\d+) attempt", lines[-1]).group(1))
+    assert len(waiting) < attempts and len(lines) == len(waiting) + 1  # a line per wait
+    for line in waiting:
+        assert line.startswith(f"zodb-swiftblobs {argv[0]}: waiting for Swift at {where} (")
+        assert re.search(r"; retrying, \d+ s left$", line), line
+        assert ("(authenticating)" in line) is authenticating, line
+    if "--json" in argv:
+        assert json.loads(process.stdout)["ok"] is False
+    else:
+        assert process.stdout == ""
+
+
+def test_verify_and_gc_report_young_orphans(devswift, credentials, tmp_path, container_name,
+                                            capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    ids = commit_blobs(db, {"kept": b"committed and referenced"})
+    db.close()
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"left by a crashed commit")
+    name = f"{0xf1:016x}/{ids['kept'][1].hex()}.blob"
+    view = SwiftContainer(credentials, container_name)
+    before = time.time()
+    view.upload(name, str(orphan))
+    after = time.time()
+
+    status, report = run(capsys, "verify", str(config))
+    assert (status, report["orphans"], report["young_orphans"]) == (0, [name], [name])
+    assert (report["collectable_orphans"], report["orphan_min_age"]) == ([], 3600)
+    due = report["young_orphans_collectable"]
+    assert due["first"] == due["last"] and before + 3599 <= due["first"] <= after + 3601
+    assert main(["verify", str(config)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 orphans (1 younger than 1h)" in out
+    assert "orphans younger than 1h (1):" in out and "old enough for gc" not in out
+    assert re.search(r"1 orphans younger than 1h \(gc --min-age\) are kept by gc: old "
+                     r"enough to collect at \S+ \S+ UTC \(in (59|60)m\)", out), out
+    assert "'gc --min-age 0' removes them now" in out
+    status, report = run(capsys, "verify", str(config), "--min-age", "0")
+    assert (report["collectable_orphans"], report["young_orphans"]) == ([name], [])
+    assert main(["verify", str(config), "--min-age", "0"]) == 0
+    assert "orphans old enough for gc to remove (1):" in capsys.readouterr().out
+
+    status, report = run(capsys, "gc", str(config))
+    assert (status, report["orphans"], report["too_young"], report["deleted"]) == (0, 0, 1, 0)
+    assert report["too_young_collectable"] == due
+    assert main(["gc", str(config), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 orphans (0.0 MiB), would delete 0, 1 younger than 1h kept" in out
+    assert "1 orphans younger than 1h (gc --min-age) are kept by gc" in out
+    status, report = run(capsys, "gc", str(config), "--min-age", "0")
+    assert (status, report["orphans"], report["too_young"], report["deleted"]) == (0, 1, 0, 1)
+    assert report["too_young_collectable"] == {"first": None, "last": None}
+    view.close()
+
+
+def without_swift_environment(tmp_path):
+    """A child's environment where ``import swift`` fails as it does without
+    the devswift extra (a ``swift`` package first on the path that raises
+    ImportError), and no Swift is named (ST_*, OS_*)."""
+    blocker = tmp_path / "no-swift" / "swift"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise ImportError('No module named swift (the devswift extra is not installed)')\n")
+    env = {k: v for k, v in child_environment().items() if not k.startswith(("ST_", "OS_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env["PYTHONPATH"]])
+    return env
+
+
+def test_without_swift_installed_devswift_and_demo_print_the_hint_alone(tmp_path):
+    env = without_swift_environment(tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for argv in (["devswift", "start", "--dir", str(tmp_path / "swift")], ["demo"]):
+        process, _ = command(*argv, cwd=cwd, env=env)
+        assert process.returncode == 2, process.stderr
+        assert process.stderr.startswith(f"zodb-swiftblobs {argv[0]}: the embedded Swift "
+                                          "needs OpenStack Swift")
+        assert "ImportError: No module named swift" in process.stderr
+        assert process.stderr.rstrip().endswith("pip install 'zodb-swiftblobs[devswift]'")
+        assert len(process.stderr.splitlines()) == 1 and "Traceback" not in process.stderr
+    assert os.listdir(cwd) == []
+
+
+def test_demo_leaves_nothing_behind(tmp_path):
+    env = {k: v for k, v in child_environment().items() if not k.startswith(("ST_", "OS_"))}
+    cwd, temporary = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    temporary.mkdir()
+    env["TMPDIR"] = str(temporary)
+    process, _ = command("demo", "--objects", "2", cwd=cwd, env=env)
+    assert process.returncode == 0, process.stderr
+    assert "embedded Swift started" in process.stdout
+    assert "(in a temporary directory)" in process.stdout
+    assert "removed the demo's 10 Swift objects" in process.stdout
+    assert "embedded Swift stopped\n" in process.stdout
+    assert os.listdir(cwd) == [] and os.listdir(temporary) == []
+    process, _ = command("demo", "--keep", cwd=cwd, env=env)
+    assert process.returncode == 2 and "--keep leaves the embedded Swift running in --dir" \
+        in process.stderr
