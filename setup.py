@@ -16,6 +16,8 @@ ENCRYPTION = ["cryptography >= 41"]
 # bases.py reads RelStorage's private names (_tpc_phase._lock_and_move, _adapter,
 # _options), found from RelStorage 3.4 to 4.3; a new major version may rename them.
 RELSTORAGE = ["RelStorage >= 3.4, < 5"]
+# migrate --s3 reads the bucket of a zodb-s3blobs deployment as it does, with boto3.
+S3 = ["boto3 >= 1.26"]
 
 setup(
     name="zodb-swiftblobs",
@@ -56,7 +58,8 @@ setup(
         "keystone": KEYSTONE,
         "encryption": ENCRYPTION,
         "relstorage": RELSTORAGE,
-        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + ENCRYPTION + RELSTORAGE + [
+        "s3": S3,
+        "test": DEVSWIFT + KEYSTONE + DEVKEYSTONE + ENCRYPTION + RELSTORAGE + S3 + [
             "pytest >= 7",
             "zope.testing",
             "ZEO",
