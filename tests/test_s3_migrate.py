@@ -1,7 +1,9 @@
 """Moving in from zodb-s3blobs: convert-config, and migrate --s3 from the S3 API of the
 real Swift (its s3api middleware), the bucket written as zodb-s3blobs writes it."""
 
+import base64
 import hashlib
+import io
 import json
 import os
 import signal
@@ -26,6 +28,7 @@ from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.layout import ObjectLayout
 from zodb_swiftblobs.migrate import blob_directory_revisions
 from zodb_swiftblobs.swift import SwiftContainer
+from zodb_swiftblobs.swift.objects import encryption_header
 
 MULTIPART = 9 << 20  # boto3's upload_file sends files from 8 MiB on in parts
 
@@ -39,6 +42,11 @@ class S3Deployment:
     current: dict = field(default_factory=dict)  # root name: the blob's bytes
     referenced: dict = field(default_factory=dict)  # (oid, tid): bytes, still in Data.fs
     left: int = 0  # objects of revisions the database does not reference
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
 
 def run(capsys, *argv):
@@ -153,6 +161,18 @@ def swift_environment(devswift, monkeypatch):
         monkeypatch.setenv(name, value)
 
 
+def assert_every_blob_reads_back(config, deployment):
+    """The database of the file *config* reads each of the deployment's blobs as it was."""
+    db = ZODB.config.databaseFromURL(config)
+    try:
+        with db.transaction() as conn:
+            for name, data in deployment.current.items():
+                with conn.root()[name].open() as f:
+                    assert f.read() == data, name
+    finally:
+        db.close()
+
+
 def migrated_objects(credentials, container, prefix):
     """{(oid, tid): md5} of the blob revisions in Swift under the storage's prefix."""
     layout = ObjectLayout(prefix)
@@ -165,7 +185,8 @@ def migrated_objects(credentials, container, prefix):
 
 
 def test_a_zodb_s3blobs_site_moves_with_one_command(devswift, credentials, tmp_path,
-                                                   container_name, capsys, swift_environment):
+                                                   container_name, capsys, swift_environment,
+                                                   monkeypatch):
     deployment = make_s3_deployment(devswift, container_name, tmp_path, prefix="site1")
     assert (len(deployment.referenced), deployment.left) == (4, 3)  # "a" lost a revision
     config = swift_config_of(capsys, deployment, tmp_path)
@@ -182,19 +203,15 @@ def test_a_zodb_s3blobs_site_moves_with_one_command(devswift, credentials, tmp_p
     assert migrated_objects(credentials, container_name, "site1/") == {
         ids: hashlib.md5(data).hexdigest() for ids, data in deployment.referenced.items()}
 
-    db = ZODB.config.databaseFromURL(config)  # the same Data.fs, its blobs in Swift
-    try:
-        with db.transaction() as conn:
-            for name, data in deployment.current.items():
-                with conn.root()[name].open() as f:
-                    assert f.read() == data, name
-    finally:
-        db.close()
+    assert_every_blob_reads_back(config, deployment)  # the same Data.fs, blobs in Swift
     status, verified = run(capsys, "verify", config)
     assert (status, verified["referenced"], verified["present"], verified["orphans"]) == \
         (0, 4, 4, [])
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     status, again = run(capsys, "migrate", config, "--s3", deployment.config)
     assert (status, again["uploaded"], again["skipped"]) == (0, 0, 4)
+    assert "migrating: 7/7 blobs, 100%" in terminal.getvalue()  # those left in S3 too
 
 
 def test_an_interrupted_migration_resumes_and_repairs(devswift, credentials, tmp_path,
@@ -284,3 +301,26 @@ def test_convert_config_prints_the_file_and_its_notes_apart(tmp_path):
                             env=child_environment())
     assert failed.returncode == 2 and "no <s3blobstorage> section" in failed.stderr
     assert failed.stdout == ""
+
+
+def test_the_sse_c_key_becomes_the_encryption_key_and_a_rerun_skips_by_content(
+        devswift, credentials, tmp_path, container_name, capsys, swift_environment):
+    key = base64.b64encode(os.urandom(32)).decode()
+    deployment = make_s3_deployment(devswift, container_name, tmp_path)
+    with open(deployment.config) as f:
+        text = f.read()
+    with open(deployment.config, "w") as f:  # Swift's s3api ignores SSE-C
+        f.write(text.replace("    cache-dir", f"    s3-sse-customer-key {key}\n    cache-dir"))
+    config = swift_config_of(capsys, deployment, tmp_path)
+    assert f"encryption-key {key}" in open(config).read()
+    status, report = run(capsys, "migrate", config, "--s3", deployment.config)
+    assert (status, report["uploaded"], report["failed"]) == (0, 4, 0)
+    view = SwiftContainer(credentials, container_name)
+    try:
+        assert all(encryption_header(view.head(ObjectLayout().object_name(*ids)).metadata)
+                   for ids in deployment.referenced)
+    finally:
+        view.close()
+    status, again = run(capsys, "migrate", config, "--s3", deployment.config)
+    assert (status, again["uploaded"], again["skipped"]) == (0, 0, 4)  # compared encrypted
+    assert_every_blob_reads_back(config, deployment)
