@@ -2,11 +2,13 @@
 <swiftblobstorage> ones (pure functions: nothing is opened or contacted)."""
 
 import io
+import textwrap
 
 import pytest
 import ZConfig
 
-from zodb_swiftblobs.config import DATABASES_SCHEMA, ConfigurationError
+from test_integration import PLONE_ZOPE_CONF
+from zodb_swiftblobs.config import DATABASES_SCHEMA, ConfigurationError, swift_section
 from zodb_swiftblobs.config_conversion import convert_s3_config
 from zodb_swiftblobs.s3_config import S3Settings, s3_section, s3_sections
 
@@ -158,3 +160,27 @@ def test_the_section_of_a_database_is_chosen_by_name():
         + one.format("", "c") + "</zodb_db>\n"
     assert s3_section(databases).keys["bucket-name"] == "m"
     assert s3_section(databases, "catalog").keys["bucket-name"] == "c"
+
+
+def test_a_converted_zope_conf_reads_as_zope_reads_it(tmp_path):
+    s3_storage = textwrap.indent(textwrap.dedent("""\
+        <s3blobstorage>
+          bucket-name plone-blobs
+          s3-prefix site1
+          cache-dir $CLIENTHOME/s3cache
+          cache-size 2GB
+          <filestorage>
+            path $CLIENTHOME/Data.fs
+          </filestorage>
+        </s3blobstorage>"""), "    ")
+    zope_conf = PLONE_ZOPE_CONF.format(home=tmp_path, storage=s3_storage).replace(
+        "%import zodb_swiftblobs", "%import zodb_s3blobs")
+    path = tmp_path / "zope.conf"
+    path.write_text(convert_s3_config(zope_conf).text)
+    for directory in ("parts/instance", "var/instance"):  # Zope wants them to exist
+        (tmp_path / directory).mkdir(parents=True)
+    section = swift_section(str(path))
+    assert (section.config.container, section.config.prefix, section.config.cache_dir,
+            section.config.cache_size) == ("plone-blobs", "site1/",
+                                           f"{tmp_path}/var/instance/s3cache-swift", 2 << 30)
+    assert section.config.base.config.path == f"{tmp_path}/var/instance/Data.fs"
