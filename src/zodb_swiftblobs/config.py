@@ -86,11 +86,7 @@ def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseC
     *database* is a section name; it may be left out when the file has one
     database, or one named ``main``.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    text = read_text(path)
     failure = None
     try:
         if ZOPE_DATABASE_SECTION.search(text):
@@ -120,6 +116,16 @@ def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseC
         raise ConfigurationError(f"{path} has no database {database!r} (it has {named}); "
                                  "choose one with --database")
     return storages[database]
+
+
+def read_text(path: str) -> str:
+    """The text of the configuration file at *path* (ConfigurationError if
+    it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def swift_section(path: str, database: str | None = None, *,

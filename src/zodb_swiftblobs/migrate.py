@@ -11,7 +11,9 @@ storage serves every blob the database references:
 
 Both are idempotent and resumable: an object already in Swift with the right
 size and MD5 is not uploaded again (for an encrypted object, those of the
-file encrypted again with the object's key and salt).
+file encrypted again with the object's key and salt).  A third source, a
+zodb-s3blobs bucket, is in :mod:`zodb_swiftblobs.s3_source`; all three count
+their work in a :class:`MigrationReport` through :class:`Transfers`.
 """
 
 from __future__ import annotations
@@ -119,16 +121,19 @@ def migrate_blob_directory(blob_dir: str, container: SwiftContainer, layout: Obj
     started = time.monotonic()
     listing = _parsed_listing(container, layout)
     current = next(listing, None)
-    with _Transfers(container, report, jobs, dry_run, progress) as transfers:
+    with Transfers(container, report, jobs, dry_run, progress) as transfers:
         for oid, tid, path, size in blob_directory_revisions(blob_dir):
             report.blobs += 1
             name = layout.object_name(oid, tid)
             while current is not None and current.name < name:
                 current = next(listing, None)
             existing = current if current is not None and current.name == name else None
-            transfers.submit(name, path, size, lambda existing=existing: existing)
+            def transfer(name: str = name, path: str = path,
+                         existing: StoredObject | None = existing) -> bool:
+                return transfers.upload_file(name, path, existing)
+            transfers.submit(name, size, transfer)
     report.seconds = time.monotonic() - started
-    _log_summary("blob directory migration", report)
+    log_summary("blob directory migration", report)
     return report
 
 
@@ -155,7 +160,7 @@ def copy_transactions(source: Any, destination: Any, *, jobs: int = 8, dry_run: 
 
     transactions = source.iterator(start)
     try:
-        with _Transfers(container, report, jobs, dry_run, progress) as transfers:
+        with Transfers(container, report, jobs, dry_run, progress) as transfers:
             for transaction in transactions:
                 records = list(transaction)
                 uploads = _upload_blobs(source, records, layout, transfers, report)
@@ -170,7 +175,7 @@ def copy_transactions(source: Any, destination: Any, *, jobs: int = 8, dry_run: 
     finally:
         _close(transactions)
         report.seconds = time.monotonic() - started
-    _log_summary("transaction copy", report)
+    log_summary("transaction copy", report)
     return report
 
 
@@ -186,15 +191,9 @@ def _resumption(source, destination) -> bytes | None:
     return p64(u64(last) + 1)
 
 
-def _upload_blobs(source, records: list, layout: ObjectLayout, transfers: _Transfers,
+def _upload_blobs(source, records: list, layout: ObjectLayout, transfers: Transfers,
                   report: MigrationReport) -> list[Future]:
     """Submit the uploads of the blobs of one transaction's *records*."""
-    def head(name: str) -> StoredObject | None:
-        try:
-            return transfers.container.head(name)
-        except NotFoundError:
-            return None
-
     uploads = []
     for record in records:
         if not (record.data and is_blob_record(record.data)):
@@ -209,8 +208,9 @@ def _upload_blobs(source, records: list, layout: ObjectLayout, transfers: _Trans
             log.warning("the source has no file for blob revision %s", name)
             continue
         report.blobs += 1
-        uploads.append(transfers.submit(name, path, os.path.getsize(path),
-                                        lambda name=name: head(name)))
+        def transfer(name: str = name, path: str = path) -> bool:
+            return transfers.upload_file(name, path, transfers.stored(name))
+        uploads.append(transfers.submit(name, os.path.getsize(path), transfer))
     return uploads
 
 
@@ -246,8 +246,10 @@ def _commit(destination, transaction, records: list, uploads: list[Future],
     report.transactions += 1
 
 
-class _Transfers:
-    """Parallel, bounded uploads that skip objects already in Swift."""
+class Transfers:
+    """Parallel, bounded transfers of blob revisions into Swift, counted in a
+    report (and a progress line): what was uploaded, what Swift already held,
+    what failed."""
 
     def __init__(self, container: SwiftContainer, report: MigrationReport, jobs: int,
                  dry_run: bool, progress: Progress | None) -> None:
@@ -260,33 +262,47 @@ class _Transfers:
         self.pool = BoundedPool(jobs, "swift-migrate")
         self.lock = threading.Lock()
 
-    def __enter__(self) -> _Transfers:
+    def __enter__(self) -> Transfers:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.pool.shutdown(cancel_futures=exc_info[0] is not None)
 
-    def submit(self, name: str, path: str, size: int,
-               existing: Callable[[], StoredObject | None]) -> Future:
-        """Upload *path* as *name* unless ``existing()`` is that very file; the
-        future's result is False if the upload failed."""
-        return self.pool.submit(self._transfer, name, path, size, existing)
+    def submit(self, name: str, size: int, transfer: Callable[[], bool]) -> Future:
+        """Run ``transfer()``, which brings the *size* bytes of object *name*
+        into Swift, on a thread: it returns True when it uploaded them (in a
+        dry run: would have), False when Swift already held them.  The
+        future's result is False if it failed."""
+        return self.pool.submit(self._transfer, name, size, transfer)
 
-    def _transfer(self, name: str, path: str, size: int,
-                  existing: Callable[[], StoredObject | None]) -> bool:
+    def stored(self, name: str) -> StoredObject | None:
+        """What Swift holds as object *name* (None: nothing)."""
+        try:
+            return self.container.head(name)
+        except NotFoundError:
+            return None
+
+    def upload_file(self, name: str, path: str, stored: StoredObject | None) -> bool:
+        """Upload the file at *path* as object *name* unless *stored* (what
+        Swift holds under that name; None: nothing) is that very file; return
+        whether it was uploaded (in a dry run: would have been)."""
+        if stored is not None and self.container.holds_file(name, path, stored):
+            return False
+        if not self.dry_run:
+            self.container.upload(name, path)
+        return True
+
+    def _transfer(self, name: str, size: int, transfer: Callable[[], bool]) -> bool:
         report = self.report
         try:
-            stored = existing()
-            if stored is not None and self.container.holds_file(name, path, stored):
-                with self.lock:
+            uploaded = transfer()
+            with self.lock:
+                if uploaded:
+                    report.uploaded += 1
+                    report.bytes_uploaded += size
+                else:
                     report.skipped += 1
                     report.bytes_skipped += size
-                return True
-            if not self.dry_run:
-                self.container.upload(name, path)
-            with self.lock:
-                report.uploaded += 1
-                report.bytes_uploaded += size
             return True
         except Exception as exc:  # one failed blob must not stop the others
             with self.lock:
@@ -308,7 +324,8 @@ def _parsed_listing(container: SwiftContainer, layout: ObjectLayout) -> Iterator
         return  # no container yet (a dry run creates none): nothing in it
 
 
-def _log_summary(what: str, report: MigrationReport) -> None:
+def log_summary(what: str, report: MigrationReport) -> None:
+    """Log what a migration (named *what*) did."""
     log.info("%s%s: %d blobs, %d uploaded (%d bytes), %d already in Swift, %d failed, "
              "%d transactions, in %.1fs", what, " (dry run)" if report.dry_run else "",
              report.blobs, report.uploaded, report.bytes_uploaded, report.skipped,

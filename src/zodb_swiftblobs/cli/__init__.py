@@ -18,7 +18,7 @@ from ..migrate import MigrationError
 from ..errors import SwiftAuthenticationError
 from ..swift import AuthenticationError, SwiftError
 from ..testing.devswift import DevSwiftError, SwiftNotInstalledError
-from . import cache, claim, demo, devswift, migrate, url, verify
+from . import cache, claim, convert_config, demo, devswift, migrate, url, verify
 from .output import waits_shown
 
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {importlib.metadata.version('zodb-swiftblobs')}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (migrate, verify, cache, claim, url, devswift, demo):
+    for command in (migrate, convert_config, verify, cache, claim, url, devswift, demo):
         command.add_commands(commands)
     for command_parser in commands.choices.values():  # also after the command's name
         _add_output_options(command_parser, default=argparse.SUPPRESS)

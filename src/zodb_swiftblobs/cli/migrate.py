@@ -9,6 +9,8 @@ from ..config import ConfigurationError, open_storage, open_swift_storage, swift
 from ..migrate import (MigrationError, MigrationReport, blob_directory_revisions,
                        copy_transactions, migrate_blob_directory)
 from ..progress import Progress
+from ..s3_config import read_s3_settings
+from ..s3_source import S3Bucket, S3MigrationReport, migrate_s3_bucket
 from .arguments import add_storage_command, overrides
 from .output import listed, mib, print_result, progress_shown
 
@@ -18,44 +20,44 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     migrate = add_storage_command(
         commands, "migrate", run_migrate, "move an existing deployment's blobs into Swift",
         "Upload the blobs of a ZODB blob directory (--blob-dir, bushy or lawn layout; "
-        "Data.fs is kept as it is), or copy a whole storage with its blobs (--source, for "
-        "example RelStorage keeping blobs in the database), keeping oids and transaction "
-        "ids. Parallel and idempotent: run it again to resume or to pick up new blobs; "
-        "objects already in Swift with the right size and MD5 are skipped.")
+        "Data.fs is kept as it is), copy a whole storage with its blobs (--source, for "
+        "example RelStorage keeping blobs in the database), or copy the blob revisions the "
+        "database references from the S3 bucket of a zodb-s3blobs deployment (--s3; the "
+        "storage it wrapped is kept as it is; convert-config makes its configuration), "
+        "keeping oids and transaction ids. Parallel and idempotent: run it again to resume "
+        "or to pick up new blobs; objects already in Swift with the right size and MD5 are "
+        "skipped.")
     origin = migrate.add_mutually_exclusive_group(required=True)
     origin.add_argument("--blob-dir", help="the blob directory to upload")
     origin.add_argument("--source", help="a configuration file of the storage to copy from "
                                          "into the (empty or partly copied) database")
-    migrate.add_argument("--source-database", help="the source's database section name")
+    origin.add_argument("--s3", metavar="S3_CONFIG",
+                        help="the zope.conf (or ZODB configuration file) of a zodb-s3blobs "
+                             "deployment, whose <s3blobstorage> names the bucket, prefix and "
+                             "credentials (needs the s3 extra)")
+    migrate.add_argument("--source-database",
+                         help="the database section name in --source or --s3")
     migrate.add_argument("--jobs", type=int, default=8, help="parallel uploads (default 8)")
     migrate.add_argument("--dry-run", action="store_true",
                          help="report what would be uploaded; change nothing")
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    """Upload a blob directory, or copy a storage; print the report."""
+    """Upload a blob directory, copy a storage, or copy from S3; print the report."""
     section = swift_section(args.config, args.database, overrides=overrides(args))
     failure = None
     with Progress("migrating", unit="blobs", enabled=progress_shown(args)) as progress:
-        if args.blob_dir:
-            container = section.open_container()
-            try:
-                if not args.dry_run:
-                    container.ensure_container()
-                if progress.enabled:
-                    progress.total = sum(1 for _ in blob_directory_revisions(args.blob_dir))
-                report = migrate_blob_directory(args.blob_dir, container, section.object_layout(),
-                                                jobs=args.jobs, dry_run=args.dry_run,
-                                                progress=progress)
-            finally:
-                container.close()
-        else:
-            try:
+        try:
+            if args.blob_dir:
+                report = _upload_directory(args, section, progress)
+            elif args.s3:
+                report = _copy_from_s3(args, section, progress)
+            else:
                 report = _copy(args, section, progress)
-            except MigrationError as exc:
-                if exc.report is None:
-                    raise
-                failure, report = exc, exc.report
+        except MigrationError as exc:
+            if exc.report is None:
+                raise
+            failure, report = exc, exc.report
     result = dataclasses.asdict(report) | {"ok": report.ok and failure is None}
     lines = _migration_lines(report)
     if failure is not None:
@@ -63,6 +65,44 @@ def run_migrate(args: argparse.Namespace) -> int:
         lines.append(f"stopped: {failure}")
     print_result(args, result, lines)
     return 0 if result["ok"] else 1
+
+
+def _upload_directory(args: argparse.Namespace, section,
+                      progress: Progress) -> MigrationReport:
+    container = section.open_container()
+    try:
+        if not args.dry_run:
+            container.ensure_container()
+        if progress.enabled:
+            progress.total = sum(1 for _ in blob_directory_revisions(args.blob_dir))
+        return migrate_blob_directory(args.blob_dir, container, section.object_layout(),
+                                      jobs=args.jobs, dry_run=args.dry_run, progress=progress)
+    finally:
+        container.close()
+
+
+def _copy_from_s3(args: argparse.Namespace, section,
+                  progress: Progress) -> S3MigrationReport:
+    """Copy the referenced blob revisions of the bucket into Swift (the
+    database is the storage the <swiftblobstorage> wraps, opened read-only)."""
+    bucket = S3Bucket(read_s3_settings(args.s3, args.source_database),
+                      connections=args.jobs)
+    try:
+        database = section.open_base()
+        container = section.open_container()
+        try:
+            if not args.dry_run:
+                container.ensure_container()
+            if progress.enabled:
+                progress.total = sum(1 for item in bucket.listing() if item.ids)
+            return migrate_s3_bucket(bucket, database, container, section.object_layout(),
+                                     jobs=args.jobs, dry_run=args.dry_run,
+                                     progress=progress)
+        finally:
+            container.close()
+            database.close()
+    finally:
+        bucket.close()
 
 
 def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationReport:
@@ -109,6 +149,23 @@ def _migration_lines(report: MigrationReport) -> list[str]:
     if report.missing_in_source:
         lines.append(f"{report.missing_in_source} blob records have no file in the source: "
                      "their records were copied without one")
+    if isinstance(report, S3MigrationReport):
+        lines += _s3_lines(report)
     if report.failed:
         lines.append("run the same command again to retry what failed")
+    return lines
+
+
+def _s3_lines(report: S3MigrationReport) -> list[str]:
+    lines = []
+    if report.unreferenced:
+        lines.append(f"{report.unreferenced} revisions in S3 ({mib(report.bytes_unreferenced)}) "
+                     "left there: the database does not reference them (older revisions "
+                     "zodb-s3blobs keeps, uploads of transactions that never committed)")
+    if report.other_objects:
+        lines.append(f"{report.other_objects} other objects under blobs/ left there: their "
+                     "names are not those of blob revisions")
+    if report.size_checked_only:
+        lines.append(f"{report.size_checked_only} downloads checked by their size alone: "
+                     "their ETag is no checksum (SSE-C or SSE-KMS)")
     return lines

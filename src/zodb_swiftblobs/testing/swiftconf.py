@@ -20,7 +20,9 @@ class SwiftConfig:
 
     *faults_path*, when given, puts :mod:`zodb_swiftblobs.testing.devfaults`
     in the proxy, reading its rules from that file.  The middleware named in
-    *without_middleware* (such as ``slo``) is left out of the proxy."""
+    *without_middleware* (such as ``slo``) is left out of the proxy.  The
+    TempAuth proxy serves Swift's S3 API too (s3api: the access key is
+    ``account:user``, the secret the user's key)."""
 
     directory: str
     devices: str
@@ -92,7 +94,7 @@ class SwiftConfig:
         memcached = state["ports"].get("memcached")
         pipeline = (
             "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk "
-            "tempurl ratelimit tempauth copy container-quotas account-quotas slo dlo "
+            "tempurl ratelimit s3api tempauth copy container-quotas account-quotas slo dlo "
             "versioned_writes proxy-logging proxy-server"
         )
         if self.faults_path:
@@ -105,7 +107,7 @@ class SwiftConfig:
             "ratelimit": (f"account_ratelimit = {self.rate_limit}\n"
                           "max_sleep_time_seconds = 0.1\nrate_buffer_seconds = 0\n"
                           if self.rate_limit else ""),
-            "copy": "", "container-quotas": "", "account-quotas": "",
+            "s3api": "", "copy": "", "container-quotas": "", "account-quotas": "",
             "slo": "", "dlo": "", "versioned_writes": "",
             "bulk": "delete_concurrency = 8\n" + (
                 f"max_deletes_per_request = {self.max_deletes_per_request}\n"
@@ -123,8 +125,8 @@ class SwiftConfig:
         if memcached:
             filters["cache"] = f"memcache_servers = 127.0.0.1:{memcached}\n"
         if name == "proxy-keystone":
-            pipeline = pipeline.replace(" tempauth ", " authtoken keystoneauth ")
-            del filters["tempauth"]
+            pipeline = pipeline.replace(" s3api tempauth ", " authtoken keystoneauth ")
+            del filters["s3api"], filters["tempauth"]
             filters.update(devkeystone.proxy_filters(state["ports"]["keystone"],
                                                      state["keystone"]["service_password"]))
         pipeline = " ".join(item for item in pipeline.split()
