@@ -16,6 +16,7 @@ from swiftclient import client as swift
 from ..encryption import Keyring, ObjectCipher, keyring_from
 from ..names import check_container
 from .auth import Credentials
+from .checksums import CHECKSUM_METADATA, file_checksum
 from .cluster import Cluster
 from .deletion import DeletionSchedule
 from .decryption import cipher_of
@@ -164,7 +165,8 @@ class SwiftContainer:
 
     def upload(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
                deadline: float | None = None) -> StoredObject:
-        """Upload the file at *path* as object *name*, streamed and MD5-checked.
+        """Upload the file at *path* as object *name*, streamed and MD5-checked,
+        with the checksum of its content in its metadata (see :mod:`.checksums`).
 
         Metadata keys are letters, digits and dashes (case-insensitive); values
         are ASCII.
@@ -180,29 +182,34 @@ class SwiftContainer:
     def _upload_source(self, path: str, metadata: Mapping[str, str] | None
                        ) -> tuple[UploadSource, dict[str, str]]:
         """What an upload of the file at *path* sends (encrypted with a new
-        cipher when the container encrypts), and the headers of the object."""
+        cipher when the container encrypts), and the headers of the object:
+        with the checksum of the file's content (see :mod:`.checksums`)."""
         headers = metadata_headers(metadata)
         cipher = self.encryption.new_cipher() if self.encryption else None
         if cipher is not None:
             headers.update(metadata_headers({ENCRYPTION_METADATA: cipher.header}))
+        headers.update(metadata_headers({CHECKSUM_METADATA: file_checksum(path, cipher)}))
         return UploadSource(path, os.path.getsize(path), cipher), headers
 
     def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
         """Stream object *name* into the file *path*; verify length and checksum.
 
         The bytes go to a temporary file beside *path*, renamed to *path* once
-        verified.  A large object's segments are fetched in parallel, each
-        checked against its manifest.  A broken connection resumes with a
-        Range request.
+        verified.  A plain object is checked against its ETag and the checksum
+        recorded at upload, if any.  A large object's segments are fetched in
+        parallel, each checked against its manifest.  A broken connection
+        resumes with a Range request.
         """
         return download_file(self.transport, self.container, name, path, deadline,
                              self.encryption, self.large_objects.executor)
 
     def check(self, name: str, *, deadline: float | None = None) -> StoredObject:
-        """Read object *name* through, keeping nothing; verify length and checksum
-        (ChecksumMismatchError when they do not match)."""
+        """Read object *name* through, keeping nothing; verify length and
+        checksums, a large object's whole content too against the checksum
+        recorded at upload (ChecksumMismatchError when they do not match)."""
         return Download(self.transport, self.container, name, Discard(), deadline,
-                        self.encryption, self.large_objects.executor).run()
+                        self.encryption, self.large_objects.executor,
+                        check_content=True).run()
 
     def cipher_of(self, name: str, metadata: Mapping[str, str]) -> ObjectCipher | None:
         """The cipher of object *name* from its *metadata* (None for a plain
