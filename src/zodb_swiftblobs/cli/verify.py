@@ -19,8 +19,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         commands, "verify", run_verify, "check that Swift holds every blob revision",
         "List the blob revisions the database references that Swift lacks (missing), "
         "holds wrong (corrupt: a large object's segment gone, or with --deep a size, "
-        "MD5 or recorded checksum mismatch), is about to delete (scheduled for deletion by a garbage collection "
-        "the database, restored from a backup, predates) or holds without need (orphans). "
+        "MD5 or recorded checksum mismatch), is about to delete (scheduled for deletion "
+        "by a garbage collection the database, restored from a backup, predates) or holds "
+        "without need (orphans). "
         "Exit status 1 when anything is missing, corrupt or scheduled for deletion (and "
         "not repaired). The storage is opened read-only.")
     check.add_argument("--deep", action="store_true",
