@@ -11,8 +11,8 @@ import shutil
 import pytest
 from swiftclient import client as swiftclient
 
-from conftest import corrupt_on_disk, credentials_for, with_checksum
-from test_cli import commit_blobs, run, wrapped_db
+from conftest import blob_objects, corrupt_on_disk, credentials_for, read, with_checksum
+from test_cli import blob_files, commit_blobs, make_deployment, run, swift_config, wrapped_db
 from test_zeo_clients import Deployment
 from zodb_swiftblobs import SwiftStorageError
 from zodb_swiftblobs.cli import main
@@ -194,3 +194,24 @@ def test_objects_a_zeo_server_publishes_carry_the_clients_record(devswift, tmp_p
     finally:
         view.close()
         deployment.stop()
+
+
+def test_migrated_blobs_carry_the_checksum_of_their_file(devswift, tmp_path, container_name,
+                                                         capsys):
+    make_deployment(tmp_path)
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'Data.fs'}\n</filestorage>",
+                                   extra="large-object-threshold 1KB\n    segment-size 1KB"))
+    assert run(capsys, "migrate", str(config), "--blob-dir", str(tmp_path / "blobs"))[0] == 0
+    checksums = {with_checksum(read(path))["swiftblobs-checksum"]
+                 for path in blob_files(tmp_path / "blobs")}
+    view = SwiftContainer(credentials_for(devswift), container_name)
+    try:
+        stored = [view.head(o.name) for o in blob_objects(view)]
+    finally:
+        view.close()
+    assert any(o.large for o in stored) and not all(o.large for o in stored)
+    assert {o.metadata["swiftblobs-checksum"] for o in stored} == checksums
+    status, report = run(capsys, "verify", str(config), "--deep")
+    assert (status, report["corrupt"], report["without_checksum"]) == (0, [], 0)

@@ -16,7 +16,6 @@ from swiftclient import client as swift
 from ..encryption import Keyring, ObjectCipher, keyring_from
 from ..names import check_container
 from .auth import Credentials
-from .checksums import CHECKSUM_METADATA, file_checksum
 from .cluster import Cluster
 from .deletion import DeletionSchedule
 from .decryption import cipher_of
@@ -175,6 +174,7 @@ class SwiftContainer:
         budget = self.transport.budget(deadline, source.size)
         if source.size > self.large_object_threshold:
             return self.large_objects.upload(name, source, headers, budget)
+        headers = source.with_checksum(headers)
         md5 = self.uploader.put_file(self.container, name, source, 0, source.size, headers,
                                      budget)
         return StoredObject(name, source.size, md5, False, None, metadata_of(headers))
@@ -182,13 +182,12 @@ class SwiftContainer:
     def _upload_source(self, path: str, metadata: Mapping[str, str] | None
                        ) -> tuple[UploadSource, dict[str, str]]:
         """What an upload of the file at *path* sends (encrypted with a new
-        cipher when the container encrypts), and the headers of the object:
-        with the checksum of the file's content (see :mod:`.checksums`)."""
+        cipher when the container encrypts), and the headers of the object
+        (the checksum of its content aside: see :meth:`.UploadSource.with_checksum`)."""
         headers = metadata_headers(metadata)
         cipher = self.encryption.new_cipher() if self.encryption else None
         if cipher is not None:
             headers.update(metadata_headers({ENCRYPTION_METADATA: cipher.header}))
-        headers.update(metadata_headers({CHECKSUM_METADATA: file_checksum(path, cipher)}))
         return UploadSource(path, os.path.getsize(path), cipher), headers
 
     def download(self, name: str, path: str, *, deadline: float | None = None) -> StoredObject:
