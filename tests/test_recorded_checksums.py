@@ -74,13 +74,17 @@ def corrupt_reasons(report):
     return dict(problem.split(": ", 1) for problem in report["corrupt"])
 
 
-def assert_found_replaced(capsys, config, replaced, algorithm):
-    """A deep verification finds exactly the objects *replaced*, by their record."""
+def mismatch(algorithm):
+    return f"does not match the {algorithm} checksum recorded at upload"
+
+
+def assert_found_replaced(capsys, config, expected):
+    """A deep verification finds exactly the objects of *expected* corrupt,
+    each for the reason it gives."""
     status, report = run(capsys, "verify", str(config), "--deep")
     corrupt = corrupt_reasons(report)
-    assert status == 1 and sorted(corrupt) == sorted(replaced)
-    assert all(f"does not match the {algorithm} checksum recorded at upload" in reason
-               for reason in corrupt.values())
+    assert status == 1 and sorted(corrupt) == sorted(expected)
+    assert all(expected[name] in reason for name, reason in corrupt.items()), corrupt
 
 
 def test_verify_deep_finds_plain_and_large_objects_replaced_by_bytes_of_the_same_size(
@@ -101,7 +105,8 @@ def test_verify_deep_finds_plain_and_large_objects_replaced_by_bytes_of_the_same
     raw.put(names["small"], os.urandom(2000), raw.metadata(names["small"]))
     raw.replace_large(names["big"], [os.urandom(1 << 20), os.urandom((1 << 20) + 9)])
     assert run(capsys, "verify", str(config))[0] == 0, "a shallow verification reads nothing"
-    assert_found_replaced(capsys, config, [names["small"], names["big"]], "sha256")
+    assert_found_replaced(capsys, config, dict.fromkeys([names["small"], names["big"]],
+                                                        mismatch("sha256")))
 
 
 def test_a_read_refuses_content_that_does_not_match_its_record(devswift, tmp_path,
@@ -152,7 +157,7 @@ def test_encrypted_objects_record_a_keyed_checksum_of_their_plaintext(
         devswift, tmp_path, container_name, capsys):
     config, db = wrapped_db(devswift, tmp_path, container_name, encryption_key=KEY,
                             large_object_threshold="1MB", segment_size="512KB")
-    blobs = {"a": os.urandom(4000), "b": os.urandom(4000),
+    blobs = {"a": os.urandom(4000), "b": os.urandom(4000), "c": os.urandom(4000),
              "big_a": os.urandom(2 << 20), "big_b": os.urandom(2 << 20)}
     names = object_names(commit_blobs(db, blobs))
     db.close()
@@ -175,7 +180,12 @@ def test_encrypted_objects_record_a_keyed_checksum_of_their_plaintext(
         ENCRYPTION_HEADER: raw.metadata(names["big_b"])["x-object-meta-swiftblobs-encryption"],
         CHECKSUM_HEADER: raw.metadata(names["big_a"])["x-object-meta-swiftblobs-checksum"]},
         query_string="multipart-manifest=put")
-    assert_found_replaced(capsys, config, [names["a"], names["big_a"]], "hmac-sha256")
+    # Its encryption parameters gone, the record kept: its ciphertext would be read.
+    raw.post(names["c"], {CHECKSUM_HEADER: raw.metadata(names["c"])[
+        "x-object-meta-swiftblobs-checksum"]})
+    assert_found_replaced(capsys, config, {
+        names["a"]: mismatch("hmac-sha256"), names["big_a"]: mismatch("hmac-sha256"),
+        names["c"]: "a hmac-sha256 checksum is recorded, but the object is not encrypted"})
 
 
 def test_objects_a_zeo_server_publishes_carry_the_clients_record(devswift, tmp_path,
@@ -215,3 +225,16 @@ def test_migrated_blobs_carry_the_checksum_of_their_file(devswift, tmp_path, con
     assert {o.metadata["swiftblobs-checksum"] for o in stored} == checksums
     status, report = run(capsys, "verify", str(config), "--deep")
     assert (status, report["corrupt"], report["without_checksum"]) == (0, [], 0)
+
+
+def test_deletion_schedules_and_undo_copies_keep_the_record(swift_container, tmp_path):
+    small, big = os.urandom(3000), os.urandom((5 << 20) + 1)
+    for name, data in (("small", small), ("big", big)):
+        (tmp_path / name).write_bytes(data)
+        swift_container.upload(name, str(tmp_path / name))
+        swift_container.schedule_deletion(name, 3600)
+        swift_container.copy(name, f"{name}-copy")
+        swift_container.cancel_deletion(name)
+        for kept in (name, f"{name}-copy"):
+            assert swift_container.head(kept).metadata == with_checksum(data)
+            assert recorded_checksum(swift_container.check(kept).metadata) is not None
