@@ -69,21 +69,21 @@ class SegmentDownload:
         stored = replace(stored_object(self.name, self.headers), size=size, content_type=None)
         cipher = cipher_of(self.name, stored.metadata, self.keyring)
         check = ContentCheck(stored.metadata, cipher) if self.check_content else None
-        content_at = self.write_at if check is None or check.recorded is None \
-            else _InOrder(check, self.write_at).write_at
+        in_order = check is not None and check.recorded is not None
+        content_at = _InOrder(check, self.write_at).write_at if in_order else self.write_at
         decryptor = None if cipher is None else cipher.scattered_writer(size, content_at)
         write_at = content_at if decryptor is None else (
             lambda data, offset: decrypting(self.name, lambda: decryptor.write_at(data, offset)))
-        if content_at is self.write_at:
+        if in_order:
+            for index, segment in enumerate(segments):
+                self._fetch(index, len(segments), segment, offsets[index], write_at)
+        else:
             self._wait([self.executor.submit(self._fetch, index, len(segments), segment,
                                              offsets[index], write_at)
                         for index, segment in enumerate(segments)])
-        else:
-            for index, segment in enumerate(segments):
-                self._fetch(index, len(segments), segment, offsets[index], write_at)
         if decryptor is not None:
             decrypting(self.name, decryptor.finish)
-        problem = check.problem() if check is not None else None
+        problem = check.problem() if in_order else None
         if problem is not None:
             raise self.mismatch(problem)
         return stored
