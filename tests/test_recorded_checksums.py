@@ -146,7 +146,8 @@ def test_objects_without_a_record_are_counted_and_still_checked_by_their_etag(
     status, report = run(capsys, "verify", str(config), "--deep")
     assert (status, report["corrupt"], report["without_checksum"]) == (0, [], 1)
     assert main(["verify", str(config), "--deep"]) == 0
-    assert "1 objects have no checksum recorded at upload" in capsys.readouterr().out
+    assert "without a checksum recorded at upload (written by an earlier release; checked " \
+        "by size and MD5 only): 1\n" in capsys.readouterr().out
 
     corrupt_on_disk(devswift, blobs["old"])
     status, report = run(capsys, "verify", str(config), "--deep")

@@ -71,8 +71,8 @@ def run_verify(args: argparse.Namespace) -> int:
                      "Swift but not listed yet (written while a container server was "
                      "down; Swift's object updater lists them later)")
     if report.without_checksum:
-        lines.append(f"{report.without_checksum} objects have no checksum recorded at upload "
-                     "(written by an earlier release): checked by size and MD5 only")
+        lines.append("without a checksum recorded at upload (written by an earlier "
+                     f"release; checked by size and MD5 only): {report.without_checksum}")
     lines += listed("missing", report.missing)
     lines += listed("corrupt", report.corrupt)
     lines += listed("not checked (Swift did not answer, or no key to decrypt them)",
