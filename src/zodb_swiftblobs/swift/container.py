@@ -183,7 +183,7 @@ class SwiftContainer:
                        ) -> tuple[UploadSource, dict[str, str]]:
         """What an upload of the file at *path* sends (encrypted with a new
         cipher when the container encrypts), and the headers of the object
-        (the checksum of its content aside: see :meth:`.UploadSource.with_checksum`)."""
+        but its checksum (:meth:`.UploadSource.with_checksum`)."""
         headers = metadata_headers(metadata)
         cipher = self.encryption.new_cipher() if self.encryption else None
         if cipher is not None:
@@ -194,18 +194,17 @@ class SwiftContainer:
         """Stream object *name* into the file *path*; verify length and checksum.
 
         The bytes go to a temporary file beside *path*, renamed to *path* once
-        verified.  A plain object is checked against its ETag and the checksum
-        recorded at upload, if any.  A large object's segments are fetched in
-        parallel, each checked against its manifest.  A broken connection
-        resumes with a Range request.
+        verified.  A plain object is checked against its ETag and recorded
+        checksum, a large object's segments (fetched in parallel) against its
+        manifest.  A broken connection resumes with a Range request.
         """
         return download_file(self.transport, self.container, name, path, deadline,
                              self.encryption, self.large_objects.executor)
 
     def check(self, name: str, *, deadline: float | None = None) -> StoredObject:
-        """Read object *name* through, keeping nothing; verify length and
-        checksums, a large object's whole content too against the checksum
-        recorded at upload (ChecksumMismatchError when they do not match)."""
+        """Read object *name* through, keeping nothing; verify as :meth:`download`
+        does, and a large object's whole content against its recorded checksum
+        (ChecksumMismatchError when they do not match)."""
         return Download(self.transport, self.container, name, Discard(), deadline,
                         self.encryption, self.large_objects.executor,
                         check_content=True).run()
