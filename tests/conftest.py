@@ -1,6 +1,7 @@
 """Fixtures: a real OpenStack Swift on 127.0.0.1, started once per session."""
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -281,6 +282,12 @@ def blob_revision(db, name):
         blob = conn.root()[name]
         blob._p_activate()
         return blob._p_oid, blob._p_serial
+
+
+def with_checksum(data, **metadata):
+    """The metadata of an object uploaded (unencrypted) with *metadata* and
+    content *data*: with the checksum recorded at upload."""
+    return {**metadata, "swiftblobs-checksum": f"sha256:{hashlib.sha256(data).hexdigest()}"}
 
 
 def read(path):

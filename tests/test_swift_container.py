@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import (assert_secret_free, corrupt_on_disk, credentials_for, logged,
-                      mint_token, proxy_log, read, wait_for_logged)
+                      mint_token, proxy_log, read, wait_for_logged, with_checksum)
 from zodb_swiftblobs.swift import (
     AuthenticationError, ChecksumMismatchError, Credentials, NotFoundError,
     PermanentSwiftError, StoredObject, SwiftContainer, file_md5)
@@ -45,9 +45,10 @@ def test_upload_download_roundtrip_with_metadata(swift_container, tmp_path, devs
 
     fetched = swift_container.download("blobs/one", str(tmp_path / "copy"))
     assert read(tmp_path / "copy") == data
-    assert fetched.md5 == stored.md5 and fetched.metadata == {"oid": "0x01"}
+    assert fetched.md5 == stored.md5 and fetched.metadata == with_checksum(data, oid="0x01")
     head = swift_container.head("blobs/one")
-    assert (head.size, head.md5, head.metadata) == (300_000, stored.md5, {"oid": "0x01"})
+    assert (head.size, head.md5, head.metadata) == (300_000, stored.md5,
+                                                    with_checksum(data, oid="0x01"))
 
     raw = raw_session(devswift)
     response = requests.get(f"{raw.url}/{swift_container.container}/blobs/one",
@@ -157,7 +158,7 @@ def test_large_object_uploads_in_parallel_segments(swift_container, tmp_path, de
 
     fetched = swift_container.download("big", str(tmp_path / "copy"))
     assert read(tmp_path / "copy") == data
-    assert fetched.large and fetched.metadata == {"k": "v"}
+    assert fetched.large and fetched.metadata == with_checksum(data, k="v")
 
     assert swift_container.delete("big") is True, "unknown kind: tried as a large object"
     assert list(swift_container.list(container=swift_container.segment_container)) == []
@@ -473,8 +474,8 @@ def test_copy_inside_swift_plain_and_large(swift_container, tmp_path):
     swift_container.download("big-copy", str(tmp_path / "out-big"))
     swift_container.download("small-copy", str(tmp_path / "out-small"))
     assert read(tmp_path / "out-big") == big and read(tmp_path / "out-small") == small
-    assert swift_container.head("big-copy").metadata == {"k": "w"}
-    assert swift_container.head("small-copy").metadata == {"k": "v"}
+    assert swift_container.head("big-copy").metadata == with_checksum(big, k="w")
+    assert swift_container.head("small-copy").metadata == with_checksum(small, k="v")
     with pytest.raises(NotFoundError):
         swift_container.copy("absent", "anything")
 

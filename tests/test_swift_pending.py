@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from conftest import credentials_for
+from conftest import credentials_for, with_checksum
 from test_swift_container import raw_session, write_file
 from zodb_swiftblobs.encryption import Keyring
 from zodb_swiftblobs.swift import (NotFoundError, PendingObject, PermanentSwiftError,
@@ -36,7 +36,8 @@ def test_a_published_pending_object_holds_the_bytes(swift_container, tmp_path, d
     pending = swift_container.upload_pending(PENDING, str(tmp_path / "big"),
                                              metadata={"k": "v"})
     assert (pending.name, pending.size, pending.headers) == (
-        PENDING, len(data), {"X-Object-Meta-k": "v"})
+        PENDING, len(data), {"X-Object-Meta-k": "v", "X-Object-Meta-Swiftblobs-Checksum":
+                             with_checksum(data)["swiftblobs-checksum"]})
     segments = names_in(swift_container, swift_container.segment_container)
     assert segments[0] == PENDING and len(segments) == 5, "a manifest and 4 segments"
     assert all(name.startswith(f"{PENDING}/") for name in segments[1:])
@@ -44,7 +45,7 @@ def test_a_published_pending_object_holds_the_bytes(swift_container, tmp_path, d
 
     stored = swift_container.publish("final", pending)
     assert (stored.name, stored.size, stored.large, stored.metadata) == (
-        "final", len(data), True, {"k": "v"})
+        "final", len(data), True, with_checksum(data, k="v"))
     assert raw_get(devswift, swift_container.container, "final").content == data
     swift_container.download("final", str(tmp_path / "back"))
     assert (tmp_path / "back").read_bytes() == data
@@ -53,7 +54,8 @@ def test_a_published_pending_object_holds_the_bytes(swift_container, tmp_path, d
     assert [(e["name"], e["bytes"], e["hash"], e.get("sub_slo")) for e in manifest] == [
         (f"/{swift_container.segment_container}/{PENDING}", len(data), pending.etag, True)]
     head = swift_container.head("final")
-    assert (head.size, head.large, head.metadata) == (len(data), True, {"k": "v"})
+    assert (head.size, head.large, head.metadata) == (len(data), True,
+                                                      with_checksum(data, k="v"))
 
     assert swift_container.delete("final") is True
     assert names_in(swift_container, swift_container.segment_container) == []
@@ -82,7 +84,11 @@ def test_an_encrypted_pending_object_round_trips(credentials, container_name, tm
         data = write_file(tmp_path / "big", (2 << 20) + 3)
         pending = container.upload_pending(PENDING, str(tmp_path / "big"))
         assert pending.size == container.encryption.new_cipher().ciphertext_size(len(data))
-        assert list(pending.headers) == ["X-Object-Meta-Swiftblobs-Encryption"]
+        assert list(pending.headers) == ["X-Object-Meta-Swiftblobs-Encryption",
+                                         "X-Object-Meta-Swiftblobs-Checksum"]
+        recorded = pending.headers["X-Object-Meta-Swiftblobs-Checksum"]
+        assert recorded.startswith("hmac-sha256:"), "keyed: it tells nothing of the plaintext"
+        assert recorded.split(":")[1] != with_checksum(data)["swiftblobs-checksum"][7:]
         container.publish("final", pending)
         raw = raw_get(devswift, container_name, "final")
         assert len(raw.content) == pending.size and data not in raw.content

@@ -10,6 +10,12 @@ ciphertext is the chunks' ciphertexts, each followed by its 16-byte tag, so
 its size is a function of the plaintext's size alone, and any byte range of
 it can be produced from the chunks that contain it.
 
+The checksum recorded for an encrypted object (see
+:mod:`zodb_swiftblobs.swift.checksums`) is an HMAC-SHA256 of its plaintext
+under a second key, HKDF-SHA256(master key, salt) with other context: it
+tells nothing of the plaintext (not even whether two objects hold the same)
+to whoever lacks the master key.
+
 An object's parameters travel in a short text (:attr:`ObjectCipher.header`):
 ``v1 <key id> <salt in base64> <chunk size>``.  A key id names a key
 without revealing it.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import re
 import threading
@@ -32,6 +39,7 @@ SALT_SIZE = 16
 KEY_SIZE = 32
 VERSION = "v1"
 OBJECT_KEY_INFO = b"zodb-swiftblobs blob v1"
+CHECKSUM_KEY_INFO = b"zodb-swiftblobs checksum v1"
 KEY_ID_CONTEXT = b"zodb-swiftblobs key id\0"
 ENVIRONMENT_VARIABLE = "ZODB_SWIFTBLOBS_ENCRYPTION_KEYS"
 KEY_SEPARATORS = re.compile(r"[\s,]+")
@@ -160,9 +168,12 @@ class ObjectCipher:
     def __init__(self, key_identifier: str, master_key: bytes, salt: bytes,
                  chunk_size: int) -> None:
         hashes, AESGCM, HKDF = _cryptography()
-        object_key = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=salt,
-                          info=OBJECT_KEY_INFO).derive(master_key)
-        self._aead = AESGCM(object_key)
+
+        def derive(info: bytes) -> bytes:
+            return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=salt,
+                        info=info).derive(master_key)
+        self._aead = AESGCM(derive(OBJECT_KEY_INFO))
+        self._checksum_key = derive(CHECKSUM_KEY_INFO)
         self.key_id = key_identifier
         self.salt = salt
         self.chunk_size = chunk_size
@@ -175,6 +186,12 @@ class ObjectCipher:
         """The parameters to store beside the ciphertext (no secret in them)."""
         return (f"{VERSION} {self.key_id} {base64.b64encode(self.salt).decode()} "
                 f"{self.chunk_size}")
+
+    def keyed_hash(self) -> hmac.HMAC:
+        """A new HMAC-SHA256 under this object's checksum key (derived apart
+        from its encryption key): a checksum of its plaintext that tells
+        nothing of the plaintext to whoever lacks the master key."""
+        return hmac.new(self._checksum_key, digestmod=hashlib.sha256)
 
     def chunks(self, plaintext_size: int) -> int:
         """How many chunks a plaintext of *plaintext_size* bytes makes (at least one)."""

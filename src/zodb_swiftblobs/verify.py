@@ -16,8 +16,12 @@ An object no revision references is an *orphan* (the garbage collector's
 business; a *young* one when modified less than the minimum age ago that
 garbage collection spares); a large object with a segment gone or of the
 wrong size, or (with ``deep``) an object whose bytes do not match their
-size and MD5, or an encrypted object that fails authentication, is
-*corrupt*; an encrypted object whose key is not configured is *unchecked*.
+size and MD5 or the checksum recorded at upload (see
+:mod:`zodb_swiftblobs.swift.checksums`), or an encrypted object that fails
+authentication, is *corrupt*; an encrypted object whose key is not
+configured is *unchecked*.  Objects written before checksums were recorded
+are read and checked by size and MD5 alone; a deep verification counts them
+(``without_checksum``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .layout import ObjectLayout
 from .pool import BoundedPool
 from .progress import Progress
 from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError, NotFoundError,
-                    StoredObject, SwiftContainer, SwiftError)
+                    StoredObject, SwiftContainer, SwiftError, recorded_checksum)
 from .swift.objects import younger
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ class VerificationReport:
     scheduled: list[str] = field(default_factory=list)  # referenced, yet to be deleted
     repaired: list[str] = field(default_factory=list)   # of those, deletion cancelled
     listing_lag: int = 0       # present objects the container listing lacks
+    without_checksum: int = 0  # (deep) of those read, with no checksum recorded at upload
     orphans: list[str] = field(default_factory=list)
     orphan_min_age: float = 0.0  # the age below which garbage collection spares orphans
     young_orphans: list[str] = field(default_factory=list)  # of the orphans, those younger
@@ -145,7 +150,8 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
 class _Checker:
     """Checks objects in parallel: candidates for missing (looked up), large
     objects' segments, objects marked as scheduled for deletion, and with
-    *deep* every object's bytes (read through, and checked against its MD5).
+    *deep* every object's bytes (read through, and checked against its MD5
+    and the checksum recorded at upload).
     With *repair*, cancels the deletion of those scheduled."""
 
     def __init__(self, container: SwiftContainer, report: VerificationReport, deep: bool,
@@ -203,6 +209,9 @@ class _Checker:
                 received = self.container.check(stored.name)
                 if received.size != stored.size:
                     problem = f"{received.size} bytes, listed as {stored.size}"
+                if recorded_checksum(received.metadata) is None:
+                    with self.lock:
+                        self.report.without_checksum += 1
                 scheduled = scheduled or received.delete_at is not None
             if scheduled:
                 self._scheduled(stored.name)

@@ -22,13 +22,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check = add_storage_command(
         commands, "verify", run_verify, "check that Swift holds every blob revision",
         "List the blob revisions the database references that Swift lacks (missing), "
-        "holds wrong (corrupt: a large object's segment gone, or with --deep a size or "
-        "MD5 mismatch), is about to delete (scheduled for deletion by a garbage collection "
-        "the database, restored from a backup, predates) or holds without need (orphans). "
+        "holds wrong (corrupt: a large object's segment gone, or with --deep a size, "
+        "MD5 or recorded checksum mismatch), is about to delete (scheduled for deletion "
+        "by a garbage collection the database, restored from a backup, predates) or holds "
+        "without need (orphans). "
         "Exit status 1 when anything is missing, corrupt or scheduled for deletion (and "
         "not repaired). The storage is opened read-only.")
     check.add_argument("--deep", action="store_true",
-                       help="read every object and check its size and MD5")
+                       help="read every object and check its size, MD5 and the checksum "
+                            "recorded when it was uploaded")
     check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
     check.add_argument("--min-age", type=duration, default=GC_MIN_AGE,
                        help="report the orphans modified more recently than this as young: "
@@ -81,6 +83,9 @@ def run_verify(args: argparse.Namespace) -> int:
         lines.append(f"the container listing lags: {report.listing_lag} objects are in "
                      "Swift but not listed yet (written while a container server was "
                      "down; Swift's object updater lists them later)")
+    if report.without_checksum:
+        lines.append("without a checksum recorded at upload (written by an earlier "
+                     f"release; checked by size and MD5 only): {report.without_checksum}")
     lines += listed("missing", report.missing)
     lines += listed("corrupt", report.corrupt)
     lines += listed("not checked (Swift did not answer, or no key to decrypt them)",

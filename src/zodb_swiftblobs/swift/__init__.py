@@ -12,6 +12,7 @@ secret.
 """
 
 from .auth import Credentials
+from .checksums import recorded_checksum
 from .container import SwiftContainer, container_arguments, open_container, require_positive
 from .errors import (AuthenticationError, ChecksumMismatchError, DecryptionError,
                      MissingKeyError, NotFoundError, PermanentSwiftError, SwiftError,
@@ -26,5 +27,6 @@ __all__ = [
     "DecryptionError", "MissingKeyError", "NotFoundError", "PendingObject",
     "PermanentSwiftError", "SmallObject", "StoredObject", "SwiftContainer", "SwiftError",
     "SwiftUnavailableError", "WAITING_LOGGER",
-    "container_arguments", "file_md5", "open_container", "require_positive",
+    "container_arguments", "file_md5", "open_container", "recorded_checksum",
+    "require_positive",
 ]

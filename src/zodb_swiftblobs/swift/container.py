@@ -164,7 +164,8 @@ class SwiftContainer:
 
     def upload(self, name: str, path: str, *, metadata: Mapping[str, str] | None = None,
                deadline: float | None = None) -> StoredObject:
-        """Upload the file at *path* as object *name*, streamed and MD5-checked.
+        """Upload the file at *path* as object *name*, streamed and MD5-checked,
+        with the checksum of its content in its metadata (see :mod:`.checksums`).
 
         Metadata keys are letters, digits and dashes (case-insensitive); values
         are ASCII.
@@ -173,6 +174,7 @@ class SwiftContainer:
         budget = self.transport.budget(deadline, source.size)
         if source.size > self.large_object_threshold:
             return self.large_objects.upload(name, source, headers, budget)
+        headers = source.with_checksum(headers)
         md5 = self.uploader.put_file(self.container, name, source, 0, source.size, headers,
                                      budget)
         return StoredObject(name, source.size, md5, False, None, metadata_of(headers))
@@ -180,7 +182,8 @@ class SwiftContainer:
     def _upload_source(self, path: str, metadata: Mapping[str, str] | None
                        ) -> tuple[UploadSource, dict[str, str]]:
         """What an upload of the file at *path* sends (encrypted with a new
-        cipher when the container encrypts), and the headers of the object."""
+        cipher when the container encrypts), and the headers of the object
+        but its checksum (:meth:`.UploadSource.with_checksum`)."""
         headers = metadata_headers(metadata)
         cipher = self.encryption.new_cipher() if self.encryption else None
         if cipher is not None:
@@ -191,18 +194,20 @@ class SwiftContainer:
         """Stream object *name* into the file *path*; verify length and checksum.
 
         The bytes go to a temporary file beside *path*, renamed to *path* once
-        verified.  A large object's segments are fetched in parallel, each
-        checked against its manifest.  A broken connection resumes with a
-        Range request.
+        verified.  A plain object is checked against its ETag and recorded
+        checksum, a large object's segments (fetched in parallel) against its
+        manifest.  A broken connection resumes with a Range request.
         """
         return download_file(self.transport, self.container, name, path, deadline,
                              self.encryption, self.large_objects.executor)
 
     def check(self, name: str, *, deadline: float | None = None) -> StoredObject:
-        """Read object *name* through, keeping nothing; verify length and checksum
+        """Read object *name* through, keeping nothing; verify as :meth:`download`
+        does, and a large object's whole content against its recorded checksum
         (ChecksumMismatchError when they do not match)."""
         return Download(self.transport, self.container, name, Discard(), deadline,
-                        self.encryption, self.large_objects.executor).run()
+                        self.encryption, self.large_objects.executor,
+                        check_content=True).run()
 
     def cipher_of(self, name: str, metadata: Mapping[str, str]) -> ObjectCipher | None:
         """The cipher of object *name* from its *metadata* (None for a plain

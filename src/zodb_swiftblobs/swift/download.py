@@ -15,8 +15,9 @@ from concurrent.futures import Executor
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
-from ..encryption import Keyring, ObjectCipher
+from ..encryption import Keyring
 from ..partial_files import make_partial_file
+from .checksums import ContentCheck
 from .decryption import cipher_of, decrypting
 from .errors import ChecksumMismatchError, DownloadRestart, SwiftUnavailableError
 from .objects import StoredObject, is_large, stored_object
@@ -50,16 +51,19 @@ class Download:
 
     The first request asks for a large object's manifest
     (``multipart-manifest=get`` is ignored by plain objects, so no HEAD is
-    needed to tell them apart).  A plain object is checked against its ETag;
-    a large object's segments are fetched in the threads of *executor*
-    (called for it), each checked against the MD5 in its manifest entry.
+    needed to tell them apart).  A plain object is checked against its ETag
+    and the checksum recorded at upload, if any (see :mod:`.checksums`); a
+    large object's segments are fetched in the threads of *executor* (called
+    for it), each checked against the MD5 in its manifest entry, and with
+    *check_content* its whole content against its recorded checksum too.
     """
 
     def __init__(self, transport: Transport, container: str, name: str, out,
                  deadline: float | None, keyring: Keyring | None,
-                 executor: Callable[[], Executor]) -> None:
+                 executor: Callable[[], Executor], *, check_content: bool = False) -> None:
         self.transport, self.container, self.name = transport, container, name
         self.out, self.keyring, self.executor = out, keyring, executor
+        self.check_content = check_content
         self.budget = transport.budget(deadline)
         self._extend_budget = deadline is None  # once, by the size of the body
         self.manifest: tuple[Mapping[str, str], list[dict]] | None = None
@@ -73,15 +77,16 @@ class Download:
             return SegmentDownload(
                 self.transport, self.name, headers, entries, self._writer_at(),
                 budget=self.budget, extend_budget=self._extend_budget, keyring=self.keyring,
-                executor=self.executor()).run()
+                executor=self.executor(), check_content=self.check_content).run()
         stored = stored_object(self.name, self.first)
         if self.written != stored.size:
             raise self._mismatch(f"received {self.written} bytes, expected {stored.size}")
         received = self.md5.hexdigest()
         if stored.md5 is not None and received != stored.md5:
             raise self._mismatch(f"received bytes have MD5 {received}, expected {stored.md5}")
-        if self.sink is not self.out:
-            self.sink.finish()
+        problem = self.sink.finish()
+        if problem is not None:
+            raise self._mismatch(problem)
         return stored
 
     def _writer_at(self) -> Callable[[bytes, int], None]:
@@ -150,10 +155,8 @@ class Download:
     def _receive(self, headers: Mapping[str, str], body) -> None:
         """Write and check the bytes of an accepted response."""
         if self.sink is None:
-            stored = stored_object(self.name, headers)
-            cipher = cipher_of(self.name, stored.metadata, self.keyring)
-            self.sink = self.out if cipher is None else _DecryptingSink(self.name, cipher,
-                                                                        self.out)
+            self.sink = _ContentSink(self.name, stored_object(self.name, headers).metadata,
+                                     self.keyring, self.out)
         if self._extend_budget:
             self.budget.extend(int(headers.get("content-length", 0)) / MIB)
             self._extend_budget = False
@@ -189,18 +192,43 @@ class Discard:
         """Keep nothing of *data*, wherever it goes."""
 
 
-class _DecryptingSink:
-    """A download's sink that decrypts object *name* into *out*."""
+class _ContentSink:
+    """A download's sink: writes the content of object *name*, decrypted
+    when its *metadata* says it is encrypted, into *out*, hashing it for the
+    checksum the metadata records."""
 
-    def __init__(self, name: str, cipher: ObjectCipher, out) -> None:
-        self._name, self._writer = name, cipher.writer(out)
+    def __init__(self, name: str, metadata: Mapping[str, str], keyring: Keyring | None,
+                 out) -> None:
+        self._name = name
+        cipher = cipher_of(name, metadata, keyring)
+        self._check = ContentCheck(metadata, cipher)
+        self._content = _HashingWriter(out, self._check)
+        self._decryptor = cipher.writer(self._content) if cipher is not None else None
 
     def write(self, data: bytes) -> int:
-        return decrypting(self._name, lambda: self._writer.write(data))
+        """Take the next bytes of the object as Swift holds them."""
+        if self._decryptor is None:
+            return self._content.write(data)
+        return decrypting(self._name, lambda: self._decryptor.write(data))
 
-    def finish(self) -> None:
-        """Decrypt the last chunk: a download is complete only then."""
-        decrypting(self._name, self._writer.finish)
+    def finish(self) -> str | None:
+        """Decrypt the last chunk (a download is complete only then); what
+        is wrong with the content (None: it matches its recorded checksum, or
+        none is recorded)."""
+        if self._decryptor is not None:
+            decrypting(self._name, self._decryptor.finish)
+        return self._check.problem()
+
+
+class _HashingWriter:
+    """Writes content into *out*, hashing it for *check* on the way."""
+
+    def __init__(self, out, check: ContentCheck) -> None:
+        self._out, self._check = out, check
+
+    def write(self, content: bytes) -> int:
+        self._check.update(content)
+        return self._out.write(content)
 
 
 def _write_at(descriptor: int, data: bytes, offset: int) -> None:

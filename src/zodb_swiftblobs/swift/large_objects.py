@@ -102,12 +102,14 @@ class LargeObjects:
                budget: TimeBudget) -> StoredObject:
         """Upload *source* as large object *name*, in segments."""
         self.upload_manifest(name, source, headers, budget, container=self.container)
-        return StoredObject(name, source.size, None, True, None, metadata_of(headers))
+        return StoredObject(name, source.size, None, True, None,
+                            metadata_of(source.with_checksum(headers)))
 
     def upload_manifest(self, name: str, source: UploadSource, headers: dict[str, str],
                         budget: TimeBudget, *, container: str) -> list[ManifestEntry]:
         """Upload *source* in segments (one at least), then the manifest listing
-        them as object *name* of *container* with *headers*; its entries."""
+        them as object *name* of *container* with *headers* and the checksum of
+        the content (computed while the segments are sent); its entries."""
         size = source.size
         slo = self.cluster.info().get("slo", {})
         max_segments = int(slo.get("max_manifest_segments", 1000))
@@ -124,7 +126,8 @@ class LargeObjects:
             return send
         jobs = [sender(offset, min(segment_size, size - offset))
                 for offset in range(0, max(size, 1), segment_size)]
-        entries = self._store(name, jobs, headers, budget, "upload", container=container)
+        entries = self._store(name, jobs, lambda: source.with_checksum(headers), budget,
+                              "upload", container=container)
         log.debug("uploaded %r as a large object of %d segments", name, len(jobs))
         return entries
 
@@ -142,18 +145,19 @@ class LargeObjects:
                 return self._entry(copied, segment["hash"], segment["bytes"])
             return copy
         segments = self.manifest(source.name, operation="copy", budget=budget)
-        self._store(destination, [copier(segment) for segment in segments], headers, budget,
-                    "copy")
+        self._store(destination, [copier(segment) for segment in segments], lambda: headers,
+                    budget, "copy")
 
     def _entry(self, segment: str, md5: str, size: int) -> ManifestEntry:
         return {"path": f"/{self.segment_container}/{segment}", "etag": md5, "size_bytes": size}
 
     def _store(self, name: str, jobs: list[Callable[[str], ManifestEntry]],
-               headers: dict[str, str], budget: TimeBudget, operation: str, *,
+               headers: Callable[[], dict[str, str]], budget: TimeBudget, operation: str, *,
                container: str | None = None) -> list[ManifestEntry]:
         """Make the segments of large object *name* of *container* (by default
         this one; each job makes the segment it is given the name of), then its
-        manifest; its entries.  On a failure the segments made are removed,
+        manifest with the *headers* made (called while the segments are
+        made); its entries.  On a failure the segments made are removed,
         unless the manifest may be stored."""
         container = container or self.container
         prefix = new_segment_prefix(name)
@@ -162,8 +166,10 @@ class LargeObjects:
                    for index, job in enumerate(jobs)]
         entries = None
         try:
+            manifest_headers = headers()
             entries = [future.result() for future in futures]
-            self.put_manifest(name, entries, headers, budget, operation, container=container)
+            self.put_manifest(name, entries, manifest_headers, budget, operation,
+                              container=container)
         except BaseException as exc:
             made = _stop(futures)
             if entries is not None and isinstance(exc, SwiftUnavailableError):

@@ -48,16 +48,18 @@ class PendingObjects:
     def upload(self, name: str, source: UploadSource, headers: dict[str, str],
                budget: TimeBudget, *, plain: bool = False) -> PendingObject:
         """Upload *source* as pending object *name*, to be published with
-        *headers*; a plain object if *plain* (to be published as a copy)."""
+        *headers* and the checksum of its content; a plain object if *plain*
+        (to be published as a copy)."""
         self._require_slo("pending upload", name)
         large_objects = self.large_objects
         if plain or 0 < source.size <= large_objects.segment_size:  # one segment: itself
             md5 = large_objects.uploader.put_file(large_objects.segment_container, name, source,
                                                   0, source.size, {}, budget)
-            return PendingObject(name, source.size, md5, dict(headers))
+            return PendingObject(name, source.size, md5, source.with_checksum(headers))
         entries = large_objects.upload_manifest(
             name, source, {}, budget, container=large_objects.segment_container)
-        return PendingObject(name, source.size, slo_etag(entries), dict(headers))
+        return PendingObject(name, source.size, slo_etag(entries),
+                             source.with_checksum(headers))
 
     def publish(self, name: str, pending: PendingObject, budget: TimeBudget) -> StoredObject:
         """Store object *name* of the container: the content of *pending*.

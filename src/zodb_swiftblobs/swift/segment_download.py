@@ -16,6 +16,7 @@ from dataclasses import replace
 from swiftclient import client as swift
 
 from ..encryption import Keyring
+from .checksums import ContentCheck
 from .decryption import cipher_of, decrypting
 from .errors import (ChecksumMismatchError, NotFoundError, PermanentSwiftError,
                      SwiftUnavailableError)
@@ -37,15 +38,20 @@ class SegmentDownload:
     """The download of large object *name* whose manifest GET answered
     *headers* and *entries*, written with *write_at*, segments fetched in the
     threads of *executor*, within *budget* (extended by a second per MiB of
-    the object when *extend_budget*)."""
+    the object when *extend_budget*).  With *check_content*, the whole
+    content is also checked against the checksum recorded at upload, if
+    any: its segments are then fetched one after the other, to be hashed
+    in order."""
 
     def __init__(self, transport: Transport, name: str, headers: Mapping[str, str],
                  entries: list[dict], write_at: WriteAt, *, budget: TimeBudget,
-                 extend_budget: bool, keyring: Keyring | None, executor: Executor) -> None:
+                 extend_budget: bool, keyring: Keyring | None, executor: Executor,
+                 check_content: bool = False) -> None:
         self.transport, self.name, self.headers, self.entries = \
             transport, name, headers, entries
         self.write_at, self.budget, self.extend_budget = write_at, budget, extend_budget
         self.keyring, self.executor = keyring, executor
+        self.check_content = check_content
         self.stopped = threading.Event()
 
     def run(self) -> StoredObject:
@@ -62,15 +68,24 @@ class SegmentDownload:
             self.budget.extend(size / MIB)
         stored = replace(stored_object(self.name, self.headers), size=size, content_type=None)
         cipher = cipher_of(self.name, stored.metadata, self.keyring)
-        decryptor = None if cipher is None else cipher.scattered_writer(size, self.write_at)
-        write_at = self.write_at if decryptor is None else (
+        check = ContentCheck(stored.metadata, cipher) if self.check_content else None
+        in_order = check is not None and check.recorded is not None
+        content_at = _InOrder(check, self.write_at).write_at if in_order else self.write_at
+        decryptor = None if cipher is None else cipher.scattered_writer(size, content_at)
+        write_at = content_at if decryptor is None else (
             lambda data, offset: decrypting(self.name, lambda: decryptor.write_at(data, offset)))
-        futures = [self.executor.submit(self._fetch, index, len(segments), segment,
-                                        offsets[index], write_at)
-                   for index, segment in enumerate(segments)]
-        self._wait(futures)
+        if in_order:
+            for index, segment in enumerate(segments):
+                self._fetch(index, len(segments), segment, offsets[index], write_at)
+        else:
+            self._wait([self.executor.submit(self._fetch, index, len(segments), segment,
+                                             offsets[index], write_at)
+                        for index, segment in enumerate(segments)])
         if decryptor is not None:
             decrypting(self.name, decryptor.finish)
+        problem = check.problem() if in_order else None
+        if problem is not None:
+            raise self.mismatch(problem)
         return stored
 
     def _wait(self, futures: list[Future]) -> None:
@@ -121,6 +136,21 @@ class SegmentDownload:
         """The error for content that is not what the manifest says."""
         return ChecksumMismatchError(message, operation="download", name=self.name,
                                      transaction_id=(headers or self.headers).get("x-trans-id"))
+
+
+class _InOrder:
+    """Writes content that arrives in order with *write_at*, hashing it for *check*."""
+
+    def __init__(self, check: ContentCheck, write_at: WriteAt) -> None:
+        self._check, self._write_at, self._position = check, write_at, 0
+
+    def write_at(self, data: bytes, offset: int) -> None:
+        """Write *data*, the content from *offset* (where the last write ended)."""
+        if offset != self._position:
+            raise AssertionError(f"content at {offset}, expected at {self._position}")
+        self._check.update(data)
+        self._write_at(data, offset)
+        self._position += len(data)
 
 
 class _SegmentFetch:

@@ -12,8 +12,10 @@ from typing import BinaryIO
 from swiftclient import client as swift
 
 from ..encryption import ObjectCipher
+from .checksums import CHECKSUM_METADATA, file_checksum
 from .cluster import Cluster
 from .errors import ChecksumMismatchError, LocalFileFailure, NotFoundError, SendTimeUp, SwiftError
+from .objects import metadata_headers
 from .transport import CHUNK_SIZE, TimeBudget, Transport
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ class UploadSource:
     def __init__(self, path: str, plaintext_size: int, cipher: ObjectCipher | None) -> None:
         self.path, self.plaintext_size, self.cipher = path, plaintext_size, cipher
         self.size = cipher.ciphertext_size(plaintext_size) if cipher else plaintext_size
+        self._checksum: str | None = None
 
     def open(self) -> BinaryIO:
         """A readable, seekable file of the bytes to send (close it after use)."""
@@ -133,6 +136,13 @@ class UploadSource:
         """Hex MD5 of *length* bytes from *offset*."""
         with self.open() as f:
             return md5_of(f, offset, length)
+
+    def with_checksum(self, headers: dict[str, str]) -> dict[str, str]:
+        """*headers* with the checksum of the file's content to record (see
+        :mod:`.checksums`), computed on the first call."""
+        if self._checksum is None:
+            self._checksum = file_checksum(self.path, self.cipher)
+        return {**headers, **metadata_headers({CHECKSUM_METADATA: self._checksum})}
 
 
 def file_md5(path: str, offset: int = 0, length: int | None = None) -> str:
