@@ -1,0 +1,106 @@
+"""Redirecting a named file's blob to Swift: which blobs (committed, above the
+threshold, in a SwiftBlobStorage that does not encrypt), and the answer (a 302
+to a TempURL, or an ``X-Accel-Redirect`` to it through nginx)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
+
+from ZODB.POSException import POSKeyError
+
+from ..errors import SwiftStorageError
+from ..storage import SwiftBlobStorage
+from ..swift.errors import SwiftError
+from .settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+# The headers of the bytes, which the answer to the redirected request carries.
+CONTENT_HEADERS = ("content-type", "content-length", "content-disposition", "accept-ranges")
+
+
+@dataclass(frozen=True)
+class BlobRedirect:
+    """The TempURL of a committed blob revision that Swift serves."""
+
+    url: str
+
+    def answer(self, response: Any, settings: ServingSettings) -> str:
+        """Turn *response*, whose headers plone.namedfile has set, into the
+        redirect to Swift; returns its (empty) body.  The TempURL's unsigned
+        parameters give Swift the Content-Disposition Plone chose."""
+        disposition = response.getHeader("Content-Disposition") or ""
+        kind, _, parameters = disposition.partition(";")
+        url, filename = self.url, filename_of(parameters)
+        if filename:
+            url += "&" + urlencode({"filename": filename})
+        if kind.strip() != "attachment":
+            url += "&inline"
+        response.setHeader("Cache-Control", "private, no-store")  # the URL expires
+        if settings.mode == "x-accel-redirect":
+            parts = urlsplit(url)
+            location = settings.x_accel_location.rstrip("/")
+            response.headers.pop("content-length", None)
+            response.setHeader("X-Accel-Redirect", f"{location}{parts.path}?{parts.query}")
+            return ""
+        for name in CONTENT_HEADERS:
+            response.headers.pop(name, None)
+        response.redirect(url)
+        return ""
+
+
+def filename_of(parameters: str) -> str | None:
+    """The file name that plone.namedfile's Content-Disposition parameters
+    give (``filename*=UTF-8''...``), or None."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.strip().partition("=")
+        if name.lower() == "filename*" and value.upper().startswith("UTF-8''"):
+            return unquote(value[len("UTF-8''"):]) or None
+    return None
+
+
+def swift_storage_of(blob: Any) -> SwiftBlobStorage | None:
+    """The SwiftBlobStorage holding *blob* (its database's storage, or one that
+    it wraps), or None."""
+    jar = getattr(blob, "_p_jar", None)
+    storage = jar.db().storage if jar is not None else None
+    while storage is not None and not isinstance(storage, SwiftBlobStorage):
+        storage = getattr(storage, "base", None)
+    return storage
+
+
+def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect | None:
+    """The redirect to Swift of the blob of named file *file*, or None when
+    Plone serves it: the integration is off, it is no blob file, it is not
+    committed, the storage encrypts, or it is not above the threshold.
+
+    The size comes from plone.namedfile's cache of it (``size`` in the file's
+    state) or from Swift, and goes into that cache: the headers Plone sets
+    then never read the blob, which would fetch all of it into the cache.
+    """
+    blob = getattr(file, "_blob", None)
+    if settings is None or blob is None:
+        return None
+    storage = swift_storage_of(blob)
+    if storage is None or storage.swift_container.encryption is not None:
+        return None
+    blob._p_activate()
+    if blob._p_blob_uncommitted or blob._p_changed or blob._p_oid is None:
+        return None
+    oid, serial = blob._p_oid, blob._p_serial
+    size = file.__dict__.get("size")
+    if size is not None and size <= settings.above:
+        return None
+    try:
+        if size is None:
+            name = storage.object_layout.object_name(oid, serial)
+            size = file.__dict__["size"] = storage.swift_container.head(name).size
+        if size <= settings.above:
+            return None
+        return BlobRedirect(storage.blob_url(oid, serial, expires=settings.lifetime))
+    except (SwiftError, SwiftStorageError, POSKeyError) as exc:  # Plone serves it
+        logger.warning("zodb-swiftblobs: Plone serves blob 0x%s: %s", oid.hex(), exc)
+        return None

@@ -1,0 +1,151 @@
+"""A real Plone site on the embedded Swift, served over HTTP by Zope's
+``runwsgi`` (waitress) in a child process: its instance files, the script
+that builds the site, and the server."""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+
+from conftest import child_environment, swift_config, wait_for
+
+ADMIN = ("admin", "secret")
+
+SITE_ZCML = """<configure xmlns="http://namespaces.zope.org/zope"
+    xmlns:five="http://namespaces.zope.org/five">
+  <include package="Zope2.App" />
+  <five:loadProducts file="meta.zcml" />
+  <five:loadProducts />
+  <five:loadProductsOverrides />
+  <securityPolicy component="AccessControl.security.SecurityPolicy" />
+</configure>
+"""
+
+ZOPE_INI = """[app:main]
+use = egg:Zope#main
+zope_conf = {home}/zope.conf
+
+[server:main]
+use = egg:waitress#main
+listen = 127.0.0.1:{port}
+threads = 2
+
+[loggers]
+keys = root
+
+[handlers]
+keys = eventlog
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = INFO
+handlers = eventlog
+
+[handler_eventlog]
+class = FileHandler
+args = (r'{home}/event.log', 'a')
+level = INFO
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)s [%(name)s] %(message)s
+"""
+
+# Run by zconsole (``app`` is Zope's root): a Plone site with a big and a
+# small file at its root (visible to anyone), a big file in a private folder
+# and a big image, from the files in $PLONE_TEST_FILES.
+BUILD_SITE = """
+import os
+import transaction
+from Products.CMFPlone.factory import addPloneSite
+from plone.namedfile.file import NamedBlobFile, NamedBlobImage
+from zope.component.hooks import setSite
+
+def read(name):
+    with open(os.path.join(os.environ["PLONE_TEST_FILES"], name), "rb") as f:
+        return f.read()
+
+app.acl_users._doAddUser("admin", "secret", ["Manager"], [])
+site = addPloneSite(app, "Plone", extension_ids=["plone.app.contenttypes:default"],
+                    setup_content=False)
+setSite(site)
+site.invokeFactory("File", "big", file=NamedBlobFile(read("big"), filename="big video.mp4"))
+site.invokeFactory("File", "small", file=NamedBlobFile(read("small"), filename="notes.txt"))
+site.invokeFactory("Image", "picture", image=NamedBlobImage(read("picture.png"),
+                                                           filename="picture.png"))
+site.invokeFactory("Folder", "private")
+site.private.invokeFactory("File", "secret", file=NamedBlobFile(read("big"),
+                                                              filename="secret.bin"))
+transaction.commit()
+"""
+
+
+def write_instance(home, cluster, container, serving):
+    """The files of a Zope instance in directory *home* whose main database
+    is a FileStorage wrapped in a <swiftblobstorage> in *container* of
+    *cluster*, with *serving* as its <product-config zodb-swiftblobs>."""
+    for name in ("etc", "var", "cache"):
+        os.makedirs(home / name, exist_ok=True)
+    (home / "etc" / "site.zcml").write_text(SITE_ZCML)
+    database = swift_config(
+        cluster, container, home / "cache",
+        f"<filestorage>\n      path {home / 'var' / 'Data.fs'}\n    </filestorage>",
+        extra="large-object-threshold 2MB\n    segment-size 1MB")
+    database = database.replace("<zodb main>", "<zodb_db main>\n  mount-point /").replace(
+        "</zodb>", "</zodb_db>")
+    settings = "\n".join(f"  {key} {value}" for key, value in serving.items())
+    (home / "zope.conf").write_text(f"""{database}
+%define INSTANCE {home}
+instancehome $INSTANCE
+clienthome $INSTANCE/var
+debug-mode off
+security-policy-implementation C
+<product-config zodb-swiftblobs>
+{settings}
+</product-config>
+""")
+    return home / "zope.conf"
+
+
+def build_site(home, files):
+    """Run the script that builds the site, with its files in *files*."""
+    script = home / "build_site.py"
+    script.write_text(BUILD_SITE)
+    subprocess.run([sys.executable, "-m", "Zope2.utilities.zconsole", "run",
+                    str(home / "zope.conf"), str(script)], check=True, timeout=600,
+                   env={**child_environment(), "PLONE_TEST_FILES": str(files)})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(home):
+    """Serve the instance in *home* over HTTP; yields its base URL."""
+    port = free_port()
+    (home / "zope.ini").write_text(ZOPE_INI.format(home=home, port=port))
+    with open(home / "server.log", "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "Zope2.Startup.serve",
+                                   str(home / "zope.ini")], stdout=log, stderr=log,
+                                  env=child_environment())
+    try:
+        def listening():
+            if server.poll() is not None:
+                raise AssertionError(f"Zope stopped: {(home / 'server.log').read_text()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        wait_for(listening, "Zope to listen", timeout=300)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -1,0 +1,164 @@
+"""The Plone integration on a real Plone 6.2 site served over HTTP: big blobs
+are served by Swift (a redirect to a TempURL, or an X-Accel-Redirect), with
+Range requests; small ones, and private ones for anonymous users, by Plone."""
+
+import contextlib
+import io
+import os
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from swiftclient import client as swiftclient
+
+from plone_site import ADMIN, build_site, served, write_instance
+
+pytest.importorskip("Products.CMFPlone", reason="the Plone integration needs Plone")
+
+ABOVE = 1 << 20
+BIG = os.urandom(3 << 20)  # a Static Large Object: 1 MiB segments above 2 MiB
+SMALL = b"a few notes\n" * 100
+
+
+def noise_png(side):
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+PICTURE = noise_png(700)
+
+
+@pytest.fixture(scope="module")
+def account_key(devswift):
+    """An account-level TempURL key: a container's key does not reach the
+    segments of a large object, in the segment container."""
+    settings = devswift.settings()
+    url, token = swiftclient.get_auth(settings.auth_url, settings.user, settings.key)
+    key = uuid.uuid4().hex
+    swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": key})
+    yield key
+    swiftclient.post_account(url, token, {"X-Account-Meta-Temp-URL-Key-2": ""})
+
+
+@pytest.fixture(scope="module")
+def plone_home(devswift, account_key, tmp_path_factory):
+    """A Zope instance with a Plone site (built once), its blobs in Swift."""
+    home = tmp_path_factory.mktemp("plone")
+    files = tmp_path_factory.mktemp("plone-files")
+    for name, data in (("big", BIG), ("small", SMALL), ("picture.png", PICTURE)):
+        (files / name).write_bytes(data)
+    container = f"test-plone-{uuid.uuid4().hex[:8]}"
+    write_instance(home, devswift, container, {})
+    build_site(home, files)
+    return home, container
+
+
+@pytest.fixture(scope="module")
+def plone_server(devswift, plone_home):
+    """serve(**settings): the URL of Zope serving the site with these
+    <product-config zodb-swiftblobs> settings (restarted when they change:
+    one Zope at a time opens the Data.fs)."""
+    home, container = plone_home
+    running, current = contextlib.ExitStack(), {}
+
+    def serve(**settings):
+        if current.get("settings") != settings:
+            running.close()
+            write_instance(home, devswift, container, settings)
+            current.update(url=running.enter_context(served(home)), settings=settings)
+        return current["url"]
+    with running:
+        yield serve
+
+
+TEMPURL = {"serve-from-swift-above": "1MB", "tempurl-lifetime": "10m"}
+X_ACCEL = {"serve-from-swift-above": "1MB", "serve-with": "x-accel-redirect",
+           "x-accel-location": "/swift-blobs/"}
+
+
+@pytest.fixture
+def tempurl_site(plone_server):
+    return plone_server(**TEMPURL)
+
+
+def get(url, auth=None, **headers):
+    return requests.get(url, auth=auth, headers=headers, allow_redirects=False, timeout=120)
+
+
+def test_a_big_download_is_a_redirect_to_swift_serving_ranges(tempurl_site, devswift):
+    response = get(f"{tempurl_site}/Plone/big/@@download/file", Range="bytes=1000-1999")
+    assert response.status_code == 302 and response.content == b""
+    location = response.headers["Location"]
+    assert location.startswith(devswift.settings().auth_url.split("/auth")[0])
+    query = parse_qs(urlsplit(location).query)
+    assert 0 < int(query["temp_url_expires"][0]) and "temp_url_sig" in query
+    assert "no-store" in response.headers["Cache-Control"]
+
+    from_swift = requests.get(location, headers={"Range": "bytes=1000-1999"}, timeout=120)
+    assert from_swift.status_code == 206 and from_swift.content == BIG[1000:2000]
+    assert from_swift.headers["Content-Range"] == f"bytes 1000-1999/{len(BIG)}"
+    assert from_swift.headers["Content-Disposition"].startswith("attachment")
+    assert "big%20video.mp4" in from_swift.headers["Content-Disposition"]
+    # Swift answers with the type it stored the object with, not Plone's.
+    assert from_swift.headers["Content-Type"] == "application/octet-stream"
+    whole = requests.get(location, timeout=120)
+    assert whole.status_code == 200 and whole.content == BIG
+
+
+def test_a_small_download_is_served_by_plone(tempurl_site):
+    response = get(f"{tempurl_site}/Plone/small/@@download/file")
+    assert response.status_code == 200 and response.content == SMALL
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "notes.txt" in response.headers["Content-Disposition"]
+
+
+def test_display_file_redirects_inline(tempurl_site):
+    response = get(f"{tempurl_site}/Plone/picture/@@display-file/image")
+    assert response.status_code == 302
+    from_swift = requests.get(response.headers["Location"], timeout=120)
+    assert from_swift.content == PICTURE
+    assert from_swift.headers["Content-Disposition"].startswith("inline")
+    assert "picture.png" in from_swift.headers["Content-Disposition"]
+
+
+def test_an_image_above_the_threshold_is_served_by_swift_its_scales_by_plone(tempurl_site):
+    original = get(f"{tempurl_site}/Plone/picture/@@images/image")
+    assert original.status_code == 302
+    assert requests.get(original.headers["Location"], timeout=120).content == PICTURE
+    thumb = get(f"{tempurl_site}/Plone/picture/@@images/image/thumb")
+    assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/png"
+    assert thumb.content.startswith(b"\x89PNG") and len(thumb.content) < ABOVE
+
+
+def test_a_private_file_is_never_redirected_for_anonymous(tempurl_site):
+    for view in ("@@download/file", "@@display-file/file"):
+        response = get(f"{tempurl_site}/Plone/private/secret/{view}")
+        assert response.status_code in (302, 401, 403)
+        assert "temp_url" not in response.headers.get("Location", "")
+        assert "temp_url" not in response.text and BIG[:64] not in response.content
+    allowed = get(f"{tempurl_site}/Plone/private/secret/@@download/file", auth=ADMIN)
+    assert allowed.status_code == 302 and "temp_url_sig" in allowed.headers["Location"]
+
+
+def test_x_accel_redirect_names_the_tempurl_behind_nginx_location(plone_server, devswift):
+    site = plone_server(**X_ACCEL)
+    response = get(f"{site}/Plone/big/@@download/file", Range="bytes=10-19")
+    assert response.status_code == 200 and response.content == b""
+    internal = response.headers["X-Accel-Redirect"]
+    assert internal.startswith("/swift-blobs/v1/AUTH_") and "temp_url_sig=" in internal
+    # Plone's own headers, which nginx keeps (Content-Type, Content-Disposition)
+    assert response.headers["Content-Type"] == "video/mp4"
+    assert "big%20video.mp4" in response.headers["Content-Disposition"]
+    # What nginx's "location /swift-blobs/ { internal; proxy_pass SWIFT/; }" asks Swift
+    swift = devswift.settings().auth_url.split("/auth")[0]
+    from_swift = requests.get(swift + internal[len("/swift-blobs"):],
+                              headers={"Range": "bytes=10-19"}, timeout=120)
+    assert from_swift.status_code == 206 and from_swift.content == BIG[10:20]
+    small = get(f"{site}/Plone/small/@@download/file")
+    assert small.status_code == 200 and "X-Accel-Redirect" not in small.headers
+    anonymous = get(f"{site}/Plone/private/secret/@@download/file")
+    assert "X-Accel-Redirect" not in anonymous.headers and anonymous.status_code != 200
