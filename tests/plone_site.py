@@ -149,3 +149,60 @@ def served(home):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+NGINX_CONF = """daemon off;
+user root;
+pid {home}/nginx.pid;
+error_log {home}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {home}/nginx-access.log;
+    client_body_temp_path {home}/nginx-body;
+    proxy_temp_path {home}/nginx-proxy;
+    fastcgi_temp_path {home}/nginx-fastcgi;
+    uwsgi_temp_path {home}/nginx-uwsgi;
+    scgi_temp_path {home}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass {zope};
+            proxy_set_header Host $http_host;
+        }}
+{swift_location}
+    }}
+}}
+"""
+
+# The README's location, Swift's address filled in.
+SWIFT_LOCATION = """        location /swift-blobs/ {{
+            internal;
+            proxy_pass {swift}/;
+            proxy_buffering off;
+            proxy_hide_header Content-Type;
+            proxy_hide_header Content-Disposition;
+        }}"""
+
+
+@contextlib.contextmanager
+def behind_nginx(home, zope, swift):
+    """nginx in front of the Zope at URL *zope*, sending its X-Accel-Redirects
+    to the Swift at URL *swift*; yields its base URL."""
+    port = free_port()
+    (home / "nginx.conf").write_text(NGINX_CONF.format(
+        home=home, port=port, zope=zope,
+        swift_location=SWIFT_LOCATION.format(swift=swift)))
+    with open(home / "nginx.log", "ab") as log:
+        server = subprocess.Popen(["nginx", "-c", str(home / "nginx.conf"), "-p", str(home)],
+                                  stdout=log, stderr=log)
+    try:
+        def listening():
+            if server.poll() is not None:
+                raise AssertionError(f"nginx stopped: {(home / 'nginx.log').read_text()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        wait_for(listening, "nginx to listen", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -5,6 +5,7 @@ Range requests; small ones, and private ones for anonymous users, by Plone."""
 import contextlib
 import io
 import os
+import shutil
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 from swiftclient import client as swiftclient
 
-from plone_site import ADMIN, build_site, served, write_instance
+from plone_site import ADMIN, behind_nginx, build_site, served, write_instance
 
 pytest.importorskip("Products.CMFPlone", reason="the Plone integration needs Plone")
 
@@ -162,3 +163,26 @@ def test_x_accel_redirect_names_the_tempurl_behind_nginx_location(plone_server, 
     assert small.status_code == 200 and "X-Accel-Redirect" not in small.headers
     anonymous = get(f"{site}/Plone/private/secret/@@download/file")
     assert "X-Accel-Redirect" not in anonymous.headers and anonymous.status_code != 200
+
+
+@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
+def test_nginx_serves_the_x_accel_redirect_from_swift(plone_server, plone_home, devswift):
+    site = plone_server(**X_ACCEL)
+    swift = devswift.settings().auth_url.split("/auth")[0]
+    with behind_nginx(plone_home[0], site, swift) as nginx:
+        response = requests.get(f"{nginx}/Plone/big/@@download/file",
+                                headers={"Range": "bytes=100-4194303"}, timeout=120)
+        assert response.status_code == 206 and response.content == BIG[100:]
+        assert response.headers["Content-Range"] == f"bytes 100-{len(BIG) - 1}/{len(BIG)}"
+        assert response.headers["Content-Type"] == "video/mp4"  # Plone's, not Swift's
+        assert response.headers["Content-Disposition"] == \
+            "attachment; filename*=UTF-8''big%20video.mp4"
+        assert response.headers["Accept-Ranges"] == "bytes"
+
+        small = requests.get(f"{nginx}/Plone/small/@@download/file", timeout=120)
+        assert small.status_code == 200 and small.content == SMALL
+        anonymous = requests.get(f"{nginx}/Plone/private/secret/@@download/file",
+                                 timeout=120)
+        assert BIG[:64] not in anonymous.content and anonymous.status_code != 206
+        internal = get(f"{site}/Plone/big/@@download/file").headers["X-Accel-Redirect"]
+        assert requests.get(nginx + internal, timeout=120).status_code == 404  # internal

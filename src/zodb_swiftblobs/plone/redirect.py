@@ -30,27 +30,33 @@ class BlobRedirect:
 
     def answer(self, response: Any, settings: ServingSettings) -> str:
         """Turn *response*, whose headers plone.namedfile has set, into the
-        redirect to Swift; returns its (empty) body.  The TempURL's unsigned
-        parameters give Swift the Content-Disposition Plone chose."""
-        disposition = response.getHeader("Content-Disposition") or ""
-        kind, _, parameters = disposition.partition(";")
-        url, filename = self.url, filename_of(parameters)
-        if filename:
-            url += "&" + urlencode({"filename": filename})
-        if kind.strip() != "attachment":
-            url += "&inline"
+        redirect to Swift; returns its (empty) body.
+
+        nginx keeps Plone's Content-Type and Content-Disposition; a client
+        sent to Swift gets the Content-Disposition from the TempURL's
+        (unsigned) parameters."""
         response.setHeader("Cache-Control", "private, no-store")  # the URL expires
         if settings.mode == "x-accel-redirect":
-            parts = urlsplit(url)
+            parts = urlsplit(self.url)
             location = settings.x_accel_location.rstrip("/")
-            response.headers.pop("content-length", None)
+            for name in ("content-length", "accept-ranges"):  # Swift's own
+                response.headers.pop(name, None)
             response.setHeader("X-Accel-Redirect", f"{location}{parts.path}?{parts.query}")
             return ""
+        url = self.url + disposition_parameters(response.getHeader("Content-Disposition"))
         for name in CONTENT_HEADERS:
             response.headers.pop(name, None)
         response.redirect(url)
         return ""
 
+
+def disposition_parameters(disposition: str | None) -> str:
+    """The TempURL parameters making Swift send plone.namedfile's
+    Content-Disposition (``attachment`` or ``inline``, with a file name)."""
+    kind, _, parameters = (disposition or "").partition(";")
+    filename = filename_of(parameters)
+    query = "&" + urlencode({"filename": filename}) if filename else ""
+    return query if kind.strip() == "attachment" else query + "&inline"
 
 def filename_of(parameters: str) -> str | None:
     """The file name that plone.namedfile's Content-Disposition parameters
