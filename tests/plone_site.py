@@ -126,21 +126,18 @@ def free_port():
 
 
 @contextlib.contextmanager
-def served(home):
-    """Serve the instance in *home* over HTTP; yields its base URL."""
-    port = free_port()
-    (home / "zope.ini").write_text(ZOPE_INI.format(home=home, port=port))
-    with open(home / "server.log", "ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "Zope2.Startup.serve",
-                                   str(home / "zope.ini")], stdout=log, stderr=log,
-                                  env=child_environment())
+def listening(what, command, log_path, port, **options):
+    """Run *command* (its output in the file *log_path*) until the end of the
+    block, from the moment it listens on *port*; yields its base URL."""
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=log, **options)
     try:
-        def listening():
+        def ready():
             if server.poll() is not None:
-                raise AssertionError(f"Zope stopped: {(home / 'server.log').read_text()}")
+                raise AssertionError(f"{what} stopped: {log_path.read_text()}")
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
-        wait_for(listening, "Zope to listen", timeout=300)
+        wait_for(ready, f"{what} to listen", timeout=300)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
@@ -150,6 +147,15 @@ def served(home):
             server.kill()
             server.wait()
 
+
+def served(home):
+    """Serve the instance in *home* over HTTP (a context manager yielding its
+    base URL)."""
+    port = free_port()
+    (home / "zope.ini").write_text(ZOPE_INI.format(home=home, port=port))
+    return listening("Zope", [sys.executable, "-m", "Zope2.Startup.serve",
+                              str(home / "zope.ini")], home / "server.log", port,
+                     env=child_environment())
 
 NGINX_CONF = """daemon off;
 user root;
@@ -184,25 +190,12 @@ SWIFT_LOCATION = """        location /swift-blobs/ {{
         }}"""
 
 
-@contextlib.contextmanager
 def behind_nginx(home, zope, swift):
     """nginx in front of the Zope at URL *zope*, sending its X-Accel-Redirects
-    to the Swift at URL *swift*; yields its base URL."""
+    to the Swift at URL *swift* (a context manager yielding its base URL)."""
     port = free_port()
     (home / "nginx.conf").write_text(NGINX_CONF.format(
         home=home, port=port, zope=zope,
         swift_location=SWIFT_LOCATION.format(swift=swift)))
-    with open(home / "nginx.log", "ab") as log:
-        server = subprocess.Popen(["nginx", "-c", str(home / "nginx.conf"), "-p", str(home)],
-                                  stdout=log, stderr=log)
-    try:
-        def listening():
-            if server.poll() is not None:
-                raise AssertionError(f"nginx stopped: {(home / 'nginx.log').read_text()}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        wait_for(listening, "nginx to listen", timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(30)
+    return listening("nginx", ["nginx", "-c", str(home / "nginx.conf"), "-p", str(home)],
+                     home / "nginx.log", port)

@@ -69,6 +69,7 @@ def plone_server(devswift, plone_home):
     def serve(**settings):
         if current.get("settings") != settings:
             running.close()
+            current.clear()
             write_instance(home, devswift, container, settings)
             current.update(url=running.enter_context(served(home)), settings=settings)
         return current["url"]
@@ -186,3 +187,9 @@ def test_nginx_serves_the_x_accel_redirect_from_swift(plone_server, plone_home, 
         assert BIG[:64] not in anonymous.content and anonymous.status_code != 206
         internal = get(f"{site}/Plone/big/@@download/file").headers["X-Accel-Redirect"]
         assert requests.get(nginx + internal, timeout=120).status_code == 404  # internal
+
+
+def test_a_mistake_in_the_settings_stops_zope_as_it_starts(plone_server):
+    with pytest.raises(AssertionError, match="serve-with is one of tempurl or "
+                                             "x-accel-redirect, not 'sendfile'"):
+        plone_server(**{"serve-from-swift-above": "1MB", "serve-with": "sendfile"})

@@ -1,0 +1,35 @@
+"""The settings of the Plone integration (<product-config zodb-swiftblobs>)."""
+
+import pytest
+
+from zodb_swiftblobs.plone.settings import DEFAULT_LIFETIME, ServingSettings, parse_settings
+
+
+def test_nothing_is_served_by_swift_unless_a_size_is_configured():
+    assert parse_settings({}) is None
+    assert parse_settings({"serve-with": "tempurl"}) is None
+
+
+def test_sizes_and_durations_read_as_in_zope_conf():
+    assert parse_settings({"serve-from-swift-above": "10MB"}) == ServingSettings(
+        10 << 20, "tempurl", None, DEFAULT_LIFETIME)
+    assert parse_settings({"serve-from-swift-above": "4096", "tempurl-lifetime": "30m",
+                           "serve-with": "x-accel-redirect",
+                           "x-accel-location": "/swift/"}) == ServingSettings(
+        4096, "x-accel-redirect", "/swift/", 1800)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"serve-from-swift-above": "1MB", "serve-with": "sendfile"},
+     "serve-with is one of tempurl or x-accel-redirect, not 'sendfile'"),
+    ({"serve-from-swift-above": "1MB", "serve-with": "x-accel-redirect"},
+     "needs x-accel-location"),
+    ({"serve-from-swift-above": "1MB", "serve-with": "x-accel-redirect",
+      "x-accel-location": "swift"}, "needs x-accel-location"),
+    ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "0"}, "must be positive"),
+    ({"serve-from-swift-above": "ten"}, "ten"),
+    ({"serve-from-swift-abve": "1MB"}, "unknown key"),
+])
+def test_mistakes_are_named(config, message):
+    with pytest.raises(ValueError, match=message):
+        parse_settings(config)
