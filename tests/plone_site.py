@@ -83,15 +83,16 @@ transaction.commit()
 """
 
 
-def write_instance(home, cluster, container, serving):
+def write_instance(home, cluster, container, serving, cache):
     """The files of a Zope instance in directory *home* whose main database
     is a FileStorage wrapped in a <swiftblobstorage> in *container* of
-    *cluster*, with *serving* as its <product-config zodb-swiftblobs>."""
-    for name in ("etc", "var", "cache"):
+    *cluster* (its blob cache in directory *cache*), with *serving* as its
+    <product-config zodb-swiftblobs>."""
+    for name in ("etc", "var"):
         os.makedirs(home / name, exist_ok=True)
     (home / "etc" / "site.zcml").write_text(SITE_ZCML)
     database = swift_config(
-        cluster, container, home / "cache",
+        cluster, container, cache,
         f"<filestorage>\n      path {home / 'var' / 'Data.fs'}\n    </filestorage>",
         extra="large-object-threshold 2MB\n    segment-size 1MB")
     database = database.replace("<zodb main>", "<zodb_db main>\n  mount-point /").replace(

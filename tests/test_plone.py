@@ -53,16 +53,17 @@ def plone_home(devswift, account_key, tmp_path_factory):
     for name, data in (("big", BIG), ("small", SMALL), ("picture.png", PICTURE)):
         (files / name).write_bytes(data)
     container = f"test-plone-{uuid.uuid4().hex[:8]}"
-    write_instance(home, devswift, container, {})
+    write_instance(home, devswift, container, {}, tmp_path_factory.mktemp("plone-cache"))
     build_site(home, files)
     return home, container
 
 
 @pytest.fixture(scope="module")
-def plone_server(devswift, plone_home):
+def plone_server(devswift, plone_home, tmp_path_factory):
     """serve(**settings): the URL of Zope serving the site with these
     <product-config zodb-swiftblobs> settings (restarted when they change:
-    one Zope at a time opens the Data.fs)."""
+    one Zope at a time opens the Data.fs), from a cold cache: its directory
+    is ``serve.current["cache"]``."""
     home, container = plone_home
     running, current = contextlib.ExitStack(), {}
 
@@ -70,9 +71,12 @@ def plone_server(devswift, plone_home):
         if current.get("settings") != settings:
             running.close()
             current.clear()
-            write_instance(home, devswift, container, settings)
-            current.update(url=running.enter_context(served(home)), settings=settings)
+            cache = tmp_path_factory.mktemp("plone-cache")
+            write_instance(home, devswift, container, settings, cache)
+            current.update(url=running.enter_context(served(home)), settings=settings,
+                           cache=cache)
         return current["url"]
+    serve.current = current
     with running:
         yield serve
 
@@ -109,6 +113,14 @@ def test_a_big_download_is_a_redirect_to_swift_serving_ranges(tempurl_site, devs
     assert from_swift.headers["Content-Type"] == "application/octet-stream"
     whole = requests.get(location, timeout=120)
     assert whole.status_code == 200 and whole.content == BIG
+
+
+def test_a_redirect_leaves_the_blob_out_of_zopes_cache(plone_server, tempurl_site):
+    for view in ("@@download/file", "@@display-file/file", "@@download/file/other.mp4"):
+        assert get(f"{tempurl_site}/Plone/big/{view}").status_code == 302
+    cached = [path.stat().st_size for path in plone_server.current["cache"].rglob("*")
+              if path.is_file()]
+    assert len(BIG) not in cached
 
 
 def test_a_small_download_is_served_by_plone(tempurl_site):

@@ -83,9 +83,10 @@ def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect |
     Plone serves it: the integration is off, it is no blob file, it is not
     committed, the storage encrypts, or it is not above the threshold.
 
-    The size comes from plone.namedfile's cache of it (``size`` in the file's
-    state) or from Swift, and goes into that cache: the headers Plone sets
-    then never read the blob, which would fetch all of it into the cache.
+    Nothing here fetches the blob: its revision comes from the database when
+    it is a ghost (loading it would fetch it), its size from plone.namedfile's
+    cache of it (``size`` in the file's state) or from Swift, and goes into
+    that cache, so that the headers Plone sets do not read the blob either.
     """
     blob = getattr(file, "_blob", None)
     if settings is None or blob is None:
@@ -93,14 +94,13 @@ def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect |
     storage = swift_storage_of(blob)
     if storage is None or storage.swift_container.encryption is not None:
         return None
-    blob._p_activate()
-    if blob._p_blob_uncommitted or blob._p_changed or blob._p_oid is None:
+    if blob._p_changed or blob._p_blob_uncommitted or blob._p_oid is None:
         return None
-    oid, serial = blob._p_oid, blob._p_serial
-    size = file.__dict__.get("size")
+    oid, size = blob._p_oid, file.__dict__.get("size")
     if size is not None and size <= settings.above:
         return None
     try:
+        serial = storage.load(oid)[1] if blob._p_changed is None else blob._p_serial
         if size is None:
             name = storage.object_layout.object_name(oid, serial)
             size = file.__dict__["size"] = storage.swift_container.head(name).size
