@@ -15,8 +15,6 @@ from swiftclient import client as swiftclient
 
 from plone_site import ADMIN, behind_nginx, build_site, served, write_instance
 
-pytest.importorskip("Products.CMFPlone", reason="the Plone integration needs Plone")
-
 ABOVE = 1 << 20
 BIG = os.urandom(3 << 20)  # a Static Large Object: 1 MiB segments above 2 MiB
 SMALL = b"a few notes\n" * 100
@@ -180,7 +178,7 @@ def test_x_accel_redirect_names_the_tempurl_behind_nginx_location(plone_server, 
     assert "X-Accel-Redirect" not in anonymous.headers and anonymous.status_code != 200
 
 
-@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
+@pytest.mark.skipif(not shutil.which("nginx"), reason="needs nginx (apt-get install nginx)")
 def test_nginx_serves_the_x_accel_redirect_from_swift(plone_server, plone_home, devswift):
     site = plone_server(**X_ACCEL)
     swift = devswift.settings().auth_url.split("/auth")[0]

@@ -18,7 +18,7 @@ from .settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-# The headers of the bytes, which the answer to the redirected request carries.
+# Plone's headers of the bytes, left out of a 302: Swift's answer has its own.
 CONTENT_HEADERS = ("content-type", "content-length", "content-disposition", "accept-ranges")
 
 
@@ -39,7 +39,7 @@ class BlobRedirect:
         if settings.mode == "x-accel-redirect":
             parts = urlsplit(self.url)
             location = settings.x_accel_location.rstrip("/")
-            for name in ("content-length", "accept-ranges"):  # Swift's own
+            for name in ("content-length", "accept-ranges"):  # Swift sends its own
                 response.headers.pop(name, None)
             response.setHeader("X-Accel-Redirect", f"{location}{parts.path}?{parts.query}")
             return ""
@@ -57,6 +57,7 @@ def disposition_parameters(disposition: str | None) -> str:
     filename = filename_of(parameters)
     query = "&" + urlencode({"filename": filename}) if filename else ""
     return query if kind.strip() == "attachment" else query + "&inline"
+
 
 def filename_of(parameters: str) -> str | None:
     """The file name that plone.namedfile's Content-Disposition parameters

@@ -22,7 +22,7 @@ def serve(file: Any, request: Any, set_headers: Callable[[], None],
     """Plone's headers for *file*, then its redirect to Swift when it has
     one, else what *plone_serves* returns."""
     settings = serving_settings()
-    redirect = blob_redirect(file, settings)
+    redirect = blob_redirect(file, settings)  # first: it gives the headers the size
     set_headers()
     if redirect is None:
         return plone_serves()
