@@ -56,7 +56,7 @@ format = %(asctime)s %(levelname)s [%(name)s] %(message)s
 
 # Run by zconsole (``app`` is Zope's root): a Plone site with a big and a
 # small file at its root (visible to anyone), a big file in a private folder
-# and a big image, from the files in $PLONE_TEST_FILES.
+# and two big images, from the files in $PLONE_TEST_FILES.
 BUILD_SITE = """
 import os
 import transaction
@@ -76,6 +76,8 @@ site.invokeFactory("File", "big", file=NamedBlobFile(read("big"), filename="big 
 site.invokeFactory("File", "small", file=NamedBlobFile(read("small"), filename="notes.txt"))
 site.invokeFactory("Image", "picture", image=NamedBlobImage(read("picture.png"),
                                                            filename="picture.png"))
+site.invokeFactory("Image", "poster", image=NamedBlobImage(read("poster.png"),
+                                                          filename="poster.png"))
 site.invokeFactory("Folder", "private")
 site.private.invokeFactory("File", "secret", file=NamedBlobFile(read("big"),
                                                               filename="secret.bin"))

@@ -29,6 +29,7 @@ def noise_png(side):
 
 
 PICTURE = noise_png(700)
+POSTER = noise_png(650)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def plone_home(devswift, account_key, tmp_path_factory):
     """A Zope instance with a Plone site (built once), its blobs in Swift."""
     home = tmp_path_factory.mktemp("plone")
     files = tmp_path_factory.mktemp("plone-files")
-    for name, data in (("big", BIG), ("small", SMALL), ("picture.png", PICTURE)):
+    for name, data in (("big", BIG), ("small", SMALL), ("picture.png", PICTURE),
+                       ("poster.png", POSTER)):
         (files / name).write_bytes(data)
     container = f"test-plone-{uuid.uuid4().hex[:8]}"
     write_instance(home, devswift, container, {}, tmp_path_factory.mktemp("plone-cache"))
@@ -117,9 +119,12 @@ def test_a_big_download_is_a_redirect_to_swift_serving_ranges(tempurl_site, devs
 def test_a_redirect_leaves_the_blob_out_of_zopes_cache(plone_server, tempurl_site):
     for view in ("@@download/file", "@@display-file/file", "@@download/file/other.mp4"):
         assert get(f"{tempurl_site}/Plone/big/{view}").status_code == 302
+    head = requests.head(f"{tempurl_site}/Plone/poster/@@images/image", timeout=120)
+    assert head.status_code == 302 and "temp_url_sig" in head.headers["Location"]
+    assert get(f"{tempurl_site}/Plone/poster/@@images/image").status_code == 302
     cached = [path.stat().st_size for path in plone_server.current["cache"].rglob("*")
               if path.is_file()]
-    assert len(BIG) not in cached
+    assert len(BIG) not in cached and len(POSTER) not in cached
 
 
 def test_a_small_download_is_served_by_plone(tempurl_site):

@@ -54,6 +54,14 @@ class SwiftImageScale(ImageScale):
         return serve(self.data, self.request, self.set_headers,
                      lambda: stream_data(self.data))
 
+    def HEAD(self, REQUEST: Any, RESPONSE: Any = None) -> str:
+        """The image's headers, or the redirect to it (without reading it)."""
+        self.validate_access()
+        return serve(self.data, REQUEST, lambda: self.set_headers(response=REQUEST.response),
+                     lambda: "")
+
+    HEAD.__roles__ = ("Anonymous",)  # validate_access checks the field's permission
+
 
 class SwiftImageScaling(ImageScaling):
     """``@@images``, whose scales are :class:`SwiftImageScale`."""
