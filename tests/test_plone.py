@@ -13,6 +13,7 @@ import pytest
 import requests
 from swiftclient import client as swiftclient
 
+from conftest import sqlite_relstorage, swift_storage
 from plone_site import ADMIN, behind_nginx, build_site, served, write_instance
 
 ABOVE = 1 << 20
@@ -210,3 +211,48 @@ def test_a_mistake_in_the_settings_stops_zope_as_it_starts(plone_server):
     with pytest.raises(AssertionError, match="serve-with is one of tempurl or "
                                              "x-accel-redirect, not 'sendfile'"):
         plone_server(**{"serve-from-swift-above": "1MB", "serve-with": "sendfile"})
+
+
+@pytest.fixture
+def bytes_storable():
+    """plone.namedfile's way of storing bytes in a blob (which its ZCML registers)."""
+    from plone.namedfile.interfaces import IStorage
+    from plone.namedfile.storages import BytesStorable
+    from zope.component import getGlobalSiteManager
+
+    registry, storable = getGlobalSiteManager(), BytesStorable()
+    registry.registerUtility(storable, IStorage, name="builtins.bytes")
+    yield
+    registry.unregisterUtility(storable, IStorage, name="builtins.bytes")
+
+
+@pytest.mark.parametrize("base", ["FileStorage", "RelStorage"])
+def test_a_ghost_blob_redirects_to_the_revision_its_connection_sees(
+        base, devswift, account_key, bytes_storable, tmp_path, container_name):
+    from plone.namedfile.file import NamedBlobFile
+    from ZODB import DB
+    from ZODB.FileStorage import FileStorage
+
+    from zodb_swiftblobs.plone.redirect import blob_redirect
+    from zodb_swiftblobs.plone.settings import parse_settings
+
+    storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs"))
+                            if base == "FileStorage" else
+                            sqlite_relstorage(tmp_path / "db", True),
+                            container_name, tmp_path / "cache")
+    db = DB(storage)
+    settings = parse_settings({"serve-from-swift-above": "1MB"})
+    with db.transaction() as conn:
+        conn.root()["file"] = NamedBlobFile(BIG[:2 << 20], filename="old.bin")
+    reader = db.open()
+    file = reader.root()["file"]
+    with db.transaction() as conn:
+        with conn.root()["file"].open("w") as f:
+            f.write(BIG)
+    assert file._blob._p_changed is None  # a ghost: loading it would fetch it
+    redirect = blob_redirect(file, settings)
+    assert requests.get(redirect.url, timeout=120).content == BIG[:2 << 20]
+    assert file._blob._p_changed is None and file.getSize() == 2 << 20
+    assert storage.cache_stats()["misses"] == 0
+    reader.close()
+    db.close()
