@@ -226,7 +226,7 @@ def bytes_storable():
     registry.unregisterUtility(storable, IStorage, name="builtins.bytes")
 
 
-@pytest.mark.parametrize("base", ["FileStorage", "RelStorage"])
+@pytest.mark.parametrize("base", ["FileStorage", "RelStorage", "history-free RelStorage"])
 def test_a_ghost_blob_redirects_to_the_revision_its_connection_sees(
         base, devswift, account_key, bytes_storable, tmp_path, container_name):
     from plone.namedfile.file import NamedBlobFile
@@ -238,7 +238,7 @@ def test_a_ghost_blob_redirects_to_the_revision_its_connection_sees(
 
     storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs"))
                             if base == "FileStorage" else
-                            sqlite_relstorage(tmp_path / "db", True),
+                            sqlite_relstorage(tmp_path / "db", base == "RelStorage"),
                             container_name, tmp_path / "cache")
     db = DB(storage)
     settings = parse_settings({"serve-from-swift-above": "1MB"})
