@@ -256,3 +256,12 @@ def test_a_ghost_blob_redirects_to_the_revision_its_connection_sees(
     assert storage.cache_stats()["misses"] == 0
     reader.close()
     db.close()
+
+
+def test_a_big_scale_is_served_by_plone_as_it_is_made_then_by_swift(tempurl_site):
+    made = get(f"{tempurl_site}/Plone/picture/@@images/image/huge")  # not in Swift yet
+    assert made.status_code == 200 and made.headers["Content-Type"] == "image/png"
+    assert len(made.content) > ABOVE
+    stored = get(f"{tempurl_site}/Plone/picture/@@images/image/huge")
+    assert stored.status_code == 302
+    assert requests.get(stored.headers["Location"], timeout=120).content == made.content
