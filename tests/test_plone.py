@@ -11,7 +11,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from PIL import Image
+from plone.namedfile.file import NamedBlobFile
+from plone.namedfile.interfaces import IStorage
+from plone.namedfile.storages import BytesStorable
 from swiftclient import client as swiftclient
+from ZODB import DB
+from ZODB.FileStorage import FileStorage
+from zope.component import getGlobalSiteManager
+
+from zodb_swiftblobs.plone.redirect import blob_redirect
+from zodb_swiftblobs.plone.settings import parse_settings
 
 from conftest import sqlite_relstorage, swift_storage
 from plone_site import ADMIN, behind_nginx, build_site, served, write_instance
@@ -19,11 +29,10 @@ from plone_site import ADMIN, behind_nginx, build_site, served, write_instance
 ABOVE = 1 << 20
 BIG = os.urandom(3 << 20)  # a Static Large Object: 1 MiB segments above 2 MiB
 SMALL = b"a few notes\n" * 100
+ABOVE_1MB = parse_settings({"serve-from-swift-above": "1MB"})
 
 
 def noise_png(side):
-    from PIL import Image
-
     out = io.BytesIO()
     Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG")
     return out.getvalue()
@@ -164,6 +173,15 @@ def test_a_private_file_is_never_redirected_for_anonymous(tempurl_site):
     assert allowed.status_code == 302 and "temp_url_sig" in allowed.headers["Location"]
 
 
+def test_a_big_scale_is_served_by_plone_as_it_is_made_then_by_swift(tempurl_site):
+    made = get(f"{tempurl_site}/Plone/picture/@@images/image/huge")  # not in Swift yet
+    assert made.status_code == 200 and made.headers["Content-Type"] == "image/png"
+    assert len(made.content) > ABOVE
+    stored = get(f"{tempurl_site}/Plone/picture/@@images/image/huge")
+    assert stored.status_code == 302
+    assert requests.get(stored.headers["Location"], timeout=120).content == made.content
+
+
 def test_x_accel_redirect_names_the_tempurl_behind_nginx_location(plone_server, devswift):
     site = plone_server(**X_ACCEL)
     response = get(f"{site}/Plone/big/@@download/file", Range="bytes=10-19")
@@ -213,13 +231,15 @@ def test_a_mistake_in_the_settings_stops_zope_as_it_starts(plone_server):
         plone_server(**{"serve-from-swift-above": "1MB", "serve-with": "sendfile"})
 
 
+def store_file(db, data):
+    """Commit a plone.namedfile file of *data* as the root's "file"."""
+    with db.transaction() as conn:
+        conn.root()["file"] = NamedBlobFile(data, filename="report.bin")
+
+
 @pytest.fixture
 def bytes_storable():
     """plone.namedfile's way of storing bytes in a blob (which its ZCML registers)."""
-    from plone.namedfile.interfaces import IStorage
-    from plone.namedfile.storages import BytesStorable
-    from zope.component import getGlobalSiteManager
-
     registry, storable = getGlobalSiteManager(), BytesStorable()
     registry.registerUtility(storable, IStorage, name="builtins.bytes")
     yield
@@ -229,28 +249,19 @@ def bytes_storable():
 @pytest.mark.parametrize("base", ["FileStorage", "RelStorage", "history-free RelStorage"])
 def test_a_ghost_blob_redirects_to_the_revision_its_connection_sees(
         base, devswift, account_key, bytes_storable, tmp_path, container_name):
-    from plone.namedfile.file import NamedBlobFile
-    from ZODB import DB
-    from ZODB.FileStorage import FileStorage
-
-    from zodb_swiftblobs.plone.redirect import blob_redirect
-    from zodb_swiftblobs.plone.settings import parse_settings
-
     storage = swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs"))
                             if base == "FileStorage" else
                             sqlite_relstorage(tmp_path / "db", base == "RelStorage"),
                             container_name, tmp_path / "cache")
     db = DB(storage)
-    settings = parse_settings({"serve-from-swift-above": "1MB"})
-    with db.transaction() as conn:
-        conn.root()["file"] = NamedBlobFile(BIG[:2 << 20], filename="old.bin")
+    store_file(db, BIG[:2 << 20])
     reader = db.open()
     file = reader.root()["file"]
     with db.transaction() as conn:
         with conn.root()["file"].open("w") as f:
             f.write(BIG)
     assert file._blob._p_changed is None  # a ghost: loading it would fetch it
-    redirect = blob_redirect(file, settings)
+    redirect = blob_redirect(file, ABOVE_1MB)
     assert requests.get(redirect.url, timeout=120).content == BIG[:2 << 20]
     assert file._blob._p_changed is None and file.getSize() == 2 << 20
     assert storage.cache_stats()["misses"] == 0
@@ -258,10 +269,14 @@ def test_a_ghost_blob_redirects_to_the_revision_its_connection_sees(
     db.close()
 
 
-def test_a_big_scale_is_served_by_plone_as_it_is_made_then_by_swift(tempurl_site):
-    made = get(f"{tempurl_site}/Plone/picture/@@images/image/huge")  # not in Swift yet
-    assert made.status_code == 200 and made.headers["Content-Type"] == "image/png"
-    assert len(made.content) > ABOVE
-    stored = get(f"{tempurl_site}/Plone/picture/@@images/image/huge")
-    assert stored.status_code == 302
-    assert requests.get(stored.headers["Location"], timeout=120).content == made.content
+def test_an_encrypted_blob_is_served_by_plone(devswift, account_key, bytes_storable,
+                                               tmp_path, container_name):
+    db = DB(swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                          tmp_path / "cache", encryption_keys=bytes(range(32)).hex()))
+    store_file(db, BIG)
+    with db.transaction() as conn:
+        file = conn.root()["file"]
+        assert blob_redirect(file, ABOVE_1MB) is None  # a TempURL would serve ciphertext
+        with file.open() as f:
+            assert f.read() == BIG
+    db.close()
