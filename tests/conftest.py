@@ -213,15 +213,14 @@ def corrupt_on_disk(cluster, data):
 def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
                  database="main", gc_grace_period="0"):
     """A ZODB configuration file's text: database *database*, whose storage is
-    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*.
+    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*
+    (*database* None: that storage section alone, as zodbpack reads it).
     Garbage collection deletes at once unless a *gc_grace_period* is given
     (None: the default)."""
     settings = cluster.settings()
     if gc_grace_period is not None:
         extra = f"gc-grace-period {gc_grace_period}\n    {extra}"
-    return f"""%import zodb_swiftblobs
-<zodb {database}>
-  <swiftblobstorage>
+    storage = f"""  <swiftblobstorage>
     container {container}
     prefix {prefix}
     cache-dir {cache_dir}
@@ -231,8 +230,10 @@ def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
     {extra}
     {base}
   </swiftblobstorage>
-</zodb>
 """
+    if database is None:
+        return f"%import zodb_swiftblobs\n{storage}"
+    return f"%import zodb_swiftblobs\n<zodb {database}>\n{storage}</zodb>\n"
 
 
 def child_environment():
