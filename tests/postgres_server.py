@@ -87,10 +87,13 @@ class PostgresServer:
         os.mkdir(self.socket_dir)
         if self.account:
             os.chown(self.socket_dir, self.account["user"], self.account["group"])
-        subprocess.run([os.path.join(self.bin_dir, "initdb"), "-D", self.data_dir,
-                        "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C",
-                        "--no-sync"], check=True, capture_output=True, text=True,
-                       cwd=self.directory, **self.account)
+        initdb = subprocess.run([os.path.join(self.bin_dir, "initdb"), "-D", self.data_dir,
+                                 "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
+                                 "--locale=C", "--no-sync"],
+                                capture_output=True, text=True, cwd=self.directory,
+                                **self.account)
+        if initdb.returncode:
+            raise RuntimeError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [os.path.join(self.bin_dir, "postgres"), "-D", self.data_dir,
