@@ -1,4 +1,5 @@
-"""Fixtures: a real OpenStack Swift on 127.0.0.1, started once per session."""
+"""Fixtures: a real OpenStack Swift on 127.0.0.1, started once per session, and a
+PostgreSQL server of the tests' own (postgres_server.py)."""
 
 import contextlib
 import hashlib
@@ -14,6 +15,8 @@ import uuid
 
 import pytest
 from cryptography.fernet import Fernet
+
+import postgres_server
 
 from zodb_swiftblobs.swift import Credentials, SwiftContainer
 from zodb_swiftblobs.testing.devswift import DevSwift
@@ -54,6 +57,21 @@ def devswift(start_cluster):
 def small_swift(start_cluster):
     """A cluster with small limits: 8 MiB max_file_size, 400 deletes per bulk request."""
     return start_cluster("small", max_file_size=8 << 20, max_deletes_per_request=400)
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    """The session's PostgreSQL server (see postgres_server.py).  Without
+    PostgreSQL the tests that use it skip, or fail in CI (``CI=true``)."""
+    reason = postgres_server.unavailable_reason()
+    if reason is not None:
+        (pytest.fail if postgres_server.in_ci() else pytest.skip)(reason)
+    server = postgres_server.PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def credentials_for(cluster):
@@ -196,15 +214,14 @@ def corrupt_on_disk(cluster, data):
 def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
                  database="main", gc_grace_period="0"):
     """A ZODB configuration file's text: database *database*, whose storage is
-    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*.
+    the storage section *base* wrapped in a <swiftblobstorage> on *cluster*
+    (*database* None: that storage section alone, as zodbpack reads it).
     Garbage collection deletes at once unless a *gc_grace_period* is given
     (None: the default)."""
     settings = cluster.settings()
     if gc_grace_period is not None:
         extra = f"gc-grace-period {gc_grace_period}\n    {extra}"
-    return f"""%import zodb_swiftblobs
-<zodb {database}>
-  <swiftblobstorage>
+    storage = f"""  <swiftblobstorage>
     container {container}
     prefix {prefix}
     cache-dir {cache_dir}
@@ -214,8 +231,10 @@ def swift_config(cluster, container, cache_dir, base, *, prefix="", extra="",
     {extra}
     {base}
   </swiftblobstorage>
-</zodb>
 """
+    if database is None:
+        return f"%import zodb_swiftblobs\n{storage}"
+    return f"%import zodb_swiftblobs\n<zodb {database}>\n{storage}</zodb>\n"
 
 
 def child_environment():
@@ -308,17 +327,32 @@ def swift_storage(cluster, base, container, cache_dir, **options):
                             key=credentials.key, **options)
 
 
-def sqlite_relstorage(path, keep_history, blob_dir=None):
-    """A RelStorage on SQLite in directory *path* (with blob support of its own
-    when given a *blob_dir*)."""
-    from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+def relstorage_on(make_adapter, keep_history, blob_dir=None, **settings):
+    """A RelStorage on the adapter ``make_adapter(options)`` (with blob support
+    of its own when given a *blob_dir*), with RelStorage's options *settings*."""
     from relstorage.options import Options
     from relstorage.storage import RelStorage
 
     options = Options(keep_history=keep_history, shared_blob_dir=True,
-                      blob_dir=os.path.abspath(blob_dir) if blob_dir else None)
-    return RelStorage(Sqlite3Adapter(os.path.abspath(str(path)), {}, options=options),
-                      options=options)
+                      blob_dir=os.path.abspath(blob_dir) if blob_dir else None, **settings)
+    return RelStorage(make_adapter(options), options=options)
+
+
+def sqlite_relstorage(path, keep_history, blob_dir=None):
+    """A RelStorage on SQLite in directory *path*."""
+    from relstorage.adapters.sqlite.adapter import Sqlite3Adapter
+
+    return relstorage_on(
+        lambda options: Sqlite3Adapter(os.path.abspath(str(path)), {}, options=options),
+        keep_history, blob_dir)
+
+
+def postgres_relstorage(dsn, keep_history, blob_dir=None, **settings):
+    """A RelStorage on the PostgreSQL database of connection string *dsn*."""
+    from relstorage.adapters.postgresql import PostgreSQLAdapter
+
+    return relstorage_on(lambda options: PostgreSQLAdapter(dsn=dsn, options=options),
+                         keep_history, blob_dir, **settings)
 
 
 @contextlib.contextmanager

@@ -1,143 +1,79 @@
 """ZODB's own reusable blob storage suite, run against SwiftBlobStorage on the real local Swift.
 
 Each base runs the cases that apply to it (no undo without history, no
-recovery without IStorageRestoreable).  A case must pass, unless the base's
-own blob support (ZODB's BlobStorage, RelStorage with a blob directory) fails
-it too, in the same doctest examples or more: as root, one example of
-blob_transaction.txt fails for every storage (root may write a read-only
-file), and RelStorage refuses the str serial another example passes.
+recovery without IStorageRestoreable), judged as blob_suite.py says: a case
+passes, or the base's own blob support fails it too.  RelStorage runs on
+SQLite and on the session's PostgreSQL server.
 """
 
 import os
-import re
-import tempfile
-import unittest
-import uuid
 
 import pytest
 from ZODB.blob import BlobStorage
 from ZODB.FileStorage import FileStorage
 from ZODB.tests.MVCCMappingStorage import MVCCMappingStorage
-from ZODB.tests.testblob import storage_reusable_suite
 
-from conftest import sqlite_relstorage, swift_storage
-
-
-def relstorage(keep_history, blob_dir=None):
-    return lambda name: sqlite_relstorage(f"{name}.sqlite", keep_history, blob_dir)
+from blob_suite import BlobSuiteBase, case_name
+from conftest import postgres_relstorage, sqlite_relstorage
 
 
-# base name: (open a base without blobs, open the same base with its own blob
-# support, what the suite runs for it)
-BASES = {
-    "FileStorage": (
-        lambda name: FileStorage(f"{name}.fs"),
-        lambda name, blob_dir: BlobStorage(blob_dir, FileStorage(f"{name}.fs")),
-        dict(test_blob_storage_recovery=True, test_undo=True)),
-    "RelStorage-history-preserving": (
-        relstorage(True), lambda name, blob_dir: relstorage(True, blob_dir)(name),
-        dict(test_blob_storage_recovery=True, test_undo=True)),
-    "RelStorage-history-free": (
-        relstorage(False), lambda name, blob_dir: relstorage(False, blob_dir)(name),
-        dict(test_blob_storage_recovery=True, test_undo=False)),
-    "MVCCMappingStorage": (
-        lambda name: MVCCMappingStorage(),
-        lambda name, blob_dir: BlobStorage(blob_dir, MVCCMappingStorage()),
-        dict(test_blob_storage_recovery=False, test_undo=False)),
-}
+def sqlite(keep_history):
+    return lambda name, blob_dir=None: sqlite_relstorage(f"{name}.sqlite", keep_history, blob_dir)
 
 
-class Factory:
-    """Makes the storages of one test: each test gets a container of its own,
-    and each storage name ('data', '1', '2', 'dest') a prefix in it."""
+class PostgresDatabases:
+    """RelStorages on the session's PostgreSQL server (*server*, set by the
+    test), opened as the suite opens SQLite's files: a database per storage
+    name, empty when a run of a case (in a directory of its own) first opens it."""
 
-    cluster = None
-    container = None
+    def __init__(self, keep_history):
+        self.keep_history = keep_history
+        self.server = None
+        self.opened = set()
 
-    def __init__(self, open_base):
-        self.open_base = open_base
-
-    def __call__(self, name, blob_dir):
-        return swift_storage(self.cluster, self.open_base(name), self.container, blob_dir,
-                             prefix=f"{name}/")
-
-
-def flatten(suite):
-    for test in suite:
-        if isinstance(test, unittest.TestSuite):
-            yield from flatten(test)
+    def __call__(self, name, blob_dir=None):
+        database = f"suite_{'hp' if self.keep_history else 'hf'}_{name}"
+        if (os.getcwd(), name) in self.opened:
+            dsn = self.server.dsn(database)
         else:
-            yield test
+            self.opened.add((os.getcwd(), name))
+            dsn = self.server.empty_database(database, self.keep_history)
+        return postgres_relstorage(dsn, self.keep_history, blob_dir)
 
 
-def case_name(case):
-    return case.id().rsplit(".", 1)[-1]
+def relstorage_base(name, open_relstorage, undo):
+    return BlobSuiteBase(name, open_relstorage, open_relstorage,
+                         test_blob_storage_recovery=True, test_undo=undo)
 
 
-SUITES, CASES = {}, []
-for base_name, (open_base, _, options) in BASES.items():
-    factory = Factory(open_base)
-    suite = storage_reusable_suite(f"Swift-{base_name}", factory, **options)
-    SUITES[base_name] = (factory, suite)
-    CASES += [(base_name, case) for case in flatten(suite)]
-
-
-def run_case(case, suite):
-    """Run one case of the suite in the current directory; its failure reports."""
-    suite.layer.setUp()
-    suite.layer.testSetUp()
-    try:
-        result = unittest.TestResult()
-        case.run(result)
-    finally:
-        suite.layer.testTearDown()
-        suite.layer.tearDown()
-    assert result.testsRun == 1
-    return [text for _, text in result.errors + result.failures]
-
-
-def failed_examples(problems):
-    """The source of each failed doctest example in a test's failure reports."""
-    return [m.group(1) for text in problems
-            for m in re.finditer(r"Failed example:\n(.*?)\n(?:Expected|Exception)", text, re.S)]
-
-
-def run_case_named(suite, case_id):
-    """Run the case of *suite* named *case_id* in a new directory; its failure reports."""
-    [case] = [c for c in flatten(suite) if case_name(c) == case_id]
-    here = os.getcwd()
-    os.chdir(tempfile.mkdtemp(dir=here))
-    try:
-        return run_case(case, suite)
-    finally:
-        os.chdir(here)
-
-
-def reference_failures(base_name, case_id):
-    """What the base's own blob support fails in the same case."""
-    _, open_reference, options = BASES[base_name]
-    return run_case_named(
-        storage_reusable_suite(f"Native-{base_name}", open_reference, **options), case_id)
+POSTGRES = {keep_history: PostgresDatabases(keep_history) for keep_history in (True, False)}
+BASES = [
+    BlobSuiteBase("FileStorage", lambda name: FileStorage(f"{name}.fs"),
+                  lambda name, blob_dir: BlobStorage(blob_dir, FileStorage(f"{name}.fs")),
+                  test_blob_storage_recovery=True, test_undo=True),
+    relstorage_base("RelStorage-history-preserving", sqlite(True), undo=True),
+    relstorage_base("RelStorage-history-free", sqlite(False), undo=False),
+    relstorage_base("RelStorage-PostgreSQL-history-preserving", POSTGRES[True], undo=True),
+    relstorage_base("RelStorage-PostgreSQL-history-free", POSTGRES[False], undo=False),
+    BlobSuiteBase("MVCCMappingStorage", lambda name: MVCCMappingStorage(),
+                  lambda name, blob_dir: BlobStorage(blob_dir, MVCCMappingStorage()),
+                  test_blob_storage_recovery=False, test_undo=False),
+]
+CASES = [(base, case) for base in BASES for case in base.cases()]
 
 
 def test_the_suite_runs_every_case_that_applies():
-    counts = {name: sum(1 for base, _ in CASES if base == name) for name in BASES}
+    counts = {base.name: len(base.cases()) for base in BASES}
     assert counts == {"FileStorage": 21, "RelStorage-history-preserving": 21,
-                      "RelStorage-history-free": 16, "MVCCMappingStorage": 15}
+                      "RelStorage-history-free": 16,
+                      "RelStorage-PostgreSQL-history-preserving": 21,
+                      "RelStorage-PostgreSQL-history-free": 16, "MVCCMappingStorage": 15}
 
 
-@pytest.mark.parametrize("base_name, case", CASES,
-                         ids=[f"{base}-{case_name(case)}" for base, case in CASES])
-def test_reusable_blob_suite(base_name, case, devswift, tmp_path, monkeypatch):
+@pytest.mark.parametrize("base, case", CASES,
+                         ids=[f"{base.name}-{case_name(case)}" for base, case in CASES])
+def test_reusable_blob_suite(base, case, devswift, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    factory, suite = SUITES[base_name]
-    factory.cluster = devswift
-    factory.container = f"conformance-{uuid.uuid4().hex[:10]}"
-    problems = run_case(case, suite)
-    if not problems:
-        return
-    native = reference_failures(base_name, case_name(case))
-    assert native, "fails where the base's own blob support passes:\n" + "\n".join(problems)
-    ours, theirs = failed_examples(problems), failed_examples(native)
-    assert ours and set(ours) <= set(theirs), (
-        "fails doctest examples the base's own blob support passes:\n" + "\n".join(problems))
+    if base.open_base in POSTGRES.values():
+        base.open_base.server = request.getfixturevalue("postgresql")
+    base.check(case, devswift)

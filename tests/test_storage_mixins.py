@@ -1,5 +1,7 @@
-"""ZODB's generic storage tests, combined as ZODB's own FileStorage tests
-combine them, run against SwiftBlobStorage around FileStorage, and ZODB's
+"""ZODB's generic storage tests run against SwiftBlobStorage: around
+FileStorage, combined as ZODB's own FileStorage tests combine them; around
+RelStorage on the session's PostgreSQL server, history-preserving and
+history-free, combined as RelStorage's own tests combine them; and ZODB's
 IExternalGC doctest."""
 
 import unittest
@@ -12,7 +14,7 @@ from ZODB.tests import (BasicStorage, ConflictResolution, HistoryStorage, Iterat
                         RecoveryStorage, RevisionStorage, StorageTestBase, Synchronization,
                         TransactionalUndoStorage)
 
-from conftest import swift_storage
+from conftest import postgres_relstorage, swift_storage
 
 
 class SwiftStorageTest:
@@ -73,6 +75,113 @@ class TestSwiftFileStorageRecovery(
 
     def new_dest(self):
         return self.wrap(FileStorage("Dest.fs"), "dest")
+
+
+class InstancePerThread(MTStorage.StorageClientThread):
+    """MTStorage's threads share one storage, but an instance of RelStorage
+    serves one thread: each thread gets an instance of its own, as in
+    RelStorage's own tests."""
+
+    def __init__(self, storage, *args, **kwargs):
+        super().__init__(storage.new_instance(), *args, **kwargs)
+
+    def runtest(self):
+        try:
+            super().runtest()
+        finally:
+            self.storage.release()
+
+
+class ExtInstancePerThread(InstancePerThread, MTStorage.ExtStorageClientThread):
+    """MTStorage's threads that commit with extended methods, an instance each."""
+
+
+def skipping(reasons):
+    """A class decorator: the named tests skip, for the reasons given."""
+    def decorate(cls):
+        for name, reason in reasons.items():
+            setattr(cls, name, unittest.skip(reason)(getattr(cls, name)))
+        return cls
+    return decorate
+
+
+SHARED_INSTANCE = ("uses one instance of RelStorage from several threads (RelStorage's own "
+                   "tests run it through a locking wrapper)")
+NO_UNDO_RESOLUTION = "RelStorage resolves no conflicts when undoing (its own tests skip this)"
+
+
+class SwiftPostgresStorageTest(SwiftStorageTest):
+    """Opens RelStorages on PostgreSQL wrapped in SwiftBlobStorage, on a
+    database emptied for each test."""
+
+    keep_history = None
+
+    @pytest.fixture(autouse=True)
+    def _postgresql(self, postgresql, monkeypatch):
+        mode = "hp" if self.keep_history else "hf"
+        self._dsn = postgresql.empty_database(f"mixins_{mode}", self.keep_history)
+        monkeypatch.setattr(MTStorage, "StorageClientThread", InstancePerThread)
+        monkeypatch.setattr(MTStorage, "ExtStorageClientThread", ExtInstancePerThread)
+
+    def open(self, read_only=False):
+        self._storage = self.wrap(
+            postgres_relstorage(self._dsn, self.keep_history, read_only=read_only), "data")
+
+    def setUp(self):
+        StorageTestBase.StorageTestBase.setUp(self)
+        self.open()
+
+
+GENERIC_RELSTORAGE_MIXINS = (
+    BasicStorage.BasicStorage,
+    PackableStorage.PackableStorage,
+    Synchronization.SynchronizedStorage,
+    ConflictResolution.ConflictResolvingStorage,
+    PersistentStorage.PersistentStorage,
+    MTStorage.MTStorage,
+    ReadOnlyStorage.ReadOnlyStorage,
+)
+
+
+@skipping({
+    "test_checkCurrentSerialInTransaction": SHARED_INSTANCE,
+    "test_tid_ordering_w_commit": SHARED_INSTANCE,
+    "testPackUndoLog": "RelStorage's undo log is empty after this pack, where the test "
+                       "expects the last transaction (RelStorage's own tests replace it)",
+    "testTransactionalUndoIterator": "RelStorage's iterator gives the records an undo "
+                                     "restores no data_txn (RelStorage's own tests replace it)",
+    "testUndoMultipleConflictResolution": NO_UNDO_RESOLUTION,
+    "testUndoMultipleConflictResolutionReversed": NO_UNDO_RESOLUTION,
+})
+class TestSwiftPostgresHistoryPreserving(
+    SwiftPostgresStorageTest,
+    StorageTestBase.StorageTestBase,
+    *GENERIC_RELSTORAGE_MIXINS,
+    TransactionalUndoStorage.TransactionalUndoStorage,
+    IteratorStorage.IteratorStorage,
+    IteratorStorage.ExtendedIteratorStorage,
+    RevisionStorage.RevisionStorage,
+    PackableStorage.PackableUndoStorage,
+    HistoryStorage.HistoryStorage,
+):
+    keep_history = True
+    use_extension_bytes = True
+
+
+@skipping({
+    "test_checkCurrentSerialInTransaction": SHARED_INSTANCE,
+    "test_tid_ordering_w_commit": SHARED_INSTANCE,
+    "testWriteMethods": "expects a read-only storage's undo to raise ReadOnlyError: "
+                        "history-free RelStorage has no undo",
+    "test_race_loadopen_vs_local_invalidate": "loads and invalidations take the same path "
+                                              "in both modes: history-preserving runs it",
+})
+class TestSwiftPostgresHistoryFree(
+    SwiftPostgresStorageTest,
+    StorageTestBase.StorageTestBase,
+    *GENERIC_RELSTORAGE_MIXINS,
+):
+    keep_history = False
 
 
 @pytest.mark.parametrize("grace", [0, 3600])
