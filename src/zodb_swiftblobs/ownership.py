@@ -132,7 +132,7 @@ class PrefixOwnership:
     def owner(self) -> dict | None:
         """The marker's content; None when the prefix is unclaimed."""
         try:
-            data = self.container.get_bytes(self.layout.marker)
+            data = self.container.get_bytes(self.layout.marker, newest=True)
         except NotFoundError:
             return None
         try:

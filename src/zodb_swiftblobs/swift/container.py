@@ -144,16 +144,19 @@ class SwiftContainer:
             raise ChecksumMismatchError(f"Swift stored bytes with MD5 {etag}, sent {md5}",
                                         operation="upload", name=name)
 
-    def get_bytes(self, name: str) -> bytes:
-        """The content of small object *name* as stored (NotFoundError if absent)."""
-        return self.read_small(name).data
+    def get_bytes(self, name: str, *, newest: bool = False) -> bytes:
+        """The content of small object *name* as stored (NotFoundError if
+        absent); with *newest*, Swift asks every replica and answers the newest."""
+        return self.read_small(name, newest=newest).data
 
-    def read_small(self, name: str, *, container: str | None = None) -> SmallObject:
+    def read_small(self, name: str, *, container: str | None = None,
+                   newest: bool = False) -> SmallObject:
         """The content of small object *name* of *container* (by default this
         one) as stored, and its age by Swift's clock (NotFoundError if absent)."""
         container = container or self.container
+        wanted = {"X-Newest": "true"} if newest else {}
         headers, body = self.transport.call("download", name, lambda u, t, h: (
-            swift.get_object(u, t, container, name, http_conn=h)))
+            swift.get_object(u, t, container, name, headers=wanted, http_conn=h)))
         return small_object(body, headers)
 
     def head(self, name: str, *, deadline: float | None = None) -> StoredObject:
