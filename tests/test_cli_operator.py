@@ -166,21 +166,21 @@ def test_verify_and_gc_report_young_orphans(devswift, credentials, tmp_path, con
     view.close()
 
 
-def without_swift_environment(tmp_path):
-    """A child's environment where ``import swift`` fails as it does without
-    the devswift extra (a ``swift`` package first on the path that raises
+def without_package_environment(tmp_path, package: str = "swift"):
+    """A child's environment where ``import <package>`` fails as it does when
+    it is not installed (a package of that name first on the path that raises
     ImportError), and no Swift is named (ST_*, OS_*)."""
-    blocker = tmp_path / "no-swift" / "swift"
+    blocker = tmp_path / f"no-{package}" / package
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text(
-        "raise ImportError('No module named swift (the devswift extra is not installed)')\n")
+        f"raise ImportError('No module named {package} (not installed)')\n")
     env = {k: v for k, v in child_environment().items() if not k.startswith(("ST_", "OS_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env["PYTHONPATH"]])
     return env
 
 
 def test_without_swift_installed_devswift_and_demo_print_the_hint_alone(tmp_path):
-    env = without_swift_environment(tmp_path)
+    env = without_package_environment(tmp_path)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     for argv in (["devswift", "start", "--dir", str(tmp_path / "swift")], ["demo"]):
@@ -188,10 +188,21 @@ def test_without_swift_installed_devswift_and_demo_print_the_hint_alone(tmp_path
         assert process.returncode == 2, process.stderr
         assert process.stderr.startswith(f"zodb-swiftblobs {argv[0]}: the embedded Swift "
                                           "needs OpenStack Swift")
-        assert "ImportError: No module named swift" in process.stderr
+        assert "ImportError: No module named swift (not installed)" in process.stderr
         assert process.stderr.rstrip().endswith("pip install 'zodb-swiftblobs[devswift]'")
         assert len(process.stderr.splitlines()) == 1 and "Traceback" not in process.stderr
     assert os.listdir(cwd) == []
+
+
+def test_without_keystone_installed_devswift_start_keystone_prints_the_hint_alone(tmp_path):
+    env = without_package_environment(tmp_path, "keystonemiddleware")
+    process, _ = command("devswift", "start", "--keystone", "--dir", str(tmp_path / "swift"),
+                         env=env)
+    assert process.returncode == 2, process.stderr
+    assert process.stderr == ("zodb-swiftblobs devswift: the embedded Keystone needs "
+                              "keystonemiddleware, which cannot be imported here: "
+                              "pip install keystonemiddleware\n")
+    assert not (tmp_path / "swift").exists()
 
 
 def test_demo_leaves_nothing_behind(tmp_path):

@@ -17,7 +17,7 @@ from ..config import ConfigurationError
 from ..migrate import MigrationError
 from ..errors import SwiftAuthenticationError
 from ..swift import AuthenticationError, SwiftError
-from ..testing.devswift import DevSwiftError, SwiftNotInstalledError
+from ..testing.devswift import DevSwiftError, MissingPackageError
 from . import cache, claim, convert_config, demo, devswift, migrate, url, verify
 from .output import waits_shown
 
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.nullcontext() if args.quiet else waits_shown(args.command):
             return args.func(args)
     except (ConfigurationError, AuthenticationError, SwiftAuthenticationError,
-            SwiftNotInstalledError) as exc:
+            MissingPackageError) as exc:
         failure, status = exc, 2  # configuration: wrong credentials, a missing extra too
     except (DevSwiftError, SwiftError, StorageError, POSKeyError, MigrationError,
             ValueError, OSError, LockError) as exc:

@@ -8,6 +8,7 @@ cluster of one's own.  Needs the PyPI packages ``keystone`` and
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import subprocess
@@ -49,6 +50,21 @@ class KeystoneSettings:
             "OS_PROJECT_DOMAIN_NAME": self.domain_name, "OS_REGION_NAME": self.region_name,
             "OS_INTERFACE": "public",
         }
+
+
+PACKAGES = ("keystone", "keystonemiddleware", "keystoneauth1", "keystoneclient")
+
+
+def missing_packages() -> list[str]:
+    """The packages the embedded Keystone needs that cannot be imported here
+    (their distributions' names)."""
+    missing = []
+    for package in PACKAGES:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append("python-keystoneclient" if package == "keystoneclient" else package)
+    return missing
 
 
 def write_config(directory: str) -> str:

@@ -46,8 +46,9 @@ class DevSwiftError(RuntimeError):
     """The embedded Swift could not be started or is not usable."""
 
 
-class SwiftNotInstalledError(DevSwiftError):
-    """OpenStack Swift (the ``devswift`` extra) cannot be imported here."""
+class MissingPackageError(DevSwiftError):
+    """A package the embedded Swift or Keystone needs cannot be imported here
+    (OpenStack Swift: the ``devswift`` extra; Keystone: the ``test`` extra)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,10 @@ class DevSwift:
 
     def start(self, timeout: float = 60.0) -> DevSwiftSettings:
         """Start the cluster (idempotent) and return its settings."""
+        if self.keystone and (missing := devkeystone.missing_packages()):
+            raise MissingPackageError(
+                f"the embedded Keystone needs {', '.join(missing)}, which cannot be "
+                f"imported here: pip install {' '.join(missing)}")
         state = self._load_state()
         if state and self.running() and (state.get("keystone") or not self.keystone):
             self._wait_ready(state, timeout)
@@ -386,7 +391,7 @@ class DevSwift:
             env=self._child_env(), capture_output=True, text=True, timeout=120,
         )
         if result.returncode == SWIFT_MISSING:
-            raise SwiftNotInstalledError(
+            raise MissingPackageError(
                 f"the embedded Swift needs OpenStack Swift, and it cannot be imported here "
                 f"({result.stderr.strip().splitlines()[-1]}): "
                 f"pip install 'zodb-swiftblobs[devswift]'")
