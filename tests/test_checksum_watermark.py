@@ -6,10 +6,13 @@ import json
 import os
 import shutil
 
+import pytest
+
 from conftest import credentials_for
 from test_cli import commit_blobs, run, wrapped_db
 from test_recorded_checksums import (CHECKSUM_HEADER, ENCRYPTION_HEADER, KEY, RawSwift,
                                      corrupt_reasons, object_names)
+from zodb_swiftblobs import ForeignPrefixError
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.encryption import keyring_from
 from zodb_swiftblobs.layout import ObjectLayout
@@ -146,3 +149,13 @@ def test_repair_keeps_encryption_parameters_and_deletion_schedules(
     finally:
         view.close()
     assert_verified(capsys, config)
+
+
+def test_a_marker_with_a_watermark_that_is_no_transaction_id_is_unreadable(
+        devswift, tmp_path, container_name):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    db.close()
+    raw = RawSwift(devswift, container_name)
+    raw.put(MARKER, json.dumps({**marker(raw), "checksums_from": "yesterday"}), {})
+    with pytest.raises(ForeignPrefixError, match="unreadable ownership marker"):
+        wrapped_db(devswift, tmp_path, container_name)

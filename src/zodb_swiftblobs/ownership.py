@@ -166,7 +166,8 @@ class PrefixOwnership:
             if not isinstance(marker, dict) or not isinstance(marker.get("owner"), str):
                 raise ValueError("no owner")
             watermark = marker.get(CHECKSUMS_FROM)
-            if watermark is not None and not _TID_HEX.match(str(watermark)):
+            if watermark is not None and not (isinstance(watermark, str)
+                                              and _TID_HEX.match(watermark)):
                 raise ValueError("no transaction id")
         except ValueError:
             raise ForeignPrefixError(
@@ -221,10 +222,11 @@ class PrefixOwnership:
         if marker["owner"] != self.identity:
             changes.append(f"its database is now named {self.identity}")
         watermark = checksums_from(marker)
-        if watermark is None and self.last_committed is not None:
-            watermark = self.last_committed()
-            changes.append(f"the blobs of transactions after {watermark.hex()} carry "
-                           "recorded checksums")
+        if watermark is None:
+            watermark = self._last_committed()
+            if watermark is not None:
+                changes.append(f"the blobs of transactions after {watermark.hex()} carry "
+                               "recorded checksums")
         if changes:
             self.container.put_bytes(self.layout.marker, self._marker(watermark))
             log.info("%s: %s (recorded in its marker)", self.where, "; ".join(changes))
