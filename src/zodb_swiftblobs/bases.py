@@ -217,6 +217,13 @@ def current_view(base: Any) -> Iterator[Any]:
         instance.release()
 
 
+def latest_committed_tid(base: Any) -> bytes:
+    """The id of the last transaction the database of *base* has committed,
+    as a view of it as it is now sees it (see :func:`current_view`)."""
+    with current_view(base) as view:
+        return last_committed_tid(view)
+
+
 def served_by_zeo_server(db: Any) -> bool:
     """Whether *db*, given to ``registerDB``, is a ZEO server's (which opens
     each blob file it asks for when its turn to be sent comes)."""

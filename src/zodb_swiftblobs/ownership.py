@@ -17,6 +17,15 @@ instance: its prefix is its own for as long as it lives, and later ones are
 refused it (give each a new prefix).  A DemoStorage goes by the database it is
 layered on.  A database moved elsewhere claims its prefix again with
 ``zodb-swiftblobs claim``.
+
+The marker also holds the *checksum watermark* (``checksums_from``): the id
+of a transaction after which every blob revision's object carries the
+checksum recorded at upload (see :mod:`zodb_swiftblobs.swift.checksums`), so
+that ``verify --deep`` can tell an object whose content was replaced (and
+its metadata lost) from one an earlier release wrote.  A marker made by this
+release sets it to the database's last committed transaction; one of an
+earlier release gets it the first time a writing process of this release
+opens the prefix.  Once set, it never moves.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ZODB.DemoStorage
@@ -49,6 +59,10 @@ _URI_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
 _PASSWORD_SETTING = re.compile(
     r"\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)",
     re.IGNORECASE)
+
+
+CHECKSUMS_FROM = "checksums_from"  # the checksum watermark: a transaction id, in hex
+_TID_HEX = re.compile(r"^[0-9a-f]{16}$")
 
 
 class ForeignPrefixError(StorageError):
@@ -106,6 +120,14 @@ def owner_of(marker: dict) -> str:
     return legacy_identity(marker["owner"])
 
 
+def checksums_from(marker: dict | None) -> bytes | None:
+    """The transaction id after which every blob revision's object carries a
+    recorded checksum, as ownership *marker* says; None when it says nothing
+    (no process of this release has written in the prefix yet)."""
+    value = (marker or {}).get(CHECKSUMS_FROM)
+    return None if value is None else bytes.fromhex(value)
+
+
 class EncryptionRequiredError(StorageError):
     """The prefix's database encrypts its blobs, and this process has no key."""
 
@@ -115,15 +137,19 @@ class PrefixOwnership:
 
     The marker also records whether the database *encrypts* its blobs, so
     that a process started without the key cannot quietly write new blobs
-    in plaintext.
+    in plaintext, and the checksum watermark: *last_committed* tells the
+    database's last committed transaction id when a marker needs one (None:
+    this process writes no watermark).
     """
 
     def __init__(self, container: SwiftContainer, layout: ObjectLayout, identity: str, *,
-                 encrypts: bool = False) -> None:
+                 encrypts: bool = False,
+                 last_committed: Callable[[], bytes] | None = None) -> None:
         self.container = container
         self.layout = layout
         self.identity = identity
         self.encrypts = encrypts
+        self.last_committed = last_committed
 
     @property
     def where(self) -> str:
@@ -139,6 +165,10 @@ class PrefixOwnership:
             marker = json.loads(data)
             if not isinstance(marker, dict) or not isinstance(marker.get("owner"), str):
                 raise ValueError("no owner")
+            watermark = marker.get(CHECKSUMS_FROM)
+            if watermark is not None and not (isinstance(watermark, str)
+                                              and _TID_HEX.match(watermark)):
+                raise ValueError("no transaction id")
         except ValueError:
             raise ForeignPrefixError(
                 f"{self.where} has an unreadable ownership marker {self.layout.marker!r}; "
@@ -184,31 +214,42 @@ class PrefixOwnership:
 
     def _update(self, marker: dict) -> None:
         """Rewrite the marker of this database's prefix where it is out of date:
-        the database now encrypts, or the marker names it in an older format."""
+        the database now encrypts, the marker names it in an older format, or
+        it has no checksum watermark yet."""
         changes = []
         if self.encrypts and not marker.get("encrypted"):
             changes.append("its database now encrypts its blobs")
         if marker["owner"] != self.identity:
             changes.append(f"its database is now named {self.identity}")
+        watermark = checksums_from(marker)
+        if watermark is None:
+            watermark = self._last_committed()
+            if watermark is not None:
+                changes.append(f"the blobs of transactions after {watermark.hex()} carry "
+                               "recorded checksums")
         if changes:
-            self.container.put_bytes(self.layout.marker, self._marker())
+            self.container.put_bytes(self.layout.marker, self._marker(watermark))
             log.info("%s: %s (recorded in its marker)", self.where, "; ".join(changes))
 
     def claim(self) -> dict | None:
         """Make the prefix this database's, whoever owned it; return the
-        previous marker (None if there was none)."""
+        previous marker (None if there was none).  The previous marker's
+        checksum watermark is kept."""
         try:
             previous = self.owner()
         except ForeignPrefixError:
             previous = None
-        self.container.put_bytes(self.layout.marker, self._marker())
+        watermark = checksums_from(previous)
+        self.container.put_bytes(self.layout.marker, self._marker(
+            self._last_committed() if watermark is None else watermark))
         log.info("%s claimed by %s (its owner was %s)", self.where, self.identity,
                  owner_of(previous) if previous else "nobody")
         return previous
 
     def _create(self) -> dict:
         try:
-            self.container.put_bytes(self.layout.marker, self._marker(), if_absent=True)
+            self.container.put_bytes(self.layout.marker, self._marker(self._last_committed()),
+                                     if_absent=True)
             log.info("%s is now owned by %s", self.where, self.identity)
         except PermanentSwiftError as exc:
             if exc.status != 412:
@@ -219,14 +260,21 @@ class PrefixOwnership:
                                      "cannot be read back")
         return marker
 
-    def _marker(self) -> bytes:
-        return json.dumps({
+    def _last_committed(self) -> bytes | None:
+        return None if self.last_committed is None else self.last_committed()
+
+    def _marker(self, watermark: bytes | None) -> bytes:
+        """A marker naming this database, with checksum *watermark* (None: none)."""
+        marker = {
             "format": MARKER_FORMAT,
             "owner": self.identity,
             "encrypted": self.encrypts,
             "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "claimed_from": f"{socket.gethostname()} (pid {os.getpid()})",
-        }, indent=1).encode()
+        }
+        if watermark is not None:
+            marker[CHECKSUMS_FROM] = watermark.hex()
+        return json.dumps(marker, indent=1).encode()
 
     def _foreign(self, marker: dict) -> str:
         this = self.identity

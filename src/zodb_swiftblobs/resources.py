@@ -15,7 +15,7 @@ from .errors import SwiftStorageError, raises_storage_errors
 from .layout import ObjectLayout
 from .leases import CommitLeases
 from .options import container_settings
-from .bases import is_zeo_client
+from .bases import is_zeo_client, latest_committed_tid
 from .ownership import PrefixOwnership, database_identity
 from .staging import StagingArea
 from .swift import NotFoundError, SwiftContainer
@@ -57,7 +57,8 @@ class SharedResources:
         container = open_container(settings)
         try:
             ownership = PrefixOwnership(container, layout, database_identity(base),
-                                        encrypts=container.encryption is not None)
+                                        encrypts=container.encryption is not None,
+                                        last_committed=lambda: latest_committed_tid(base))
             if is_zeo_client(base):
                 _join(container, ownership, read_only=base.isReadOnly())
             else:

@@ -22,7 +22,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from . import options
 from .bases import (TidKnown, TidProbe, current_view, is_zeo_client, last_committed_tid,
-                    revision_exists, served_by_zeo_server)
+                    latest_committed_tid, revision_exists, served_by_zeo_server)
 from .blob_references import take_reference
 from .cache import BlobCache
 from .client_commit import ClientBlobCommit
@@ -32,6 +32,7 @@ from .deferred_begin import LOGGED_CALLS, DeferredBegin, through_deferred_begin
 from .errors import SwiftStorageError, SwiftTransientError, raises_storage_errors
 from .gc import GarbageReport, collect_garbage
 from .layout import ObjectLayout
+from .ownership import PrefixOwnership
 from .progress import Progress
 from .resources import SharedResources
 from .swift import NotFoundError, SwiftContainer
@@ -152,6 +153,11 @@ class SwiftBlobStorage:
     def object_layout(self) -> ObjectLayout:
         """The names of the blob revisions' objects in the container."""
         return self._resources.layout
+
+    @property
+    def prefix_ownership(self) -> PrefixOwnership:
+        """The ownership marker of the blobs' prefix."""
+        return self._resources.ownership
 
     @property
     def cache(self) -> BlobCache:
@@ -441,8 +447,7 @@ class SwiftBlobStorage:
             del kwargs["gc"]
         if self._probe.known is TidKnown.AT_FINISH:
             return self.base.pack(pack_time, referencesf, *args, **kwargs)
-        with current_view(self.base) as view:
-            last = last_committed_tid(view)
+        last = latest_committed_tid(self.base)
         result = self.base.pack(pack_time, referencesf, *args, **kwargs)
         if not (kwargs.get("prepack_only") or kwargs.get("check_refs")):
             self.collect_garbage(last)

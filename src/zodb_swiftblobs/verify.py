@@ -21,7 +21,12 @@ size and MD5 or the checksum recorded at upload (see
 authentication, is *corrupt*; an encrypted object whose key is not
 configured is *unchecked*.  Objects written before checksums were recorded
 are read and checked by size and MD5 alone; a deep verification counts them
-(``without_checksum``).
+(``without_checksum``).  An object without a record of a revision later than
+the checksum watermark of the prefix's ownership marker (see
+:mod:`zodb_swiftblobs.ownership`) is corrupt: its content was replaced (a
+plain PUT drops the record), or a process of an earlier release wrote it;
+with ``repair``, the checksum of such an object's content as it is now is
+recorded (*adopted*), when its size and MD5 match.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,16 +43,21 @@ from ZODB.blob import is_blob_record
 from .bases import last_committed_tid
 from .gc import CollectableSpan
 from .layout import ObjectLayout
+from .ownership import checksums_from
 from .pool import BoundedPool
 from .progress import Progress
 from .swift import (ChecksumMismatchError, DecryptionError, MissingKeyError, NotFoundError,
                     StoredObject, SwiftContainer, SwiftError, recorded_checksum)
+from .swift.adoption import adopt_content
 from .swift.objects import younger
 
 if TYPE_CHECKING:
     from .storage import SwiftBlobStorage
 
 log = logging.getLogger(__name__)
+
+UNRECORDED = ("no checksum recorded, though written after checksums were; its content "
+              "was replaced, or a process of an earlier release wrote it")
 
 
 @dataclass
@@ -64,6 +75,7 @@ class VerificationReport:
     repaired: list[str] = field(default_factory=list)   # of those, deletion cancelled
     listing_lag: int = 0       # present objects the container listing lacks
     without_checksum: int = 0  # (deep) of those read, with no checksum recorded at upload
+    adopted: list[str] = field(default_factory=list)  # (deep, repair) checksum recorded now
     orphans: list[str] = field(default_factory=list)
     orphan_min_age: float = 0.0  # the age below which garbage collection spares orphans
     young_orphans: list[str] = field(default_factory=list)  # of the orphans, those younger
@@ -100,7 +112,9 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
            progress: Progress | None = None,
            orphan_min_age: float = 0.0) -> VerificationReport:
     """Check that *storage*'s container holds every blob revision it references;
-    with *repair*, cancel the deletion of those scheduled for deletion.
+    with *repair*, cancel the deletion of those scheduled for deletion (and
+    with *deep*, adopt the content of objects without a record that should
+    have one).
     Orphans modified less than *orphan_min_age* seconds ago (which garbage
     collection with that minimum age spares) are reported as young too."""
     report = VerificationReport(deep=deep, orphan_min_age=orphan_min_age)
@@ -112,7 +126,9 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
     report.referenced = len(revisions)
     if progress is not None:
         progress.total = len(revisions)
-    checker = _Checker(container, report, deep, repair, jobs, progress)
+    watermark = checksums_from(storage.prefix_ownership.owner())
+    checker = _Checker(container, report, deep, repair, jobs, progress,
+                       lambda name: watermark is not None and layout.parse(name)[1] > watermark)
     expected = (layout.object_name(revision[:8], revision[8:]) for revision in revisions)
     wanted = next(expected, None)
     try:
@@ -139,11 +155,12 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
     report.seconds = time.monotonic() - started
     log.info("blob verification%s: %d revisions referenced, %d present (%d not listed "
              "yet), %d missing, %d corrupt, %d unchecked, %d scheduled for deletion (%d "
-             "cancelled), %d orphans (%d younger than %gs), in %.1fs",
+             "cancelled), %d orphans (%d younger than %gs), %d contents adopted, in %.1fs",
              " (deep)" if deep else "", report.referenced, report.present,
              report.listing_lag, len(report.missing), len(report.corrupt),
              len(report.unchecked), len(report.scheduled), len(report.repaired),
-             len(report.orphans), len(report.young_orphans), orphan_min_age, report.seconds)
+             len(report.orphans), len(report.young_orphans), orphan_min_age,
+             len(report.adopted), report.seconds)
     return report
 
 
@@ -151,12 +168,15 @@ class _Checker:
     """Checks objects in parallel: candidates for missing (looked up), large
     objects' segments, objects marked as scheduled for deletion, and with
     *deep* every object's bytes (read through, and checked against its MD5
-    and the checksum recorded at upload).
-    With *repair*, cancels the deletion of those scheduled."""
+    and the checksum recorded at upload, which objects *needs_record* says
+    of must have).  With *repair*, cancels the deletion of those scheduled
+    and adopts the content of those lacking a record they need."""
 
     def __init__(self, container: SwiftContainer, report: VerificationReport, deep: bool,
-                 repair: bool, jobs: int, progress: Progress | None) -> None:
+                 repair: bool, jobs: int, progress: Progress | None,
+                 needs_record: Callable[[str], bool]) -> None:
         self.container = container
+        self.needs_record = needs_record
         self.report = report
         self.deep = deep
         self.repair = repair
@@ -210,8 +230,8 @@ class _Checker:
                 if received.size != stored.size:
                     problem = f"{received.size} bytes, listed as {stored.size}"
                 if recorded_checksum(received.metadata) is None:
-                    with self.lock:
-                        self.report.without_checksum += 1
+                    unrecorded = self._unrecorded(stored.name, adoptable=problem is None)
+                    problem = problem or unrecorded
                 scheduled = scheduled or received.delete_at is not None
             if scheduled:
                 self._scheduled(stored.name)
@@ -230,6 +250,21 @@ class _Checker:
             unchecked = f"{type(exc).__name__}: {exc}"
         self._record(stored.name, problem, unchecked)
         self._advance(stored.size)
+
+    def _unrecorded(self, name: str, *, adoptable: bool) -> str | None:
+        """What is wrong with object *name*, read through, which has no
+        recorded checksum (None: nothing); with *repair*, adopt its content
+        if it needs a record and is *adoptable* (its size matched)."""
+        if not self.needs_record(name):
+            with self.lock:
+                self.report.without_checksum += 1
+            return None
+        if not (self.repair and adoptable):
+            return UNRECORDED
+        adopt_content(self.container, name)
+        with self.lock:
+            self.report.adopted.append(name)
+        return None
 
     def _scheduled(self, name: str) -> None:
         """Confirm that *name* (or a segment of it) is scheduled for deletion
@@ -258,5 +293,5 @@ class _Checker:
     def close(self) -> None:
         self.pool.shutdown()
         for found in (self.report.missing, self.report.corrupt, self.report.unchecked,
-                      self.report.scheduled, self.report.repaired):
+                      self.report.scheduled, self.report.repaired, self.report.adopted):
             found.sort()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..bases import latest_committed_tid
 from ..config import swift_section
 from ..ownership import PrefixOwnership, database_identity, owner_of
 from .arguments import add_storage_command, overrides
@@ -26,13 +27,15 @@ def run_claim(args: argparse.Namespace) -> int:
     base = section.open_base()
     try:
         identity = database_identity(base)
+        last = latest_committed_tid(base)
     finally:
         base.close()
     container = section.open_container()
     try:
         container.ensure_container()
         ownership = PrefixOwnership(container, section.object_layout(), identity,
-                                    encrypts=container.encryption is not None)
+                                    encrypts=container.encryption is not None,
+                                    last_committed=lambda: last)
         previous = ownership.claim()
     finally:
         container.close()

@@ -23,7 +23,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         commands, "verify", run_verify, "check that Swift holds every blob revision",
         "List the blob revisions the database references that Swift lacks (missing), "
         "holds wrong (corrupt: a large object's segment gone, or with --deep a size, "
-        "MD5 or recorded checksum mismatch), is about to delete (scheduled for deletion "
+        "MD5 or recorded checksum mismatch, or no recorded checksum on an object written "
+        "after checksums were recorded), is about to delete (scheduled for deletion "
         "by a garbage collection the database, restored from a backup, predates) or holds "
         "without need (orphans). "
         "Exit status 1 when anything is missing, corrupt or scheduled for deletion (and "
@@ -38,7 +39,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--repair", action="store_true",
                        help="cancel the deletion of referenced revisions that a garbage "
                             "collection scheduled (after the database was restored from a "
-                            "backup older than it)")
+                            "backup older than it); with --deep, also record the checksum "
+                            "of objects written after checksums were recorded but without "
+                            "one, whose size and MD5 match: this adopts whatever content "
+                            "they hold, so use it only when they are known to come from "
+                            "processes of an earlier release (during a rolling upgrade); "
+                            "each is read into a temporary file (TMPDIR)")
 
     gc = add_storage_command(
         commands, "gc", run_gc, "delete orphaned blob objects without packing",
@@ -86,6 +92,9 @@ def run_verify(args: argparse.Namespace) -> int:
     if report.without_checksum:
         lines.append("without a checksum recorded at upload (written by an earlier "
                      f"release; checked by size and MD5 only): {report.without_checksum}")
+    lines += listed("without a checksum, though written after checksums were recorded: "
+                    "the checksum of their content as it is now recorded (--repair)",
+                    report.adopted)
     lines += listed("missing", report.missing)
     lines += listed("corrupt", report.corrupt)
     lines += listed("not checked (Swift did not answer, or no key to decrypt them)",

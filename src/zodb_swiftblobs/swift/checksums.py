@@ -4,8 +4,10 @@ uploaded, compared with its content when it is read.
 Swift's ETag describes the bytes Swift holds, whoever put them there; the
 recorded checksum describes the content this package uploaded, so content
 replaced afterwards (other bytes of the same size, put with the object's
-metadata) shows.  The record, ``X-Object-Meta-Swiftblobs-Checksum``, is
-``sha256:<hex>``, the SHA-256 of the content, or for an encrypted object
+metadata) shows; content put without it shows by its absence (see the
+checksum watermark in :mod:`zodb_swiftblobs.ownership`).  The record,
+``X-Object-Meta-Swiftblobs-Checksum``, is ``sha256:<hex>``, the SHA-256 of
+the content, or for an encrypted object
 ``hmac-sha256:<hex>``, a keyed hash of its plaintext that tells nothing of it
 without the master key (see :meth:`.ObjectCipher.keyed_hash`).  For a large
 object it describes the whole content, not the manifest.

@@ -8,15 +8,10 @@ import math
 import time
 from collections.abc import Mapping
 
-from swiftclient import client as swift
-
 from .large_objects import LargeObjects
 from .objects import DELETION_MARK, StoredObject, deletion_mark, is_large, without_deletion_mark
+from .posts import head_headers, post_keeping
 from .transport import Transport
-
-# Headers an object POST replaces besides X-Object-Meta-*: sent again with it.
-POST_REPLACED_HEADERS = ("content-disposition", "content-encoding", "content-language",
-                         "cache-control", "expires", "x-robots-tag")
 
 
 class DeletionSchedule:
@@ -77,8 +72,7 @@ class DeletionSchedule:
             self.cancel(copy)
 
     def _head_in(self, container: str, name: str) -> Mapping[str, str]:
-        return self.transport.call("head", name, lambda u, t, h: swift.head_object(
-            u, t, container, name, http_conn=h))
+        return head_headers(self.transport, container, name)
 
     def _post_deletion(self, container: str, name: str, headers: Mapping[str, str],
                        at: int | None) -> None:
@@ -86,13 +80,11 @@ class DeletionSchedule:
         POST that keeps what its *headers* (of a HEAD) say."""
         content_type = without_deletion_mark(headers.get("content-type")
                                               or "application/octet-stream")
-        post = {key: value for key, value in headers.items()
-                if key.lower().startswith("x-object-meta-")
-                or key.lower() in POST_REPLACED_HEADERS}
         if at is None:
-            post.update({"X-Remove-Delete-At": "1", "Content-Type": content_type})
+            changes = {"x-delete-at": None, "x-remove-delete-at": "1",
+                       "content-type": content_type}
         else:
-            post.update({"X-Delete-At": str(at),
-                         "Content-Type": f"{content_type};{DELETION_MARK}={at}"})
-        self.transport.call("deletion schedule", name, lambda u, t, h: swift.post_object(
-            u, t, container, name, headers=post, http_conn=h))
+            changes = {"x-delete-at": str(at),
+                       "content-type": f"{content_type};{DELETION_MARK}={at}"}
+        post_keeping(self.transport, container, name, headers, changes,
+                     operation="deletion schedule")
