@@ -45,6 +45,17 @@ def run_case(case, suite):
     return [text for _, text in result.errors + result.failures]
 
 
+def run_case_named(suite, case_id):
+    """Run the case of *suite* named *case_id* in a new directory; its failure reports."""
+    [case] = [c for c in flatten(suite) if case_name(c) == case_id]
+    here = os.getcwd()
+    os.chdir(tempfile.mkdtemp(dir=here))
+    try:
+        return run_case(case, suite)
+    finally:
+        os.chdir(here)
+
+
 def failed_examples(problems):
     """The source of each failed doctest example in a test's failure reports."""
     return [m.group(1) for text in problems
@@ -96,11 +107,6 @@ class BlobSuiteBase:
     def native_failures(self, case_id):
         """What the base's own blob support fails in the case named *case_id*
         (run in a new directory)."""
-        suite = storage_reusable_suite(f"Native-{self.name}", self.open_native, **self.options)
-        [case] = [c for c in flatten(suite) if case_name(c) == case_id]
-        here = os.getcwd()
-        os.chdir(tempfile.mkdtemp(dir=here))
-        try:
-            return run_case(case, suite)
-        finally:
-            os.chdir(here)
+        return run_case_named(
+            storage_reusable_suite(f"Native-{self.name}", self.open_native, **self.options),
+            case_id)

@@ -32,7 +32,7 @@ from ZODB.tests.PackableStorage import IExternalGC_suite
 from ZODB.tests.testblob import storage_reusable_suite
 
 from conftest import blob_objects, blob_revision, credentials_for, store_blobs, swift_storage
-from test_conformance import case_name, failed_examples, flatten, run_case, run_case_named
+from blob_suite import case_name, failed_examples, flatten, run_case, run_case_named
 from test_zeo import wait_for as wait_for_commit
 import test_zeo_clients
 from test_zeo_clients import MIB, SERVER_STORAGE, read_blobs
