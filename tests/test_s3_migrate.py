@@ -249,6 +249,30 @@ def test_an_interrupted_migration_resumes_and_repairs(devswift, credentials, tmp
         ids: hashlib.md5(data).hexdigest() for ids, data in deployment.referenced.items()}
 
 
+def test_only_the_keys_zodb_s3blobs_writes_are_copied(devswift, credentials, tmp_path,
+                                                      container_name, capsys,
+                                                      swift_environment):
+    deployment = make_s3_deployment(devswift, container_name, tmp_path, rounds=[{"a": b"good"}])
+    (oid, tid), _ = next(iter(deployment.referenced.items()))
+    key = zodb_s3blobs_key("", oid, tid)
+    oid_hex, tid_hex = key.removeprefix("blobs/").removesuffix(".blob").split("/")
+    odd_keys = [f"blobs/0{oid_hex}/{tid_hex}.blob",  # leading zeros: another key, same ids
+                f"blobs/{oid_hex}/00{tid_hex}.blob", f"blobs/0x{oid_hex}/{tid_hex}.blob",
+                f"blobs/{oid_hex}/{tid_hex.upper()}.blob", f"blobs/{oid_hex}/x/{tid_hex}.blob",
+                f"blobs/1{'0' * 16}/{tid_hex}.blob", "blobs/x/y.blob", "blobs/caf\u00e9 1/2.blob"]
+    s3 = s3_client(devswift)
+    for odd in odd_keys:
+        s3.put_object(Bucket=container_name, Key=odd, Body=b"not what zodb-s3blobs reads")
+    config = swift_config_of(capsys, deployment, tmp_path)
+    for _ in range(2):
+        status, report = run(capsys, "migrate", config, "--s3", deployment.config,
+                             "--jobs", "1")
+        assert (status, report["blobs"], report["other_objects"]) == (0, 1, len(odd_keys) + 1)
+        assert migrated_objects(credentials, container_name, "") == {
+            (oid, tid): hashlib.md5(b"good").hexdigest()}
+    assert (report["uploaded"], report["skipped"]) == (0, 1)
+
+
 def test_content_that_does_not_match_s3s_etag_is_not_copied(devswift, credentials, tmp_path,
                                                            container_name, capsys,
                                                            swift_environment):

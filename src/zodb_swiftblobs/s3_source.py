@@ -45,7 +45,10 @@ from .progress import Progress
 from .s3_config import S3Settings
 from .swift import StoredObject, SwiftContainer
 
-BLOB_KEY = re.compile(r"blobs/([0-9a-f]{1,16})/([0-9a-f]{1,16})\.blob")
+# Only the keys zodb-s3blobs writes (and reads): another spelling of the same
+# ids (leading zeros) is another object, which zodb-s3blobs never served.
+CANONICAL_HEX = r"(0|[1-9a-f][0-9a-f]{0,15})"
+BLOB_KEY = re.compile(rf"blobs/{CANONICAL_HEX}/{CANONICAL_HEX}\.blob")
 PLAIN_ETAG = re.compile(r"[0-9a-f]{32}")
 MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-([1-9][0-9]*)")
 CHUNK_SIZE = 1 << 20
