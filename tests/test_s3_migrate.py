@@ -291,6 +291,29 @@ def test_content_that_does_not_match_s3s_etag_is_not_copied(devswift, credential
         [hashlib.md5(b"good").hexdigest()]
 
 
+def test_the_database_chosen_with_d_is_the_one_copied(devswift, credentials, tmp_path,
+                                                      container_name, capsys,
+                                                      swift_environment):
+    deployments = {}
+    for database, rounds in (("main", [{"a": b"a"}]), ("catalog", [{"b": b"b"}, {"c": b"c"}])):
+        directory = tmp_path / database
+        directory.mkdir()
+        deployments[database] = make_s3_deployment(devswift, f"{container_name}-{database}",
+                                                   directory, rounds=rounds)
+    both = tmp_path / "zope.conf"  # as a site with two databases has them
+    both.write_text(open(deployments["main"].config).read() + open(
+        deployments["catalog"].config).read().replace("%import zodb_s3blobs\n", "").replace(
+        "<zodb main>", "<zodb catalog>"))
+    status, converted = run(capsys, "convert-config", str(both))
+    config = tmp_path / "swift.conf"
+    config.write_text(converted["config"])
+    status, report = run(capsys, "migrate", str(config), "-d", "catalog", "--s3", str(both))
+    assert (status, report["blobs"], report["uploaded"]) == (0, 2, 2)
+    assert migrated_objects(credentials, f"{container_name}-catalog", "") == {
+        ids: hashlib.md5(data).hexdigest()
+        for ids, data in deployments["catalog"].referenced.items()}
+
+
 def test_s3_and_configuration_errors_exit_2(devswift, tmp_path, container_name, capsys,
                                            swift_environment):
     deployment = make_s3_deployment(devswift, container_name, tmp_path,

@@ -36,7 +36,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              "deployment, whose <s3blobstorage> names the bucket, prefix and "
                              "credentials (needs the s3 extra)")
     migrate.add_argument("--source-database",
-                         help="the database section name in --source or --s3")
+                         help="the database section name in --source or --s3 (for --s3, "
+                              "by default that of -d when the file has several)")
     migrate.add_argument("--jobs", type=int, default=8, help="parallel uploads (default 8)")
     migrate.add_argument("--dry-run", action="store_true",
                          help="report what would be uploaded; change nothing")
@@ -85,8 +86,8 @@ def _copy_from_s3(args: argparse.Namespace, section,
                   progress: Progress) -> S3MigrationReport:
     """Copy the referenced blob revisions of the bucket into Swift (the
     database is the storage the <swiftblobstorage> wraps, opened read-only)."""
-    bucket = S3Bucket(read_s3_settings(args.s3, args.source_database),
-                      connections=args.jobs)
+    settings = read_s3_settings(args.s3, args.source_database, default=args.database)
+    bucket = S3Bucket(settings, connections=args.jobs)
     try:
         database = section.open_base()
         container = section.open_container()
