@@ -210,3 +210,23 @@ def test_demo_leaves_nothing_behind(tmp_path):
     process, _ = command("demo", "--keep", cwd=cwd, env=env)
     assert process.returncode == 2 and "--keep leaves the embedded Swift running in --dir" \
         in process.stderr
+
+
+def test_a_password_in_the_auth_url_is_never_shown(devswift, tmp_path, container_name):
+    """Basic authentication in the URL (for a front proxy) is a secret too: not
+    in the lines saying what is waited for, nor in the error."""
+    auth_url = devswift.settings().auth_url
+    where = f"http://operator:pass-in-url@127.0.0.1:{free_port()}/auth/v1.0"
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>").replace(auth_url, where))
+    process, _ = command("verify", str(config), "--deadline", "3", "-v", "--json")
+    assert process.returncode == 1 and "waiting for Swift at" in process.stderr
+    assert "pass-in-url" not in process.stderr + process.stdout
+    assert "http://operator:***@127.0.0.1:" in json.loads(process.stdout)["error"]
+    rejected = devswift.settings().key
+    config.write_text(config.read_text().replace(where, auth_url.replace(
+        "http://", "http://operator:pass-in-url@")).replace(rejected, "wrong-key"))
+    process, _ = command("verify", str(config), "--deadline", "3", "-v")
+    assert process.returncode == 2 and "credentials rejected" in process.stderr
+    assert "pass-in-url" not in process.stderr + process.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -20,6 +21,8 @@ except ImportError:  # Keystone support is the optional 'keystone' extra
     keystone_errors = None
 
 _SECRET_FIELDS = ("key", "application_credential_secret", "preauth_token")
+# The password of a URL's user information (http://user:password@host/).
+URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
 AUTH_VERSIONS = ("1", "1.0", "3", "3.0")
 INTERFACES = ("public", "internal", "admin", "publicURL", "internalURL", "adminURL")
 
@@ -160,8 +163,15 @@ class Credentials:
         """Where and as whom, for messages (never the secrets)."""
         if self.auth_url:
             who = self.user or self.application_credential_id or "?"
-            return f"{'Keystone v3' if self.keystone else 'TempAuth'} at {self.auth_url} as {who}"
-        return f"pre-authenticated token for {self.preauth_url}"
+            return hide_url_passwords(f"{'Keystone v3' if self.keystone else 'TempAuth'} at "
+                                      f"{self.auth_url} as {who}")
+        return hide_url_passwords(f"pre-authenticated token for {self.preauth_url}")
+
+
+def hide_url_passwords(text: str) -> str:
+    """*text* with the password of every URL in it (http://user:password@host/)
+    replaced by ``***``."""
+    return URL_PASSWORD.sub(r"\1***@", text)
 
 
 class TokenSource:

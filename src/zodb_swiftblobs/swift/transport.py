@@ -22,7 +22,7 @@ from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
 from ..names import has_dot_segment
-from .auth import Credentials, TokenSource
+from .auth import Credentials, TokenSource, hide_url_passwords
 from .errors import (AuthenticationError, AuthServiceUnreachable, ChecksumMismatchError,
                      DownloadRestart, LocalFileFailure, NotFoundError, NotLargeObject,
                      PermanentSwiftError, SendTimeUp, SwiftError, SwiftUnavailableError,
@@ -165,10 +165,10 @@ class Transport:
         self._local = threading.local()
 
     def redact(self, text: str) -> str:
-        """*text* with every secret and token replaced by ``***``."""
+        """*text* with every secret, token and URL password replaced by ``***``."""
         for secret in self.credentials.secrets() + self.tokens.secrets():
             text = text.replace(secret, "***")
-        return text
+        return hide_url_passwords(text)
 
     def call(self, operation: str, name: str, request: Request, *,
              deadline: float | None = None, budget: TimeBudget | None = None,
