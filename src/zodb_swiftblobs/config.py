@@ -126,6 +126,10 @@ def read_text(path: str) -> str:
             return f.read()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # as ZConfig decodes it
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigurationError(f"{path}: not UTF-8 text (line {line}: byte "
+                                 f"0x{exc.object[exc.start]:02x})") from None
 
 
 def swift_section(path: str, database: str | None = None, *,
