@@ -371,3 +371,28 @@ def test_the_sse_c_key_becomes_the_encryption_key_and_a_rerun_skips_by_content(
     status, again = run(capsys, "migrate", config, "--s3", deployment.config)
     assert (status, again["uploaded"], again["skipped"]) == (0, 0, 4)  # compared encrypted
     assert_every_blob_reads_back(config, deployment)
+
+
+def test_an_s3_api_that_does_not_answer_fails_within_the_deadline(start_cluster, devswift,
+                                                                 tmp_path, container_name,
+                                                                 capsys, swift_environment):
+    """An S3 endpoint that takes connections and never answers (its proxy
+    frozen): --deadline bounds each S3 request too, and the command ends with
+    its report and the error, not a traceback."""
+    source = start_cluster("s3-unanswering")
+    deployment = make_s3_deployment(source, container_name, tmp_path, rounds=[{"a": b"a"}])
+    config = swift_config_of(capsys, deployment, tmp_path)
+    started = time.monotonic()
+    source.pause_server("proxy")
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "zodb_swiftblobs.cli", "migrate", config, "--s3",
+             deployment.config, "--deadline", "2", "--json"], capture_output=True, text=True,
+            timeout=300, env=child_environment())
+    finally:
+        source.resume_server("proxy")
+    assert process.returncode == 1 and time.monotonic() - started < 40, process.stderr
+    assert "Traceback" not in process.stderr
+    result = json.loads(process.stdout)
+    assert result["ok"] is False and result["blobs"] == 0
+    assert result["error"].startswith(f"listing s3://{container_name}/blobs/: Read timeout")

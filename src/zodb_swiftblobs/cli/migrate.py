@@ -34,7 +34,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     origin.add_argument("--s3", metavar="S3_CONFIG",
                         help="the zope.conf (or ZODB configuration file) of a zodb-s3blobs "
                              "deployment, whose <s3blobstorage> names the bucket, prefix and "
-                             "credentials (needs the s3 extra)")
+                             "credentials (needs the s3 extra); --deadline bounds the wait "
+                             "for each S3 connection and answer too")
     migrate.add_argument("--source-database",
                          help="the database section name in --source or --s3 (for --s3, "
                               "by default that of -d when the file has several)")
@@ -87,7 +88,7 @@ def _copy_from_s3(args: argparse.Namespace, section,
     """Copy the referenced blob revisions of the bucket into Swift (the
     database is the storage the <swiftblobstorage> wraps, opened read-only)."""
     settings = read_s3_settings(args.s3, args.source_database, default=args.database)
-    bucket = S3Bucket(settings, connections=args.jobs)
+    bucket = S3Bucket(settings, connections=args.jobs, timeout=args.deadline)
     try:
         database = section.open_base()
         container = section.open_container()
