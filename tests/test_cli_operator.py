@@ -230,3 +230,14 @@ def test_a_password_in_the_auth_url_is_never_shown(devswift, tmp_path, container
     process, _ = command("verify", str(config), "--deadline", "3", "-v")
     assert process.returncode == 2 and "credentials rejected" in process.stderr
     assert "pass-in-url" not in process.stderr + process.stdout
+
+
+def test_jobs_is_a_positive_whole_number(capsys):
+    """--jobs 0 is a usage error (exit 2), not a thread pool's complaint (exit 1)."""
+    for argv in (["verify", "c", "--jobs", "0"], ["migrate", "c", "--blob-dir", ".",
+                                                   "--jobs", "-1"], ["verify", "c", "--jobs", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+        assert f"argument --jobs: not a positive whole number: {argv[-1]!r}" \
+            in capsys.readouterr().err

@@ -11,7 +11,7 @@ from ..migrate import (MigrationError, MigrationReport, blob_directory_revisions
 from ..progress import Progress
 from ..s3_config import read_s3_settings
 from ..s3_source import S3Bucket, S3MigrationReport, migrate_s3_bucket
-from .arguments import add_storage_command, overrides
+from .arguments import add_storage_command, overrides, positive_integer
 from .output import listed, mib, print_result, progress_shown
 
 
@@ -39,7 +39,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     migrate.add_argument("--source-database",
                          help="the database section name in --source or --s3 (for --s3, "
                               "by default that of -d when the file has several)")
-    migrate.add_argument("--jobs", type=int, default=8, help="parallel uploads (default 8)")
+    migrate.add_argument("--jobs", type=positive_integer, default=8,
+                         help="parallel uploads (default 8)")
     migrate.add_argument("--dry-run", action="store_true",
                          help="report what would be uploaded; change nothing")
 

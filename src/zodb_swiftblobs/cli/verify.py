@@ -11,7 +11,7 @@ from ..config import open_swift_storage
 from ..gc import CollectableSpan
 from ..progress import Progress
 from ..verify import verify
-from .arguments import add_storage_command, duration, overrides
+from .arguments import add_storage_command, duration, overrides, positive_integer
 from .output import duration_text, listed, mib, moment_text, print_result, progress_shown
 
 GC_MIN_AGE = 3600.0  # gc spares orphans younger than this by default (see --min-age)
@@ -29,7 +29,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "not repaired). The storage is opened read-only.")
     check.add_argument("--deep", action="store_true",
                        help="read every object and check its size and MD5")
-    check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
+    check.add_argument("--jobs", type=positive_integer, default=8,
+                       help="parallel checks (default 8)")
     check.add_argument("--min-age", type=duration, default=GC_MIN_AGE,
                        help="report the orphans modified more recently than this as young: "
                             "gc with the same --min-age spares them (default 1h, gc's)")
