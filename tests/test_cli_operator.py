@@ -241,3 +241,21 @@ def test_jobs_is_a_positive_whole_number(capsys):
         assert exit_.value.code == 2, argv
         assert f"argument --jobs: not a positive whole number: {argv[-1]!r}" \
             in capsys.readouterr().err
+
+
+def test_a_swift_that_takes_connections_and_never_answers(start_cluster, tmp_path,
+                                                          container_name):
+    """Its proxy frozen: the command says it timed out, without urllib3's text."""
+    frozen = start_cluster("never-answering")
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(frozen, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>"))
+    frozen.pause_server("proxy")
+    try:
+        process, seconds = command("verify", str(config), "--deadline", "3")
+    finally:
+        frozen.resume_server("proxy")
+    assert process.returncode == 1 and seconds < 60, process.stderr
+    last = process.stderr.splitlines()[-1]
+    assert last.endswith("(authenticating at " f"{frozen.settings().auth_url}): ReadTimeout: "
+                         "timed out"), last

@@ -66,6 +66,8 @@ JUDGED_ERRORS = (ClientException, AuthServiceUnreachable, LocalFileFailure, Send
 
 # The system's reason in a network error's text: "[Errno 111] Connection refused".
 SYSTEM_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"()]+)")
+# A connection or an answer not there within the timeout (whose text is urllib3's).
+TIMEOUT_ERRORS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 # request(url, token, (parsed url, connection)): one attempt of an operation.
 Request = Callable[[str, str, tuple], Any]
@@ -350,8 +352,10 @@ def unavailable_segments(exc: ClientException) -> list[str]:
 
 
 def _reason(exc: Exception) -> str:
-    """A network error's reason: the system's (``Connection refused``) when
-    its text names one, else the whole text."""
+    """A network error's reason: ``timed out`` for a timeout, the system's
+    (``Connection refused``) when its text names one, else the whole text."""
+    if isinstance(exc, TIMEOUT_ERRORS):
+        return "timed out"
     found = SYSTEM_REASON.search(str(exc))
     return found.group(1).strip() if found else str(exc)
 
