@@ -37,8 +37,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              "credentials (needs the s3 extra); --deadline bounds the wait "
                              "for each S3 connection and answer too")
     migrate.add_argument("--source-database",
-                         help="the database section name in --source or --s3 (for --s3, "
-                              "by default that of -d when the file has several)")
+                         help="the database section name in --source or --s3 (by "
+                              "default that of -d when the file has several)")
     migrate.add_argument("--jobs", type=positive_integer, default=8,
                          help="parallel uploads (default 8)")
     migrate.add_argument("--dry-run", action="store_true",
@@ -111,7 +111,8 @@ def _copy_from_s3(args: argparse.Namespace, section,
 def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationReport:
     """Copy the source's transactions into the database (a dry run opens both
     read-only, and takes a destination that does not exist yet for empty)."""
-    source = open_storage(args.source, args.source_database, read_only=True)
+    source = open_storage(args.source, args.source_database, default=args.database,
+                          read_only=True)
     try:
         try:
             outer, destination = open_swift_storage(args.config, args.database,
