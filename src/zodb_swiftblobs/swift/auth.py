@@ -31,7 +31,8 @@ INTERFACES = ("public", "internal", "admin", "publicURL", "internalURL", "adminU
 class Credentials:
     """How to authenticate: TempAuth v1 (``auth_url``, ``user``, ``key``),
     Keystone v3 (password or application credential), or a pre-authenticated
-    ``preauth_url`` and ``preauth_token``.  Secrets never appear in its repr."""
+    ``preauth_url`` and ``preauth_token``.  Secrets (a URL's password too)
+    never appear in its repr."""
 
     auth_url: str | None = None
     user: str | None = None
@@ -68,6 +69,11 @@ class Credentials:
         if self.interface and self.interface not in INTERFACES:
             raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, not "
                              f"{self.interface!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{item.name}={getattr(self, item.name)!r}"
+                          for item in fields(self) if item.repr)
+        return hide_url_passwords(f"{type(self).__name__}({shown})")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Credentials:
