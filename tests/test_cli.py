@@ -223,6 +223,27 @@ def filestorage_source(tmp_path, count):
     return config, files
 
 
+def test_migrate_d_copies_the_source_database_of_that_name(devswift, tmp_path,
+                                                          container_name, capsys):
+    """Without --source-database, the source's database is the one -d names
+    (when the source has several), not main."""
+    sources = {}
+    for database, count in (("main", 1), ("catalog", 3)):
+        (tmp_path / database).mkdir()
+        config, _ = filestorage_source(tmp_path / database, count)
+        sources[database] = config.read_text().replace("<filestorage source>",
+                                                       f"<filestorage {database}>")
+    source_config = tmp_path / "source.conf"
+    source_config.write_text(sources["main"] + sources["catalog"])
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   f"<filestorage>\npath {tmp_path / 'C.fs'}\n</filestorage>",
+                                   database="catalog"))
+    status, dry = run(capsys, "migrate", str(config), "-d", "catalog", "--source",
+                      str(source_config), "--dry-run")
+    assert (status, dry["transactions"], dry["uploaded"]) == (0, 4, 3)
+
+
 def test_migrate_dry_run_changes_nothing_and_a_stopped_copy_resumes(
         devswift, tmp_path, container_name, view, capsys):
     source_config, files = filestorage_source(tmp_path, 4)

@@ -221,3 +221,52 @@ def test_demo_leaves_nothing_behind(tmp_path):
     process, _ = command("demo", "--keep", cwd=cwd, env=env)
     assert process.returncode == 2 and "--keep leaves the embedded Swift running in --dir" \
         in process.stderr
+
+
+def test_a_password_in_the_auth_url_is_never_shown(devswift, tmp_path, container_name):
+    """Basic authentication in the URL (for a front proxy) is a secret too: not
+    in the lines saying what is waited for, nor in the error."""
+    auth_url = devswift.settings().auth_url
+    where = f"http://operator:pass-in-url@127.0.0.1:{free_port()}/auth/v1.0"
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(devswift, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>").replace(auth_url, where))
+    process, _ = command("verify", str(config), "--deadline", "3", "-v", "--json")
+    assert process.returncode == 1 and "waiting for Swift at" in process.stderr
+    assert "pass-in-url" not in process.stderr + process.stdout
+    assert "http://operator:***@127.0.0.1:" in json.loads(process.stdout)["error"]
+    rejected = devswift.settings().key
+    config.write_text(config.read_text().replace(where, auth_url.replace(
+        "http://", "http://operator:pass-in-url@")).replace(rejected, "wrong-key"))
+    process, _ = command("verify", str(config), "--deadline", "3", "-v")
+    assert process.returncode == 2 and "credentials rejected" in process.stderr
+    assert "pass-in-url" not in process.stderr + process.stdout
+
+
+def test_jobs_is_a_positive_whole_number(capsys):
+    """--jobs 0 is a usage error (exit 2), not a thread pool's complaint (exit 1)."""
+    for argv in (["verify", "c", "--jobs", "0"], ["migrate", "c", "--blob-dir", ".",
+                                                   "--jobs", "-1"], ["verify", "c", "--jobs", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2, argv
+        assert f"argument --jobs: not a positive whole number: {argv[-1]!r}" \
+            in capsys.readouterr().err
+
+
+def test_a_swift_that_takes_connections_and_never_answers(start_cluster, tmp_path,
+                                                          container_name):
+    """Its proxy frozen: the command says it timed out, without urllib3's text."""
+    frozen = start_cluster("never-answering")
+    config = tmp_path / "swift.conf"
+    config.write_text(swift_config(frozen, container_name, tmp_path / "cache",
+                                   "<mappingstorage/>"))
+    frozen.pause_server("proxy")
+    try:
+        process, seconds = command("verify", str(config), "--deadline", "3")
+    finally:
+        frozen.resume_server("proxy")
+    assert process.returncode == 1 and seconds < 60, process.stderr
+    last = process.stderr.splitlines()[-1]
+    assert last.endswith("(authenticating at " f"{frozen.settings().auth_url}): ReadTimeout: "
+                         "timed out"), last

@@ -89,3 +89,10 @@ def test_no_secret_in_repr_or_description():
                         preauth_url="http://s/v1/AUTH_x", preauth_token=SECRET + "3")
     for text in (repr(creds), str(creds), creds.describe()):
         assert SECRET not in text
+
+
+def test_no_password_of_a_url_in_repr_or_description():
+    creds = Credentials(auth_url=f"http://front:{SECRET}@k/auth/v1.0", user="u", key="k",
+                        preauth_url=f"https://front:{SECRET}@s/v1/AUTH_x")
+    for text in (repr(creds), str(creds), creds.describe()):
+        assert SECRET not in text and "://front:***@" in text, text

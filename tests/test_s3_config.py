@@ -8,6 +8,7 @@ import pytest
 import ZConfig
 
 from test_integration import PLONE_ZOPE_CONF
+from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.config import DATABASES_SCHEMA, ConfigurationError, swift_section
 from zodb_swiftblobs.config_conversion import convert_s3_config
 from zodb_swiftblobs.s3_config import S3Settings, s3_section, s3_sections
@@ -93,7 +94,7 @@ def test_every_key_is_mapped_or_said_to_have_no_equivalent():
     section = converted.text.splitlines()
     assert section[0] == "%import zodb_swiftblobs"  # added: the file had no %import
     assert section[2] == "  <swiftblobstorage Blobs>"
-    assert section[4:9] == ["    container b", "    prefix /a/b/", "    cache-dir /var/cache-swift",
+    assert section[4:9] == ["    container b", "    prefix a/b/", "    cache-dir /var/cache-swift",
                             "    cache-size 2GB", "    encryption-key ${ssekey}"]
     assert "    <mappingstorage/>" in section and section[-2] == "  </swiftblobstorage>"
     notes = " | ".join(converted.notes)
@@ -184,3 +185,25 @@ def test_a_converted_zope_conf_reads_as_zope_reads_it(tmp_path):
             section.config.cache_size) == ("plone-blobs", "site1/",
                                            f"{tmp_path}/var/instance/s3cache-swift", 2 << 30)
     assert section.config.base.config.path == f"{tmp_path}/var/instance/Data.fs"
+
+
+def test_a_file_that_is_not_utf8_is_a_configuration_error(tmp_path, capsys):
+    path = tmp_path / "zope.conf"  # Latin-1, which ZConfig does not read either
+    path.write_bytes("<zodb main>\n<s3blobstorage>\nbucket-name b\ncache-dir /caché\n"
+                     "<mappingstorage/>\n</s3blobstorage>\n</zodb>\n".encode("latin-1"))
+    assert main(["convert-config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"zodb-swiftblobs convert-config: {path}: not UTF-8 text " \
+                                "(line 4: byte 0xe9)\n"
+
+
+def test_a_prefix_zodb_s3blobs_takes_becomes_one_swiftblobstorage_takes():
+    """zodb-s3blobs takes any slashes (/site1 makes the keys /site1/blobs/...);
+    the Swift prefix is made of the same segments."""
+    schema = ZConfig.loadSchemaFile(io.StringIO(DATABASES_SCHEMA))
+    for written, prefix in (("/site1", "site1/"), ("/sites//one/", "sites/one/"),
+                            ("site1//", "site1/"), ("/", "")):
+        text = ("<zodb main>\n<s3blobstorage>\nbucket-name b\ncache-dir /tmp/c\n"
+                f"s3-prefix {written}\n<mappingstorage/>\n</s3blobstorage>\n</zodb>\n")
+        config, _ = ZConfig.loadConfigFile(schema, io.StringIO(convert_s3_config(text).text))
+        assert config.databases[0].config.storage.config.prefix == prefix, written

@@ -249,6 +249,30 @@ def test_an_interrupted_migration_resumes_and_repairs(devswift, credentials, tmp
         ids: hashlib.md5(data).hexdigest() for ids, data in deployment.referenced.items()}
 
 
+def test_only_the_keys_zodb_s3blobs_writes_are_copied(devswift, credentials, tmp_path,
+                                                      container_name, capsys,
+                                                      swift_environment):
+    deployment = make_s3_deployment(devswift, container_name, tmp_path, rounds=[{"a": b"good"}])
+    (oid, tid), _ = next(iter(deployment.referenced.items()))
+    key = zodb_s3blobs_key("", oid, tid)
+    oid_hex, tid_hex = key.removeprefix("blobs/").removesuffix(".blob").split("/")
+    odd_keys = [f"blobs/0{oid_hex}/{tid_hex}.blob",  # leading zeros: another key, same ids
+                f"blobs/{oid_hex}/00{tid_hex}.blob", f"blobs/0x{oid_hex}/{tid_hex}.blob",
+                f"blobs/{oid_hex}/{tid_hex.upper()}.blob", f"blobs/{oid_hex}/x/{tid_hex}.blob",
+                f"blobs/1{'0' * 16}/{tid_hex}.blob", "blobs/x/y.blob", "blobs/caf\u00e9 1/2.blob"]
+    s3 = s3_client(devswift)
+    for odd in odd_keys:
+        s3.put_object(Bucket=container_name, Key=odd, Body=b"not what zodb-s3blobs reads")
+    config = swift_config_of(capsys, deployment, tmp_path)
+    for _ in range(2):
+        status, report = run(capsys, "migrate", config, "--s3", deployment.config,
+                             "--jobs", "1")
+        assert (status, report["blobs"], report["other_objects"]) == (0, 1, len(odd_keys) + 1)
+        assert migrated_objects(credentials, container_name, "") == {
+            (oid, tid): hashlib.md5(b"good").hexdigest()}
+    assert (report["uploaded"], report["skipped"]) == (0, 1)
+
+
 def test_content_that_does_not_match_s3s_etag_is_not_copied(devswift, credentials, tmp_path,
                                                            container_name, capsys,
                                                            swift_environment):
@@ -265,6 +289,29 @@ def test_content_that_does_not_match_s3s_etag_is_not_copied(devswift, credential
     assert "do not match S3's ETag" in failures and "bytes expected" in failures
     assert list(migrated_objects(credentials, container_name, "").values()) == \
         [hashlib.md5(b"good").hexdigest()]
+
+
+def test_the_database_chosen_with_d_is_the_one_copied(devswift, credentials, tmp_path,
+                                                      container_name, capsys,
+                                                      swift_environment):
+    deployments = {}
+    for database, rounds in (("main", [{"a": b"a"}]), ("catalog", [{"b": b"b"}, {"c": b"c"}])):
+        directory = tmp_path / database
+        directory.mkdir()
+        deployments[database] = make_s3_deployment(devswift, f"{container_name}-{database}",
+                                                   directory, rounds=rounds)
+    both = tmp_path / "zope.conf"  # as a site with two databases has them
+    both.write_text(open(deployments["main"].config).read() + open(
+        deployments["catalog"].config).read().replace("%import zodb_s3blobs\n", "").replace(
+        "<zodb main>", "<zodb catalog>"))
+    status, converted = run(capsys, "convert-config", str(both))
+    config = tmp_path / "swift.conf"
+    config.write_text(converted["config"])
+    status, report = run(capsys, "migrate", str(config), "-d", "catalog", "--s3", str(both))
+    assert (status, report["blobs"], report["uploaded"]) == (0, 2, 2)
+    assert migrated_objects(credentials, f"{container_name}-catalog", "") == {
+        ids: hashlib.md5(data).hexdigest()
+        for ids, data in deployments["catalog"].referenced.items()}
 
 
 def test_s3_and_configuration_errors_exit_2(devswift, tmp_path, container_name, capsys,
@@ -324,3 +371,28 @@ def test_the_sse_c_key_becomes_the_encryption_key_and_a_rerun_skips_by_content(
     status, again = run(capsys, "migrate", config, "--s3", deployment.config)
     assert (status, again["uploaded"], again["skipped"]) == (0, 0, 4)  # compared encrypted
     assert_every_blob_reads_back(config, deployment)
+
+
+def test_an_s3_api_that_does_not_answer_fails_within_the_deadline(start_cluster, devswift,
+                                                                 tmp_path, container_name,
+                                                                 capsys, swift_environment):
+    """An S3 endpoint that takes connections and never answers (its proxy
+    frozen): --deadline bounds each S3 request too, and the command ends with
+    its report and the error, not a traceback."""
+    source = start_cluster("s3-unanswering")
+    deployment = make_s3_deployment(source, container_name, tmp_path, rounds=[{"a": b"a"}])
+    config = swift_config_of(capsys, deployment, tmp_path)
+    started = time.monotonic()
+    source.pause_server("proxy")
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "zodb_swiftblobs.cli", "migrate", config, "--s3",
+             deployment.config, "--deadline", "2", "--json"], capture_output=True, text=True,
+            timeout=300, env=child_environment())
+    finally:
+        source.resume_server("proxy")
+    assert process.returncode == 1 and time.monotonic() - started < 40, process.stderr
+    assert "Traceback" not in process.stderr
+    result = json.loads(process.stdout)
+    assert result["ok"] is False and result["blobs"] == 0
+    assert result["error"].startswith(f"listing s3://{container_name}/blobs/: Read timeout")

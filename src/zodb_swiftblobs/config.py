@@ -77,14 +77,15 @@ class SwiftBlobStorageFactory(ZODB.config.BaseConfig):
         return resources.open_cache(self.options())
 
 
-def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseConfig:
+def storage_section(path: str, database: str | None = None, *,
+                    default: str | None = None) -> ZODB.config.BaseConfig:
     """The storage section (not opened) of *database* in the file at *path*.
 
     The file is a zope.conf (read with Zope's own schema, which needs Zope
     installed), a ZEO server's zeo.conf, a ZODB configuration file of
     ``<zodb>`` sections, or one of storage sections (such as zodbconvert's).
     *database* is a section name; it may be left out when the file has one
-    database, or one named ``main``.
+    database, or one named *default* (by default ``main``).
     """
     text = read_text(path)
     failure = None
@@ -110,7 +111,7 @@ def storage_section(path: str, database: str | None = None) -> ZODB.config.BaseC
     if database is None:
         if len(storages) == 1:
             return next(iter(storages.values()))
-        database = "main"
+        database = default or "main"
     if database not in storages:
         named = ", ".join(repr(name) for name in storages)
         raise ConfigurationError(f"{path} has no database {database!r} (it has {named}); "
@@ -126,6 +127,10 @@ def read_text(path: str) -> str:
             return f.read()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # as ZConfig decodes it
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigurationError(f"{path}: not UTF-8 text (line {line}: byte "
+                                 f"0x{exc.object[exc.start]:02x})") from None
 
 
 def swift_section(path: str, database: str | None = None, *,
@@ -156,10 +161,12 @@ def open_swift_storage(path: str, database: str | None = None, *, read_only: boo
     return storage, inner
 
 
-def open_storage(path: str, database: str | None = None, *, read_only: bool = False) -> Any:
-    """Open the storage of *database* in the file at *path* (read-only: every
-    storage of its chain that can be)."""
-    return _open(storage_section(path, database), read_only)
+def open_storage(path: str, database: str | None = None, *, default: str | None = None,
+                 read_only: bool = False) -> Any:
+    """Open the storage of *database* (see :func:`storage_section`, and
+    *default*) in the file at *path* (read-only: every storage of its chain
+    that can be)."""
+    return _open(storage_section(path, database, default=default), read_only)
 
 
 def _swift_within(section: ZODB.config.BaseConfig, path: str, database: str | None,

@@ -63,18 +63,18 @@ def convert_s3_config(text: str) -> ConvertedConfig:
 
 def _swift_keys(section: S3BlobSection) -> list[str]:
     """The key lines of the ``<swiftblobstorage>`` equivalent to *section*:
-    the bucket's name for the container, the same prefix (ending with a
-    slash), a new cache directory of the same size, the SSE-C key as the
-    encryption key."""
+    the bucket's name for the container, the prefix of the same segments, a
+    new cache directory of the same size, the SSE-C key as the encryption
+    key."""
     keys = section.keys
     for required in ("bucket-name", "cache-dir"):
         if not keys.get(required):
             raise ConfigurationError(f"{_describe(section)}: <{SECTION_TYPE}> has no "
                                      f"{required}")
     lines = [f"container {keys['bucket-name']}"]
-    prefix = keys.get("s3-prefix", "").rstrip("/")
+    prefix = _swift_prefix(keys.get("s3-prefix", ""))
     if prefix:
-        lines.append(f"prefix {prefix}/")
+        lines.append(f"prefix {prefix}")
     lines.append(f"cache-dir {_swift_cache_dir(keys['cache-dir'])}")
     lines.append(f"cache-size {keys.get('cache-size') or DEFAULTS['cache-size']}")
     if keys.get("s3-sse-customer-key"):
@@ -123,6 +123,13 @@ def _replacement(section: S3BlobSection, lines: list[str], body: list[str]) -> d
                                + "".join(f"{inner}{line}\n" for line in body))
     replaced[section.end] = f"{indent}</swiftblobstorage>\n"
     return replaced
+
+
+def _swift_prefix(s3_prefix: str) -> str:
+    """The Swift prefix of the same segments as *s3_prefix* (zodb-s3blobs
+    takes empty ones: ``/site1``), ending with a slash; empty for none."""
+    segments = [segment for segment in s3_prefix.split("/") if segment]
+    return "/".join(segments) + "/" if segments else ""
 
 
 def _swift_cache_dir(cache_dir: str) -> str:

@@ -105,12 +105,13 @@ class S3Settings:
                    sse_customer_key=section.value("s3-sse-customer-key"))
 
 
-def read_s3_settings(path: str, database: str | None = None) -> S3Settings:
-    """The S3 settings of *database* (see :func:`s3_section`) in the
-    configuration file at *path*."""
+def read_s3_settings(path: str, database: str | None = None, *,
+                     default: str | None = None) -> S3Settings:
+    """The S3 settings of *database* (see :func:`s3_section`, and *default*)
+    in the configuration file at *path*."""
     text = read_text(path)
     try:
-        return S3Settings.from_section(s3_section(text, database))
+        return S3Settings.from_section(s3_section(text, database, default=default))
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from None
 
@@ -149,10 +150,11 @@ def s3_sections(text: str) -> list[S3BlobSection]:
     return sections
 
 
-def s3_section(text: str, database: str | None = None) -> S3BlobSection:
+def s3_section(text: str, database: str | None = None, *,
+               default: str | None = None) -> S3BlobSection:
     """The ``<s3blobstorage>`` section of *database* in *text*: a database
     section's name (or the section's own); it may be left out when there is
-    one section, or one of database ``main``."""
+    one section, or one of database *default* (by default ``main``)."""
     sections = s3_sections(text)
     if not sections:
         raise ConfigurationError(f"no <{SECTION_TYPE}> section (files named by %include "
@@ -160,7 +162,7 @@ def s3_section(text: str, database: str | None = None) -> S3BlobSection:
     if database is None:
         if len(sections) == 1:
             return sections[0]
-        database = "main"
+        database = default or "main"
     for section in sections:
         if section.database == database.lower():
             return section

@@ -45,7 +45,10 @@ from .progress import Progress
 from .s3_config import S3Settings
 from .swift import StoredObject, SwiftContainer
 
-BLOB_KEY = re.compile(r"blobs/([0-9a-f]{1,16})/([0-9a-f]{1,16})\.blob")
+# Only the keys zodb-s3blobs writes (and reads): another spelling of the same
+# ids (leading zeros) is another object, which zodb-s3blobs never served.
+CANONICAL_HEX = r"(0|[1-9a-f][0-9a-f]{0,15})"
+BLOB_KEY = re.compile(rf"blobs/{CANONICAL_HEX}/{CANONICAL_HEX}\.blob")
 PLAIN_ETAG = re.compile(r"[0-9a-f]{32}")
 MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-([1-9][0-9]*)")
 CHUNK_SIZE = 1 << 20
@@ -88,9 +91,11 @@ class S3Object:
 
 class S3Bucket:
     """The objects of a zodb-s3blobs deployment's bucket, read with boto3 as
-    zodb-s3blobs reads them; *connections* at a time."""
+    zodb-s3blobs reads them; *connections* at a time, each connection and
+    answer waited for *timeout* seconds at most (by default zodb-s3blobs')."""
 
-    def __init__(self, settings: S3Settings, *, connections: int = 10) -> None:
+    def __init__(self, settings: S3Settings, *, connections: int = 10,
+                 timeout: float | None = None) -> None:
         try:
             import boto3
             from botocore.config import Config
@@ -101,8 +106,9 @@ class S3Bucket:
         self.settings = settings
         self.customer_key = _customer_key(settings.sse_customer_key)
         options: dict[str, Any] = {"use_ssl": settings.use_ssl, "config": Config(
-            s3={"addressing_style": settings.addressing_style}, connect_timeout=TIMEOUT,
-            read_timeout=TIMEOUT, max_pool_connections=connections,
+            s3={"addressing_style": settings.addressing_style},
+            connect_timeout=timeout or TIMEOUT, read_timeout=timeout or TIMEOUT,
+            max_pool_connections=connections,
             retries={"mode": "standard"})}
         for option, value in (("endpoint_url", settings.endpoint_url),
                               ("region_name", settings.region),
@@ -276,7 +282,7 @@ def _customer_key(text: str | None) -> dict[str, Any]:
 
 def _listing_error(exc: Exception, settings: S3Settings) -> Exception:
     """The error to raise for *exc*, raised while listing the bucket."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
     where = f"listing s3://{settings.bucket}/{settings.blobs_prefix}"
     if code in CONFIGURATION_ERRORS or type(exc).__name__ in ("NoCredentialsError",
                                                                 "PartialCredentialsError"):

@@ -43,6 +43,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def positive_integer(text: str) -> int:
+    """A whole number of at least 1: 8."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
 def zodb_id(text: str) -> bytes:
     """An oid or tid: 0x-prefixed hex (as ZODB prints them), 16 hex digits, or decimal."""
     try:

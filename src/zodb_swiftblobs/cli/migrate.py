@@ -11,7 +11,7 @@ from ..migrate import (MigrationError, MigrationReport, blob_directory_revisions
 from ..progress import Progress
 from ..s3_config import read_s3_settings
 from ..s3_source import S3Bucket, S3MigrationReport, migrate_s3_bucket
-from .arguments import add_storage_command, overrides
+from .arguments import add_storage_command, overrides, positive_integer
 from .output import listed, mib, print_result, progress_shown
 
 
@@ -34,10 +34,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     origin.add_argument("--s3", metavar="S3_CONFIG",
                         help="the zope.conf (or ZODB configuration file) of a zodb-s3blobs "
                              "deployment, whose <s3blobstorage> names the bucket, prefix and "
-                             "credentials (needs the s3 extra)")
+                             "credentials (needs the s3 extra); --deadline bounds the wait "
+                             "for each S3 connection and answer too")
     migrate.add_argument("--source-database",
-                         help="the database section name in --source or --s3")
-    migrate.add_argument("--jobs", type=int, default=8, help="parallel uploads (default 8)")
+                         help="the database section name in --source or --s3 (by "
+                              "default that of -d when the file has several)")
+    migrate.add_argument("--jobs", type=positive_integer, default=8,
+                         help="parallel uploads (default 8)")
     migrate.add_argument("--dry-run", action="store_true",
                          help="report what would be uploaded; change nothing")
 
@@ -85,8 +88,8 @@ def _copy_from_s3(args: argparse.Namespace, section,
                   progress: Progress) -> S3MigrationReport:
     """Copy the referenced blob revisions of the bucket into Swift (the
     database is the storage the <swiftblobstorage> wraps, opened read-only)."""
-    bucket = S3Bucket(read_s3_settings(args.s3, args.source_database),
-                      connections=args.jobs)
+    settings = read_s3_settings(args.s3, args.source_database, default=args.database)
+    bucket = S3Bucket(settings, connections=args.jobs, timeout=args.deadline)
     try:
         database = section.open_base()
         container = section.open_container()
@@ -108,7 +111,8 @@ def _copy_from_s3(args: argparse.Namespace, section,
 def _copy(args: argparse.Namespace, section, progress: Progress) -> MigrationReport:
     """Copy the source's transactions into the database (a dry run opens both
     read-only, and takes a destination that does not exist yet for empty)."""
-    source = open_storage(args.source, args.source_database, read_only=True)
+    source = open_storage(args.source, args.source_database, default=args.database,
+                          read_only=True)
     try:
         try:
             outer, destination = open_swift_storage(args.config, args.database,

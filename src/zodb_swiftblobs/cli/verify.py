@@ -11,7 +11,7 @@ from ..config import open_swift_storage
 from ..gc import CollectableSpan
 from ..progress import Progress
 from ..verify import verify
-from .arguments import add_storage_command, duration, overrides
+from .arguments import add_storage_command, duration, overrides, positive_integer
 from .output import duration_text, listed, mib, moment_text, print_result, progress_shown
 
 GC_MIN_AGE = 3600.0  # gc spares orphans younger than this by default (see --min-age)
@@ -32,7 +32,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--deep", action="store_true",
                        help="read every object and check its size, MD5 and the checksum "
                             "recorded when it was uploaded")
-    check.add_argument("--jobs", type=int, default=8, help="parallel checks (default 8)")
+    check.add_argument("--jobs", type=positive_integer, default=8,
+                       help="parallel checks (default 8)")
     check.add_argument("--min-age", type=duration, default=GC_MIN_AGE,
                        help="report the orphans modified more recently than this as young: "
                             "gc with the same --min-age spares them (default 1h, gc's)")

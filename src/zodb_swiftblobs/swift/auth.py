@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -20,6 +21,8 @@ except ImportError:  # Keystone support is the optional 'keystone' extra
     keystone_errors = None
 
 _SECRET_FIELDS = ("key", "application_credential_secret", "preauth_token")
+# The password of a URL's user information (http://user:password@host/).
+URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
 AUTH_VERSIONS = ("1", "1.0", "3", "3.0")
 INTERFACES = ("public", "internal", "admin", "publicURL", "internalURL", "adminURL")
 
@@ -28,7 +31,8 @@ INTERFACES = ("public", "internal", "admin", "publicURL", "internalURL", "adminU
 class Credentials:
     """How to authenticate: TempAuth v1 (``auth_url``, ``user``, ``key``),
     Keystone v3 (password or application credential), or a pre-authenticated
-    ``preauth_url`` and ``preauth_token``.  Secrets never appear in its repr."""
+    ``preauth_url`` and ``preauth_token``.  Secrets (a URL's password too)
+    never appear in its repr."""
 
     auth_url: str | None = None
     user: str | None = None
@@ -65,6 +69,11 @@ class Credentials:
         if self.interface and self.interface not in INTERFACES:
             raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, not "
                              f"{self.interface!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{item.name}={getattr(self, item.name)!r}"
+                          for item in fields(self) if item.repr)
+        return hide_url_passwords(f"{type(self).__name__}({shown})")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Credentials:
@@ -160,8 +169,15 @@ class Credentials:
         """Where and as whom, for messages (never the secrets)."""
         if self.auth_url:
             who = self.user or self.application_credential_id or "?"
-            return f"{'Keystone v3' if self.keystone else 'TempAuth'} at {self.auth_url} as {who}"
-        return f"pre-authenticated token for {self.preauth_url}"
+            return hide_url_passwords(f"{'Keystone v3' if self.keystone else 'TempAuth'} at "
+                                      f"{self.auth_url} as {who}")
+        return hide_url_passwords(f"pre-authenticated token for {self.preauth_url}")
+
+
+def hide_url_passwords(text: str) -> str:
+    """*text* with the password of every URL in it (http://user:password@host/)
+    replaced by ``***``."""
+    return URL_PASSWORD.sub(r"\1***@", text)
 
 
 class TokenSource:

@@ -1,4 +1,5 @@
-"""python-swiftclient's log: no secrets, and no lines for the requests answered 404."""
+"""python-swiftclient's log: no secrets (no URL's password either), and no lines
+for the requests answered 404."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import threading
 
 from swiftclient import client as swift
+
+from .auth import hide_url_passwords
 
 
 class QuietMisses(logging.Filter):
@@ -17,7 +20,7 @@ class QuietMisses(logging.Filter):
     written yet), raised as NotFoundError for the caller to judge, so those
     records would only fill an application's log.  The command line is held
     until the status says whether it is a 404; other failures are logged as
-    before.
+    before.  The command line of every request shows no URL's password.
     """
 
     def __init__(self) -> None:
@@ -26,9 +29,11 @@ class QuietMisses(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         local = self._local
+        message = str(record.msg)
+        if message.startswith("REQ: ") and record.args:  # its curl command line
+            record.args = tuple(hide_url_passwords(str(arg)) for arg in record.args)
         if record.levelno != logging.INFO or getattr(local, "releasing", False):
             return True
-        message = str(record.msg)
         if message.startswith("REQ: "):
             local.request, local.quiet = record, False
             return False

@@ -22,7 +22,7 @@ from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
 from ..names import has_dot_segment
-from .auth import Credentials, TokenSource
+from .auth import Credentials, TokenSource, hide_url_passwords
 from .errors import (AuthenticationError, AuthServiceUnreachable, ChecksumMismatchError,
                      DownloadRestart, LocalFileFailure, NotFoundError, NotLargeObject,
                      PermanentSwiftError, SendTimeUp, SwiftError, SwiftUnavailableError,
@@ -66,6 +66,8 @@ JUDGED_ERRORS = (ClientException, AuthServiceUnreachable, LocalFileFailure, Send
 
 # The system's reason in a network error's text: "[Errno 111] Connection refused".
 SYSTEM_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"()]+)")
+# A connection or an answer not there within the timeout (whose text is urllib3's).
+TIMEOUT_ERRORS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 # request(url, token, (parsed url, connection)): one attempt of an operation.
 Request = Callable[[str, str, tuple], Any]
@@ -165,10 +167,10 @@ class Transport:
         self._local = threading.local()
 
     def redact(self, text: str) -> str:
-        """*text* with every secret and token replaced by ``***``."""
+        """*text* with every secret, token and URL password replaced by ``***``."""
         for secret in self.credentials.secrets() + self.tokens.secrets():
             text = text.replace(secret, "***")
-        return text
+        return hide_url_passwords(text)
 
     def call(self, operation: str, name: str, request: Request, *,
              deadline: float | None = None, budget: TimeBudget | None = None,
@@ -350,8 +352,10 @@ def unavailable_segments(exc: ClientException) -> list[str]:
 
 
 def _reason(exc: Exception) -> str:
-    """A network error's reason: the system's (``Connection refused``) when
-    its text names one, else the whole text."""
+    """A network error's reason: ``timed out`` for a timeout, the system's
+    (``Connection refused``) when its text names one, else the whole text."""
+    if isinstance(exc, TIMEOUT_ERRORS):
+        return "timed out"
     found = SYSTEM_REASON.search(str(exc))
     return found.group(1).strip() if found else str(exc)
 
