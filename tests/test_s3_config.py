@@ -2,11 +2,15 @@
 <swiftblobstorage> ones (pure functions: nothing is opened or contacted)."""
 
 import io
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 import ZConfig
 
+from conftest import child_environment
 from test_integration import PLONE_ZOPE_CONF
 from zodb_swiftblobs.cli import main
 from zodb_swiftblobs.config import DATABASES_SCHEMA, ConfigurationError, swift_section
@@ -207,3 +211,21 @@ def test_a_prefix_zodb_s3blobs_takes_becomes_one_swiftblobstorage_takes():
                 f"s3-prefix {written}\n<mappingstorage/>\n</s3blobstorage>\n</zodb>\n")
         config, _ = ZConfig.loadConfigFile(schema, io.StringIO(convert_s3_config(text).text))
         assert config.databases[0].config.storage.config.prefix == prefix, written
+
+
+def test_a_reader_of_stdout_that_goes_away_ends_the_command_quietly(tmp_path):
+    """``zodb-swiftblobs convert-config OLD | head -1``: the pipe closed
+    before the command writes ends it with status 1, saying nothing more."""
+    old = tmp_path / "zope.conf"
+    old.write_text(ZOPE_CONF)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "zodb_swiftblobs.cli", "convert-config", str(old)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, env=child_environment(),
+            timeout=120)
+    finally:
+        os.close(write_end)
+    assert (process.returncode, process.stderr) == (1, "")
+

@@ -7,6 +7,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         with contextlib.nullcontext() if args.quiet else waits_shown(args.command):
-            return args.func(args)
+            status = args.func(args)
+            sys.stdout.flush()
+            return status
+    except BrokenPipeError:  # stdout's reader went away (``| head``): say no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ConfigurationError, AuthenticationError, SwiftAuthenticationError,
             MissingPackageError) as exc:
         failure, status = exc, 2  # configuration: wrong credentials, a missing extra too
