@@ -225,6 +225,36 @@ def test_nginx_serves_the_x_accel_redirect_from_swift(plone_server, plone_home, 
         assert requests.get(nginx + internal, timeout=120).status_code == 404  # internal
 
 
+@pytest.fixture
+def caching_proxy_rules(plone_server, tempurl_site):
+    """plone.app.caching on, with its rules for a site behind a caching proxy
+    (``with-caching-proxy``: a shared cache keeps files a day), for this test."""
+    rest = {"auth": ADMIN, "headers": {"Accept": "application/json"}, "timeout": 120}
+    enabled = "plone.caching.interfaces.ICacheSettings.enabled"
+    requests.post(f"{tempurl_site}/Plone/@addons/plone.app.caching/install", **rest)
+    requests.post(f"{tempurl_site}/Plone/@addons/plone.app.caching/import/with-caching-proxy",
+                  **rest).raise_for_status()
+    requests.patch(f"{tempurl_site}/Plone/@registry", json={enabled: True},
+                   **rest).raise_for_status()
+    yield
+    requests.patch(f"{plone_server.current['url']}/Plone/@registry", json={enabled: False},
+                   **rest).raise_for_status()
+
+
+def test_plone_caching_rules_never_let_a_shared_cache_keep_a_redirect(
+        plone_server, caching_proxy_rules):
+    site = plone_server(**TEMPURL)
+    small = get(f"{site}/Plone/small/@@download/file")
+    assert "s-maxage=86400" in small.headers["Cache-Control"]  # the rules apply
+    for view in ("big/@@download/file", "picture/@@images/image"):
+        redirect = get(f"{site}/Plone/{view}")
+        assert redirect.status_code == 302 and "temp_url_sig" in redirect.headers["Location"]
+        assert redirect.headers["Cache-Control"] == "private, no-store"
+    x_accel = get(f"{plone_server(**X_ACCEL)}/Plone/big/@@download/file")
+    assert "X-Accel-Redirect" in x_accel.headers
+    assert x_accel.headers["Cache-Control"] == "private, no-store"
+
+
 def test_a_mistake_in_the_settings_stops_zope_as_it_starts(plone_server):
     with pytest.raises(AssertionError, match="serve-with is one of tempurl or "
                                              "x-accel-redirect, not 'sendfile'"):
