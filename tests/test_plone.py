@@ -310,3 +310,23 @@ def test_an_encrypted_blob_is_served_by_plone(devswift, account_key, bytes_stora
         with file.open() as f:
             assert f.read() == BIG
     db.close()
+
+
+def test_an_encrypted_blob_is_never_redirected_by_a_process_without_its_key(
+        devswift, account_key, bytes_storable, tmp_path, container_name):
+    keys = bytes(range(32)).hex()
+    db = DB(swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                          tmp_path / "cache", encryption_keys=keys))
+    with db.transaction() as conn:
+        file = conn.root()["file"] = NamedBlobFile(BIG, filename="report.bin")
+        assert file.getSize() == len(BIG)  # its size in its state: no HEAD needed for it
+    db.close()
+    # A read-only Zope (a replica, a ZEO read-only client) whose zope.conf forgot the key
+    db = DB(swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs"), read_only=True),
+                          container_name, tmp_path / "other-cache"))
+    with db.transaction() as conn:
+        file = conn.root()["file"]
+        file._p_activate()
+        assert file.__dict__["size"] == len(BIG)
+        assert blob_redirect(file, ABOVE_1MB) is None  # never ciphertext
+    db.close()
