@@ -17,6 +17,8 @@ def test_sizes_and_durations_read_as_in_zope_conf():
                            "serve-with": "x-accel-redirect",
                            "x-accel-location": "/swift/"}) == ServingSettings(
         4096, "x-accel-redirect", "/swift/", 1800)
+    assert parse_settings({"serve-from-swift-above": "1MB", "tempurl-lifetime": "7d"}).lifetime \
+        == 7 * 86400
 
 
 @pytest.mark.parametrize("config, message", [
@@ -27,6 +29,10 @@ def test_sizes_and_durations_read_as_in_zope_conf():
     ({"serve-from-swift-above": "1MB", "serve-with": "x-accel-redirect",
       "x-accel-location": "swift"}, "needs x-accel-location"),
     ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "0"}, "must be positive"),
+    # Swift answers 500 to a TempURL expiring in 10**20 seconds
+    ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "99999999999999999999"},
+     "tempurl-lifetime must be at most 7 days"),
+    ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "8d"}, "at most 7 days"),
     ({"serve-from-swift-above": "ten"}, "ten"),
     ({"serve-from-swift-abve": "1MB"}, "unknown key"),
 ])

@@ -7,7 +7,8 @@
                             or ``x-accel-redirect`` (nginx fetches the TempURL)
 ``x-accel-location``        the nginx internal location that proxies to Swift
                             (``x-accel-redirect`` only), such as ``/swift/``
-``tempurl-lifetime``        how long a TempURL is valid (default 1h; 90, 30m, 6h)
+``tempurl-lifetime``        how long a TempURL is valid (default 1h; 90, 30m, 6h;
+                            at most 7d: a TempURL cannot be taken back)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ZConfig.datatypes import stock_datatypes
 PRODUCT = "zodb-swiftblobs"
 MODES = ("tempurl", "x-accel-redirect")
 DEFAULT_LIFETIME = 3600
+MAX_LIFETIME = 7 * 86400
 KEYS = ("serve-from-swift-above", "serve-with", "x-accel-location", "tempurl-lifetime")
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ def parse_settings(config: Mapping[str, str]) -> ServingSettings | None:
                                                                str(DEFAULT_LIFETIME))))
     if lifetime <= 0:
         raise ValueError(f"<product-config {PRODUCT}>: tempurl-lifetime must be positive")
+    if lifetime > MAX_LIFETIME:
+        raise ValueError(f"<product-config {PRODUCT}>: tempurl-lifetime must be at most "
+                         f"{MAX_LIFETIME // 86400} days "
+                         f"(a TempURL cannot be taken back; each download gets a new one)")
     return ServingSettings(above, mode, location, lifetime)
 
 
