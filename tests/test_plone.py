@@ -255,6 +255,25 @@ def test_plone_caching_rules_never_let_a_shared_cache_keep_a_redirect(
     assert x_accel.headers["Cache-Control"] == "private, no-store"
 
 
+def test_a_container_key_left_from_earlier_does_not_break_big_downloads(
+        plone_server, plone_home, devswift):
+    """A container's key does not reach a large object's segments (Swift
+    answers 409): the account's key signs when both are set."""
+    settings = devswift.settings()
+    url, token = swiftclient.get_auth(settings.auth_url, settings.user, settings.key)
+    swiftclient.post_container(url, token, plone_home[1], {"X-Container-Meta-Temp-URL-Key":
+                                                           uuid.uuid4().hex})
+    try:
+        site = plone_server(**{**TEMPURL, "tempurl-lifetime": "11m"})  # a Zope reading keys
+        response = get(f"{site}/Plone/big/@@download/file")
+        assert response.status_code == 302
+        from_swift = requests.get(response.headers["Location"], timeout=120)
+        assert from_swift.status_code == 200 and from_swift.content == BIG
+    finally:
+        swiftclient.post_container(url, token, plone_home[1],
+                                   {"X-Container-Meta-Temp-URL-Key": ""})
+
+
 def test_a_mistake_in_the_settings_stops_zope_as_it_starts(plone_server):
     with pytest.raises(AssertionError, match="serve-with is one of tempurl or "
                                              "x-accel-redirect, not 'sendfile'"):
