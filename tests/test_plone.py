@@ -225,6 +225,55 @@ def test_nginx_serves_the_x_accel_redirect_from_swift(plone_server, plone_home, 
         assert requests.get(nginx + internal, timeout=120).status_code == 404  # internal
 
 
+@pytest.fixture
+def caching_proxy_rules(plone_server, tempurl_site):
+    """plone.app.caching on, with its rules for a site behind a caching proxy
+    (``with-caching-proxy``: a shared cache keeps files a day), for this test."""
+    rest = {"auth": ADMIN, "headers": {"Accept": "application/json"}, "timeout": 120}
+    enabled = "plone.caching.interfaces.ICacheSettings.enabled"
+    requests.post(f"{tempurl_site}/Plone/@addons/plone.app.caching/install", **rest)
+    requests.post(f"{tempurl_site}/Plone/@addons/plone.app.caching/import/with-caching-proxy",
+                  **rest).raise_for_status()
+    requests.patch(f"{tempurl_site}/Plone/@registry", json={enabled: True},
+                   **rest).raise_for_status()
+    yield
+    requests.patch(f"{plone_server.current['url']}/Plone/@registry", json={enabled: False},
+                   **rest).raise_for_status()
+
+
+def test_plone_caching_rules_never_let_a_shared_cache_keep_a_redirect(
+        plone_server, caching_proxy_rules):
+    site = plone_server(**TEMPURL)
+    small = get(f"{site}/Plone/small/@@download/file")
+    assert "s-maxage=86400" in small.headers["Cache-Control"]  # the rules apply
+    for view in ("big/@@download/file", "picture/@@images/image"):
+        redirect = get(f"{site}/Plone/{view}")
+        assert redirect.status_code == 302 and "temp_url_sig" in redirect.headers["Location"]
+        assert redirect.headers["Cache-Control"] == "private, no-store"
+    x_accel = get(f"{plone_server(**X_ACCEL)}/Plone/big/@@download/file")
+    assert "X-Accel-Redirect" in x_accel.headers
+    assert x_accel.headers["Cache-Control"] == "private, no-store"
+
+
+def test_a_container_key_left_from_earlier_does_not_break_big_downloads(
+        plone_server, plone_home, devswift):
+    """A container's key does not reach a large object's segments (Swift
+    answers 409): the account's key signs when both are set."""
+    settings = devswift.settings()
+    url, token = swiftclient.get_auth(settings.auth_url, settings.user, settings.key)
+    swiftclient.post_container(url, token, plone_home[1], {"X-Container-Meta-Temp-URL-Key":
+                                                           uuid.uuid4().hex})
+    try:
+        site = plone_server(**{**TEMPURL, "tempurl-lifetime": "11m"})  # a Zope reading keys
+        response = get(f"{site}/Plone/big/@@download/file")
+        assert response.status_code == 302
+        from_swift = requests.get(response.headers["Location"], timeout=120)
+        assert from_swift.status_code == 200 and from_swift.content == BIG
+    finally:
+        swiftclient.post_container(url, token, plone_home[1],
+                                   {"X-Container-Meta-Temp-URL-Key": ""})
+
+
 def test_a_mistake_in_the_settings_stops_zope_as_it_starts(plone_server):
     with pytest.raises(AssertionError, match="serve-with is one of tempurl or "
                                              "x-accel-redirect, not 'sendfile'"):
@@ -279,4 +328,24 @@ def test_an_encrypted_blob_is_served_by_plone(devswift, account_key, bytes_stora
         assert blob_redirect(file, ABOVE_1MB) is None  # a TempURL would serve ciphertext
         with file.open() as f:
             assert f.read() == BIG
+    db.close()
+
+
+def test_an_encrypted_blob_is_never_redirected_by_a_process_without_its_key(
+        devswift, account_key, bytes_storable, tmp_path, container_name):
+    keys = bytes(range(32)).hex()
+    db = DB(swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs")), container_name,
+                          tmp_path / "cache", encryption_keys=keys))
+    with db.transaction() as conn:
+        file = conn.root()["file"] = NamedBlobFile(BIG, filename="report.bin")
+        assert file.getSize() == len(BIG)  # its size in its state: no HEAD needed for it
+    db.close()
+    # A read-only Zope (a replica, a ZEO read-only client) whose zope.conf forgot the key
+    db = DB(swift_storage(devswift, FileStorage(str(tmp_path / "Data.fs"), read_only=True),
+                          container_name, tmp_path / "other-cache"))
+    with db.transaction() as conn:
+        file = conn.root()["file"]
+        file._p_activate()
+        assert file.__dict__["size"] == len(BIG)
+        assert blob_redirect(file, ABOVE_1MB) is None  # never ciphertext
     db.close()

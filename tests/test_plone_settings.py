@@ -17,6 +17,9 @@ def test_sizes_and_durations_read_as_in_zope_conf():
                            "serve-with": "x-accel-redirect",
                            "x-accel-location": "/swift/"}) == ServingSettings(
         4096, "x-accel-redirect", "/swift/", 1800)
+    assert parse_settings({"serve-from-swift-above": "1MB", "tempurl-lifetime": "7d"}).lifetime \
+        == 7 * 86400
+    assert parse_settings({"serve-from-swift-above": "0"}).above == 0  # every blob
 
 
 @pytest.mark.parametrize("config, message", [
@@ -27,7 +30,15 @@ def test_sizes_and_durations_read_as_in_zope_conf():
     ({"serve-from-swift-above": "1MB", "serve-with": "x-accel-redirect",
       "x-accel-location": "swift"}, "needs x-accel-location"),
     ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "0"}, "must be positive"),
-    ({"serve-from-swift-above": "ten"}, "ten"),
+    # Swift answers 500 to a TempURL expiring in 10**20 seconds
+    ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "99999999999999999999"},
+     "tempurl-lifetime must be at most 7 days"),
+    ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "8d"}, "at most 7 days"),
+    ({"serve-from-swift-above": "ten"}, "serve-from-swift-above is a size .*, not 'ten'"),
+    ({"serve-from-swift-above": "1.5MB"}, "serve-from-swift-above is a size"),
+    ({"serve-from-swift-above": "-1"}, "serve-from-swift-above must not be negative"),
+    ({"serve-from-swift-above": "1MB", "tempurl-lifetime": "1.5h"},
+     "tempurl-lifetime is a duration .*, not '1.5h'"),
     ({"serve-from-swift-abve": "1MB"}, "unknown key"),
 ])
 def test_mistakes_are_named(config, message):

@@ -14,6 +14,7 @@ from ZODB.POSException import POSKeyError
 from ..errors import SwiftStorageError
 from ..storage import SwiftBlobStorage
 from ..swift.errors import SwiftError
+from ..swift.objects import encryption_header
 from .settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -89,12 +90,16 @@ def current_serial(blob: Any) -> bytes:
 def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect | None:
     """The redirect to Swift of the blob of named file *file*, or None when
     Plone serves it: the integration is off, it is no blob file, it is not
-    committed, the storage encrypts, or it is not above the threshold.
+    committed, it is encrypted (or the storage encrypts), or it is not above
+    the threshold.
 
     Nothing here fetches the blob: its revision comes from the database when
     it is a ghost (loading it would fetch it), its size from plone.namedfile's
-    cache of it (``size`` in the file's state) or from Swift, and goes into
-    that cache, so that the headers Plone sets do not read the blob either.
+    cache of it (``size`` in the file's state, enough to leave a small blob
+    to Plone) and from a HEAD request to Swift, which also says whether the
+    object is encrypted (by a process with a key this one lacks: a TempURL
+    would serve its ciphertext).  The size goes into that cache, so that the
+    headers Plone sets do not read the blob either.
     """
     blob = getattr(file, "_blob", None)
     if settings is None or blob is None:
@@ -109,9 +114,10 @@ def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect |
         return None
     try:
         serial = blob._p_serial if blob._p_changed is not None else current_serial(blob)
-        if size is None:
-            name = storage.object_layout.object_name(oid, serial)
-            size = file.__dict__["size"] = storage.swift_container.head(name).size
+        stored = storage.swift_container.head(storage.object_layout.object_name(oid, serial))
+        if encryption_header(stored.metadata):
+            return None
+        size = file.__dict__["size"] = stored.size
         if size <= settings.above:
             return None
         return BlobRedirect(storage.blob_url(oid, serial, expires=settings.lifetime))

@@ -7,7 +7,8 @@
                             or ``x-accel-redirect`` (nginx fetches the TempURL)
 ``x-accel-location``        the nginx internal location that proxies to Swift
                             (``x-accel-redirect`` only), such as ``/swift/``
-``tempurl-lifetime``        how long a TempURL is valid (default 1h; 90, 30m, 6h)
+``tempurl-lifetime``        how long a TempURL is valid (default 1h; 90, 30m, 6h;
+                            at most 7d: a TempURL cannot be taken back)
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from ZConfig.datatypes import stock_datatypes
 PRODUCT = "zodb-swiftblobs"
 MODES = ("tempurl", "x-accel-redirect")
 DEFAULT_LIFETIME = 3600
+MAX_LIFETIME = 7 * 86400
+DATATYPES = {"byte-size": "size (4096, 10MB, 2GB)",
+             "time-interval": "duration in whole seconds, minutes, hours or days "
+                              "(90, 30m, 6h, 7d)"}
 KEYS = ("serve-from-swift-above", "serve-with", "x-accel-location", "tempurl-lifetime")
 
 logger = logging.getLogger(__name__)
@@ -46,7 +51,10 @@ def parse_settings(config: Mapping[str, str]) -> ServingSettings | None:
                          f"the keys are {', '.join(KEYS)}")
     if not config.get("serve-from-swift-above"):
         return None
-    above = stock_datatypes["byte-size"](config["serve-from-swift-above"])
+    above = number(config, "serve-from-swift-above", "byte-size")
+    if above < 0:
+        raise ValueError(f"<product-config {PRODUCT}>: serve-from-swift-above must not be "
+                         f"negative (0: Swift serves every blob that is not empty)")
     mode = config.get("serve-with", "tempurl")
     if mode not in MODES:
         raise ValueError(f"<product-config {PRODUCT}>: serve-with is one of "
@@ -55,11 +63,25 @@ def parse_settings(config: Mapping[str, str]) -> ServingSettings | None:
     if mode == "x-accel-redirect" and not (location and location.startswith("/")):
         raise ValueError(f"<product-config {PRODUCT}>: serve-with x-accel-redirect needs "
                          f"x-accel-location, the path of nginx's internal location (/swift/)")
-    lifetime = int(stock_datatypes["time-interval"](config.get("tempurl-lifetime",
-                                                               str(DEFAULT_LIFETIME))))
+    lifetime = number(config, "tempurl-lifetime", "time-interval", str(DEFAULT_LIFETIME))
     if lifetime <= 0:
         raise ValueError(f"<product-config {PRODUCT}>: tempurl-lifetime must be positive")
+    if lifetime > MAX_LIFETIME:
+        raise ValueError(f"<product-config {PRODUCT}>: tempurl-lifetime must be at most "
+                         f"{MAX_LIFETIME // 86400} days "
+                         f"(a TempURL cannot be taken back; each download gets a new one)")
     return ServingSettings(above, mode, location, lifetime)
+
+
+def number(config: Mapping[str, str], key: str, datatype: str, default: str = "") -> int:
+    """Setting *key* read as ZConfig reads its *datatype* (``byte-size`` or
+    ``time-interval``); ValueError naming it."""
+    value = config.get(key, default)
+    try:
+        return int(stock_datatypes[datatype](value))
+    except ValueError:
+        raise ValueError(f"<product-config {PRODUCT}>: {key} is a {DATATYPES[datatype]}, "
+                         f"not {value!r}") from None
 
 
 @functools.cache

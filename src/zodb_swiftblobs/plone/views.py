@@ -12,6 +12,7 @@ from typing import Any
 from plone.namedfile.browser import DisplayFile, Download
 from plone.namedfile.scaling import ImageScale, ImageScaling
 from plone.namedfile.utils import stream_data
+from plone.transformchain.interfaces import DISABLE_TRANSFORM_REQUEST_KEY
 
 from .redirect import blob_redirect
 from .settings import serving_settings
@@ -20,12 +21,16 @@ from .settings import serving_settings
 def serve(file: Any, request: Any, set_headers: Callable[[], None],
           plone_serves: Callable[[], Any]) -> Any:
     """Plone's headers for *file*, then its redirect to Swift when it has
-    one, else what *plone_serves* returns."""
+    one, else what *plone_serves* returns.
+
+    A redirect's headers are final: no transform (plone.app.caching's rules
+    would let a shared cache keep it a day, past its TempURL's lifetime)."""
     settings = serving_settings()
     redirect = blob_redirect(file, settings)  # first: it gives the headers the size
     set_headers()
     if redirect is None:
         return plone_serves()
+    request.environ[DISABLE_TRANSFORM_REQUEST_KEY] = True
     return redirect.answer(request.response, settings)
 
 

@@ -381,7 +381,7 @@ class SwiftContainer:
     # -- temporary URLs ---------------------------------------------------------------
 
     def temp_url_key(self) -> str | None:
-        """The container's TempURL key, else the account's; None when neither is set.
+        """The account's TempURL key, else the container's; None when neither is set.
 
         Set one with ``swift post -m Temp-URL-Key:<key> <container>`` (container)
         or ``swift post -m Temp-URL-Key:<key>`` (account).

@@ -15,15 +15,18 @@ ACCOUNT_TEMP_URL_KEY_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-t
 
 
 def temp_url_key(transport: Transport, container: str) -> str | None:
-    """The TempURL key of *container*, else the account's; None when neither is set."""
-    headers = transport.call("container check", container, lambda u, t, h:
-                             swift.head_container(u, t, container, http_conn=h))
-    for header in TEMP_URL_KEY_HEADERS:
-        if headers.get(header):
-            return headers[header]
+    """The account's TempURL key, else *container*'s; None when neither is set.
+
+    The account's comes first: it also reaches a large object's segments,
+    in another container (with a container's key, Swift answers 409)."""
     headers = transport.call("account check", "", lambda u, t, h:
                              swift.head_account(u, t, http_conn=h))
     for header in ACCOUNT_TEMP_URL_KEY_HEADERS:
+        if headers.get(header):
+            return headers[header]
+    headers = transport.call("container check", container, lambda u, t, h:
+                             swift.head_container(u, t, container, http_conn=h))
+    for header in TEMP_URL_KEY_HEADERS:
         if headers.get(header):
             return headers[header]
     return None
