@@ -123,17 +123,23 @@ def test_an_unreachable_swift_is_waited_for_out_loud_within_the_deadline(
         assert process.stdout == ""
 
 
-def test_verify_and_gc_report_young_orphans(devswift, credentials, tmp_path, container_name,
-                                            capsys):
+def database_and_orphan(devswift, tmp_path, container_name):
+    """A database with one blob, its configuration file, and the name of the
+    object of a revision it does not reference (an orphan) to upload."""
     config, db = wrapped_db(devswift, tmp_path, container_name)
     ids = commit_blobs(db, {"kept": b"committed and referenced"})
     db.close()
     orphan = tmp_path / "orphan"
     orphan.write_bytes(b"left by a crashed commit")
-    name = f"{0xf1:016x}/{ids['kept'][1].hex()}.blob"
+    return config, str(orphan), f"{0xf1:016x}/{ids['kept'][1].hex()}.blob"
+
+
+def test_verify_and_gc_report_young_orphans(devswift, credentials, tmp_path, container_name,
+                                            capsys):
+    config, orphan, name = database_and_orphan(devswift, tmp_path, container_name)
     view = SwiftContainer(credentials, container_name)
     before = time.time()
-    view.upload(name, str(orphan))
+    view.upload(name, orphan)
     after = time.time()
 
     status, report = run(capsys, "verify", str(config))
@@ -147,7 +153,7 @@ def test_verify_and_gc_report_young_orphans(devswift, credentials, tmp_path, con
     assert "orphans younger than 1h (1):" in out and "old enough for gc" not in out
     assert re.search(r"1 orphans younger than 1h \(gc --min-age\) are kept by gc: old "
                      r"enough to collect at \S+ \S+ UTC \(in (59|60)m\)", out), out
-    assert "'gc --min-age 0' removes them now" in out
+    assert "'gc --min-age 0' collects them now" in out
     status, report = run(capsys, "verify", str(config), "--min-age", "0")
     assert (report["collectable_orphans"], report["young_orphans"]) == ([name], [])
     assert main(["verify", str(config), "--min-age", "0"]) == 0
@@ -164,6 +170,22 @@ def test_verify_and_gc_report_young_orphans(devswift, credentials, tmp_path, con
     assert (status, report["orphans"], report["too_young"], report["deleted"]) == (0, 1, 0, 1)
     assert report["too_young_collectable"] == {"first": None, "last": None}
     view.close()
+
+
+def test_an_orphan_scheduled_for_deletion_is_no_young_orphan(devswift, credentials, tmp_path,
+                                                             container_name, capsys):
+    config, orphan, name = database_and_orphan(devswift, tmp_path, container_name)
+    view = SwiftContainer(credentials, container_name)
+    view.upload(name, orphan)
+    view.close()
+    status, report = run(capsys, "gc", str(config), "--min-age", "0", "--grace-period", "7d")
+    assert (status, report["orphans"], report["scheduled"]) == (0, 1, 1)
+
+    # scheduling its deletion modified it just now
+    status, report = run(capsys, "gc", str(config), "--grace-period", "7d")
+    assert (report["orphans"], report["already_scheduled"], report["too_young"]) == (1, 1, 0)
+    status, report = run(capsys, "verify", str(config))
+    assert (report["orphans"], report["young_orphans"]) == ([name], [])
 
 
 def without_package_environment(tmp_path, package: str = "swift"):

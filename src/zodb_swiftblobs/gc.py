@@ -98,9 +98,10 @@ def collect_garbage(container: SwiftContainer, layout: ObjectLayout, base: Any,
 
     Objects of revisions newer than *last_tid*, the *protected* names (those of
     commits in progress, which may restore old transaction ids), and orphans
-    modified less than *min_age* seconds ago (counted as ``too_young``) are
-    kept.  Revisions *base* has whose object is marked for deletion (a
-    database restored from a backup older than an earlier sweep) get their
+    modified less than *min_age* seconds ago (counted as ``too_young``; not
+    those found scheduled already: scheduling modified them) are kept.
+    Revisions *base* has whose object is marked for deletion (a database
+    restored from a backup older than an earlier sweep) get their
     deletion cancelled (``rescued``).  With *dry_run*, orphans and revisions
     to rescue are counted but nothing is deleted or cancelled.
     *progress* counts the objects examined.  *before_deleting* is called
@@ -156,13 +157,16 @@ class _ObjectSweep:
                 self.rescues.add(stored.name)
                 if self.dry_run:
                     report.rescued += 1
-        elif young:
+            return
+        # Scheduling an orphan's deletion modifies it: that does not make it young.
+        scheduled = bool(report.grace_period) and stored.marked_for_deletion is not None
+        if young and not scheduled:
             report.too_young += 1
             report.too_young_collectable.add(stored, self.min_age)
         else:
             report.orphans += 1
             report.bytes += stored.size
-            if report.grace_period and stored.marked_for_deletion is not None:
+            if scheduled:
                 report.already_scheduled += 1
             else:
                 self.orphans.add((stored, oid, tid))

@@ -14,7 +14,8 @@ looked at) is scheduled; a deep verification sees every schedule, marked or
 not.
 An object no revision references is an *orphan* (the garbage collector's
 business; a *young* one when modified less than the minimum age ago that
-garbage collection spares); a large object with a segment gone or of the
+garbage collection spares, unless garbage collection scheduled its deletion
+already); a large object with a segment gone or of the
 wrong size, or (with ``deep``) an object whose bytes do not match their
 size and MD5 or the checksum recorded at upload (see
 :mod:`zodb_swiftblobs.swift.checksums`), or an encrypted object that fails
@@ -144,7 +145,7 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
                 wanted = next(expected, None)
             elif revision[1] <= last:
                 report.orphans.append(stored.name)
-                if younger(stored, orphan_min_age, now):
+                if stored.marked_for_deletion is None and younger(stored, orphan_min_age, now):
                     report.young_orphans.append(stored.name)
                     report.young_orphans_collectable.add(stored, orphan_min_age)
         while wanted is not None:

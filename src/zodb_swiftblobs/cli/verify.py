@@ -189,5 +189,5 @@ def young_orphan_lines(count: int, collectable: CollectableSpan, min_age: float)
         when = (f"old enough to collect from {moment_text(collectable.first, now)} to "
                 f"{moment_text(collectable.last, now)}")
     return [f"{count} orphans younger than {duration_text(min_age)} (gc --min-age) are kept "
-            f"by gc: {when}; 'gc --min-age 0' removes them now (unless a migrate or "
+            f"by gc: {when}; 'gc --min-age 0' collects them now (unless a migrate or "
             f"another copy into this database is running)"]
