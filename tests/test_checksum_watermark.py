@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pytest
+import transaction
 
 from conftest import credentials_for
 from test_cli import commit_blobs, run, wrapped_db
@@ -159,3 +160,27 @@ def test_a_marker_with_a_watermark_that_is_no_transaction_id_is_unreadable(
     raw.put(MARKER, json.dumps({**marker(raw), "checksums_from": "yesterday"}), {})
     with pytest.raises(ForeignPrefixError, match="unreadable ownership marker"):
         wrapped_db(devswift, tmp_path, container_name)
+
+
+def test_undoing_back_to_a_revision_of_an_earlier_release_records_its_checksum(
+        devswift, tmp_path, container_name, capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    raw = RawSwift(devswift, container_name)
+    old = os.urandom(2000)
+    old_name = object_names(commit_blobs(db, {"a": old}))["a"]
+    db.close()
+    raw.as_earlier_release()
+    raw.post(old_name, {})
+
+    config, db = wrapped_db(devswift, tmp_path, container_name)  # sets the watermark
+    try:
+        with db.transaction() as conn:
+            with conn.root()["a"].open("w") as f:
+                f.write(os.urandom(1000))
+        db.undo(db.undoLog(0, 1)[0]["id"])
+        transaction.commit()
+        with db.transaction() as conn:
+            assert conn.root()["a"].open().read() == old
+    finally:
+        db.close()
+    assert_verified(capsys, config, without_checksum=1)

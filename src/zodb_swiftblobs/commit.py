@@ -41,6 +41,7 @@ from .leases import LeaseBroken, lease_time_left, write_record
 from .pending_uploads import PendingUploads
 from .staged_blobs import StagedBlobs
 from .resources import SharedResources
+from .swift.adoption import copy_with_record
 from .waiting import results, wait_for
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,8 @@ class BlobCommit:
             work = resources.pool.submit(resources.container.upload, name, path)
         else:
             name = resources.layout.object_name(oid, self.tid)
-            work = resources.pool.submit(resources.container.copy, self._copies[oid], name)
+            work = resources.pool.submit(copy_with_record, resources.container,
+                                         self._copies[oid], name)
         self._track(oid, name, work)
 
     def _track(self, oid: bytes, name: str, work: Future) -> None:

@@ -1,5 +1,6 @@
 """Adopting an object's content: recording, for an object that has none,
-the checksum of its content as it is now (see :mod:`.checksums`).
+the checksum of its content as it is now (see :mod:`.checksums`); also for
+the copy of such an object that an undo makes.
 
 This trusts whatever content is there: it is for objects known to have been
 written without a record (by a process of an earlier release), never for
@@ -12,12 +13,13 @@ import os
 import tempfile
 from typing import TYPE_CHECKING
 
-from .checksums import CHECKSUM_METADATA, file_checksum
+from .checksums import CHECKSUM_METADATA, file_checksum, recorded_checksum
 from .errors import ChecksumMismatchError
 from .posts import head_headers, post_keeping
 
 if TYPE_CHECKING:
     from .container import SwiftContainer
+    from .objects import StoredObject
 
 
 def adopt_content(container: SwiftContainer, name: str) -> str:
@@ -39,3 +41,15 @@ def adopt_content(container: SwiftContainer, name: str) -> str:
                  {f"x-object-meta-{CHECKSUM_METADATA.lower()}": checksum},
                  operation="checksum record")
     return checksum
+
+
+def copy_with_record(container: SwiftContainer, source: str, destination: str) -> StoredObject:
+    """Copy object *source* to *destination* inside Swift (see
+    :meth:`.SwiftContainer.copy`), and return what the copy is.  The copy
+    of an object without a record (an earlier release wrote it) adopts its
+    content: it is the object of a later revision, after the checksum
+    watermark, where ``verify --deep`` expects one."""
+    copied = container.copy(source, destination)
+    if recorded_checksum(copied.metadata) is None:
+        adopt_content(container, destination)
+    return copied
