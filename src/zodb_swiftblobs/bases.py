@@ -6,8 +6,9 @@ for its last *committed* transaction.  Each supported base keeps these
 somewhere known; this module is the only one that looks there (the
 RelStorage names it reads exist from RelStorage 3.4 on: see pyproject.toml).  It also
 knows how to ask a base for one revision and for its current state,
-recognises a ZEO server registering with the wrapper, and sends a ZEO server
-a blob file the way ZEO's ClientStorage does.
+recognises a ZEO server registering with the wrapper, sends a ZEO server
+a blob file the way ZEO's ClientStorage does, and reads an object's current
+revision as a connection sees it.
 """
 
 from __future__ import annotations
@@ -229,3 +230,10 @@ def served_by_zeo_server(db: Any) -> bool:
     each blob file it asks for when its turn to be sent comes)."""
     server = sys.modules.get("ZEO.StorageServer")
     return server is not None and isinstance(db, server.StorageServerDB)
+
+
+def current_serial(connection: Any, oid: bytes) -> bytes:
+    """The revision of object *oid* that ZODB *connection* sees, read from
+    its view of the storage (ZODB names it only ``_storage``), as loading the
+    object would, without loading it (which, for a blob, fetches the blob)."""
+    return connection._storage.load(oid)[1]

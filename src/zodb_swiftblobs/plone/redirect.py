@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from ZODB.POSException import POSKeyError
 
+from ..bases import current_serial
 from ..errors import SwiftStorageError
 from ..storage import SwiftBlobStorage
 from ..swift.errors import SwiftError
@@ -80,13 +81,6 @@ def swift_storage_of(blob: Any) -> SwiftBlobStorage | None:
     return storage
 
 
-def current_serial(blob: Any) -> bytes:
-    """The revision of ghost *blob* that its connection sees: read from the
-    connection's view of the storage (ZODB names it only ``_storage``), as
-    loading the blob would, without fetching the blob as loading it does."""
-    return blob._p_jar._storage.load(blob._p_oid)[1]
-
-
 def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect | None:
     """The redirect to Swift of the blob of named file *file*, or None when
     Plone serves it: the integration is off, it is no blob file, it is not
@@ -113,7 +107,8 @@ def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect |
     if size is not None and size <= settings.above:
         return None
     try:
-        serial = blob._p_serial if blob._p_changed is not None else current_serial(blob)
+        serial = blob._p_serial if blob._p_changed is not None \
+            else current_serial(blob._p_jar, oid)
         stored = storage.swift_container.head(storage.object_layout.object_name(oid, serial))
         if encryption_header(stored.metadata):
             return None
