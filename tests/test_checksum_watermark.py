@@ -97,6 +97,9 @@ def test_a_marker_of_an_earlier_release_gains_the_watermark_from_the_first_write
     raw.post(new_names["c"], {})
     assert_unrecorded_corrupt(capsys, config, [new_names["c"]])
     status, report = run(capsys, "verify", str(config), "--deep", "--repair")
+    assert (status, report["adopted"]) == (1, [])  # repairing alone adopts nothing
+    assert list(corrupt_reasons(report)) == [new_names["c"]]
+    status, report = run(capsys, "verify", str(config), "--deep", "--adopt-unrecorded")
     assert (status, report["adopted"], report["corrupt"]) == (0, [new_names["c"]], [])
     assert CHECKSUM_HEADER.lower() in raw.metadata(new_names["c"])
     assert_verified(capsys, config, without_checksum=2)
@@ -143,7 +146,8 @@ def test_repair_keeps_encryption_parameters_and_deletion_schedules(
             assert adopted[header] == scheduled[header], header
         assert adopted[RECORD] == uploaded[small][RECORD]
 
-        status, report = run(capsys, "verify", str(config), "--deep", "--repair")
+        status, report = run(capsys, "verify", str(config), "--deep", "--repair",
+                             "--adopt-unrecorded")
         assert (status, report["adopted"], report["repaired"]) == (0, [big], [small])
         assert raw.metadata(big) == uploaded[big], "encryption kept, the same keyed record"
         assert view.head(big).large
@@ -184,3 +188,22 @@ def test_undoing_back_to_a_revision_of_an_earlier_release_records_its_checksum(
     finally:
         db.close()
     assert_verified(capsys, config, without_checksum=1)
+
+
+def test_undoing_back_to_a_replaced_revision_does_not_adopt_it(
+        devswift, tmp_path, container_name, capsys):
+    config, db = wrapped_db(devswift, tmp_path, container_name)
+    raw = RawSwift(devswift, container_name)
+    replaced_name = object_names(commit_blobs(db, {"a": os.urandom(2000)}))["a"]
+    raw.put(replaced_name, os.urandom(2000), {})  # after the watermark, without a record
+    try:
+        with db.transaction() as conn:
+            with conn.root()["a"].open("w") as f:
+                f.write(os.urandom(1000))
+        db.undo(db.undoLog(0, 1)[0]["id"])
+        transaction.commit()
+        undone_tid = db.lastTransaction()
+    finally:
+        db.close()
+    undone_name = replaced_name.rsplit("/", 1)[0] + f"/{undone_tid.hex()}.blob"
+    assert_unrecorded_corrupt(capsys, config, [replaced_name, undone_name])

@@ -38,6 +38,7 @@ from .blob_references import BlobReference
 from .deferred_begin import DeferredBegin
 from .errors import raises_storage_errors, storage_error
 from .leases import LeaseBroken, lease_time_left, write_record
+from .ownership import checksums_from
 from .pending_uploads import PendingUploads
 from .staged_blobs import StagedBlobs
 from .resources import SharedResources
@@ -253,9 +254,10 @@ class BlobCommit:
             name = resources.layout.object_name(oid, serial or self.tid)
             work = resources.pool.submit(resources.container.upload, name, path)
         else:
-            name = resources.layout.object_name(oid, self.tid)
-            work = resources.pool.submit(copy_with_record, resources.container,
-                                         self._copies[oid], name)
+            name, source = resources.layout.object_name(oid, self.tid), self._copies[oid]
+            work = resources.pool.submit(
+                copy_with_record, resources.container, source, name,
+                source_predates_records=lambda: written_before_records(resources, source))
         self._track(oid, name, work)
 
     def _track(self, oid: bytes, name: str, work: Future) -> None:
@@ -290,3 +292,12 @@ def revisions_undo_restores(
             if before is None or not is_blob(before[0]):
                 continue  # undoing a creation brings no blob back
             yield record.oid, before[1]
+
+
+def written_before_records(resources: SharedResources, name: str) -> bool:
+    """Whether object *name* is of a revision at or before the checksum
+    watermark of the prefix's ownership marker: written by an earlier
+    release, it may lack a recorded checksum."""
+    watermark = checksums_from(resources.ownership.owner())
+    revision = resources.layout.parse(name)
+    return watermark is not None and revision is not None and revision[1] <= watermark

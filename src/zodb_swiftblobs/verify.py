@@ -26,8 +26,8 @@ are read and checked by size and MD5 alone; a deep verification counts them
 the checksum watermark of the prefix's ownership marker (see
 :mod:`zodb_swiftblobs.ownership`) is corrupt: its content was replaced (a
 plain PUT drops the record), or a process of an earlier release wrote it;
-with ``repair``, the checksum of such an object's content as it is now is
-recorded (*adopted*), when its size and MD5 match.
+with ``adopt_unrecorded``, the checksum of such an object's content as it is
+now is recorded (*adopted*), when its size and MD5 match.
 """
 
 from __future__ import annotations
@@ -109,13 +109,13 @@ def referenced_revisions(storage: Any) -> list[bytes]:
     return sorted(set(revisions))
 
 
-def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = False, jobs: int = 8,
-           progress: Progress | None = None,
+def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = False,
+           adopt_unrecorded: bool = False, jobs: int = 8, progress: Progress | None = None,
            orphan_min_age: float = 0.0) -> VerificationReport:
     """Check that *storage*'s container holds every blob revision it references;
-    with *repair*, cancel the deletion of those scheduled for deletion (and
-    with *deep*, adopt the content of objects without a record that should
-    have one).
+    with *repair*, cancel the deletion of those scheduled for deletion; with
+    *deep* and *adopt_unrecorded*, adopt the content of objects without a
+    record that should have one.
     Orphans modified less than *orphan_min_age* seconds ago (which garbage
     collection with that minimum age spares) are reported as young too."""
     report = VerificationReport(deep=deep, orphan_min_age=orphan_min_age)
@@ -128,7 +128,7 @@ def verify(storage: SwiftBlobStorage, *, deep: bool = False, repair: bool = Fals
     if progress is not None:
         progress.total = len(revisions)
     watermark = checksums_from(storage.prefix_ownership.owner())
-    checker = _Checker(container, report, deep, repair, jobs, progress,
+    checker = _Checker(container, report, deep, repair, adopt_unrecorded, jobs, progress,
                        lambda name: watermark is not None and layout.parse(name)[1] > watermark)
     expected = (layout.object_name(revision[:8], revision[8:]) for revision in revisions)
     wanted = next(expected, None)
@@ -170,17 +170,18 @@ class _Checker:
     objects' segments, objects marked as scheduled for deletion, and with
     *deep* every object's bytes (read through, and checked against its MD5
     and the checksum recorded at upload, which objects *needs_record* says
-    of must have).  With *repair*, cancels the deletion of those scheduled
-    and adopts the content of those lacking a record they need."""
+    of must have).  With *repair*, cancels the deletion of those scheduled;
+    with *adopt*, adopts the content of those lacking a record they need."""
 
     def __init__(self, container: SwiftContainer, report: VerificationReport, deep: bool,
-                 repair: bool, jobs: int, progress: Progress | None,
+                 repair: bool, adopt: bool, jobs: int, progress: Progress | None,
                  needs_record: Callable[[str], bool]) -> None:
         self.container = container
         self.needs_record = needs_record
         self.report = report
         self.deep = deep
         self.repair = repair
+        self.adopt = adopt
         self.progress = progress
         self.lock = threading.Lock()
         self.pool = BoundedPool(jobs, "swift-verify")
@@ -254,13 +255,13 @@ class _Checker:
 
     def _unrecorded(self, name: str, *, adoptable: bool) -> str | None:
         """What is wrong with object *name*, read through, which has no
-        recorded checksum (None: nothing); with *repair*, adopt its content
+        recorded checksum (None: nothing); with *adopt*, adopt its content
         if it needs a record and is *adoptable* (its size matched)."""
         if not self.needs_record(name):
             with self.lock:
                 self.report.without_checksum += 1
             return None
-        if not (self.repair and adoptable):
+        if not (self.adopt and adoptable):
             return UNRECORDED
         adopt_content(self.container, name)
         with self.lock:

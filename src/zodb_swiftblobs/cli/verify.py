@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import time
 
-from ..config import open_swift_storage
+from ..config import ConfigurationError, open_swift_storage
 from ..gc import CollectableSpan
 from ..progress import Progress
 from ..verify import verify
@@ -40,12 +40,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--repair", action="store_true",
                        help="cancel the deletion of referenced revisions that a garbage "
                             "collection scheduled (after the database was restored from a "
-                            "backup older than it); with --deep, also record the checksum "
-                            "of objects written after checksums were recorded but without "
-                            "one, whose size and MD5 match: this adopts whatever content "
-                            "they hold, so use it only when they are known to come from "
-                            "processes of an earlier release (during a rolling upgrade); "
-                            "each is read into a temporary file (TMPDIR)")
+                            "backup older than it)")
+    check.add_argument("--adopt-unrecorded", action="store_true",
+                       help="with --deep: record the checksum of objects written after "
+                            "checksums were recorded but without one, whose size and MD5 "
+                            "match.  This adopts whatever content they hold, so use it only "
+                            "when they are known to come from processes of an earlier "
+                            "release (during a rolling upgrade); each is read into a "
+                            "temporary file (TMPDIR)")
 
     gc = add_storage_command(
         commands, "gc", run_gc, "delete orphaned blob objects without packing",
@@ -69,12 +71,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Check the container against the database; print the report."""
+    if args.adopt_unrecorded and not args.deep:
+        raise ConfigurationError("--adopt-unrecorded reads every object: it needs --deep")
     opened, storage = open_swift_storage(args.config, args.database, read_only=True,
                                          overrides=overrides(args))
     try:
         with Progress("repairing" if args.repair else "verifying", unit="revisions",
                       enabled=progress_shown(args)) as progress:
-            report = verify(storage, deep=args.deep, repair=args.repair, jobs=args.jobs,
+            report = verify(storage, deep=args.deep, repair=args.repair,
+                            adopt_unrecorded=args.adopt_unrecorded, jobs=args.jobs,
                             progress=progress, orphan_min_age=args.min_age)
     finally:
         opened.close()
@@ -94,7 +99,7 @@ def run_verify(args: argparse.Namespace) -> int:
         lines.append("without a checksum recorded at upload (written by an earlier "
                      f"release; checked by size and MD5 only): {report.without_checksum}")
     lines += listed("without a checksum, though written after checksums were recorded: "
-                    "the checksum of their content as it is now recorded (--repair)",
+                    "the checksum of their content as it is now recorded (--adopt-unrecorded)",
                     report.adopted)
     lines += listed("missing", report.missing)
     lines += listed("corrupt", report.corrupt)

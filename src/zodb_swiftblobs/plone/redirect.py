@@ -112,6 +112,9 @@ def blob_redirect(file: Any, settings: ServingSettings | None) -> BlobRedirect |
         stored = storage.swift_container.head(storage.object_layout.object_name(oid, serial))
         if encryption_header(stored.metadata):
             return None
+        # plone.namedfile keeps the size it measured in the instance's
+        # __dict__; filled here, its own headers do not open the blob.  The
+        # value is the stored blob's, so storing it with the file is harmless.
         size = file.__dict__["size"] = stored.size
         if size <= settings.above:
             return None

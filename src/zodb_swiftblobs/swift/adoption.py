@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .checksums import CHECKSUM_METADATA, file_checksum, recorded_checksum
@@ -43,13 +44,16 @@ def adopt_content(container: SwiftContainer, name: str) -> str:
     return checksum
 
 
-def copy_with_record(container: SwiftContainer, source: str, destination: str) -> StoredObject:
+def copy_with_record(container: SwiftContainer, source: str, destination: str, *,
+                     source_predates_records: Callable[[], bool]) -> StoredObject:
     """Copy object *source* to *destination* inside Swift (see
     :meth:`.SwiftContainer.copy`), and return what the copy is.  The copy
-    of an object without a record (an earlier release wrote it) adopts its
-    content: it is the object of a later revision, after the checksum
-    watermark, where ``verify --deep`` expects one."""
+    of an object without a record adopts its content when
+    *source_predates_records* says an earlier release wrote the source
+    (before the checksum watermark): the copy is the object of a later
+    revision, where ``verify --deep`` expects one.  A source that should have
+    had a record is copied as it is, for ``verify --deep`` to report."""
     copied = container.copy(source, destination)
-    if recorded_checksum(copied.metadata) is None:
+    if recorded_checksum(copied.metadata) is None and source_predates_records():
         adopt_content(container, destination)
     return copied

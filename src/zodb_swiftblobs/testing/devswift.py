@@ -393,7 +393,7 @@ class DevSwift:
         if result.returncode == SWIFT_MISSING:
             raise MissingPackageError(
                 f"the embedded Swift needs OpenStack Swift, and it cannot be imported here "
-                f"({result.stderr.strip().splitlines()[-1]}): "
+                f"({(result.stderr.strip().splitlines() or ['no message'])[-1]}): "
                 f"pip install 'zodb-swiftblobs[devswift]'")
         if result.returncode:
             raise DevSwiftError(
