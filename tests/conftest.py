@@ -371,7 +371,19 @@ def mounted(directory, fstype="tmpfs", size=None):
         pytest.skip(f"mounting {fstype} is not allowed here: {mount.stderr.strip()}")
 
     def remount(mode):
-        subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True)
+        """Remount read-only ("ro") or read-write ("rw"); a file open for
+        writing at that moment (the cache's counters being flushed) makes the
+        kernel refuse a read-only remount as busy, so that is tried again."""
+        deadline = time.monotonic() + 60
+        while True:
+            result = subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)],
+                                    capture_output=True, text=True)
+            if result.returncode == 0:
+                return
+            if "busy" not in result.stderr or time.monotonic() > deadline:
+                raise subprocess.CalledProcessError(result.returncode, result.args,
+                                                    result.stdout, result.stderr)
+            time.sleep(0.1)
 
     try:
         yield remount
