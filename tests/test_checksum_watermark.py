@@ -166,6 +166,16 @@ def test_a_marker_with_a_watermark_that_is_no_transaction_id_is_unreadable(
         wrapped_db(devswift, tmp_path, container_name)
 
 
+def rewrite_and_undo(db, key):
+    """Commit new bytes for blob *key*, then undo that; the undo's tid."""
+    with db.transaction() as conn:
+        with conn.root()[key].open("w") as f:
+            f.write(os.urandom(1000))
+    db.undo(db.undoLog(0, 1)[0]["id"])
+    transaction.commit()
+    return db.lastTransaction()
+
+
 def test_undoing_back_to_a_revision_of_an_earlier_release_records_its_checksum(
         devswift, tmp_path, container_name, capsys):
     config, db = wrapped_db(devswift, tmp_path, container_name)
@@ -178,11 +188,7 @@ def test_undoing_back_to_a_revision_of_an_earlier_release_records_its_checksum(
 
     config, db = wrapped_db(devswift, tmp_path, container_name)  # sets the watermark
     try:
-        with db.transaction() as conn:
-            with conn.root()["a"].open("w") as f:
-                f.write(os.urandom(1000))
-        db.undo(db.undoLog(0, 1)[0]["id"])
-        transaction.commit()
+        rewrite_and_undo(db, "a")
         with db.transaction() as conn:
             assert conn.root()["a"].open().read() == old
     finally:
@@ -197,12 +203,7 @@ def test_undoing_back_to_a_replaced_revision_does_not_adopt_it(
     replaced_name = object_names(commit_blobs(db, {"a": os.urandom(2000)}))["a"]
     raw.put(replaced_name, os.urandom(2000), {})  # after the watermark, without a record
     try:
-        with db.transaction() as conn:
-            with conn.root()["a"].open("w") as f:
-                f.write(os.urandom(1000))
-        db.undo(db.undoLog(0, 1)[0]["id"])
-        transaction.commit()
-        undone_tid = db.lastTransaction()
+        undone_tid = rewrite_and_undo(db, "a")
     finally:
         db.close()
     undone_name = replaced_name.rsplit("/", 1)[0] + f"/{undone_tid.hex()}.blob"
